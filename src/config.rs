@@ -1,0 +1,449 @@
+//! Flags and environment variables (SPEC.md 5) → validated settings the pipeline takes.
+//!
+//! clap parses and range-checks each value; `settings()` methods then combine them into the
+//! types the pipeline uses, so nothing downstream re-checks configuration.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use parquet::basic::{Compression, ZstdLevel};
+
+use crate::generate::{GeneratorConfig, now_ms};
+use crate::sink::SinkConfig;
+use crate::window::{WindowSpec, Windows};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pageview",
+    version,
+    about = "Real-time pageview pipeline: validate events, count them per postcode in 1-minute \
+             windows, and write raw, aggregated and dead-letter Parquet datasets."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generator and processor in one process, writing to local folders (the embedded default).
+    Run(RunArgs),
+    /// Write generated pageview events as JSON lines to a file or stdout.
+    Generate(GenerateArgs),
+    /// Process a JSONL file (or stdin) into the three datasets, closing every window at the end.
+    Process(ProcessArgs),
+    /// Time `process` on generated files of several sizes against a parse-only loop.
+    Bench(BenchArgs),
+    /// Read a JSONL file and only parse each line's JSON: the limit `bench` compares with.
+    #[command(hide = true)]
+    ParseOnly(ParseOnlyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub generator: GeneratorArgs,
+    /// Folder the three datasets are written under, one subfolder per bucket name.
+    #[arg(long, env = "DATA_DIR", default_value = "pageview-data")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// File to write JSON lines to; `-` writes to stdout.
+    #[arg(long, short)]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub generator: GeneratorArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ProcessArgs {
+    /// JSONL input, one record per `\n`-terminated line; `-` reads stdin.
+    #[arg(long, short)]
+    pub input: PathBuf,
+    /// Folder the three datasets are written under, one subfolder per bucket name.
+    #[arg(long, env = "STORAGE")]
+    pub storage: PathBuf,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Input sizes in events, comma separated (k, M and G suffixes allowed).
+    #[arg(long, value_delimiter = ',', value_parser = parse_count, default_value = "1M,10M,20M")]
+    pub sizes: Vec<u64>,
+    /// Where generated inputs are kept between runs and outputs are written.
+    #[arg(long, default_value_os_t = default_bench_dir())]
+    pub dir: PathBuf,
+    /// Run each process under `taskset -c CPU`, to measure one core.
+    #[arg(long)]
+    pub cpu: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct ParseOnlyArgs {
+    #[arg(long, short)]
+    pub input: PathBuf,
+}
+
+fn default_bench_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map_or_else(std::env::temp_dir, PathBuf::from)
+        .join(".cache/pageview/bench")
+}
+
+/// What the generator makes. Rate and shares default per command (see each flag).
+#[derive(Debug, Args)]
+pub struct GeneratorArgs {
+    /// Events per second [default: 1.16 for generate (the original's ~100K/day), 1000 for run].
+    #[arg(long, env = "EVENT_RATE", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// Stop after this many events (k, M and G suffixes allowed) [default: run forever].
+    #[arg(long, value_parser = parse_count)]
+    pub events: Option<u64>,
+    /// Seed for reproducible output [default: from the clock].
+    #[arg(long, env = "GENERATOR_SEED")]
+    pub seed: Option<u64>,
+    /// Share of events deliberately malformed, 0..=1 [default: 0 for generate, 0.01 for run].
+    #[arg(long, value_parser = parse_share)]
+    pub malformed_share: Option<f64>,
+    /// Share of valid events back-dated 10 minutes so they arrive late, 0..=1
+    /// [default: 0 for generate, 0.002 for run].
+    #[arg(long, value_parser = parse_share)]
+    pub late_share: Option<f64>,
+    /// Back-date valid events by up to this many ms, so they arrive out of order.
+    #[arg(long, default_value_t = 0)]
+    pub jitter_ms: u32,
+    /// Event time advances 1/rate per event as fast as events are made, not with the clock.
+    #[arg(long)]
+    pub simulated_time: bool,
+    /// Event time of the first simulated event, epoch ms [default: now].
+    #[arg(long, requires = "simulated_time", value_parser = clap::value_parser!(i64).range(946_684_800_000..=4_102_444_800_000))]
+    pub start_time_ms: Option<i64>,
+}
+
+/// Per-command defaults for the generator flags that have none of their own.
+pub struct GeneratorDefaults {
+    pub rate: f64,
+    pub malformed_share: f64,
+    pub late_share: f64,
+}
+
+pub const GENERATE_DEFAULTS: GeneratorDefaults = GeneratorDefaults {
+    rate: 1.16,
+    malformed_share: 0.0,
+    late_share: 0.0,
+};
+
+pub const RUN_DEFAULTS: GeneratorDefaults = GeneratorDefaults {
+    rate: 1000.0,
+    malformed_share: 0.01,
+    late_share: 0.002,
+};
+
+impl GeneratorArgs {
+    pub fn settings(&self, defaults: &GeneratorDefaults) -> Result<GeneratorConfig, ConfigError> {
+        let malformed_share = self.malformed_share.unwrap_or(defaults.malformed_share);
+        let late_share = self.late_share.unwrap_or(defaults.late_share);
+        if malformed_share + late_share > 1.0 {
+            return Err(ConfigError::Invalid {
+                setting: "--malformed-share + --late-share",
+                problem: format!("{malformed_share} + {late_share} is more than 1"),
+            });
+        }
+        Ok(GeneratorConfig {
+            rate: self.rate.unwrap_or(defaults.rate),
+            events: self.events,
+            seed: self.seed.unwrap_or_else(|| now_ms() as u64),
+            malformed_share,
+            late_share,
+            jitter_ms: i64::from(self.jitter_ms),
+            simulated_start_ms: self
+                .simulated_time
+                .then(|| self.start_time_ms.unwrap_or_else(now_ms)),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Codec {
+    Snappy,
+    Zstd,
+    None,
+}
+
+impl Codec {
+    fn compression(self) -> Compression {
+        match self {
+            Codec::Snappy => Compression::SNAPPY,
+            Codec::Zstd => Compression::ZSTD(ZstdLevel::default()),
+            Codec::None => Compression::UNCOMPRESSED,
+        }
+    }
+}
+
+/// Windowing, bucket names and file rolling: shared by every command that processes.
+#[derive(Debug, Args)]
+pub struct PipelineArgs {
+    /// Tumbling window length in seconds.
+    #[arg(long, env = "WINDOW_SIZE_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub window_size_seconds: u32,
+    /// How far the watermark trails the largest event time seen, in ms.
+    #[arg(long, env = "WATERMARK_DELAY_MS", default_value_t = 5000)]
+    pub watermark_delay_ms: u32,
+    /// Environment in the default bucket names `pageview-pipeline-<env>-…`.
+    #[arg(long, env = "ENVIRONMENT", default_value = "local")]
+    pub environment: String,
+    /// Bucket (folder) for raw events [default: pageview-pipeline-<env>-raw-events].
+    #[arg(long, env = "RAW_EVENTS_BUCKET")]
+    pub raw_events_bucket: Option<String>,
+    /// Bucket (folder) for aggregated windows [default: pageview-pipeline-<env>-aggregated].
+    #[arg(long, env = "AGGREGATED_BUCKET")]
+    pub aggregated_bucket: Option<String>,
+    /// Bucket (folder) for dead letters [default: pageview-pipeline-<env>-dlq].
+    #[arg(long, env = "DLQ_BUCKET")]
+    pub dlq_bucket: Option<String>,
+    /// A file is published once its encoded size reaches this many bytes.
+    #[arg(long, env = "FILE_MAX_BYTES", default_value_t = 128 << 20, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub file_max_bytes: u64,
+    /// A file is published once it has been open this many ms, so data shows up promptly.
+    #[arg(long, env = "FILE_MAX_AGE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub file_max_age_ms: u64,
+    /// Parquet compression codec.
+    #[arg(long, env = "PARQUET_COMPRESSION", value_enum, default_value_t = Codec::Snappy)]
+    pub compression: Codec,
+}
+
+/// The three bucket names of SPEC.md 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Buckets {
+    pub raw: String,
+    pub aggregated: String,
+    pub dlq: String,
+}
+
+impl PipelineArgs {
+    pub fn windows(&self) -> Windows {
+        Windows::new(
+            WindowSpec::new(i64::from(self.window_size_seconds) * 1000),
+            i64::from(self.watermark_delay_ms),
+        )
+    }
+
+    pub fn buckets(&self) -> Result<Buckets, ConfigError> {
+        let env = &self.environment;
+        let pick = |given: &Option<String>, setting, suffix: &str| {
+            let name = given
+                .clone()
+                .unwrap_or_else(|| format!("pageview-pipeline-{env}-{suffix}"));
+            check_bucket_name(&name)
+                .map_err(|problem| ConfigError::Invalid { setting, problem })?;
+            Ok(name)
+        };
+        let buckets = Buckets {
+            raw: pick(&self.raw_events_bucket, "RAW_EVENTS_BUCKET", "raw-events")?,
+            aggregated: pick(&self.aggregated_bucket, "AGGREGATED_BUCKET", "aggregated")?,
+            dlq: pick(&self.dlq_bucket, "DLQ_BUCKET", "dlq")?,
+        };
+        if buckets.raw == buckets.aggregated
+            || buckets.raw == buckets.dlq
+            || buckets.aggregated == buckets.dlq
+        {
+            return Err(ConfigError::Invalid {
+                setting: "RAW_EVENTS_BUCKET, AGGREGATED_BUCKET, DLQ_BUCKET",
+                problem: "the three datasets need three different buckets".into(),
+            });
+        }
+        Ok(buckets)
+    }
+
+    pub fn sink_config(&self, source_tag: String) -> Result<SinkConfig, ConfigError> {
+        Ok(SinkConfig {
+            buckets: self.buckets()?,
+            source_tag,
+            max_file_bytes: self.file_max_bytes,
+            max_file_age: Duration::from_millis(self.file_max_age_ms),
+            compression: self.compression.compression(),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid {setting}: {problem}")]
+    Invalid {
+        setting: &'static str,
+        problem: String,
+    },
+}
+
+/// S3's bucket naming rules, so a name that works on disk also works on S3.
+fn check_bucket_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    let ends_ok = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if !(3..=63).contains(&name.len()) {
+        Err(format!(
+            "bucket name {name:?} must be 3 to 63 characters long"
+        ))
+    } else if !ok_chars
+        || !ends_ok(name.as_bytes().first())
+        || !ends_ok(name.as_bytes().last())
+        || name.contains("..")
+    {
+        Err(format!(
+            "bucket name {name:?} may hold only lowercase letters, digits, '-' and '.', and must start and end with a letter or digit"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 && r <= 1e9 => Ok(r),
+        _ => Err("must be a number of events per second above 0 (at most 1e9)".into()),
+    }
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err("must be a share between 0 and 1".into()),
+    }
+}
+
+/// `1500`, `10k`, `10M`, `1G`.
+pub fn parse_count(s: &str) -> Result<u64, String> {
+    let (digits, scale) = match s.as_bytes().last() {
+        Some(b'k' | b'K') => (&s[..s.len() - 1], 1_000),
+        Some(b'M') => (&s[..s.len() - 1], 1_000_000),
+        Some(b'G') => (&s[..s.len() - 1], 1_000_000_000),
+        _ => (s, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("{s:?} is not a count (a whole number, optionally with k, M or G)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("pageview").chain(args.iter().copied()))
+    }
+
+    fn pipeline(args: &[&str]) -> PipelineArgs {
+        let mut full = vec!["process", "--input", "x", "--storage", "y"];
+        full.extend_from_slice(args);
+        match parse(&full).unwrap().command {
+            Command::Process(p) => p.pipeline,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn default_buckets_follow_the_original_names() {
+        let buckets = pipeline(&[]).buckets().unwrap();
+        assert_eq!(buckets.raw, "pageview-pipeline-local-raw-events");
+        assert_eq!(buckets.aggregated, "pageview-pipeline-local-aggregated");
+        assert_eq!(buckets.dlq, "pageview-pipeline-local-dlq");
+        let prod = pipeline(&["--environment", "prod"]).buckets().unwrap();
+        assert_eq!(prod.dlq, "pageview-pipeline-prod-dlq");
+    }
+
+    #[test]
+    fn bad_bucket_names_name_the_setting() {
+        let err = pipeline(&["--dlq-bucket", "Bad_Name"])
+            .buckets()
+            .unwrap_err();
+        assert!(err.to_string().contains("DLQ_BUCKET"), "{err}");
+        let err = pipeline(&["--environment", "UPPER"]).buckets().unwrap_err();
+        assert!(err.to_string().contains("RAW_EVENTS_BUCKET"), "{err}");
+        let err = pipeline(&["--dlq-bucket", "pageview-pipeline-local-raw-events"])
+            .buckets()
+            .unwrap_err();
+        assert!(err.to_string().contains("different"), "{err}");
+    }
+
+    #[test]
+    fn counts_and_ranges() {
+        assert_eq!(parse_count("10M"), Ok(10_000_000));
+        assert_eq!(parse_count("3k"), Ok(3_000));
+        assert_eq!(parse_count("42"), Ok(42));
+        assert!(parse_count("-1").is_err());
+        assert!(parse_count("1.5M").is_err());
+        assert!(parse_count("99999999999G").is_err());
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("nan").is_err());
+        assert!(parse_rate("inf").is_err());
+        assert!(parse_share("1.01").is_err());
+        assert!(
+            parse(&[
+                "process",
+                "--input",
+                "x",
+                "--storage",
+                "y",
+                "--window-size-seconds",
+                "0"
+            ])
+            .is_err()
+        );
+        assert!(parse(&["generate", "-o", "x", "--start-time-ms", "1700000000000"]).is_err());
+    }
+
+    #[test]
+    fn shares_must_leave_room_for_each_other() {
+        let Command::Generate(g) = parse(&[
+            "generate",
+            "-o",
+            "-",
+            "--malformed-share",
+            "0.7",
+            "--late-share",
+            "0.5",
+        ])
+        .unwrap()
+        .command
+        else {
+            unreachable!()
+        };
+        assert!(g.generator.settings(&GENERATE_DEFAULTS).is_err());
+    }
+
+    #[test]
+    fn per_command_defaults() {
+        let Command::Run(r) = parse(&["run"]).unwrap().command else {
+            unreachable!()
+        };
+        let c = r.generator.settings(&RUN_DEFAULTS).unwrap();
+        assert_eq!(c.rate, 1000.0);
+        assert_eq!(c.simulated_start_ms, None);
+        let Command::Generate(g) = parse(&[
+            "generate",
+            "-o",
+            "-",
+            "--simulated-time",
+            "--start-time-ms",
+            "1700000000000",
+        ])
+        .unwrap()
+        .command
+        else {
+            unreachable!()
+        };
+        let c = g.generator.settings(&GENERATE_DEFAULTS).unwrap();
+        assert_eq!(c.rate, 1.16);
+        assert_eq!(c.simulated_start_ms, Some(1_700_000_000_000));
+    }
+}

@@ -1,0 +1,363 @@
+//! Seeded randomness → realistic pageview JSON lines (SPEC.md 6), with optional malformed,
+//! late and out-of-order events for exercising the dead-letter path.
+
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::distr::Distribution;
+use rand::distr::weighted::WeightedIndex;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const POSTCODES: [&str; 15] = [
+    "SW19", "E1", "W1", "N1", "SE1", "EC1", "WC1", "NW1", "M1", "B1", "L1", "G1", "EH1", "CF1",
+    "BT1",
+];
+const PAGES: [(&str, u32); 5] = [
+    ("https://www.website.com/index.html", 10),
+    ("https://www.website.com/products.html", 5),
+    ("https://www.website.com/about.html", 3),
+    ("https://www.website.com/contact.html", 2),
+    ("https://www.website.com/blog.html", 1),
+];
+const MAX_USER_ID: i64 = 100_000;
+/// Late events are back-dated by this much: far past any sensible watermark delay.
+const LATE_BY_MS: i64 = 10 * 60_000;
+/// How many lines go to the processor in one chunk; bounds the delay a chunk adds.
+const CHUNK_LINES: usize = 1024;
+
+/// What the generator makes; validated by the CLI before it gets here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratorConfig {
+    /// Events per second of event time (and of wall time unless simulated).
+    pub rate: f64,
+    /// Stop after this many events; `None` runs until stopped.
+    pub events: Option<u64>,
+    pub seed: u64,
+    /// Share of events deliberately broken, each class of break equally likely.
+    pub malformed_share: f64,
+    /// Share of valid events back-dated far enough to arrive late.
+    pub late_share: f64,
+    /// Valid events are back-dated by up to this much, arriving out of order.
+    pub jitter_ms: i64,
+    /// Event time starts here and advances `1/rate` per event, as fast as events are made.
+    pub simulated_start_ms: Option<i64>,
+}
+
+/// The ways the generator breaks an event, one per `error_kind` a payload can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Break {
+    Json,
+    Utf8,
+    MissingField,
+    WrongType,
+    UserId,
+    Postcode,
+    Webpage,
+    Timestamp,
+}
+
+const BREAKS: [Break; 8] = [
+    Break::Json,
+    Break::Utf8,
+    Break::MissingField,
+    Break::WrongType,
+    Break::UserId,
+    Break::Postcode,
+    Break::Webpage,
+    Break::Timestamp,
+];
+
+pub struct Generator {
+    config: GeneratorConfig,
+    rng: ChaCha8Rng,
+    postcodes: WeightedIndex<f64>,
+    pages: WeightedIndex<u32>,
+    made: u64,
+}
+
+impl Generator {
+    pub fn new(config: GeneratorConfig) -> Self {
+        let zipf = (1..=POSTCODES.len()).map(|i| 1.0 / (i as f64).powf(1.5));
+        Generator {
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            postcodes: WeightedIndex::new(zipf).expect("positive weights"),
+            pages: WeightedIndex::new(PAGES.iter().map(|p| p.1)).expect("positive weights"),
+            config,
+            made: 0,
+        }
+    }
+
+    pub fn made(&self) -> u64 {
+        self.made
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.config.events.is_some_and(|n| self.made >= n)
+    }
+
+    /// The event time of the next event: simulated, or the wall clock.
+    fn event_time(&self) -> i64 {
+        match self.config.simulated_start_ms {
+            Some(start) => start + (self.made as f64 * 1000.0 / self.config.rate) as i64,
+            None => now_ms(),
+        }
+    }
+
+    /// Appends the next event as one JSON line (no newline) to `out`.
+    pub fn next_line(&mut self, out: &mut Vec<u8>) {
+        let mut timestamp = self.event_time();
+        self.made += 1;
+        let user_id = self.rng.random_range(1..=MAX_USER_ID);
+        let postcode = POSTCODES[self.postcodes.sample(&mut self.rng)];
+        let webpage = PAGES[self.pages.sample(&mut self.rng)].0;
+        if self.config.jitter_ms > 0 {
+            timestamp -= self.rng.random_range(0..=self.config.jitter_ms);
+        }
+        let broken = (self.rng.random::<f64>() < self.config.malformed_share)
+            .then(|| BREAKS[self.rng.random_range(0..BREAKS.len())]);
+        if broken.is_none() && self.rng.random::<f64>() < self.config.late_share {
+            timestamp -= LATE_BY_MS;
+        }
+        write_event(out, user_id, postcode, webpage, timestamp, broken);
+    }
+
+    /// Writes events as JSONL until done or `stop` is set, pacing to the rate in real time.
+    pub fn write_to(&mut self, out: &mut impl Write, stop: &AtomicBool) -> io::Result<()> {
+        let mut line = Vec::with_capacity(256);
+        let pace = Pace::new(self.config.rate, self.config.simulated_start_ms.is_none());
+        while !self.is_done() && !stop.load(Ordering::Relaxed) {
+            pace.wait_for(self.made);
+            line.clear();
+            self.next_line(&mut line);
+            line.push(b'\n');
+            out.write_all(&line)?;
+            if pace.is_real_time() {
+                out.flush()?;
+            }
+        }
+        out.flush()
+    }
+
+    /// Sends events in JSONL chunks until done or `stop` is set; ends when the receiver has
+    /// gone. Dropping the sender afterwards tells the processor the stream has ended.
+    pub fn send_to(&mut self, chunks: &std::sync::mpsc::SyncSender<Vec<u8>>, stop: &AtomicBool) {
+        let pace = Pace::new(self.config.rate, self.config.simulated_start_ms.is_none());
+        while !self.is_done() && !stop.load(Ordering::Relaxed) {
+            let mut chunk = Vec::with_capacity(CHUNK_LINES * 128);
+            // In real time a chunk holds what is due now, so events reach the processor at once.
+            let due = pace.due(self.made).max(self.made + 1);
+            let mut lines = 0;
+            while lines < CHUNK_LINES && self.made < due && !self.is_done() {
+                self.next_line(&mut chunk);
+                chunk.push(b'\n');
+                lines += 1;
+            }
+            if chunks.send(chunk).is_err() {
+                return;
+            }
+            pace.wait_for(self.made);
+        }
+    }
+}
+
+fn write_event(
+    out: &mut Vec<u8>,
+    user_id: i64,
+    postcode: &str,
+    webpage: &str,
+    timestamp: i64,
+    broken: Option<Break>,
+) {
+    let mut int = itoa::Buffer::new();
+    let start = out.len();
+    out.extend_from_slice(b"{\"user_id\": ");
+    match broken {
+        Some(Break::WrongType) => {
+            out.push(b'"');
+            out.extend_from_slice(int.format(user_id).as_bytes());
+            out.push(b'"');
+        }
+        Some(Break::UserId) => out.extend_from_slice(int.format(-user_id).as_bytes()),
+        _ => out.extend_from_slice(int.format(user_id).as_bytes()),
+    }
+    out.extend_from_slice(b", \"postcode\": \"");
+    match broken {
+        Some(Break::Postcode) => out.extend_from_slice(postcode.to_ascii_lowercase().as_bytes()),
+        Some(Break::Utf8) => out.extend_from_slice(b"\xff\xfe"),
+        _ => out.extend_from_slice(postcode.as_bytes()),
+    }
+    out.push(b'"');
+    match broken {
+        Some(Break::MissingField) => {}
+        Some(Break::Webpage) => {
+            out.extend_from_slice(b", \"webpage\": \"ftp://");
+            out.extend_from_slice(&webpage.as_bytes()["https://".len()..]);
+            out.push(b'"');
+        }
+        _ => {
+            out.extend_from_slice(b", \"webpage\": \"");
+            out.extend_from_slice(webpage.as_bytes());
+            out.push(b'"');
+        }
+    }
+    out.extend_from_slice(b", \"timestamp\": ");
+    let timestamp = match broken {
+        // A classic producer bug: seconds where milliseconds are due.
+        Some(Break::Timestamp) => timestamp / 1000,
+        _ => timestamp,
+    };
+    out.extend_from_slice(int.format(timestamp).as_bytes());
+    out.push(b'}');
+    if broken == Some(Break::Json) {
+        out.truncate(start + (out.len() - start) / 2);
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Wall-clock pacing for real-time generation; does nothing in simulated time.
+struct Pace {
+    started: Instant,
+    rate: f64,
+    real_time: bool,
+}
+
+impl Pace {
+    fn new(rate: f64, real_time: bool) -> Self {
+        Pace {
+            started: Instant::now(),
+            rate,
+            real_time,
+        }
+    }
+
+    fn is_real_time(&self) -> bool {
+        self.real_time
+    }
+
+    /// How many events should have been made by now.
+    fn due(&self, made: u64) -> u64 {
+        if !self.real_time {
+            return u64::MAX;
+        }
+        let due = (self.started.elapsed().as_secs_f64() * self.rate) as u64;
+        due.max(made)
+    }
+
+    /// Sleeps until event number `made` is due.
+    fn wait_for(&self, made: u64) {
+        if !self.real_time {
+            return;
+        }
+        let at = Duration::from_secs_f64(made as f64 / self.rate);
+        let elapsed = self.started.elapsed();
+        if at > elapsed {
+            std::thread::sleep((at - elapsed).min(Duration::from_millis(200)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::{ErrorKind, validate};
+    use std::collections::HashMap;
+
+    fn config(malformed_share: f64) -> GeneratorConfig {
+        GeneratorConfig {
+            rate: 1000.0,
+            events: Some(20_000),
+            seed: 7,
+            malformed_share,
+            late_share: 0.0,
+            jitter_ms: 0,
+            simulated_start_ms: Some(1_700_000_000_000),
+        }
+    }
+
+    fn lines(config: GeneratorConfig) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        Generator::new(config)
+            .write_to(&mut out, &AtomicBool::new(false))
+            .unwrap();
+        out.split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect()
+    }
+
+    #[test]
+    fn valid_events_follow_the_spec_distributions() {
+        let lines = lines(config(0.0));
+        assert_eq!(lines.len(), 20_000);
+        let mut postcodes: HashMap<String, usize> = HashMap::new();
+        let mut last_ts = 0;
+        for line in &lines {
+            let pv = validate(line).expect("generator makes valid events");
+            assert!((1..=MAX_USER_ID).contains(&pv.user_id));
+            assert!(pv.timestamp >= last_ts, "simulated time only advances");
+            last_ts = pv.timestamp;
+            *postcodes.entry(pv.postcode.into_owned()).or_default() += 1;
+        }
+        assert_eq!(last_ts, 1_700_000_000_000 + 19_999);
+        // Zipf 1/i^1.5: SW19 is about 2.8 times as common as E1.
+        let ratio = postcodes["SW19"] as f64 / postcodes["E1"] as f64;
+        assert!((2.4..3.3).contains(&ratio), "{ratio}");
+        assert_eq!(postcodes.len(), POSTCODES.len());
+    }
+
+    #[test]
+    fn malformed_events_cover_every_payload_error_kind() {
+        let lines = lines(config(0.5));
+        let mut kinds: HashMap<ErrorKind, usize> = HashMap::new();
+        for line in &lines {
+            if let Err(r) = validate(line) {
+                *kinds.entry(r.kind).or_default() += 1;
+            }
+        }
+        let broken: usize = kinds.values().sum();
+        assert!((9_000..11_000).contains(&broken), "{broken}");
+        for kind in ErrorKind::ALL
+            .into_iter()
+            .filter(|k| *k != ErrorKind::LateEvent)
+        {
+            assert!(
+                kinds.get(&kind).copied().unwrap_or(0) > 1_000,
+                "{kind}: {kinds:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_bytes() {
+        assert_eq!(lines(config(0.1)), lines(config(0.1)));
+        let mut other = config(0.1);
+        other.seed = 8;
+        assert_ne!(lines(config(0.1)), lines(other));
+    }
+
+    #[test]
+    fn late_and_jittered_events_move_back_in_time() {
+        let mut c = config(0.0);
+        c.late_share = 0.1;
+        c.jitter_ms = 3_000;
+        let lines = lines(c);
+        let late = lines
+            .iter()
+            .enumerate()
+            .filter(|(i, l)| {
+                let ts = validate(l).unwrap().timestamp;
+                let on_time = 1_700_000_000_000 + *i as i64;
+                assert!(ts <= on_time);
+                on_time - ts > 3_000
+            })
+            .count();
+        assert!((1_500..2_500).contains(&late), "{late}");
+    }
+}

@@ -1,0 +1,25 @@
+//! pageview: a real-time pageview pipeline.
+//!
+//! ```text
+//! source ──▶ validate ──▶ route ─┬─ valid ─────────▶ sink: raw         (dt=/event_hour=)
+//! (file,       (bytes →           ├─ malformed/late ▶ sink: dlq         (payload + reason)
+//!  embedded    Pageview |         └─ window ────────▶ sink: aggregated  (1-min windows)
+//!  generator)  Rejection)                                  │
+//!                                                          ▼
+//!                                          storage (local folder; files appear atomically)
+//! ```
+//!
+//! Modules in flow order; `config` and `storage` are the edges, `pipeline` drives the loop.
+
+pub mod bench;
+pub mod config;
+pub mod generate;
+pub mod pipeline;
+pub mod report;
+pub mod route;
+pub mod sink;
+pub mod source;
+pub mod stats;
+pub mod storage;
+pub mod validate;
+pub mod window;

@@ -1,0 +1,234 @@
+//! The `pageview` command line: wires sources, the router and sinks for each subcommand.
+
+use std::cell::Cell;
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use pageview::config::{
+    Cli, Command, GENERATE_DEFAULTS, GenerateArgs, ParseOnlyArgs, PipelineArgs, ProcessArgs,
+    RUN_DEFAULTS, RunArgs,
+};
+use pageview::generate::Generator;
+use pageview::pipeline::{Ending, drive};
+use pageview::route::Router;
+use pageview::sink::{Sinks, naming};
+use pageview::source::{EmbeddedSource, FileSource, Source};
+use pageview::storage::LocalStorage;
+use pageview::{bench, report};
+
+/// Exit code after an interrupt, as shells report for SIGINT.
+const EXIT_INTERRUPTED: u8 = 130;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Generate(args) => generate(args),
+        Command::Process(args) => process(args),
+        Command::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::ParseOnly(args) => parse_only(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pageview: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A flag set by the first SIGINT or SIGTERM; a second one ends the process at once.
+fn stop_flag() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())
+            .context("cannot install signal handlers")?;
+        signal_hook::flag::register(signal, stop.clone())
+            .context("cannot install signal handlers")?;
+    }
+    Ok(stop)
+}
+
+fn router(pipeline: &PipelineArgs, root: &Path, source_label: &str) -> Result<Router> {
+    let sink_config = pipeline.sink_config(naming::source_tag(source_label))?;
+    let storage = LocalStorage::open(root)?;
+    Ok(Router::new(
+        pipeline.windows(),
+        Sinks::new(Arc::new(storage), &sink_config),
+    ))
+}
+
+fn process(args: ProcessArgs) -> Result<ExitCode> {
+    args.pipeline.buckets()?;
+    let mut source = FileSource::open(&args.input)?;
+    let label = match args.input.file_stem() {
+        Some(stem) if args.input != Path::new("-") => stem.to_string_lossy().into_owned(),
+        _ => "stdin".into(),
+    };
+    let mut router = router(&args.pipeline, &args.storage, &label)?;
+    let stop = stop_flag()?;
+    let started = Instant::now();
+    let progress = Progress::new("processing");
+    let ending = drive(&mut source, &mut router, &stop, progress.every, &mut |r| {
+        progress.show(r)
+    })?;
+    progress.done();
+    print!(
+        "{}",
+        report::summary(router.stats(), started.elapsed(), Some(source.bytes_read()))
+    );
+    println!("output: {}", args.storage.display());
+    if ending == Ending::Stopped {
+        eprintln!(
+            "pageview: interrupted after {} records; everything read so far is written",
+            router.stats().records
+        );
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(args: RunArgs) -> Result<ExitCode> {
+    let config = args.generator.settings(&RUN_DEFAULTS)?;
+    let mut router = router(
+        &args.pipeline,
+        &args.data_dir,
+        &format!("run{}", pageview::generate::now_ms()),
+    )?;
+    let stop = stop_flag()?;
+    println!(
+        "pageview run: generating {} events/s{} into {} (Ctrl-C stops, flushing everything)",
+        config.rate,
+        if config.simulated_start_ms.is_some() {
+            " of simulated time"
+        } else {
+            ""
+        },
+        args.data_dir.display()
+    );
+    println!(
+        "windows of {} s close {} ms after their end; files publish every {} ms or {} MiB",
+        args.pipeline.window_size_seconds,
+        args.pipeline.watermark_delay_ms,
+        args.pipeline.file_max_age_ms,
+        args.pipeline.file_max_bytes >> 20
+    );
+    let (chunks, received) = std::sync::mpsc::sync_channel(64);
+    let generator_stop = stop.clone();
+    let generator = std::thread::spawn(move || {
+        Generator::new(config).send_to(&chunks, &generator_stop);
+    });
+    let mut source = EmbeddedSource::new(received, "pageview-events");
+    let started = Instant::now();
+    let progress = Progress::new("running");
+    // The processor stops when the generator does and the stream it made has drained.
+    let never = AtomicBool::new(false);
+    drive(&mut source, &mut router, &never, progress.every, &mut |r| {
+        progress.show(r)
+    })?;
+    progress.done();
+    generator
+        .join()
+        .map_err(|_| anyhow::anyhow!("the generator thread panicked"))?;
+    print!(
+        "{}",
+        report::summary(router.stats(), started.elapsed(), None)
+    );
+    println!("output: {}", args.data_dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn generate(args: GenerateArgs) -> Result<ExitCode> {
+    let config = args.generator.settings(&GENERATE_DEFAULTS)?;
+    let stop = stop_flag()?;
+    let mut generator = Generator::new(config);
+    if args.output == Path::new("-") {
+        let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
+        match generator.write_to(&mut out, &stop) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+            other => other.context("cannot write to stdout")?,
+        }
+    } else {
+        let path = &args.output;
+        let file =
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        generator
+            .write_to(&mut out, &stop)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("wrote {} events to {}", generator.made(), path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The parse-only limit: read lines and parse each as JSON with the validator's parser.
+fn parse_only(args: ParseOnlyArgs) -> Result<ExitCode> {
+    let mut source = FileSource::open(&args.input)?;
+    let started = Instant::now();
+    let (mut lines, mut objects) = (0u64, 0u64);
+    while let pageview::source::Poll::Record(r) = source.poll(Duration::ZERO)? {
+        lines += 1;
+        if serde_json::from_slice::<&serde_json::value::RawValue>(r.bytes).is_ok() {
+            objects += 1;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "parsed {lines} lines ({objects} JSON) in {secs:.2} s ({} lines/s)",
+        report::human(lines as f64 / secs)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Live progress on stderr: rewritten in place on a terminal, a plain line now and then
+/// otherwise.
+struct Progress {
+    label: &'static str,
+    terminal: bool,
+    every: Duration,
+    /// Records and time at the previous line, for the rate since then.
+    last: Cell<(u64, Instant)>,
+}
+
+impl Progress {
+    fn new(label: &'static str) -> Self {
+        let terminal = io::stderr().is_terminal();
+        Progress {
+            label,
+            terminal,
+            every: if terminal {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(5)
+            },
+            last: Cell::new((0, Instant::now())),
+        }
+    }
+
+    fn show(&self, router: &Router) {
+        let stats = router.stats();
+        let (records, at) = self.last.replace((stats.records, Instant::now()));
+        let rate = (stats.records - records) as f64 / at.elapsed().as_secs_f64().max(1e-9);
+        let line = report::live_line(stats, rate);
+        let mut err = io::stderr().lock();
+        if self.terminal {
+            let _ = write!(err, "\r\x1b[2K{}: {line}", self.label);
+        } else {
+            let _ = writeln!(err, "{}: {line}", self.label);
+        }
+    }
+
+    fn done(&self) {
+        if self.terminal {
+            eprintln!();
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Counters → the lines a person reads: the live summary and the end-of-run summary.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::sink::Dataset;
+use crate::stats::Stats;
+
+/// One compact line for a running pipeline.
+pub fn live_line(stats: &Stats, rate: f64) -> String {
+    let dead = stats.total_dead_letters();
+    let mut line = format!(
+        "{} ev/s | records {} | valid {} | dlq {}",
+        human(rate),
+        stats.records,
+        stats.valid,
+        dead
+    );
+    if dead > 0 {
+        let _ = write!(line, " ({})", stats.dead_letter_breakdown());
+    }
+    let _ = write!(
+        line,
+        " | windows {} | files {}",
+        stats.windows,
+        stats.files_written()
+    );
+    line
+}
+
+/// The summary printed when a run ends.
+pub fn summary(stats: &Stats, elapsed: Duration, bytes_read: Option<u64>) -> String {
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let mut out = format!(
+        "{} records in {:.2} s ({} records/s",
+        stats.records,
+        secs,
+        human(stats.records as f64 / secs)
+    );
+    if let Some(bytes) = bytes_read {
+        let _ = write!(out, ", {:.0} MB/s", bytes as f64 / secs / 1e6);
+    }
+    out.push_str(")\n");
+    let _ = writeln!(
+        out,
+        "  valid        {} (late {})",
+        stats.valid,
+        stats.late()
+    );
+    let _ = write!(out, "  dead-letter  {}", stats.total_dead_letters());
+    if stats.total_dead_letters() > 0 {
+        let _ = write!(out, ": {}", stats.dead_letter_breakdown());
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "  windows      {} ({} rows)",
+        stats.windows, stats.window_rows
+    );
+    for dataset in Dataset::ALL {
+        let d = stats.written(dataset);
+        let _ = writeln!(
+            out,
+            "  {:<12} {} files, {} rows, {:.1} MB",
+            dataset.as_str(),
+            d.files,
+            d.rows,
+            d.bytes as f64 / 1e6
+        );
+    }
+    out
+}
+
+/// `1234567.0` → `1.23M`.
+pub fn human(x: f64) -> String {
+    match x {
+        x if x >= 1e9 => format!("{:.2}G", x / 1e9),
+        x if x >= 1e6 => format!("{:.2}M", x / 1e6),
+        x if x >= 1e4 => format!("{:.1}k", x / 1e3),
+        x => format!("{x:.0}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::ErrorKind;
+
+    #[test]
+    fn lines_show_what_happened() {
+        let mut stats = Stats {
+            records: 12,
+            valid: 10,
+            windows: 2,
+            ..Stats::default()
+        };
+        stats.dead_letter(ErrorKind::InvalidJson);
+        stats.dead_letter(ErrorKind::LateEvent);
+        let line = live_line(&stats, 2_500_000.0);
+        assert_eq!(
+            line,
+            "2.50M ev/s | records 12 | valid 10 | dlq 2 (invalid_json 1, late_event 1) | windows 2 | files 0"
+        );
+        let summary = summary(&stats, Duration::from_secs(2), Some(2_000_000));
+        assert!(
+            summary.starts_with("12 records in 2.00 s (6 records/s, 1 MB/s)"),
+            "{summary}"
+        );
+        assert!(summary.contains("valid        10 (late 1)"), "{summary}");
+    }
+}

@@ -1,0 +1,112 @@
+//! A record → where it goes: valid events to raw and the window operator, malformed ones and
+//! late ones to the DLQ, final windows to the aggregated dataset.
+
+use std::time::Instant;
+
+use crate::sink::{DeadLetter, SinkError, Sinks};
+use crate::source::Record;
+use crate::stats::Stats;
+use crate::validate::{ErrorKind, validate};
+use crate::window::{Assignment, ClosedWindow, Windows};
+
+pub struct Router {
+    windows: Windows,
+    sinks: Sinks,
+    stats: Stats,
+}
+
+impl Router {
+    pub fn new(windows: Windows, sinks: Sinks) -> Self {
+        Router {
+            windows,
+            sinks,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn watermark(&self) -> Option<i64> {
+        self.windows.watermark()
+    }
+
+    pub fn route(&mut self, record: Record<'_>) -> Result<(), SinkError> {
+        self.stats.records += 1;
+        let event = match validate(record.bytes) {
+            Ok(event) => event,
+            Err(rejection) => {
+                return self.dead_letter(record, rejection.kind, &rejection.message);
+            }
+        };
+        self.stats.valid += 1;
+        self.sinks.raw(&event, record.offset)?;
+        match self.windows.add(event.timestamp, &event.postcode) {
+            Assignment::OnTime if self.windows.has_final() => {
+                let closed = self.windows.drain_final();
+                self.emit(&closed)
+            }
+            Assignment::OnTime => Ok(()),
+            Assignment::Late {
+                window_start,
+                watermark,
+            } => {
+                let size = self.windows.spec().size_ms();
+                let message = format!(
+                    "late event: timestamp {} falls in window [{window_start}, {}), already final at watermark {watermark}",
+                    event.timestamp,
+                    window_start + size
+                );
+                self.dead_letter(record, ErrorKind::LateEvent, &message)
+            }
+        }
+    }
+
+    fn dead_letter(
+        &mut self,
+        record: Record<'_>,
+        kind: ErrorKind,
+        message: &str,
+    ) -> Result<(), SinkError> {
+        self.stats.dead_letter(kind);
+        self.sinks.dead_letter(&DeadLetter {
+            payload: record.bytes,
+            kind,
+            message,
+            origin: record.origin,
+            offset: record.offset,
+        })
+    }
+
+    fn emit(&mut self, closed: &[ClosedWindow]) -> Result<(), SinkError> {
+        for window in closed {
+            self.stats.windows += 1;
+            self.stats.window_rows += window.counts.len() as u64;
+            self.sinks.window(window)?;
+        }
+        Ok(())
+    }
+
+    /// Time-based work: publishes files that reached the age limit.
+    pub fn tick(&mut self, now: Instant) -> Result<(), SinkError> {
+        self.sinks.publish_due(now)?;
+        self.count_written();
+        Ok(())
+    }
+
+    /// The input has ended: every open window is final, and every buffered row is published.
+    pub fn finish(&mut self) -> Result<(), SinkError> {
+        let closed = self.windows.drain_all();
+        self.emit(&closed)?;
+        self.sinks.publish_all()?;
+        self.count_written();
+        Ok(())
+    }
+
+    fn count_written(&mut self) {
+        for file in self.sinks.take_written() {
+            self.stats.file_written(&file);
+        }
+    }
+}

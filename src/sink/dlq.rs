@@ -1,0 +1,137 @@
+//! Malformed and late records → the dead-letter dataset: the exact payload bytes, why, and
+//! where the record came from.
+
+use std::sync::{Arc, LazyLock};
+use std::time::Instant;
+
+use arrow_array::builder::{
+    ArrayBuilder, BinaryBuilder, Int32Builder, Int64Builder, StringBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+
+use super::rolling::{FileSettings, RollingFile, RowBuffer};
+use super::{SinkError, WrittenFile};
+use crate::source::Origin;
+use crate::validate::ErrorKind;
+
+static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("payload", DataType::Binary, false),
+        Field::new("error_kind", DataType::Utf8, false),
+        Field::new("error_message", DataType::Utf8, false),
+        Field::new("file", DataType::Utf8, true),
+        Field::new("line", DataType::Int64, true),
+        Field::new("topic", DataType::Utf8, true),
+        Field::new("partition", DataType::Int32, true),
+        Field::new("offset", DataType::Int64, true),
+    ]))
+});
+
+#[derive(Default)]
+pub struct DlqRows {
+    payload: BinaryBuilder,
+    error_kind: StringBuilder,
+    error_message: StringBuilder,
+    file: StringBuilder,
+    line: Int64Builder,
+    topic: StringBuilder,
+    partition: Int32Builder,
+    offset: Int64Builder,
+}
+
+impl RowBuffer for DlqRows {
+    fn schema() -> SchemaRef {
+        SCHEMA.clone()
+    }
+
+    fn dictionary_columns() -> &'static [&'static str] {
+        &["error_kind", "file", "topic"]
+    }
+
+    fn len(&self) -> usize {
+        self.payload.len()
+    }
+
+    fn take_batch(&mut self) -> RecordBatch {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.payload.finish()),
+            Arc::new(self.error_kind.finish()),
+            Arc::new(self.error_message.finish()),
+            Arc::new(self.file.finish()),
+            Arc::new(self.line.finish()),
+            Arc::new(self.topic.finish()),
+            Arc::new(self.partition.finish()),
+            Arc::new(self.offset.finish()),
+        ];
+        RecordBatch::try_new(SCHEMA.clone(), columns).expect("columns match the schema")
+    }
+}
+
+/// One DLQ row, borrowed from the record it describes.
+pub struct DeadLetter<'a> {
+    pub payload: &'a [u8],
+    pub kind: ErrorKind,
+    pub message: &'a str,
+    pub origin: &'a Origin,
+    pub offset: i64,
+}
+
+pub struct DlqSink {
+    settings: FileSettings,
+    file: RollingFile<DlqRows>,
+}
+
+impl DlqSink {
+    pub fn new(settings: FileSettings) -> Self {
+        DlqSink {
+            settings,
+            file: RollingFile::new(String::new()),
+        }
+    }
+
+    pub fn push(
+        &mut self,
+        letter: &DeadLetter<'_>,
+        written: &mut Vec<WrittenFile>,
+    ) -> Result<(), SinkError> {
+        let rows = &mut self.file.rows;
+        rows.payload.append_value(letter.payload);
+        rows.error_kind.append_value(letter.kind.as_str());
+        rows.error_message.append_value(letter.message);
+        match letter.origin {
+            Origin::File { path } => {
+                rows.file.append_value(path);
+                rows.line.append_value(letter.offset);
+                rows.topic.append_null();
+                rows.partition.append_null();
+                rows.offset.append_null();
+            }
+            Origin::Topic { topic, partition } => {
+                rows.file.append_null();
+                rows.line.append_null();
+                rows.topic.append_value(topic);
+                rows.partition.append_value(*partition);
+                rows.offset.append_value(letter.offset);
+            }
+        }
+        written.extend(self.file.pushed(letter.offset, &self.settings)?);
+        Ok(())
+    }
+
+    pub fn publish_due(
+        &mut self,
+        now: Instant,
+        written: &mut Vec<WrittenFile>,
+    ) -> Result<(), SinkError> {
+        if self.file.is_due(now, &self.settings) {
+            written.extend(self.file.finish(&self.settings)?);
+        }
+        Ok(())
+    }
+
+    pub fn publish_all(&mut self, written: &mut Vec<WrittenFile>) -> Result<(), SinkError> {
+        written.extend(self.file.finish(&self.settings)?);
+        Ok(())
+    }
+}

@@ -1,0 +1,118 @@
+//! Valid events → the raw dataset, one open file per event hour (`dt=/event_hour=`).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock};
+use std::time::Instant;
+
+use arrow_array::builder::StringBuilder;
+use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+
+use super::naming;
+use super::rolling::{FileSettings, RollingFile, RowBuffer};
+use super::{SinkError, WrittenFile};
+use crate::validate::Pageview;
+
+/// Hours with an open file at once. Event time is nearly ordered, so only the newest hour or
+/// two are usually open; the cap bounds memory when input jumps around in time.
+const MAX_OPEN_HOURS: usize = 8;
+
+static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Int64, false),
+        Field::new("postcode", DataType::Utf8, false),
+        Field::new("webpage", DataType::Utf8, false),
+        Field::new("timestamp", DataType::Int64, false),
+    ]))
+});
+
+#[derive(Default)]
+pub struct RawRows {
+    user_id: Vec<i64>,
+    postcode: StringBuilder,
+    webpage: StringBuilder,
+    timestamp: Vec<i64>,
+}
+
+impl RowBuffer for RawRows {
+    fn schema() -> SchemaRef {
+        SCHEMA.clone()
+    }
+
+    fn dictionary_columns() -> &'static [&'static str] {
+        &["postcode", "webpage"]
+    }
+
+    fn len(&self) -> usize {
+        self.user_id.len()
+    }
+
+    fn take_batch(&mut self) -> RecordBatch {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(std::mem::take(&mut self.user_id))),
+            Arc::new(self.postcode.finish()),
+            Arc::new(self.webpage.finish()),
+            Arc::new(Int64Array::from(std::mem::take(&mut self.timestamp))),
+        ];
+        RecordBatch::try_new(SCHEMA.clone(), columns).expect("columns match the schema")
+    }
+}
+
+pub struct RawSink {
+    settings: FileSettings,
+    open: BTreeMap<i64, RollingFile<RawRows>>,
+}
+
+impl RawSink {
+    pub fn new(settings: FileSettings) -> Self {
+        RawSink {
+            settings,
+            open: BTreeMap::new(),
+        }
+    }
+
+    pub fn push(
+        &mut self,
+        event: &Pageview<'_>,
+        position: i64,
+        written: &mut Vec<WrittenFile>,
+    ) -> Result<(), SinkError> {
+        let hour = naming::hour_of(event.timestamp);
+        if !self.open.contains_key(&hour) && self.open.len() >= MAX_OPEN_HOURS {
+            let (_, mut oldest) = self.open.pop_first().expect("at the cap, so not empty");
+            written.extend(oldest.finish(&self.settings)?);
+        }
+        let file = self
+            .open
+            .entry(hour)
+            .or_insert_with(|| RollingFile::new(naming::raw_partition(hour)));
+        file.rows.user_id.push(event.user_id);
+        file.rows.postcode.append_value(&event.postcode);
+        file.rows.webpage.append_value(&event.webpage);
+        file.rows.timestamp.push(event.timestamp);
+        written.extend(file.pushed(position, &self.settings)?);
+        Ok(())
+    }
+
+    /// Publishes files older than the age limit and forgets hours with nothing buffered.
+    pub fn publish_due(
+        &mut self,
+        now: Instant,
+        written: &mut Vec<WrittenFile>,
+    ) -> Result<(), SinkError> {
+        for file in self.open.values_mut() {
+            if file.is_due(now, &self.settings) {
+                written.extend(file.finish(&self.settings)?);
+            }
+        }
+        self.open.retain(|_, file| !file.is_empty());
+        Ok(())
+    }
+
+    pub fn publish_all(&mut self, written: &mut Vec<WrittenFile>) -> Result<(), SinkError> {
+        while let Some((_, mut file)) = self.open.pop_first() {
+            written.extend(file.finish(&self.settings)?);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,174 @@
+//! Buffered rows → one Parquet file at a time, rolled by size and age, then published.
+//!
+//! Rows collect in column buffers and go to the Parquet encoder a batch at a time; the
+//! encoder streams pages into a staged file, so memory per open file is one batch plus one
+//! row group, whatever the file's final size.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
+
+use super::naming;
+use super::{Dataset, SinkError, WrittenFile};
+use crate::storage::{PendingFile, Storage};
+
+/// Rows per record batch handed to the encoder: large enough to amortise per-batch work,
+/// small enough that buffered rows stay a few MiB.
+const BATCH_ROWS: usize = 64 * 1024;
+/// Rows per Parquet row group, which the encoder holds in memory until it is flushed.
+const ROW_GROUP_ROWS: usize = 512 * 1024;
+
+/// Column buffers for one dataset's rows.
+pub trait RowBuffer: Default {
+    fn schema() -> SchemaRef;
+    /// Columns worth dictionary encoding: low-cardinality strings.
+    fn dictionary_columns() -> &'static [&'static str];
+    fn len(&self) -> usize;
+    /// Moves the buffered rows into a batch, leaving the buffer empty.
+    fn take_batch(&mut self) -> RecordBatch;
+}
+
+/// What every open file of a dataset shares.
+pub struct FileSettings {
+    pub dataset: Dataset,
+    pub bucket: String,
+    pub storage: Arc<dyn Storage>,
+    pub source_tag: String,
+    pub max_bytes: u64,
+    pub max_age: Duration,
+    pub compression: Compression,
+}
+
+impl FileSettings {
+    fn properties<B: RowBuffer>(&self) -> WriterProperties {
+        B::dictionary_columns()
+            .iter()
+            .fold(
+                WriterProperties::builder()
+                    .set_compression(self.compression)
+                    .set_dictionary_enabled(false)
+                    .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+                    .set_created_by(concat!("pageview ", env!("CARGO_PKG_VERSION")).into()),
+                |props, column| {
+                    props.set_column_dictionary_enabled(ColumnPath::from(*column), true)
+                },
+            )
+            .build()
+    }
+}
+
+/// The file currently being filled for one partition of one dataset.
+pub struct RollingFile<B: RowBuffer> {
+    partition: String,
+    pub rows: B,
+    writer: Option<ArrowWriter<Box<dyn PendingFile>>>,
+    opened_at: Instant,
+    first: i64,
+    last: i64,
+    count: u64,
+}
+
+impl<B: RowBuffer> RollingFile<B> {
+    pub fn new(partition: String) -> Self {
+        RollingFile {
+            partition,
+            rows: B::default(),
+            writer: None,
+            opened_at: Instant::now(),
+            first: 0,
+            last: 0,
+            count: 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Records the position of the row just pushed into `rows`; encodes a full batch and
+    /// publishes the file once it reaches the size limit.
+    pub fn pushed(
+        &mut self,
+        position: i64,
+        settings: &FileSettings,
+    ) -> Result<Option<WrittenFile>, SinkError> {
+        if self.count == 0 {
+            self.first = position;
+            self.opened_at = Instant::now();
+        }
+        self.last = position;
+        self.count += 1;
+        if self.rows.len() < BATCH_ROWS {
+            return Ok(None);
+        }
+        self.encode(settings)?;
+        if self.encoded_bytes() >= settings.max_bytes {
+            return self.finish(settings);
+        }
+        Ok(None)
+    }
+
+    /// True when the file has been open longer than the age limit.
+    pub fn is_due(&self, now: Instant, settings: &FileSettings) -> bool {
+        self.count > 0 && now.duration_since(self.opened_at) >= settings.max_age
+    }
+
+    fn encoded_bytes(&self) -> u64 {
+        self.writer
+            .as_ref()
+            .map_or(0, |w| (w.bytes_written() + w.in_progress_size()) as u64)
+    }
+
+    fn encode(&mut self, settings: &FileSettings) -> Result<(), SinkError> {
+        if self.rows.len() == 0 {
+            return Ok(());
+        }
+        let error = |source| SinkError::Encode {
+            dataset: settings.dataset,
+            source,
+        };
+        let writer = match &mut self.writer {
+            Some(w) => w,
+            None => {
+                let file = settings.storage.create()?;
+                let writer =
+                    ArrowWriter::try_new(file, B::schema(), Some(settings.properties::<B>()))
+                        .map_err(error)?;
+                self.writer.insert(writer)
+            }
+        };
+        writer.write(&self.rows.take_batch()).map_err(error)
+    }
+
+    /// Publishes everything buffered as one file; `None` when there was nothing to write.
+    pub fn finish(&mut self, settings: &FileSettings) -> Result<Option<WrittenFile>, SinkError> {
+        if self.count == 0 {
+            return Ok(None);
+        }
+        self.encode(settings)?;
+        let writer = self.writer.take().expect("encode opened a writer");
+        let file = writer.into_inner().map_err(|source| SinkError::Encode {
+            dataset: settings.dataset,
+            source,
+        })?;
+        let key = naming::key(
+            &settings.bucket,
+            &self.partition,
+            &naming::file_name(&settings.source_tag, self.first, self.last),
+        );
+        let bytes = file.publish(&key)?;
+        let rows = std::mem::take(&mut self.count);
+        Ok(Some(WrittenFile {
+            dataset: settings.dataset,
+            key,
+            rows,
+            bytes,
+        }))
+    }
+}

@@ -1,0 +1,126 @@
+//! A JSONL file or stdin → one record per `\n`-terminated line, in file order.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{Origin, Poll, Record, Source, SourceError};
+
+const READ_BUFFER: usize = 1 << 20;
+
+pub struct FileSource {
+    path: PathBuf,
+    reader: BufReader<Box<dyn Read + Send>>,
+    origin: Origin,
+    line: Vec<u8>,
+    line_number: i64,
+    bytes_read: u64,
+}
+
+impl FileSource {
+    /// Opens `path`, or stdin for `-`. A directory is refused here rather than at first read.
+    pub fn open(path: &Path) -> Result<Self, SourceError> {
+        let open_error = |source| SourceError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let input: Box<dyn Read + Send> = if path == Path::new("-") {
+            Box::new(io::stdin())
+        } else {
+            let file = File::open(path).map_err(open_error)?;
+            if file.metadata().map_err(open_error)?.is_dir() {
+                return Err(open_error(io::Error::new(
+                    io::ErrorKind::IsADirectory,
+                    "is a directory",
+                )));
+            }
+            Box::new(file)
+        };
+        Ok(FileSource {
+            path: path.to_path_buf(),
+            reader: BufReader::with_capacity(READ_BUFFER, input),
+            origin: Origin::File {
+                path: path.to_string_lossy().into(),
+            },
+            line: Vec::with_capacity(1024),
+            line_number: 0,
+            bytes_read: 0,
+        })
+    }
+
+    /// Bytes consumed so far, newlines included.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+}
+
+impl Source for FileSource {
+    /// Blocks until a whole line is read: a file never idles, and stdin is read as it comes.
+    fn poll(&mut self, _wait: Duration) -> Result<Poll<'_>, SourceError> {
+        self.line.clear();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut self.line)
+            .map_err(|source| SourceError::Read {
+                path: self.path.clone(),
+                source,
+            })?;
+        if n == 0 {
+            return Ok(Poll::End);
+        }
+        self.bytes_read += n as u64;
+        self.line_number += 1;
+        let bytes = self.line.strip_suffix(b"\n").unwrap_or(&self.line);
+        Ok(Poll::Record(Record {
+            bytes,
+            offset: self.line_number,
+            origin: &self.origin,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(content: &[u8]) -> Vec<(Vec<u8>, i64)> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, content).unwrap();
+        let mut source = FileSource::open(&path).unwrap();
+        let mut out = Vec::new();
+        while let Poll::Record(r) = source.poll(Duration::ZERO).unwrap() {
+            out.push((r.bytes.to_vec(), r.offset));
+        }
+        assert_eq!(source.bytes_read(), content.len() as u64);
+        out
+    }
+
+    #[test]
+    fn splits_on_newline_only_and_keeps_every_line() {
+        let got = lines(b"a\r\n\nb\xff\rc\nlast");
+        assert_eq!(
+            got,
+            vec![
+                (b"a\r".to_vec(), 1),
+                (b"".to_vec(), 2),
+                (b"b\xff\rc".to_vec(), 3),
+                (b"last".to_vec(), 4)
+            ]
+        );
+        assert_eq!(lines(b"x\n"), vec![(b"x".to_vec(), 1)]);
+        assert!(lines(b"").is_empty());
+    }
+
+    #[test]
+    fn missing_files_and_directories_are_named() {
+        let err = FileSource::open(Path::new("/no/such/file.jsonl"))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("/no/such/file.jsonl"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let err = FileSource::open(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("directory"), "{err}");
+    }
+}

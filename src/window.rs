@@ -1,0 +1,314 @@
+//! Valid events → counts per (tumbling event-time window, postcode), emitted once final;
+//! the watermark decides which windows are final and which events are late (SPEC.md 3).
+//!
+//! Open windows live in a `BTreeMap` keyed by window start and are drained from the front as
+//! the watermark passes their end, so a window is emitted exactly once and in time order.
+
+use std::collections::{BTreeMap, HashMap};
+
+/// Tumbling windows aligned to the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpec {
+    size_ms: i64,
+}
+
+impl WindowSpec {
+    /// `size_ms` must be positive; config validation guarantees it.
+    pub fn new(size_ms: i64) -> Self {
+        assert!(size_ms > 0, "window size must be positive");
+        WindowSpec { size_ms }
+    }
+
+    pub fn size_ms(&self) -> i64 {
+        self.size_ms
+    }
+
+    pub fn start_of(&self, t: i64) -> i64 {
+        t.div_euclid(self.size_ms) * self.size_ms
+    }
+
+    pub fn end_of(&self, t: i64) -> i64 {
+        self.start_of(t) + self.size_ms
+    }
+}
+
+/// `W = (largest valid event time seen) − bound`; undefined until the first event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermark {
+    bound_ms: i64,
+    max_event_ms: Option<i64>,
+}
+
+impl Watermark {
+    pub fn new(bound_ms: i64) -> Self {
+        Watermark {
+            bound_ms,
+            max_event_ms: None,
+        }
+    }
+
+    pub fn observe(&mut self, event_ms: i64) {
+        self.max_event_ms = Some(self.max_event_ms.map_or(event_ms, |m| m.max(event_ms)));
+    }
+
+    pub fn current(&self) -> Option<i64> {
+        self.max_event_ms.map(|m| m - self.bound_ms)
+    }
+
+    /// A window is final once the watermark has reached its end.
+    pub fn is_final(&self, window_end: i64) -> bool {
+        self.current().is_some_and(|w| w >= window_end)
+    }
+}
+
+/// Where a valid event went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignment {
+    OnTime,
+    /// Its window `[window_start, window_start + size)` was already final at `watermark`.
+    Late {
+        window_start: i64,
+        watermark: i64,
+    },
+}
+
+/// One final window: its counts per postcode, sorted by postcode so output is deterministic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosedWindow {
+    pub start: i64,
+    pub end: i64,
+    pub counts: Vec<(Box<str>, i64)>,
+}
+
+/// The window operator: assignment, lateness and emission in one place.
+#[derive(Debug)]
+pub struct Windows {
+    spec: WindowSpec,
+    watermark: Watermark,
+    open: BTreeMap<i64, HashMap<Box<str>, i64>>,
+}
+
+impl Windows {
+    pub fn new(spec: WindowSpec, watermark_bound_ms: i64) -> Self {
+        Windows {
+            spec,
+            watermark: Watermark::new(watermark_bound_ms),
+            open: BTreeMap::new(),
+        }
+    }
+
+    pub fn spec(&self) -> WindowSpec {
+        self.spec
+    }
+
+    pub fn watermark(&self) -> Option<i64> {
+        self.watermark.current()
+    }
+
+    pub fn open_windows(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Counts an on-time event in its window, or says it is late; then moves the watermark.
+    pub fn add(&mut self, event_ms: i64, postcode: &str) -> Assignment {
+        let window_start = self.spec.start_of(event_ms);
+        if self.watermark.is_final(window_start + self.spec.size_ms) {
+            let watermark = self.watermark.current().unwrap_or(i64::MIN);
+            return Assignment::Late {
+                window_start,
+                watermark,
+            };
+        }
+        let counts = self.open.entry(window_start).or_default();
+        match counts.get_mut(postcode) {
+            Some(n) => *n += 1,
+            None => {
+                counts.insert(postcode.into(), 1);
+            }
+        }
+        self.watermark.observe(event_ms);
+        Assignment::OnTime
+    }
+
+    /// True when at least one open window is final: a cheap check for the hot loop.
+    pub fn has_final(&self) -> bool {
+        self.open
+            .first_key_value()
+            .is_some_and(|(&start, _)| self.watermark.is_final(start + self.spec.size_ms))
+    }
+
+    /// Removes and returns every window the watermark has made final, oldest first.
+    pub fn drain_final(&mut self) -> Vec<ClosedWindow> {
+        let mut closed = Vec::new();
+        while self.has_final() {
+            let (start, counts) = self.open.pop_first().expect("has_final saw a window");
+            closed.push(self.close(start, counts));
+        }
+        closed
+    }
+
+    /// Removes and returns every open window: the input has ended, so all are final.
+    pub fn drain_all(&mut self) -> Vec<ClosedWindow> {
+        std::mem::take(&mut self.open)
+            .into_iter()
+            .map(|(start, counts)| self.close(start, counts))
+            .collect()
+    }
+
+    fn close(&self, start: i64, counts: HashMap<Box<str>, i64>) -> ClosedWindow {
+        let mut counts: Vec<_> = counts.into_iter().collect();
+        counts.sort_unstable();
+        ClosedWindow {
+            start,
+            end: start + self.spec.size_ms,
+            counts,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MIN: i64 = 60_000;
+
+    #[test]
+    fn windows_align_to_the_epoch() {
+        let spec = WindowSpec::new(MIN);
+        assert_eq!(spec.start_of(0), 0);
+        assert_eq!(spec.start_of(59_999), 0);
+        assert_eq!(spec.start_of(60_000), 60_000);
+        assert_eq!(spec.end_of(1_700_000_000_123), 1_700_000_040_000);
+        assert_eq!(spec.start_of(-1), -60_000);
+    }
+
+    #[test]
+    fn watermark_trails_the_largest_event_time() {
+        let mut w = Watermark::new(5_000);
+        assert_eq!(w.current(), None);
+        assert!(!w.is_final(i64::MIN));
+        w.observe(100_000);
+        w.observe(90_000);
+        assert_eq!(w.current(), Some(95_000));
+        assert!(w.is_final(95_000));
+        assert!(!w.is_final(95_001));
+    }
+
+    #[test]
+    fn a_window_closes_exactly_when_the_watermark_reaches_its_end() {
+        let mut ws = Windows::new(WindowSpec::new(MIN), 5_000);
+        assert_eq!(ws.add(10_000, "SW19"), Assignment::OnTime);
+        assert_eq!(ws.add(64_999, "E1"), Assignment::OnTime);
+        assert!(ws.drain_final().is_empty(), "W = 59_999 < 60_000");
+        assert_eq!(ws.add(65_000, "E1"), Assignment::OnTime);
+        let closed = ws.drain_final();
+        assert_eq!(
+            closed,
+            vec![ClosedWindow {
+                start: 0,
+                end: MIN,
+                counts: vec![("SW19".into(), 1)],
+            }]
+        );
+        assert_eq!(ws.open_windows(), 1);
+    }
+
+    #[test]
+    fn an_event_for_a_final_window_is_late_and_not_counted() {
+        let mut ws = Windows::new(WindowSpec::new(MIN), 5_000);
+        ws.add(59_000, "SW19");
+        ws.add(65_000, "SW19");
+        assert_eq!(ws.drain_final().len(), 1);
+        assert_eq!(
+            ws.add(59_999, "SW19"),
+            Assignment::Late {
+                window_start: 0,
+                watermark: 60_000
+            }
+        );
+        // Out of order but within the bound: still on time.
+        assert_eq!(ws.add(60_000, "SW19"), Assignment::OnTime);
+        // A window that never opened is final too once the watermark passed it.
+        let mut ws = Windows::new(WindowSpec::new(MIN), 5_000);
+        ws.add(600_000, "E1");
+        assert!(matches!(ws.add(1_000, "E1"), Assignment::Late { .. }));
+        let all = ws.drain_all();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].counts, vec![("E1".into(), 1)]);
+    }
+
+    fn naive(events: &[(i64, u8)], bound: i64) -> (BTreeMap<(i64, String), i64>, usize) {
+        let mut counts = BTreeMap::new();
+        let mut late = 0;
+        let mut max: Option<i64> = None;
+        for &(t, p) in events {
+            let start = t.div_euclid(MIN) * MIN;
+            if max.is_some_and(|m| m - bound >= start + MIN) {
+                late += 1;
+                continue;
+            }
+            *counts.entry((start, format!("P{p}"))).or_insert(0) += 1;
+            max = Some(max.map_or(t, |m| m.max(t)));
+        }
+        (counts, late)
+    }
+
+    fn run(events: &[(i64, u8)], bound: i64) -> (BTreeMap<(i64, String), i64>, usize, Vec<i64>) {
+        let mut ws = Windows::new(WindowSpec::new(MIN), bound);
+        let mut counts = BTreeMap::new();
+        let mut late = 0;
+        let mut order = Vec::new();
+        let mut take = |closed: Vec<ClosedWindow>| {
+            for w in closed {
+                order.push(w.start);
+                for (p, n) in w.counts {
+                    assert!(counts.insert((w.start, p.to_string()), n).is_none());
+                }
+            }
+        };
+        for &(t, p) in events {
+            if let Assignment::Late { .. } = ws.add(t, &format!("P{p}")) {
+                late += 1;
+            }
+            take(ws.drain_final());
+        }
+        take(ws.drain_all());
+        (counts, late, order)
+    }
+
+    proptest! {
+        #[test]
+        fn matches_a_naive_group_by(events in proptest::collection::vec((0i64..1_000_000, 0u8..4), 0..300),
+                                    bound in 0i64..20_000) {
+            let (counts, late, order) = run(&events, bound);
+            let (want, want_late) = naive(&events, bound);
+            prop_assert_eq!(counts, want);
+            prop_assert_eq!(late, want_late);
+            prop_assert!(order.windows(2).all(|w| w[0] < w[1]), "each window once, in order");
+        }
+
+        #[test]
+        fn disorder_within_the_bound_changes_nothing(
+            base in proptest::collection::vec((0i64..600_000, 0u8..4), 0..300),
+            jitter in proptest::collection::vec(0i64..5_000, 300),
+        ) {
+            let mut sorted = base.clone();
+            sorted.sort();
+            let shuffled: Vec<_> = sorted
+                .iter()
+                .zip(&jitter)
+                .map(|(&(t, p), &j)| (t, p, t + j))
+                .collect::<Vec<_>>();
+            // Arrival order = event time plus a delay below the bound.
+            let mut arrival = shuffled.clone();
+            arrival.sort_by_key(|&(_, _, at)| at);
+            let arrival: Vec<_> = arrival.iter().map(|&(t, p, _)| (t, p)).collect();
+            let (in_order, late_sorted, _) = run(&sorted, 5_000);
+            let (disordered, late_arrival, _) = run(&arrival, 5_000);
+            prop_assert_eq!(late_sorted, 0);
+            prop_assert_eq!(late_arrival, 0);
+            prop_assert_eq!(in_order, disordered);
+        }
+    }
+}

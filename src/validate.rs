@@ -1,15 +1,16 @@
 //! Record bytes → a valid [`Pageview`] or a [`Rejection`] naming the broken rule (SPEC.md 1).
 //!
-//! The JSON is parsed once with serde_json; each known field is kept as its raw JSON text so
-//! that the checks can tell an integer from a float or an out-of-range integer exactly as a
-//! reader of the JSON text would, without a lossy trip through `f64`.
+//! Parsing takes the fast path of [`simple`] for the usual flat shape and otherwise sonic_rs,
+//! which types each known field as it goes. Only a record where a number came back as a float
+//! is parsed again from the numbers' raw text, to tell an integer too big for 64 bits from a
+//! fraction or exponent, as a reader of the text would.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserializer;
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
-use serde_json::value::RawValue;
+use sonic_rs::LazyValue;
 
 pub const MIN_TIMESTAMP_MS: i64 = 946_684_800_000;
 pub const MAX_TIMESTAMP_MS: i64 = 4_102_444_800_000;
@@ -97,23 +98,25 @@ impl Rejection {
 
 /// Checks one record against every rule of SPEC.md 1, fields in the order of its table.
 pub fn validate(bytes: &[u8]) -> Result<Pageview<'_>, Rejection> {
-    let text = std::str::from_utf8(bytes).map_err(|e| {
+    // simdutf8's fast check first; the standard one only to locate the error for the message.
+    let text = simdutf8::basic::from_utf8(bytes).map_err(|_| {
+        let at = std::str::from_utf8(bytes).map_or_else(|e| e.valid_up_to(), |s| s.len());
         Rejection::new(
             ErrorKind::InvalidUtf8,
-            format!(
-                "payload is not UTF-8: invalid byte at offset {}",
-                e.valid_up_to()
-            ),
+            format!("payload is not UTF-8: invalid byte at offset {at}"),
         )
     })?;
-    let fields = parse_fields(text)?;
-    let (user_id, text) = integer(fields.user_id, "user_id")?;
+    let fields = match simple::parse(text) {
+        Some(fields) => fields,
+        None => parse_general(text)?,
+    };
+    let user_id = integer(fields.user_id, "user_id")?;
     if !(1..=i128::from(i64::MAX)).contains(&user_id) {
         return Err(Rejection::new(
             ErrorKind::InvalidUserId,
             format!(
                 "field `user_id` must be between 1 and 9223372036854775807, got {}",
-                quote(text)
+                show_int(user_id)
             ),
         ));
     }
@@ -137,13 +140,13 @@ pub fn validate(bytes: &[u8]) -> Result<Pageview<'_>, Rejection> {
             ),
         ));
     }
-    let (timestamp, text) = integer(fields.timestamp, "timestamp")?;
+    let timestamp = integer(fields.timestamp, "timestamp")?;
     if !(i128::from(MIN_TIMESTAMP_MS)..=i128::from(MAX_TIMESTAMP_MS)).contains(&timestamp) {
         return Err(Rejection::new(
             ErrorKind::InvalidTimestamp,
             format!(
                 "field `timestamp` must be epoch milliseconds between {MIN_TIMESTAMP_MS} and {MAX_TIMESTAMP_MS}, got {}",
-                quote(text)
+                show_int(timestamp)
             ),
         ));
     }
@@ -154,6 +157,13 @@ pub fn validate(bytes: &[u8]) -> Result<Pageview<'_>, Rejection> {
         webpage,
         timestamp: timestamp as i64,
     })
+}
+
+/// The parsing step of [`validate`] alone, without the rules: the limit the benchmark
+/// compares the whole pipeline with. True when the record is a JSON object.
+pub fn parses(bytes: &[u8]) -> bool {
+    simdutf8::basic::from_utf8(bytes)
+        .is_ok_and(|text| simple::parse(text).is_some() || parse_general(text).is_ok())
 }
 
 /// `^[A-Z0-9]{2,10}$`
@@ -172,6 +182,14 @@ pub fn is_valid_webpage(s: &str) -> bool {
     matches!(rest.and_then(|r| r.chars().next()), Some(c) if c != '\n')
 }
 
+fn show_int(v: i128) -> String {
+    if v == i128::MAX || v == -i128::MAX {
+        "an integer of more than 38 digits".into()
+    } else {
+        v.to_string()
+    }
+}
+
 fn quote(s: &str) -> Cow<'_, str> {
     match s.char_indices().nth(QUOTE_LIMIT) {
         Some((cut, _)) => Cow::Owned(format!("{}…", &s[..cut])),
@@ -179,37 +197,174 @@ fn quote(s: &str) -> Cow<'_, str> {
     }
 }
 
-/// The raw JSON text of each field the rules look at.
-#[derive(Default)]
-struct Fields<'a> {
-    user_id: Option<&'a RawValue>,
-    postcode: Option<&'a RawValue>,
-    webpage: Option<&'a RawValue>,
-    timestamp: Option<&'a RawValue>,
+/// A field's JSON value, reduced to what the rules need.
+#[derive(Debug, Clone, PartialEq)]
+enum Json<'a> {
+    Str(Cow<'a, str>),
+    /// An integer literal (no fraction, no exponent). `i128` holds every integer a rule can
+    /// accept and every near miss exactly; longer literals saturate, still failing every range.
+    Int(i128),
+    /// sonic_rs reports a fraction, an exponent and an integer too big for 64 bits alike
+    /// as a float; only the raw text tells them apart (see [`RawText`]).
+    Float,
+    Bool,
+    Null,
+    Array,
+    Object,
 }
 
-fn parse_fields(text: &str) -> Result<Fields<'_>, Rejection> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let fields = de
-        .deserialize_map(FieldsVisitor)
-        .and_then(|fields| de.end().map(|()| fields))
-        .map_err(|e| Rejection::new(ErrorKind::InvalidJson, json_error_message(&e, text)))?;
+impl Json<'_> {
+    fn type_name(&self) -> &'static str {
+        match self {
+            Json::Str(_) => "a string",
+            Json::Int(_) => "an integer",
+            Json::Float => "a number with a fraction or exponent",
+            Json::Bool => "a boolean",
+            Json::Null => "null",
+            Json::Array => "an array",
+            Json::Object => "an object",
+        }
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Json<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct JsonVisitor;
+        impl<'de> Visitor<'de> for JsonVisitor {
+            type Value = Json<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Json<'de>, E> {
+                Ok(Json::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Json<'de>, E> {
+                Ok(Json::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Json<'de>, E> {
+                Ok(Json::Int(i128::from(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Json<'de>, E> {
+                Ok(Json::Int(i128::from(v)))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Json<'de>, E> {
+                Ok(Json::Float)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Json<'de>, E> {
+                Ok(Json::Bool)
+            }
+            fn visit_unit<E>(self) -> Result<Json<'de>, E> {
+                Ok(Json::Null)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'de>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Json::Array)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Json::Object)
+            }
+        }
+        d.deserialize_any(JsonVisitor)
+    }
+}
+
+/// How a field's value is read: typed in one pass, or from its raw text.
+trait ReadValue<'de> {
+    fn read<A: MapAccess<'de>>(map: &mut A) -> Result<Json<'de>, A::Error>;
+}
+
+/// The fast path: sonic_rs types the value as it parses.
+struct Typed;
+
+impl<'de> ReadValue<'de> for Typed {
+    fn read<A: MapAccess<'de>>(map: &mut A) -> Result<Json<'de>, A::Error> {
+        map.next_value()
+    }
+}
+
+/// The exact path, for records where [`Typed`] saw a float: a number's raw text says whether
+/// it is an integer literal too big for 64 bits or has a fraction or exponent.
+struct RawText;
+
+impl<'de> ReadValue<'de> for RawText {
+    fn read<A: MapAccess<'de>>(map: &mut A) -> Result<Json<'de>, A::Error> {
+        let raw: LazyValue<'de> = map.next_value()?;
+        let text = raw.as_raw_str();
+        if !text.starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']) {
+            return match sonic_rs::from_str(text).map_err(de::Error::custom)? {
+                Json::Str(s) => Ok(Json::Str(Cow::Owned(s.into_owned()))),
+                Json::Int(v) => Ok(Json::Int(v)),
+                Json::Float => Ok(Json::Float),
+                Json::Bool => Ok(Json::Bool),
+                Json::Null => Ok(Json::Null),
+                Json::Array => Ok(Json::Array),
+                Json::Object => Ok(Json::Object),
+            };
+        }
+        if text.contains(['.', 'e', 'E']) {
+            return Ok(Json::Float);
+        }
+        let (negative, digits) = match text.strip_prefix('-') {
+            Some(d) => (true, d),
+            None => (false, text),
+        };
+        let magnitude = digits
+            .bytes()
+            .try_fold(0i128, |acc, b| {
+                acc.checked_mul(10)?.checked_add(i128::from(b - b'0'))
+            })
+            .unwrap_or(i128::MAX);
+        Ok(Json::Int(if negative { -magnitude } else { magnitude }))
+    }
+}
+
+/// The fields the rules look at; unknown fields are skipped unread.
+#[derive(Debug, Default, PartialEq)]
+struct Fields<'a> {
+    user_id: Option<Json<'a>>,
+    postcode: Option<Json<'a>>,
+    webpage: Option<Json<'a>>,
+    timestamp: Option<Json<'a>>,
+}
+
+impl Fields<'_> {
+    fn has_ambiguous_number(&self) -> bool {
+        [&self.user_id, &self.timestamp]
+            .iter()
+            .any(|f| matches!(f, Some(Json::Float)))
+    }
+}
+
+/// Parses any JSON text with sonic_rs, exactly.
+fn parse_general(text: &str) -> Result<Fields<'_>, Rejection> {
+    let fields = parse_fields::<Typed>(text)?;
+    if fields.has_ambiguous_number() {
+        return parse_fields::<RawText>(text);
+    }
     Ok(fields)
 }
 
-fn json_error_message(e: &serde_json::Error, text: &str) -> String {
+fn parse_fields<'a, R: ReadValue<'a>>(text: &'a str) -> Result<Fields<'a>, Rejection> {
+    let mut de = sonic_rs::Deserializer::from_str(text);
+    de.deserialize_map(FieldsVisitor::<R>(std::marker::PhantomData))
+        .and_then(|fields| de.end().map(|()| fields))
+        .map_err(|e| Rejection::new(ErrorKind::InvalidJson, json_error_message(&e, text)))
+}
+
+fn json_error_message(e: &sonic_rs::Error, text: &str) -> String {
     if text.trim().is_empty() {
         "payload is empty".to_string()
-    } else if e.is_data() {
+    } else if !e.is_syntax() && !e.is_eof() {
         format!("payload is not a JSON object: {e}")
     } else {
         format!("payload is not valid JSON: {e}")
     }
 }
 
-struct FieldsVisitor;
+struct FieldsVisitor<R>(std::marker::PhantomData<R>);
 
-impl<'de> Visitor<'de> for FieldsVisitor {
+impl<'de, R: ReadValue<'de>> Visitor<'de> for FieldsVisitor<R> {
     type Value = Fields<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -232,7 +387,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
             if slot.is_some() {
                 return Err(de::Error::custom(format_args!("duplicate field `{name}`")));
             }
-            *slot = Some(map.next_value::<&RawValue>()?);
+            *slot = Some(R::read(&mut map)?);
         }
         Ok(fields)
     }
@@ -268,62 +423,155 @@ impl<'de> de::Deserialize<'de> for Key {
     }
 }
 
-fn present<'a>(raw: Option<&'a RawValue>, name: &str) -> Result<&'a str, Rejection> {
-    raw.map(|r| r.get().trim())
-        .ok_or_else(|| Rejection::new(ErrorKind::MissingField, format!("missing field `{name}`")))
+fn present<'a>(value: Option<Json<'a>>, name: &str) -> Result<Json<'a>, Rejection> {
+    value.ok_or_else(|| Rejection::new(ErrorKind::MissingField, format!("missing field `{name}`")))
 }
 
-fn json_type(raw: &str) -> &'static str {
-    match raw.as_bytes().first() {
-        Some(b'"') => "a string",
-        Some(b't' | b'f') => "a boolean",
-        Some(b'n') => "null",
-        Some(b'[') => "an array",
-        Some(b'{') => "an object",
-        _ if raw.contains(['.', 'e', 'E']) => "a number with a fraction or exponent",
-        _ => "an integer",
-    }
-}
-
-fn wrong_type(name: &str, expected: &str, raw: &str) -> Rejection {
+fn wrong_type(name: &str, expected: &str, got: &Json<'_>) -> Rejection {
     Rejection::new(
         ErrorKind::WrongType,
-        format!("field `{name}` must be {expected}, got {}", json_type(raw)),
+        format!("field `{name}` must be {expected}, got {}", got.type_name()),
     )
 }
 
-/// A JSON integer's value and text. `i128` keeps the exact value of every integer a rule can
-/// accept and of every near miss; longer ones saturate, which still fails every range.
-fn integer<'a>(raw: Option<&'a RawValue>, name: &str) -> Result<(i128, &'a str), Rejection> {
-    let text = present(raw, name)?;
-    if json_type(text) != "an integer" {
-        return Err(wrong_type(name, "a JSON integer", text));
+fn integer(value: Option<Json<'_>>, name: &str) -> Result<i128, Rejection> {
+    match present(value, name)? {
+        Json::Int(v) => Ok(v),
+        other => Err(wrong_type(name, "a JSON integer", &other)),
     }
-    // serde_json accepted it as a number without fraction or exponent: `-?[0-9]+`.
-    let (negative, digits) = match text.strip_prefix('-') {
-        Some(d) => (true, d),
-        None => (false, text),
-    };
-    let magnitude = digits.bytes().try_fold(0i128, |acc, b| {
-        acc.checked_mul(10)?.checked_add(i128::from(b - b'0'))
-    });
-    let magnitude = magnitude.unwrap_or(i128::MAX);
-    Ok((if negative { -magnitude } else { magnitude }, text))
 }
 
-fn string<'a>(raw: Option<&'a RawValue>, name: &str) -> Result<Cow<'a, str>, Rejection> {
-    let text = present(raw, name)?;
-    if !text.starts_with('"') {
-        return Err(wrong_type(name, "a JSON string", text));
+fn string<'a>(value: Option<Json<'a>>, name: &str) -> Result<Cow<'a, str>, Rejection> {
+    match present(value, name)? {
+        Json::Str(s) => Ok(s),
+        other => Err(wrong_type(name, "a JSON string", &other)),
     }
-    let inner = &text[1..text.len() - 1];
-    if !inner.contains('\\') {
-        return Ok(Cow::Borrowed(inner));
+}
+
+/// The fast path for the shape nearly every record has: one flat object whose keys and
+/// strings hold no escapes and whose numbers are integers of at most 18 digits. It accepts
+/// only JSON it reads exactly as [`parse_general`] does and answers `None` for anything else,
+/// malformed input included, so the general parser has the last word on every error.
+mod simple {
+    use std::borrow::Cow;
+
+    use super::{Fields, Json};
+
+    pub fn parse(text: &str) -> Option<Fields<'_>> {
+        let mut s = Scanner {
+            str: text,
+            text: text.as_bytes(),
+            at: 0,
+        };
+        let mut fields = Fields::default();
+        s.skip_ws();
+        s.expect(b'{')?;
+        s.skip_ws();
+        if s.peek() == Some(b'}') {
+            s.at += 1;
+        } else {
+            loop {
+                let key = s.string()?;
+                s.skip_ws();
+                s.expect(b':')?;
+                s.skip_ws();
+                let value = match s.peek()? {
+                    b'"' => Json::Str(Cow::Borrowed(s.string()?)),
+                    _ => Json::Int(i128::from(s.integer()?)),
+                };
+                let slot = match key {
+                    "user_id" => &mut fields.user_id,
+                    "postcode" => &mut fields.postcode,
+                    "webpage" => &mut fields.webpage,
+                    "timestamp" => &mut fields.timestamp,
+                    _ => &mut None,
+                };
+                if slot.replace(value).is_some() {
+                    return None;
+                }
+                s.skip_ws();
+                match s.next()? {
+                    b',' => s.skip_ws(),
+                    b'}' => break,
+                    _ => return None,
+                }
+            }
+        }
+        s.skip_ws();
+        (s.at == text.len()).then_some(fields)
     }
-    // serde_json already parsed this exact string once, so decoding it cannot fail.
-    serde_json::from_str::<String>(text)
-        .map(Cow::Owned)
-        .map_err(|e| Rejection::new(ErrorKind::InvalidJson, format!("field `{name}`: {e}")))
+
+    struct Scanner<'a> {
+        str: &'a str,
+        text: &'a [u8],
+        at: usize,
+    }
+
+    impl<'a> Scanner<'a> {
+        fn peek(&self) -> Option<u8> {
+            self.text.get(self.at).copied()
+        }
+
+        fn next(&mut self) -> Option<u8> {
+            let b = self.peek()?;
+            self.at += 1;
+            Some(b)
+        }
+
+        fn expect(&mut self, want: u8) -> Option<()> {
+            (self.next()? == want).then_some(())
+        }
+
+        fn skip_ws(&mut self) {
+            while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+                self.at += 1;
+            }
+        }
+
+        /// A string without escapes or control characters. Both quotes are ASCII, so the
+        /// text between them is whole characters of the (valid UTF-8) input.
+        fn string(&mut self) -> Option<&'a str> {
+            self.expect(b'"')?;
+            let start = self.at;
+            // One pass: the strings here are short, where a plain loop beats memchr.
+            let len = self.text[start..]
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+            if self.text[start + len] != b'"' {
+                return None;
+            }
+            self.at = start + len + 1;
+            self.str.get(start..start + len)
+        }
+
+        /// `-?(0|[1-9][0-9]*)` of at most 18 digits, followed by a delimiter.
+        fn integer(&mut self) -> Option<i64> {
+            let negative = self.peek() == Some(b'-');
+            if negative {
+                self.at += 1;
+            }
+            let start = self.at;
+            let mut value: i64 = 0;
+            while let Some(d @ b'0'..=b'9') = self.peek() {
+                if self.at - start == 18 {
+                    return None;
+                }
+                value = value * 10 + i64::from(d - b'0');
+                self.at += 1;
+            }
+            let digits = self.at - start;
+            if digits == 0 || (digits > 1 && self.text[start] == b'0') {
+                return None;
+            }
+            if !matches!(
+                self.peek(),
+                Some(b',' | b'}' | b' ' | b'\t' | b'\n' | b'\r')
+            ) {
+                return None;
+            }
+            Some(if negative { -value } else { value })
+        }
+    }
 }
 
 #[cfg(test)]
@@ -483,7 +731,50 @@ mod tests {
         assert!(r.message.len() < 200, "{}", r.message);
     }
 
+    /// JSON-ish text near the shape the fast path takes, with the variations that must
+    /// send it to the general parser.
+    fn near_json() -> impl Strategy<Value = String> {
+        let key = prop_oneof![
+            Just("user_id".to_string()),
+            Just("postcode".to_string()),
+            Just("webpage".to_string()),
+            Just("timestamp".to_string()),
+            "[a-z_\\\\\"]{0,6}",
+        ];
+        let value = prop_oneof![
+            "-?[0-9]{1,21}",
+            "-?[0-9]{1,3}[.eE][0-9]{0,3}",
+            "\"[A-Za-z0-9:/. \\\\n\"é\t]{0,12}\"",
+            Just("null".to_string()),
+            Just("true".to_string()),
+            Just("[1,\"a\"]".to_string()),
+            Just("{\"a\":1}".to_string()),
+        ];
+        let ws = "[ \t\n\r]{0,2}";
+        let member = (key, ws, value).prop_map(|(k, w, v)| format!("\"{k}\"{w}:{w}{v}"));
+        (
+            proptest::collection::vec(member, 0..6),
+            ws,
+            "[,}\\]x ]{0,1}",
+        )
+            .prop_map(|(members, w, tail)| format!("{w}{{{}}}{tail}{w}", members.join(",")))
+    }
+
     proptest! {
+        #[test]
+        fn the_fast_path_agrees_with_the_general_parser(text in near_json()) {
+            let general = parse_general(&text);
+            if let Some(fast) = simple::parse(&text) {
+                prop_assert_eq!(Ok(fast), general);
+            }
+        }
+
+        #[test]
+        fn the_fast_path_takes_the_usual_shape(user_id in 1i64..1_000_000, ts in MIN_TIMESTAMP_MS..MAX_TIMESTAMP_MS) {
+            let line = event(&user_id.to_string(), r#""SW19""#, OK_URL, &ts.to_string());
+            prop_assert!(simple::parse(&line).is_some());
+        }
+
         #[test]
         fn postcode_rule_agrees_with_the_regex(s in "\\PC{0,12}|[A-Z0-9a-z \n]{0,12}") {
             let re = regex::Regex::new("^[A-Z0-9]{2,10}$").unwrap();

@@ -6,6 +6,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+/// Postcode counts of one window; foldhash because SipHash showed up in profiles.
+type Counts = HashMap<Box<str>, i64, foldhash::fast::RandomState>;
+
 /// Tumbling windows aligned to the epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowSpec {
@@ -85,7 +88,7 @@ pub struct ClosedWindow {
 pub struct Windows {
     spec: WindowSpec,
     watermark: Watermark,
-    open: BTreeMap<i64, HashMap<Box<str>, i64>>,
+    open: BTreeMap<i64, Counts>,
 }
 
 impl Windows {
@@ -155,7 +158,7 @@ impl Windows {
             .collect()
     }
 
-    fn close(&self, start: i64, counts: HashMap<Box<str>, i64>) -> ClosedWindow {
+    fn close(&self, start: i64, counts: Counts) -> ClosedWindow {
         let mut counts: Vec<_> = counts.into_iter().collect();
         counts.sort_unstable();
         ClosedWindow {

@@ -9,7 +9,7 @@ use arrow_array::{ArrayRef, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use super::naming;
-use super::rolling::{FileSettings, RollingFile, RowBuffer};
+use super::rolling::{BATCH_ROWS, FileSettings, RollingFile, RowBuffer};
 use super::{SinkError, WrittenFile};
 use crate::validate::Pageview;
 
@@ -49,10 +49,16 @@ impl RowBuffer for RawRows {
 
     fn take_batch(&mut self) -> RecordBatch {
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(Int64Array::from(std::mem::take(&mut self.user_id))),
+            Arc::new(Int64Array::from(std::mem::replace(
+                &mut self.user_id,
+                Vec::with_capacity(BATCH_ROWS),
+            ))),
             Arc::new(self.postcode.finish()),
             Arc::new(self.webpage.finish()),
-            Arc::new(Int64Array::from(std::mem::take(&mut self.timestamp))),
+            Arc::new(Int64Array::from(std::mem::replace(
+                &mut self.timestamp,
+                Vec::with_capacity(BATCH_ROWS),
+            ))),
         ];
         RecordBatch::try_new(SCHEMA.clone(), columns).expect("columns match the schema")
     }

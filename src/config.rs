@@ -101,7 +101,7 @@ fn default_bench_dir() -> PathBuf {
 #[derive(Debug, Args)]
 pub struct GeneratorArgs {
     /// Events per second [default: 1.16 for generate (the original's ~100K/day), 1000 for run].
-    #[arg(long, env = "EVENT_RATE", value_parser = parse_rate)]
+    #[arg(long, env = "EVENT_RATE", value_parser = parse_rate, allow_negative_numbers = true)]
     pub rate: Option<f64>,
     /// Stop after this many events (k, M and G suffixes allowed) [default: run forever].
     #[arg(long, value_parser = parse_count)]

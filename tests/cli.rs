@@ -1,0 +1,367 @@
+//! The command line: every error path gives one clear line and a non-zero exit, leaving
+//! nothing behind; generate, process and run work together as documented.
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+/// The error is one line that names the problem.
+fn assert_one_line_error(output: &std::process::Output, names: &str) {
+    assert!(!output.status.success(), "should fail");
+    let err = stderr(output);
+    let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines[0].contains(names), "{err:?} should name {names:?}");
+    assert!(
+        lines.len() == 1
+            || lines[1..]
+                .iter()
+                .all(|l| l.contains("--help") || l.starts_with("Usage") || l.starts_with("  ")),
+        "one error line, then at most a usage hint: {err:?}"
+    );
+}
+
+#[test]
+fn a_missing_input_is_named_and_nothing_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let output = run(&[
+        "process",
+        "--input",
+        "/no/such/events.jsonl",
+        "--storage",
+        out.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&output, "/no/such/events.jsonl");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        !out.exists(),
+        "no output folder for a run that read nothing"
+    );
+}
+
+#[test]
+fn a_directory_as_input_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let output = run(&[
+        "process",
+        "--input",
+        dir.path().to_str().unwrap(),
+        "--storage",
+        out.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&output, "is a directory");
+    assert!(!out.exists());
+}
+
+#[test]
+fn an_unwritable_storage_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{}\n").unwrap();
+    // A regular file where the storage folder should be.
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, "x").unwrap();
+    let storage = blocker.join("out");
+    let output = run(&[
+        "process",
+        "--input",
+        input.to_str().unwrap(),
+        "--storage",
+        storage.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&output, storage.to_str().unwrap());
+    assert!(stderr(&output).contains("not writable"));
+}
+
+#[test]
+fn bad_flag_values_name_the_flag() {
+    let cases: [(&[&str], &str); 8] = [
+        (&["generate", "-o", "-", "--rate", "-1"], "--rate"),
+        (&["generate", "-o", "-", "--rate", "abc"], "--rate"),
+        (
+            &["generate", "-o", "-", "--malformed-share", "2"],
+            "--malformed-share",
+        ),
+        (&["generate", "-o", "-", "--events", "ten"], "--events"),
+        (
+            &[
+                "generate",
+                "-o",
+                "-",
+                "--malformed-share",
+                "0.8",
+                "--late-share",
+                "0.5",
+            ],
+            "--late-share",
+        ),
+        (
+            &[
+                "process",
+                "--input",
+                "x",
+                "--storage",
+                "y",
+                "--window-size-seconds",
+                "0",
+            ],
+            "--window-size-seconds",
+        ),
+        (
+            &[
+                "process",
+                "--input",
+                "x",
+                "--storage",
+                "y",
+                "--file-max-bytes",
+                "10",
+            ],
+            "--file-max-bytes",
+        ),
+        (
+            &[
+                "process",
+                "--input",
+                "x",
+                "--storage",
+                "y",
+                "--compression",
+                "brotli",
+            ],
+            "--compression",
+        ),
+    ];
+    for (args, flag) in cases {
+        let output = run(args);
+        assert_one_line_error(&output, flag);
+    }
+    let output = run(&["frobnicate"]);
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn bad_settings_from_the_environment_name_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let output = pageview()
+        .args([
+            "process",
+            "--input",
+            "-",
+            "--storage",
+            out.to_str().unwrap(),
+        ])
+        .env("DLQ_BUCKET", "Not_A_Bucket")
+        .output()
+        .unwrap();
+    assert_one_line_error(&output, "DLQ_BUCKET");
+    assert!(!out.exists());
+    let output = pageview()
+        .args(["generate", "-o", "-", "--events", "1"])
+        .env("EVENT_RATE", "fast")
+        .output()
+        .unwrap();
+    assert_one_line_error(&output, "--rate");
+}
+
+#[test]
+fn the_bucket_variables_choose_the_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut child = pageview()
+        .args([
+            "process",
+            "--input",
+            "-",
+            "--storage",
+            out.to_str().unwrap(),
+        ])
+        .env("RAW_EVENTS_BUCKET", "my-raw")
+        .env("ENVIRONMENT", "prod")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"user_id\": 1, \"postcode\": \"E1\", \"webpage\": \"https://x\", \"timestamp\": 1700000000000}\nnot json\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(parquet_files(&out.join("my-raw")).len(), 1);
+    assert_eq!(
+        parquet_files(&out.join("pageview-pipeline-prod-dlq")).len(),
+        1
+    );
+    assert_eq!(
+        parquet_files(&out.join("pageview-pipeline-prod-aggregated")).len(),
+        1
+    );
+}
+
+#[test]
+fn generate_is_reproducible_and_pipes_into_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "generate",
+        "-o",
+        "-",
+        "--events",
+        "5000",
+        "--seed",
+        "3",
+        "--simulated-time",
+        "--start-time-ms",
+        "1700000000000",
+        "--rate",
+        "100",
+        "--malformed-share",
+        "0.1",
+    ];
+    let first = run(&args);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(first.stdout, run(&args).stdout, "same seed, same bytes");
+    assert_eq!(first.stdout.iter().filter(|&&b| b == b'\n').count(), 5000);
+
+    let out = dir.path().join("out");
+    let mut child = pageview()
+        .args([
+            "process",
+            "--input",
+            "-",
+            "--storage",
+            out.to_str().unwrap(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&first.stdout)
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let summary = stdout(&output);
+    assert!(summary.starts_with("5000 records"), "{summary}");
+    let raw_rows: usize = read_dataset(&out, RAW)
+        .iter()
+        .map(|(_, b)| b.num_rows())
+        .sum();
+    let dlq_rows: usize = read_dataset(&out, DLQ)
+        .iter()
+        .map(|(_, b)| b.num_rows())
+        .sum();
+    assert_eq!(
+        raw_rows + dlq_rows,
+        5000,
+        "no late events here, so raw + DLQ = input"
+    );
+    assert!((300..700).contains(&dlq_rows), "{dlq_rows}");
+    // 5000 events at 100/s of simulated time span 50 s: one or two windows.
+    assert!(!read_dataset(&out, AGGREGATED).is_empty());
+}
+
+#[test]
+fn run_with_a_bounded_simulated_stream_writes_all_three_datasets() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let output = run(&[
+        "run",
+        "--events",
+        "200k",
+        "--simulated-time",
+        "--seed",
+        "1",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let summary = stdout(&output);
+    assert!(summary.contains("200000 records"), "{summary}");
+    let raw_rows: usize = read_dataset(&data, RAW)
+        .iter()
+        .map(|(_, b)| b.num_rows())
+        .sum();
+    let dlq_rows: usize = read_dataset(&data, DLQ)
+        .iter()
+        .map(|(_, b)| b.num_rows())
+        .sum();
+    let late = read_dataset(&data, DLQ)
+        .iter()
+        .map(|(_, b)| {
+            let kinds = arrow_array::cast::AsArray::as_string::<i32>(b.column(1));
+            kinds.iter().filter(|k| *k == Some("late_event")).count()
+        })
+        .sum::<usize>();
+    assert!(late > 0, "run's defaults include late events");
+    assert_eq!(raw_rows + dlq_rows - late, 200_000);
+    // 200k events at 1000/s of simulated time are 200 s: at least three windows.
+    let windows: usize = read_dataset(&data, AGGREGATED)
+        .iter()
+        .map(|(_, b)| b.num_rows())
+        .sum();
+    assert!(windows >= 3 * 15, "{windows}");
+    assert_no_staging_leftovers(&data);
+}
+
+#[test]
+fn sigterm_stops_run_after_flushing_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let child = pageview()
+        .args([
+            "run",
+            "--rate",
+            "2000",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let summary = stdout(&output);
+    let records: usize = summary
+        .lines()
+        .find_map(|l| l.split(" records in ").next()?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no record count in {summary}"));
+    assert!(records > 1000, "{summary}");
+    let raw_rows: usize = read_dataset(&data, RAW)
+        .iter()
+        .map(|(_, b)| b.num_rows())
+        .sum();
+    let dlq = read_dataset(&data, DLQ);
+    let dlq_rows: usize = dlq.iter().map(|(_, b)| b.num_rows()).sum();
+    let late: usize = dlq
+        .iter()
+        .map(|(_, b)| {
+            let kinds = arrow_array::cast::AsArray::as_string::<i32>(b.column(1));
+            kinds.iter().filter(|k| *k == Some("late_event")).count()
+        })
+        .sum();
+    assert_eq!(
+        raw_rows + dlq_rows - late,
+        records,
+        "every generated event is written"
+    );
+    assert!(
+        !read_dataset(&data, AGGREGATED).is_empty(),
+        "open windows are flushed on stop"
+    );
+    assert_no_staging_leftovers(&data);
+}

@@ -1,0 +1,79 @@
+//! Helpers shared by the integration tests: the built binary and reading datasets back.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use arrow_array::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+pub const RAW: &str = "pageview-pipeline-local-raw-events";
+pub const AGGREGATED: &str = "pageview-pipeline-local-aggregated";
+pub const DLQ: &str = "pageview-pipeline-local-dlq";
+
+pub fn pageview() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pageview"))
+}
+
+/// Runs the binary and returns its output, whatever the exit status.
+pub fn run(args: &[&str]) -> Output {
+    pageview().args(args).output().expect("the binary runs")
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Every `.parquet` file under `dir`, sorted, paths relative to `dir`.
+pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, base: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, base, out);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                out.push(path.strip_prefix(base).unwrap().to_path_buf());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Every batch of every file of one dataset, with the file it came from.
+pub fn read_dataset(root: &Path, bucket: &str) -> Vec<(PathBuf, RecordBatch)> {
+    let dir = root.join(bucket);
+    parquet_files(&dir)
+        .into_iter()
+        .flat_map(|rel| {
+            let file = File::open(dir.join(&rel)).unwrap();
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .build()
+                .unwrap();
+            reader
+                .map(|b| (rel.clone(), b.unwrap()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Nothing may be left in the staging area once a command has ended.
+pub fn assert_no_staging_leftovers(root: &Path) {
+    let staging = root.join(".staging");
+    let left: Vec<_> = std::fs::read_dir(&staging)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "staging leftovers: {left:?}");
+}

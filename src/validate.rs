@@ -471,20 +471,19 @@ mod simple {
             s.at += 1;
         } else {
             loop {
-                let key = s.string()?;
+                let slot = match s.key()? {
+                    Some(Known::UserId) => &mut fields.user_id,
+                    Some(Known::Postcode) => &mut fields.postcode,
+                    Some(Known::Webpage) => &mut fields.webpage,
+                    Some(Known::Timestamp) => &mut fields.timestamp,
+                    None => &mut None,
+                };
                 s.skip_ws();
                 s.expect(b':')?;
                 s.skip_ws();
                 let value = match s.peek()? {
                     b'"' => Json::Str(Cow::Borrowed(s.string()?)),
                     _ => Json::Int(i128::from(s.integer()?)),
-                };
-                let slot = match key {
-                    "user_id" => &mut fields.user_id,
-                    "postcode" => &mut fields.postcode,
-                    "webpage" => &mut fields.webpage,
-                    "timestamp" => &mut fields.timestamp,
-                    _ => &mut None,
                 };
                 if slot.replace(value).is_some() {
                     return None;
@@ -499,6 +498,28 @@ mod simple {
         }
         s.skip_ws();
         (s.at == text.len()).then_some(fields)
+    }
+
+    enum Known {
+        UserId,
+        Postcode,
+        Webpage,
+        Timestamp,
+    }
+
+    /// Eight copies of a byte, for testing eight bytes at once.
+    const fn splat(b: u8) -> u64 {
+        u64::from_ne_bytes([b; 8])
+    }
+
+    /// True when any byte of `word` is `"`, `\\` or a control character (below 0x20):
+    /// the bytes that end or complicate a JSON string. Exact, with no false positives.
+    pub(super) fn has_special(word: u64) -> bool {
+        const LOW7: u64 = splat(0x7f);
+        const HIGH: u64 = splat(0x80);
+        let zero_byte = |x: u64| !(((x & LOW7) + LOW7) | x | LOW7);
+        let below_0x20 = !(((word & LOW7) + splat(0x80 - 0x20)) | word | LOW7);
+        (zero_byte(word ^ splat(b'"')) | zero_byte(word ^ splat(b'\\')) | below_0x20) & HIGH != 0
     }
 
     struct Scanner<'a> {
@@ -530,11 +551,48 @@ mod simple {
 
         /// A string without escapes or control characters. Both quotes are ASCII, so the
         /// text between them is whole characters of the (valid UTF-8) input.
+        /// A key: one of the known ones, matched in place with fixed-size compares (each
+        /// with its closing quote, so a longer key never matches), or any other plain string.
+        fn key(&mut self) -> Option<Option<Known>> {
+            let rest = self.text.get(self.at + 1..)?;
+            let known = match (self.text[self.at], rest.first()) {
+                (b'"', Some(b'u')) if rest.first_chunk() == Some(b"user_id\"") => {
+                    Some((Known::UserId, 8))
+                }
+                (b'"', Some(b'p')) if rest.first_chunk() == Some(b"postcode\"") => {
+                    Some((Known::Postcode, 9))
+                }
+                (b'"', Some(b'w')) if rest.first_chunk() == Some(b"webpage\"") => {
+                    Some((Known::Webpage, 8))
+                }
+                (b'"', Some(b't')) if rest.first_chunk() == Some(b"timestamp\"") => {
+                    Some((Known::Timestamp, 10))
+                }
+                _ => None,
+            };
+            match known {
+                Some((key, len)) => {
+                    self.at += 1 + len;
+                    Some(Some(key))
+                }
+                None => self.string().map(|_| None),
+            }
+        }
+
         fn string(&mut self) -> Option<&'a str> {
             self.expect(b'"')?;
             let start = self.at;
-            // One pass: the strings here are short, where a plain loop beats memchr.
-            let len = self.text[start..]
+            let mut len = 0;
+            // Eight bytes at a time while none of them can end the string; strings here are
+            // short, where this beats a SIMD search's set-up.
+            while let Some(chunk) = self.text.get(start + len..start + len + 8) {
+                let word = u64::from_ne_bytes(chunk.try_into().expect("eight bytes"));
+                if has_special(word) {
+                    break;
+                }
+                len += 8;
+            }
+            len += self.text[start + len..]
                 .iter()
                 .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
             if self.text[start + len] != b'"' {
@@ -760,6 +818,25 @@ mod tests {
             .prop_map(|(members, w, tail)| format!("{w}{{{}}}{tail}{w}", members.join(",")))
     }
 
+    #[test]
+    fn the_fast_path_reads_near_miss_keys_as_the_general_parser_does() {
+        for text in [
+            r#"{"user_idx": 5, "user_id": 6}"#,
+            r#"{"user_id": 5, "user_i": 6, "postcodes": "A", "webpag": "x", "timestamp_": 1}"#,
+            r#"{"user_id" : 5 , "timestamp":1}"#,
+            r#"{"us\u0065r_id": 5}"#,
+            r#"{"user_id": 5, "user_id": 5}"#,
+            r#"{"webpage": "0123456789abcdef\"", "postcode": "0123456789abcdefg"}"#,
+            r#"{"user_id"#,
+            r#"{"#,
+        ] {
+            if let Some(fast) = simple::parse(text) {
+                assert_eq!(Ok(fast), parse_general(text), "{text}");
+            }
+        }
+        assert!(simple::parse(r#"{"user_idx": 5, "user_id": 6}"#).is_some());
+    }
+
     proptest! {
         #[test]
         fn the_fast_path_agrees_with_the_general_parser(text in near_json()) {
@@ -773,6 +850,12 @@ mod tests {
         fn the_fast_path_takes_the_usual_shape(user_id in 1i64..1_000_000, ts in MIN_TIMESTAMP_MS..MAX_TIMESTAMP_MS) {
             let line = event(&user_id.to_string(), r#""SW19""#, OK_URL, &ts.to_string());
             prop_assert!(simple::parse(&line).is_some());
+        }
+
+        #[test]
+        fn the_word_test_finds_exactly_the_special_bytes(bytes in any::<[u8; 8]>()) {
+            let want = bytes.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20);
+            prop_assert_eq!(simple::has_special(u64::from_ne_bytes(bytes)), want);
         }
 
         #[test]

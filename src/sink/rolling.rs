@@ -20,9 +20,9 @@ use crate::storage::{PendingFile, Storage};
 
 /// Rows per record batch handed to the encoder: large enough to amortise per-batch work,
 /// small enough that buffered rows stay a few MiB.
-pub const BATCH_ROWS: usize = 64 * 1024;
+pub const BATCH_ROWS: usize = 16 * 1024;
 /// Rows per Parquet row group, which the encoder holds in memory until it is flushed.
-const ROW_GROUP_ROWS: usize = 512 * 1024;
+const ROW_GROUP_ROWS: usize = 256 * 1024;
 
 /// Column buffers for one dataset's rows.
 pub trait RowBuffer: Default {

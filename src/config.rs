@@ -83,6 +83,10 @@ pub struct BenchArgs {
     /// Run each process under `taskset -c CPU`, to measure one core.
     #[arg(long)]
     pub cpu: Option<u32>,
+    /// Runs of each measurement; the fastest is reported, as the least disturbed by
+    /// whatever else the machine is doing.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeat: u32,
 }
 
 #[derive(Debug, Args)]

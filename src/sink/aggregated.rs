@@ -43,6 +43,10 @@ impl RowBuffer for AggregatedRows {
         &["postcode"]
     }
 
+    fn statistics_columns() -> &'static [&'static str] {
+        &["window_start", "window_end"]
+    }
+
     fn len(&self) -> usize {
         self.window_start.len()
     }

@@ -49,6 +49,10 @@ impl RowBuffer for DlqRows {
         &["error_kind", "file", "topic"]
     }
 
+    fn statistics_columns() -> &'static [&'static str] {
+        &["line", "offset"]
+    }
+
     fn len(&self) -> usize {
         self.payload.len()
     }

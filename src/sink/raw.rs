@@ -43,6 +43,10 @@ impl RowBuffer for RawRows {
         &["postcode", "webpage"]
     }
 
+    fn statistics_columns() -> &'static [&'static str] {
+        &["timestamp"]
+    }
+
     fn len(&self) -> usize {
         self.user_id.len()
     }

@@ -11,7 +11,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use super::naming;
@@ -29,6 +29,10 @@ pub trait RowBuffer: Default {
     fn schema() -> SchemaRef;
     /// Columns worth dictionary encoding: low-cardinality strings.
     fn dictionary_columns() -> &'static [&'static str];
+    /// Columns whose min/max statistics can skip data on read: the time columns. Others
+    /// (random ids, a handful of strings spread over every page) would cost a compare per
+    /// value and prune nothing.
+    fn statistics_columns() -> &'static [&'static str];
     fn len(&self) -> usize;
     /// Moves the buffered rows into a batch, leaving the buffer empty.
     fn take_batch(&mut self) -> RecordBatch;
@@ -47,19 +51,20 @@ pub struct FileSettings {
 
 impl FileSettings {
     fn properties<B: RowBuffer>(&self) -> WriterProperties {
-        B::dictionary_columns()
-            .iter()
-            .fold(
-                WriterProperties::builder()
-                    .set_compression(self.compression)
-                    .set_dictionary_enabled(false)
-                    .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-                    .set_created_by(concat!("pageview ", env!("CARGO_PKG_VERSION")).into()),
-                |props, column| {
-                    props.set_column_dictionary_enabled(ColumnPath::from(*column), true)
-                },
-            )
-            .build()
+        let mut props = WriterProperties::builder()
+            .set_compression(self.compression)
+            .set_dictionary_enabled(false)
+            .set_statistics_enabled(EnabledStatistics::None)
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .set_created_by(concat!("pageview ", env!("CARGO_PKG_VERSION")).into());
+        for column in B::dictionary_columns() {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(*column), true);
+        }
+        for column in B::statistics_columns() {
+            props = props
+                .set_column_statistics_enabled(ColumnPath::from(*column), EnabledStatistics::Page);
+        }
+        props.build()
     }
 }
 

@@ -47,6 +47,10 @@ impl RowBuffer for AggregatedRows {
         &["window_start", "window_end"]
     }
 
+    fn delta_columns() -> &'static [&'static str] {
+        &["window_start", "window_end", "pageview_count"]
+    }
+
     fn len(&self) -> usize {
         self.window_start.len()
     }

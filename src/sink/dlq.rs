@@ -53,6 +53,10 @@ impl RowBuffer for DlqRows {
         &["line", "offset"]
     }
 
+    fn delta_columns() -> &'static [&'static str] {
+        &["line", "offset"]
+    }
+
     fn len(&self) -> usize {
         self.payload.len()
     }

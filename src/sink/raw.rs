@@ -26,12 +26,26 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
-#[derive(Default)]
 pub struct RawRows {
     user_id: Vec<i64>,
     postcode: StringBuilder,
     webpage: StringBuilder,
     timestamp: Vec<i64>,
+}
+
+/// Typical string lengths, so a batch's buffers are allocated once rather than regrown.
+const POSTCODE_BYTES: usize = 8;
+const WEBPAGE_BYTES: usize = 48;
+
+impl Default for RawRows {
+    fn default() -> Self {
+        RawRows {
+            user_id: Vec::with_capacity(BATCH_ROWS),
+            postcode: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * POSTCODE_BYTES),
+            webpage: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * WEBPAGE_BYTES),
+            timestamp: Vec::with_capacity(BATCH_ROWS),
+        }
+    }
 }
 
 impl RowBuffer for RawRows {
@@ -47,22 +61,21 @@ impl RowBuffer for RawRows {
         &["timestamp"]
     }
 
+    fn delta_columns() -> &'static [&'static str] {
+        &["user_id", "timestamp"]
+    }
+
     fn len(&self) -> usize {
         self.user_id.len()
     }
 
     fn take_batch(&mut self) -> RecordBatch {
+        let full = std::mem::take(self);
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(Int64Array::from(std::mem::replace(
-                &mut self.user_id,
-                Vec::with_capacity(BATCH_ROWS),
-            ))),
-            Arc::new(self.postcode.finish()),
-            Arc::new(self.webpage.finish()),
-            Arc::new(Int64Array::from(std::mem::replace(
-                &mut self.timestamp,
-                Vec::with_capacity(BATCH_ROWS),
-            ))),
+            Arc::new(Int64Array::from(full.user_id)),
+            Arc::new({ full.postcode }.finish()),
+            Arc::new({ full.webpage }.finish()),
+            Arc::new(Int64Array::from(full.timestamp)),
         ];
         RecordBatch::try_new(SCHEMA.clone(), columns).expect("columns match the schema")
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
+use parquet::basic::{Compression, Encoding};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
@@ -33,6 +33,10 @@ pub trait RowBuffer: Default {
     /// (random ids, a handful of strings spread over every page) would cost a compare per
     /// value and prune nothing.
     fn statistics_columns() -> &'static [&'static str];
+    /// Integer columns stored as DELTA_BINARY_PACKED without a codec: each value takes the
+    /// bits its difference from the previous needs, which here is both smaller (raw files
+    /// shrink by almost half) and cheaper to write than plain values through Snappy.
+    fn delta_columns() -> &'static [&'static str];
     fn len(&self) -> usize;
     /// Moves the buffered rows into a batch, leaving the buffer empty.
     fn take_batch(&mut self) -> RecordBatch;
@@ -63,6 +67,11 @@ impl FileSettings {
         for column in B::statistics_columns() {
             props = props
                 .set_column_statistics_enabled(ColumnPath::from(*column), EnabledStatistics::Page);
+        }
+        for column in B::delta_columns() {
+            props = props
+                .set_column_encoding(ColumnPath::from(*column), Encoding::DELTA_BINARY_PACKED)
+                .set_column_compression(ColumnPath::from(*column), Compression::UNCOMPRESSED);
         }
         props.build()
     }

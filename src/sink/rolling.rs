@@ -23,6 +23,9 @@ use crate::storage::{PendingFile, Storage};
 pub const BATCH_ROWS: usize = 16 * 1024;
 /// Rows per Parquet row group, which the encoder holds in memory until it is flushed.
 const ROW_GROUP_ROWS: usize = 256 * 1024;
+/// A row group is also flushed at this encoded size, so wide rows (DLQ payloads) cannot
+/// make one row group, and so memory, grow with the input.
+const ROW_GROUP_BYTES: usize = 8 << 20;
 
 /// Column buffers for one dataset's rows.
 pub trait RowBuffer: Default {
@@ -60,6 +63,7 @@ impl FileSettings {
             .set_dictionary_enabled(false)
             .set_statistics_enabled(EnabledStatistics::None)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
             .set_created_by(concat!("pageview ", env!("CARGO_PKG_VERSION")).into());
         for column in B::dictionary_columns() {
             props = props.set_column_dictionary_enabled(ColumnPath::from(*column), true);

@@ -132,12 +132,15 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         args.data_dir.display()
     );
     println!(
-        "windows of {} s close {} ms after their end; files publish every {} ms or {} MiB",
+        "windows of {} s are written {} ms after they end; files publish every {} ms or {} MiB",
         args.pipeline.window_size_seconds,
         args.pipeline.watermark_delay_ms,
         args.pipeline.file_max_age_ms,
         args.pipeline.file_max_bytes >> 20
     );
+    if config.simulated_start_ms.is_none() {
+        println!("(add --simulated-time to see hundreds of windows in seconds)");
+    }
     let (chunks, received) = std::sync::mpsc::sync_channel(64);
     let generator_stop = stop.clone();
     let generator = std::thread::spawn(move || {

@@ -19,7 +19,7 @@ use pageview::config::{
 use pageview::generate::Generator;
 use pageview::pipeline::{Ending, drive};
 use pageview::route::Router;
-use pageview::sink::{Sinks, naming};
+use pageview::sink::{SinkConfig, Sinks, naming};
 use pageview::source::{EmbeddedSource, FileSource, Source};
 use pageview::storage::LocalStorage;
 use pageview::{bench, report};
@@ -74,23 +74,24 @@ fn stop_flag() -> Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-fn router(pipeline: &PipelineArgs, root: &Path, source_label: &str) -> Result<Router> {
-    let sink_config = pipeline.sink_config(naming::source_tag(source_label))?;
+/// Opens the storage root (creating it) and wires the router; call once configuration and
+/// input are known to be good, so a bad one leaves nothing behind.
+fn router(pipeline: &PipelineArgs, sink_config: &SinkConfig, root: &Path) -> Result<Router> {
     let storage = LocalStorage::open(root)?;
     Ok(Router::new(
         pipeline.windows(),
-        Sinks::new(Arc::new(storage), &sink_config),
+        Sinks::new(Arc::new(storage), sink_config),
     ))
 }
 
 fn process(args: ProcessArgs) -> Result<ExitCode> {
-    args.pipeline.buckets()?;
-    let mut source = FileSource::open(&args.input)?;
     let label = match args.input.file_stem() {
         Some(stem) if args.input != Path::new("-") => stem.to_string_lossy().into_owned(),
         _ => "stdin".into(),
     };
-    let mut router = router(&args.pipeline, &args.storage, &label)?;
+    let sink_config = args.pipeline.sink_config(naming::source_tag(&label))?;
+    let mut source = FileSource::open(&args.input)?;
+    let mut router = router(&args.pipeline, &sink_config, &args.storage)?;
     let stop = stop_flag()?;
     let started = Instant::now();
     let progress = Progress::new("processing");
@@ -115,11 +116,9 @@ fn process(args: ProcessArgs) -> Result<ExitCode> {
 
 fn run(args: RunArgs) -> Result<ExitCode> {
     let config = args.generator.settings(&RUN_DEFAULTS)?;
-    let mut router = router(
-        &args.pipeline,
-        &args.data_dir,
-        &format!("run{}", pageview::generate::now_ms()),
-    )?;
+    let label = format!("run{}", pageview::generate::now_ms());
+    let sink_config = args.pipeline.sink_config(naming::source_tag(&label))?;
+    let mut router = router(&args.pipeline, &sink_config, &args.data_dir)?;
     let stop = stop_flag()?;
     println!(
         "pageview run: generating {} events/s{} into {} (Ctrl-C stops, flushing everything)",

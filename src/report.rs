@@ -88,12 +88,10 @@ mod tests {
 
     #[test]
     fn lines_show_what_happened() {
-        let mut stats = Stats {
-            records: 12,
-            valid: 10,
-            windows: 2,
-            ..Stats::default()
-        };
+        let mut stats = Stats::default();
+        stats.records = 12;
+        stats.valid = 10;
+        stats.windows = 2;
         stats.dead_letter(ErrorKind::InvalidJson);
         stats.dead_letter(ErrorKind::LateEvent);
         let line = live_line(&stats, 2_500_000.0);

@@ -16,24 +16,24 @@ pub struct Stats {
     /// Valid events, late ones included: the rows of the raw dataset.
     pub valid: u64,
     /// Dead letters by [`ErrorKind::index`].
-    pub dead_letters: [u64; ErrorKind::ALL.len()],
+    by_kind: [u64; ErrorKind::ALL.len()],
     pub windows: u64,
     pub window_rows: u64,
     /// Published files by [`Dataset::index`].
-    pub written: [DatasetStats; Dataset::ALL.len()],
+    by_dataset: [DatasetStats; Dataset::ALL.len()],
 }
 
 impl Stats {
     pub fn dead_letter(&mut self, kind: ErrorKind) {
-        self.dead_letters[kind.index()] += 1;
+        self.by_kind[kind.index()] += 1;
     }
 
     pub fn dead_letters(&self, kind: ErrorKind) -> u64 {
-        self.dead_letters[kind.index()]
+        self.by_kind[kind.index()]
     }
 
     pub fn total_dead_letters(&self) -> u64 {
-        self.dead_letters.iter().sum()
+        self.by_kind.iter().sum()
     }
 
     pub fn late(&self) -> u64 {
@@ -41,18 +41,18 @@ impl Stats {
     }
 
     pub fn file_written(&mut self, file: &WrittenFile) {
-        let d = &mut self.written[file.dataset.index()];
+        let d = &mut self.by_dataset[file.dataset.index()];
         d.files += 1;
         d.rows += file.rows;
         d.bytes += file.bytes;
     }
 
     pub fn written(&self, dataset: Dataset) -> DatasetStats {
-        self.written[dataset.index()]
+        self.by_dataset[dataset.index()]
     }
 
     pub fn files_written(&self) -> u64 {
-        self.written.iter().map(|d| d.files).sum()
+        self.by_dataset.iter().map(|d| d.files).sum()
     }
 
     /// `invalid_json 3, late_event 1`: the dead-letter kinds seen, in spec order.

@@ -4,6 +4,7 @@
 mod common;
 
 use std::io::Write;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -28,13 +29,7 @@ fn assert_one_line_error(output: &std::process::Output, names: &str) {
 fn a_missing_input_is_named_and_nothing_is_created() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let output = run(&[
-        "process",
-        "--input",
-        "/no/such/events.jsonl",
-        "--storage",
-        out.to_str().unwrap(),
-    ]);
+    let output = process(Path::new("/no/such/events.jsonl"), &out, &[]);
     assert_one_line_error(&output, "/no/such/events.jsonl");
     assert_eq!(output.status.code(), Some(1));
     assert!(
@@ -47,13 +42,7 @@ fn a_missing_input_is_named_and_nothing_is_created() {
 fn a_directory_as_input_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let output = run(&[
-        "process",
-        "--input",
-        dir.path().to_str().unwrap(),
-        "--storage",
-        out.to_str().unwrap(),
-    ]);
+    let output = process(dir.path(), &out, &[]);
     assert_one_line_error(&output, "is a directory");
     assert!(!out.exists());
 }
@@ -67,13 +56,7 @@ fn an_unwritable_storage_is_named() {
     let blocker = dir.path().join("file");
     std::fs::write(&blocker, "x").unwrap();
     let storage = blocker.join("out");
-    let output = run(&[
-        "process",
-        "--input",
-        input.to_str().unwrap(),
-        "--storage",
-        storage.to_str().unwrap(),
-    ]);
+    let output = process(&input, &storage, &[]);
     assert_one_line_error(&output, storage.to_str().unwrap());
     assert!(stderr(&output).contains("not writable"));
 }
@@ -253,14 +236,8 @@ fn generate_is_reproducible_and_pipes_into_process() {
     assert!(output.status.success());
     let summary = stdout(&output);
     assert!(summary.starts_with("5000 records"), "{summary}");
-    let raw_rows: usize = read_dataset(&out, RAW)
-        .iter()
-        .map(|(_, b)| b.num_rows())
-        .sum();
-    let dlq_rows: usize = read_dataset(&out, DLQ)
-        .iter()
-        .map(|(_, b)| b.num_rows())
-        .sum();
+    let raw_rows = rows(&out, RAW);
+    let dlq_rows = rows(&out, DLQ);
     assert_eq!(
         raw_rows + dlq_rows,
         5000,
@@ -288,28 +265,13 @@ fn run_with_a_bounded_simulated_stream_writes_all_three_datasets() {
     assert!(output.status.success(), "{}", stderr(&output));
     let summary = stdout(&output);
     assert!(summary.contains("200000 records"), "{summary}");
-    let raw_rows: usize = read_dataset(&data, RAW)
-        .iter()
-        .map(|(_, b)| b.num_rows())
-        .sum();
-    let dlq_rows: usize = read_dataset(&data, DLQ)
-        .iter()
-        .map(|(_, b)| b.num_rows())
-        .sum();
-    let late = read_dataset(&data, DLQ)
-        .iter()
-        .map(|(_, b)| {
-            let kinds = arrow_array::cast::AsArray::as_string::<i32>(b.column(1));
-            kinds.iter().filter(|k| *k == Some("late_event")).count()
-        })
-        .sum::<usize>();
+    let raw_rows = rows(&data, RAW);
+    let dlq_rows = rows(&data, DLQ);
+    let late = dead_letters_of(&data, "late_event");
     assert!(late > 0, "run's defaults include late events");
     assert_eq!(raw_rows + dlq_rows - late, 200_000);
     // 200k events at 1000/s of simulated time are 200 s: at least three windows.
-    let windows: usize = read_dataset(&data, AGGREGATED)
-        .iter()
-        .map(|(_, b)| b.num_rows())
-        .sum();
+    let windows = rows(&data, AGGREGATED);
     assert!(windows >= 3 * 15, "{windows}");
     assert_no_staging_leftovers(&data);
 }
@@ -341,19 +303,9 @@ fn sigterm_stops_run_after_flushing_everything() {
         .find_map(|l| l.split(" records in ").next()?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no record count in {summary}"));
     assert!(records > 1000, "{summary}");
-    let raw_rows: usize = read_dataset(&data, RAW)
-        .iter()
-        .map(|(_, b)| b.num_rows())
-        .sum();
-    let dlq = read_dataset(&data, DLQ);
-    let dlq_rows: usize = dlq.iter().map(|(_, b)| b.num_rows()).sum();
-    let late: usize = dlq
-        .iter()
-        .map(|(_, b)| {
-            let kinds = arrow_array::cast::AsArray::as_string::<i32>(b.column(1));
-            kinds.iter().filter(|k| *k == Some("late_event")).count()
-        })
-        .sum();
+    let raw_rows = rows(&data, RAW);
+    let dlq_rows = rows(&data, DLQ);
+    let late = dead_letters_of(&data, "late_event");
     assert_eq!(
         raw_rows + dlq_rows - late,
         records,

@@ -127,15 +127,7 @@ fn every_record_lands_exactly_where_the_spec_says() {
     let lines = input();
     write_input(&input_path, &lines);
 
-    let output = run(&[
-        "process",
-        "--input",
-        input_path.to_str().unwrap(),
-        "--storage",
-        out.to_str().unwrap(),
-        "--file-max-bytes",
-        "1024",
-    ]);
+    let output = process(&input_path, &out, &["--file-max-bytes", "1024"]);
     assert!(output.status.success(), "{}", stderr(&output));
 
     // Expectations, computed from the labels alone.
@@ -280,15 +272,7 @@ fn the_same_input_gives_the_same_files_byte_for_byte() {
         .iter()
         .map(|name| {
             let out = dir.path().join(name);
-            let output = run(&[
-                "process",
-                "--input",
-                input_path.to_str().unwrap(),
-                "--storage",
-                out.to_str().unwrap(),
-                "--file-max-age-ms",
-                "3600000",
-            ]);
+            let output = process(&input_path, &out, &["--file-max-age-ms", "3600000"]);
             assert!(output.status.success(), "{}", stderr(&output));
             parquet_files(&out)
                 .into_iter()

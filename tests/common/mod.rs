@@ -77,3 +77,37 @@ pub fn assert_no_staging_leftovers(root: &Path) {
         .unwrap_or_default();
     assert!(left.is_empty(), "staging leftovers: {left:?}");
 }
+
+/// `pageview process --input INPUT --storage STORAGE EXTRA…`.
+pub fn process(input: &Path, storage: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "process",
+        "--input",
+        input.to_str().unwrap(),
+        "--storage",
+        storage.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+/// Rows in one dataset.
+pub fn rows(root: &Path, bucket: &str) -> usize {
+    read_dataset(root, bucket)
+        .iter()
+        .map(|(_, b)| b.num_rows())
+        .sum()
+}
+
+/// DLQ rows of one `error_kind`.
+pub fn dead_letters_of(root: &Path, kind: &str) -> usize {
+    read_dataset(root, DLQ)
+        .iter()
+        .map(|(_, b)| {
+            arrow_array::cast::AsArray::as_string::<i32>(b.column(1))
+                .iter()
+                .filter(|k| *k == Some(kind))
+                .count()
+        })
+        .sum()
+}

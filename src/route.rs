@@ -28,10 +28,6 @@ impl Router {
         &self.stats
     }
 
-    pub fn watermark(&self) -> Option<i64> {
-        self.windows.watermark()
-    }
-
     pub fn route(&mut self, record: Record<'_>) -> Result<(), SinkError> {
         self.stats.records += 1;
         let event = match validate(record.bytes) {

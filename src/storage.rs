@@ -27,8 +27,6 @@ pub enum StorageError {
 pub trait Storage: Send + Sync {
     /// Starts a file whose bytes stay invisible until [`PendingFile::publish`].
     fn create(&self) -> Result<Box<dyn PendingFile>, StorageError>;
-    /// Where the storage is, for messages.
-    fn describe(&self) -> String;
 }
 
 /// A file being written. Dropping it without publishing discards it.
@@ -66,10 +64,6 @@ impl LocalStorage {
             staging,
             next_id: AtomicU64::new(0),
         })
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 }
 
@@ -115,10 +109,6 @@ impl Storage for LocalStorage {
             staged: path,
             root: self.root.clone(),
         }))
-    }
-
-    fn describe(&self) -> String {
-        self.root.display().to_string()
     }
 }
 

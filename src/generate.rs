@@ -142,7 +142,11 @@ impl Generator {
 
     /// Sends events in JSONL chunks until done or `stop` is set; ends when the receiver has
     /// gone. Dropping the sender afterwards tells the processor the stream has ended.
-    pub fn send_to(&mut self, chunks: &std::sync::mpsc::SyncSender<Vec<u8>>, stop: &AtomicBool) {
+    pub fn send_to(
+        &mut self,
+        chunks: &std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+        stop: &AtomicBool,
+    ) {
         let pace = Pace::new(self.config.rate, self.config.simulated_start_ms.is_none());
         while !self.is_done() && !stop.load(Ordering::Relaxed) {
             let mut chunk = Vec::with_capacity(CHUNK_LINES * 128);
@@ -154,7 +158,7 @@ impl Generator {
                 chunk.push(b'\n');
                 lines += 1;
             }
-            if chunks.send(chunk).is_err() {
+            if chunks.send(Ok(chunk)).is_err() {
                 return;
             }
             pace.wait_for(self.made);

@@ -20,7 +20,7 @@ use pageview::generate::Generator;
 use pageview::pipeline::{Ending, drive};
 use pageview::route::Router;
 use pageview::sink::{SinkConfig, Sinks, naming};
-use pageview::source::{EmbeddedSource, FileSource, Source};
+use pageview::source::{Poll, StreamSource, open_input};
 use pageview::storage::LocalStorage;
 use pageview::{bench, report};
 
@@ -90,14 +90,18 @@ fn process(args: ProcessArgs) -> Result<ExitCode> {
         _ => "stdin".into(),
     };
     let sink_config = args.pipeline.sink_config(naming::source_tag(&label))?;
-    let mut source = FileSource::open(&args.input)?;
+    let mut source = open_input(&args.input)?;
     let mut router = router(&args.pipeline, &sink_config, &args.storage)?;
     let stop = stop_flag()?;
     let started = Instant::now();
     let progress = Progress::new("processing");
-    let ending = drive(&mut source, &mut router, &stop, progress.every, &mut |r| {
-        progress.show(r)
-    })?;
+    let ending = drive(
+        source.as_mut(),
+        &mut router,
+        &stop,
+        progress.every,
+        &mut |r| progress.show(r),
+    )?;
     progress.done();
     print!(
         "{}",
@@ -140,12 +144,11 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     if config.simulated_start_ms.is_none() {
         println!("(add --simulated-time to see hundreds of windows in seconds)");
     }
-    let (chunks, received) = std::sync::mpsc::sync_channel(64);
+    let (chunks, mut source) = StreamSource::embedded("pageview-events");
     let generator_stop = stop.clone();
     let generator = std::thread::spawn(move || {
         Generator::new(config).send_to(&chunks, &generator_stop);
     });
-    let mut source = EmbeddedSource::new(received, "pageview-events");
     let started = Instant::now();
     let progress = Progress::new("running");
     // The processor stops when the generator does and the stream it made has drained.
@@ -190,13 +193,17 @@ fn generate(args: GenerateArgs) -> Result<ExitCode> {
 
 /// The parse-only limit: read lines and parse each with the validator's JSON parser.
 fn parse_only(args: ParseOnlyArgs) -> Result<ExitCode> {
-    let mut source = FileSource::open(&args.input)?;
+    let mut source = open_input(&args.input)?;
     let started = Instant::now();
     let (mut lines, mut objects) = (0u64, 0u64);
-    while let pageview::source::Poll::Record(r) = source.poll(Duration::ZERO)? {
-        lines += 1;
-        if pageview::validate::parses(r.bytes) {
-            objects += 1;
+    loop {
+        match source.poll(Duration::from_secs(1))? {
+            Poll::Record(r) => {
+                lines += 1;
+                objects += u64::from(pageview::validate::parses(r.bytes));
+            }
+            Poll::Idle => {}
+            Poll::End => break,
         }
     }
     let secs = started.elapsed().as_secs_f64();

@@ -317,3 +317,45 @@ fn sigterm_stops_run_after_flushing_everything() {
     );
     assert_no_staging_leftovers(&data);
 }
+
+#[test]
+fn files_of_a_slow_stream_are_published_by_age_before_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut child = pageview()
+        .args([
+            "process",
+            "--input",
+            "-",
+            "--storage",
+            out.to_str().unwrap(),
+        ])
+        .args(["--file-max-age-ms", "200"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let line = b"{\"user_id\": 1, \"postcode\": \"E1\", \"webpage\": \"https://x\", \"timestamp\": 1700000000000}\n";
+    stdin.write_all(line).unwrap();
+    stdin.write_all(b"oops\n").unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    // The next record finds both files older than the limit, and publishes them.
+    stdin.write_all(line).unwrap();
+    stdin.flush().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while parquet_files(&out).len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let published = parquet_files(&out);
+    assert_eq!(
+        published.len(),
+        2,
+        "raw and DLQ files while the stream is open: {published:?}"
+    );
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    assert_eq!(rows(&out, RAW), 2);
+    assert_eq!(rows(&out, DLQ), 1);
+}

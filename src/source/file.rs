@@ -1,7 +1,7 @@
-//! A JSONL file or stdin → one record per `\n`-terminated line, in file order.
+//! A JSONL file → one record per `\n`-terminated line, in file order.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ const READ_BUFFER: usize = 1 << 20;
 
 pub struct FileSource {
     path: PathBuf,
-    reader: BufReader<Box<dyn Read + Send>>,
+    reader: BufReader<File>,
     origin: Origin,
     /// Holds a line that straddles the end of the read buffer; other lines are not copied.
     line: Vec<u8>,
@@ -22,7 +22,7 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    /// Opens `path`, or stdin for `-`. A directory is refused here rather than at first read.
+    /// Opens `path`. A directory is refused here rather than at first read.
     pub fn open(path: &Path) -> Result<Self, SourceError> {
         Self::with_buffer(path, READ_BUFFER)
     }
@@ -32,21 +32,16 @@ impl FileSource {
             path: path.to_path_buf(),
             source,
         };
-        let input: Box<dyn Read + Send> = if path == Path::new("-") {
-            Box::new(io::stdin())
-        } else {
-            let file = File::open(path).map_err(open_error)?;
-            if file.metadata().map_err(open_error)?.is_dir() {
-                return Err(open_error(io::Error::new(
-                    io::ErrorKind::IsADirectory,
-                    "is a directory",
-                )));
-            }
-            Box::new(file)
-        };
+        let file = File::open(path).map_err(open_error)?;
+        if file.metadata().map_err(open_error)?.is_dir() {
+            return Err(open_error(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                "is a directory",
+            )));
+        }
         Ok(FileSource {
             path: path.to_path_buf(),
-            reader: BufReader::with_capacity(capacity, input),
+            reader: BufReader::with_capacity(capacity, file),
             origin: Origin::File {
                 path: path.to_string_lossy().into(),
             },
@@ -55,11 +50,6 @@ impl FileSource {
             line_number: 0,
             bytes_read: 0,
         })
-    }
-
-    /// Bytes consumed so far, newlines included.
-    pub fn bytes_read(&self) -> u64 {
-        self.bytes_read
     }
 }
 
@@ -96,6 +86,10 @@ impl Source for FileSource {
             offset: self.line_number,
             origin: &self.origin,
         }))
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.bytes_read
     }
 }
 

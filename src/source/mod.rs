@@ -1,15 +1,15 @@
 //! Where records come from: each source yields `(bytes, position)` in order.
 
-mod embedded;
 mod file;
+mod stream;
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use embedded::EmbeddedSource;
 pub use file::FileSource;
+pub use stream::StreamSource;
 
 /// Where a source's records live; goes into DLQ rows beside each record's offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,4 +49,16 @@ pub enum SourceError {
 pub trait Source {
     /// Waits at most `wait` for the next record.
     fn poll(&mut self, wait: Duration) -> Result<Poll<'_>, SourceError>;
+    /// Input bytes consumed so far, newlines included.
+    fn bytes_read(&self) -> u64;
+}
+
+/// Opens a JSONL input: stdin for `-`, read by a thread of its own so that a quiet stream
+/// still lets time-based work (publishing files by age) run; otherwise the file.
+pub fn open_input(path: &Path) -> Result<Box<dyn Source>, SourceError> {
+    if path == Path::new("-") {
+        Ok(Box::new(StreamSource::stdin()))
+    } else {
+        Ok(Box::new(FileSource::open(path)?))
+    }
 }

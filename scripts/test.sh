@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every check and test. Installs what the tests need (Python with pyarrow and duckdb)
-# into ~/.cache/pageview, and builds there too, so later runs are fast and the clone stays clean.
+# Runs every check and test. Installs what the tests need into ~/.cache/pageview (Python with
+# pyarrow and duckdb, the Apache Kafka broker's jars) and the C libraries rdkafka builds
+# against, and builds there too, so later runs are fast and the clone stays clean. Tests
+# start and stop their own services (a Kafka broker on 127.0.0.1 per test, stopped by PID).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +18,45 @@ if ! "$py/bin/python" -c 'import pyarrow, duckdb' 2>/dev/null; then
     "$py/bin/pip" install -q --disable-pip-version-check 'pyarrow>=15' 'duckdb>=1.0'
 fi
 export PAGEVIEW_PYTHON="$py/bin/python"
+
+# C libraries librdkafka is built against (rdkafka's cmake-build).
+missing=()
+for pkg in cmake libcurl4-openssl-dev libssl-dev zlib1g-dev libzstd-dev libsasl2-dev; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing ${missing[*]}"
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The real Apache Kafka broker (KRaft) and its runtime dependencies, from Maven Central.
+kafka_version=4.4.0
+kafka="$cache/kafka"
+if [ ! -f "$kafka/libs/kafka_2.13-$kafka_version.jar" ]; then
+    echo "== fetching Apache Kafka $kafka_version into $kafka/libs"
+    mkdir -p "$kafka"
+    cat >"$kafka/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.pageview</groupId>
+  <artifactId>kafka-broker</artifactId>
+  <version>1</version>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_2.13</artifactId>
+      <version>$kafka_version</version>
+    </dependency>
+  </dependencies>
+</project>
+POM
+    rm -rf "$kafka/libs"
+    mvn -q -B -f "$kafka/pom.xml" dependency:copy-dependencies \
+        -DoutputDirectory="$kafka/libs" -DincludeScope=runtime
+fi
+export PAGEVIEW_KAFKA_LIBS="$kafka/libs"
 
 echo "== cargo fmt --check"
 cargo fmt --check

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use parquet::basic::{Compression, ZstdLevel};
 
 use crate::generate::{GeneratorConfig, now_ms};
+use crate::kafka::KeyChoice;
 use crate::sink::SinkConfig;
 use crate::window::{WindowSpec, Windows};
 
@@ -53,11 +54,30 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// File to write JSON lines to; `-` writes to stdout.
-    #[arg(long, short)]
-    pub output: PathBuf,
+    /// File to write JSON lines to; `-` writes to stdout. Without it, events go to Kafka.
+    #[arg(long, short, required_unless_present = "bootstrap_servers")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub kafka: ProducerArgs,
     #[command(flatten)]
     pub generator: GeneratorArgs,
+}
+
+/// Where generated events go when they go to Kafka.
+#[derive(Debug, Args)]
+pub struct ProducerArgs {
+    /// Kafka bootstrap servers, `host:port[,host:port…]`.
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+    pub bootstrap_servers: Option<String>,
+    /// Topic the events are produced to; created if missing.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "pageview-events")]
+    pub topic: String,
+    /// Partitions of the topic when it has to be created.
+    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub partitions: i32,
+    /// Message key.
+    #[arg(long, value_enum, default_value_t = KeyChoice::None)]
+    pub key: KeyChoice,
 }
 
 #[derive(Debug, Args)]

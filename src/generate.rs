@@ -93,6 +93,15 @@ impl Generator {
         self.made
     }
 
+    pub fn rate(&self) -> f64 {
+        self.config.rate
+    }
+
+    /// True when events carry the wall-clock time and are paced to it.
+    pub fn is_real_time(&self) -> bool {
+        self.config.simulated_start_ms.is_none()
+    }
+
     pub fn is_done(&self) -> bool {
         self.config.events.is_some_and(|n| self.made >= n)
     }
@@ -105,8 +114,9 @@ impl Generator {
         }
     }
 
-    /// Appends the next event as one JSON line (no newline) to `out`.
-    pub fn next_line(&mut self, out: &mut Vec<u8>) {
+    /// Appends the next event as one JSON line (no newline) to `out`; returns the postcode
+    /// it was made for, the message key when events are keyed by postcode.
+    pub fn next_line(&mut self, out: &mut Vec<u8>) -> &'static str {
         let mut timestamp = self.event_time();
         self.made += 1;
         let user_id = self.rng.random_range(1..=MAX_USER_ID);
@@ -121,12 +131,13 @@ impl Generator {
             timestamp -= LATE_BY_MS;
         }
         write_event(out, user_id, postcode, webpage, timestamp, broken);
+        postcode
     }
 
     /// Writes events as JSONL until done or `stop` is set, pacing to the rate in real time.
     pub fn write_to(&mut self, out: &mut impl Write, stop: &AtomicBool) -> io::Result<()> {
         let mut line = Vec::with_capacity(256);
-        let pace = Pace::new(self.config.rate, self.config.simulated_start_ms.is_none());
+        let pace = Pace::new(self.rate(), self.is_real_time());
         while !self.is_done() && !stop.load(Ordering::Relaxed) {
             pace.wait_for(self.made);
             line.clear();
@@ -147,7 +158,7 @@ impl Generator {
         chunks: &std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
         stop: &AtomicBool,
     ) {
-        let pace = Pace::new(self.config.rate, self.config.simulated_start_ms.is_none());
+        let pace = Pace::new(self.rate(), self.is_real_time());
         while !self.is_done() && !stop.load(Ordering::Relaxed) {
             let mut chunk = Vec::with_capacity(CHUNK_LINES * 128);
             // In real time a chunk holds what is due now, so events reach the processor at once.
@@ -226,14 +237,14 @@ pub fn now_ms() -> i64 {
 }
 
 /// Wall-clock pacing for real-time generation; does nothing in simulated time.
-struct Pace {
+pub(crate) struct Pace {
     started: Instant,
     rate: f64,
     real_time: bool,
 }
 
 impl Pace {
-    fn new(rate: f64, real_time: bool) -> Self {
+    pub(crate) fn new(rate: f64, real_time: bool) -> Self {
         Pace {
             started: Instant::now(),
             rate,
@@ -255,7 +266,7 @@ impl Pace {
     }
 
     /// Sleeps until event number `made` is due.
-    fn wait_for(&self, made: u64) {
+    pub(crate) fn wait_for(&self, made: u64) {
         if !self.real_time {
             return;
         }

@@ -14,6 +14,7 @@
 pub mod bench;
 pub mod config;
 pub mod generate;
+pub mod kafka;
 pub mod pipeline;
 pub mod report;
 pub mod route;

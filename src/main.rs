@@ -17,6 +17,7 @@ use pageview::config::{
     RUN_DEFAULTS, RunArgs,
 };
 use pageview::generate::Generator;
+use pageview::kafka::{self, ProducerSettings, TopicState};
 use pageview::pipeline::{Ending, drive};
 use pageview::route::Router;
 use pageview::sink::{SinkConfig, Sinks, naming};
@@ -40,10 +41,24 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("pageview: error: {e:#}");
+            eprintln!("pageview: error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: our error types already quote
+/// their source in their message, and repeating it would double the line.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    line
 }
 
 #[global_allocator]
@@ -172,21 +187,48 @@ fn generate(args: GenerateArgs) -> Result<ExitCode> {
     let config = args.generator.settings(&GENERATE_DEFAULTS)?;
     let stop = stop_flag()?;
     let mut generator = Generator::new(config);
-    if args.output == Path::new("-") {
-        let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
-        match generator.write_to(&mut out, &stop) {
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
-            other => other.context("cannot write to stdout")?,
+    match (&args.output, &args.kafka.bootstrap_servers) {
+        (Some(path), _) if path == Path::new("-") => {
+            let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
+            match generator.write_to(&mut out, &stop) {
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+                other => other.context("cannot write to stdout")?,
+            }
         }
-    } else {
-        let path = &args.output;
-        let file =
-            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        generator
-            .write_to(&mut out, &stop)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("wrote {} events to {}", generator.made(), path.display());
+        (Some(path), _) => {
+            let file =
+                File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            let mut out = BufWriter::with_capacity(1 << 20, file);
+            generator
+                .write_to(&mut out, &stop)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote {} events to {}", generator.made(), path.display());
+        }
+        (None, Some(servers)) => {
+            let kafka = &args.kafka;
+            match kafka::ensure_topic(servers, &kafka.topic, kafka.partitions)? {
+                TopicState::Created { partitions } => {
+                    eprintln!("created topic {} with {partitions} partitions", kafka.topic)
+                }
+                TopicState::Existed { partitions } => {
+                    eprintln!(
+                        "producing to topic {} ({partitions} partitions)",
+                        kafka.topic
+                    )
+                }
+            }
+            let settings = ProducerSettings {
+                servers: servers.clone(),
+                topic: kafka.topic.clone(),
+                key: kafka.key,
+            };
+            let produced = kafka::produce(&mut generator, &settings, &stop)?;
+            eprintln!(
+                "produced {} events to {} at {servers}",
+                produced.delivered, kafka.topic
+            );
+        }
+        (None, None) => unreachable!("clap requires --output or --bootstrap-servers"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -111,3 +111,4 @@ pub fn dead_letters_of(root: &Path, kind: &str) -> usize {
         })
         .sum()
 }
+pub mod kafka;

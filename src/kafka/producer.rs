@@ -1,0 +1,125 @@
+//! Generated events → Kafka messages: acks=all, idempotent, gzip (as the original), paced to
+//! the rate, and never given up on: during a broker outage sends wait and retry.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::error::KafkaError as ClientError;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::KafkaError;
+use crate::generate::{Generator, Pace};
+
+/// What each message is keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyChoice {
+    /// No key: the producer spreads messages over partitions (the original's choice).
+    None,
+    /// The event's postcode: all events of a postcode land in one partition.
+    Postcode,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProducerSettings {
+    pub servers: String,
+    pub topic: String,
+    pub key: KeyChoice,
+}
+
+/// What the broker acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Produced {
+    pub delivered: u64,
+}
+
+/// Counts the broker's answers; librdkafka calls it from `poll`.
+#[derive(Default)]
+struct Deliveries {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    first_failure: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((error, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                let mut first = self.first_failure.lock().unwrap_or_else(|e| e.into_inner());
+                first.get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
+}
+
+/// How long a full local queue is polled before the send is tried again.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(50);
+
+/// Sends the generator's events until it is done or `stop` is set, then waits until every
+/// sent event is acknowledged, however long an outage lasts (a second Ctrl-C ends that).
+pub fn produce(
+    generator: &mut Generator,
+    settings: &ProducerSettings,
+    stop: &AtomicBool,
+) -> Result<Produced, KafkaError> {
+    let producer: BaseProducer<Deliveries> = ClientConfig::new()
+        .set("bootstrap.servers", &settings.servers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("compression.type", "gzip")
+        .set("linger.ms", "5")
+        // 0 = no delivery deadline: an outage delays messages, it does not fail them.
+        .set("message.timeout.ms", "0")
+        .create_with_context(Deliveries::default())?;
+    let pace = Pace::new(generator.rate(), generator.is_real_time());
+    let mut line = Vec::with_capacity(256);
+    while !generator.is_done() && !stop.load(Ordering::Relaxed) {
+        pace.wait_for(generator.made());
+        line.clear();
+        let postcode = generator.next_line(&mut line);
+        let mut record = BaseRecord::to(&settings.topic).payload(&line);
+        if settings.key == KeyChoice::Postcode {
+            record = record.key(postcode);
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((ClientError::MessageProduction(RDKafkaErrorCode::QueueFull), unsent)) => {
+                    record = unsent;
+                    producer.poll(QUEUE_FULL_WAIT);
+                }
+                Err((error, _)) => return Err(error.into()),
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    while producer.in_flight_count() > 0 {
+        // A timeout here only means the broker has not answered yet: keep waiting.
+        let _ = producer.flush(Duration::from_secs(1));
+    }
+    let deliveries = producer.context();
+    let failed = deliveries.failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        let first = deliveries
+            .first_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default();
+        return Err(KafkaError::Refused { failed, first });
+    }
+    Ok(Produced {
+        delivered: deliveries.delivered.load(Ordering::Relaxed),
+    })
+}

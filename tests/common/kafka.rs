@@ -1,0 +1,133 @@
+//! A real Apache Kafka broker (KRaft, one node) on 127.0.0.1 for one test: started from the
+//! jars `scripts/test.sh` fetches, stopped by PID when dropped.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+/// A fixed cluster id (any 16 bytes in URL-safe base64 will do).
+const CLUSTER_ID: &str = "cGFnZXZpZXctdGVzdA";
+
+pub struct Broker {
+    child: Child,
+    pub bootstrap: String,
+    dir: tempfile::TempDir,
+}
+
+fn libs() -> PathBuf {
+    let path = std::env::var_os("PAGEVIEW_KAFKA_LIBS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+                .join(".cache/pageview/kafka/libs")
+        });
+    let has_broker = std::fs::read_dir(&path).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("kafka_2.13-"))
+    });
+    assert!(
+        has_broker,
+        "no Kafka jars in {}: run scripts/test.sh, which fetches them",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let classpath = format!("{}/*", libs().display());
+        let dir = tempfile::tempdir().unwrap();
+        let (port, controller) = (free_port(), free_port());
+        let props = dir.path().join("server.properties");
+        std::fs::write(
+            &props,
+            format!(
+                "process.roles=broker,controller\n\
+                 node.id=1\n\
+                 controller.quorum.voters=1@127.0.0.1:{controller}\n\
+                 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
+                 advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+                 controller.listener.names=CONTROLLER\n\
+                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+                 log.dirs={}\n\
+                 num.partitions=1\n\
+                 offsets.topic.replication.factor=1\n\
+                 transaction.state.log.replication.factor=1\n\
+                 transaction.state.log.min.isr=1\n\
+                 group.initial.rebalance.delay.ms=0\n\
+                 auto.create.topics.enable=false\n",
+                dir.path().join("logs").display()
+            ),
+        )
+        .unwrap();
+        let format = Command::new("java")
+            .args([
+                "-cp",
+                &classpath,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                CLUSTER_ID,
+                "-c",
+            ])
+            .arg(&props)
+            .output()
+            .expect("java runs");
+        assert!(
+            format.status.success(),
+            "{}",
+            String::from_utf8_lossy(&format.stderr)
+        );
+        let log = std::fs::File::create(dir.path().join("kafka.log")).unwrap();
+        let child = Command::new("java")
+            .args(["-Xmx512m", "-cp", &classpath, "kafka.Kafka"])
+            .arg(&props)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("java runs");
+        let broker = Broker {
+            child,
+            bootstrap: format!("127.0.0.1:{port}"),
+            dir,
+        };
+        broker.wait_until_ready();
+        broker
+    }
+
+    fn wait_until_ready(&self) {
+        let client: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while client.fetch_metadata(None, Duration::from_secs(2)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the broker did not answer in 90 s; its log: {}",
+                std::fs::read_to_string(self.dir.path().join("kafka.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

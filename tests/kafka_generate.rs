@@ -150,3 +150,57 @@ fn an_unreachable_broker_is_named() {
     assert!(err.contains("cannot reach Kafka at 127.0.0.1:1"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+#[test]
+fn the_generator_rides_out_a_broker_outage_losing_and_repeating_nothing() {
+    let mut broker = Broker::start();
+    let flags = [
+        "--events",
+        "400000",
+        "--seed",
+        "5",
+        "--simulated-time",
+        "--start-time-ms",
+        "1700000000000",
+    ];
+    let mut args = vec!["generate", "--bootstrap-servers", broker.bootstrap.as_str()];
+    args.extend_from_slice(&flags);
+    let mut generator = pageview()
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        generator.try_wait().unwrap().is_none(),
+        "the generator is still producing when the broker goes"
+    );
+    broker.kill();
+    std::thread::sleep(Duration::from_secs(3));
+    broker.restart();
+    let output = generator.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("produced 400000 events"),
+        "{}",
+        stderr(&output)
+    );
+
+    let mut file_args = vec!["generate", "--output", "-"];
+    file_args.extend_from_slice(&flags);
+    let mut want: Vec<Vec<u8>> = run(&file_args)
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    let mut got: Vec<Vec<u8>> = consume_all(&broker.bootstrap, "pageview-events", 400_000)
+        .into_iter()
+        .map(|(_, _, v)| v)
+        .collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got.len(), want.len(), "no event lost or repeated");
+    assert!(got == want);
+}

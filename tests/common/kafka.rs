@@ -15,6 +15,7 @@ const CLUSTER_ID: &str = "cGFnZXZpZXctdGVzdA";
 pub struct Broker {
     child: Child,
     pub bootstrap: String,
+    classpath: String,
     dir: tempfile::TempDir,
 }
 
@@ -91,21 +92,27 @@ impl Broker {
             "{}",
             String::from_utf8_lossy(&format.stderr)
         );
-        let log = std::fs::File::create(dir.path().join("kafka.log")).unwrap();
-        let child = Command::new("java")
-            .args(["-Xmx512m", "-cp", &classpath, "kafka.Kafka"])
-            .arg(&props)
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("java runs");
+        let child = spawn(&classpath, dir.path());
         let broker = Broker {
             child,
             bootstrap: format!("127.0.0.1:{port}"),
+            classpath,
             dir,
         };
         broker.wait_until_ready();
         broker
+    }
+
+    /// Kills the broker at once, as a crash or a lost machine would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the killed broker again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.child = spawn(&self.classpath, self.dir.path());
+        self.wait_until_ready();
     }
 
     fn wait_until_ready(&self) {
@@ -123,6 +130,21 @@ impl Broker {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+fn spawn(classpath: &str, dir: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("kafka.log"))
+        .unwrap();
+    Command::new("java")
+        .args(["-Xmx512m", "-cp", classpath, "kafka.Kafka"])
+        .arg(dir.join("server.properties"))
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("java runs")
 }
 
 impl Drop for Broker {

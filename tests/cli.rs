@@ -132,14 +132,7 @@ fn bad_flag_values_name_the_flag() {
 fn bad_settings_from_the_environment_name_the_variable() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let output = pageview()
-        .args([
-            "process",
-            "--input",
-            "-",
-            "--storage",
-            out.to_str().unwrap(),
-        ])
+    let output = process_stdin(&out)
         .env("DLQ_BUCKET", "Not_A_Bucket")
         .output()
         .unwrap();
@@ -157,14 +150,7 @@ fn bad_settings_from_the_environment_name_the_variable() {
 fn the_bucket_variables_choose_the_folders() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let mut child = pageview()
-        .args([
-            "process",
-            "--input",
-            "-",
-            "--storage",
-            out.to_str().unwrap(),
-        ])
+    let mut child = process_stdin(&out)
         .env("RAW_EVENTS_BUCKET", "my-raw")
         .env("ENVIRONMENT", "prod")
         .stdin(Stdio::piped())
@@ -214,14 +200,7 @@ fn generate_is_reproducible_and_pipes_into_process() {
     assert_eq!(first.stdout.iter().filter(|&&b| b == b'\n').count(), 5000);
 
     let out = dir.path().join("out");
-    let mut child = pageview()
-        .args([
-            "process",
-            "--input",
-            "-",
-            "--storage",
-            out.to_str().unwrap(),
-        ])
+    let mut child = process_stdin(&out)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -322,14 +301,7 @@ fn sigterm_stops_run_after_flushing_everything() {
 fn files_of_a_slow_stream_are_published_by_age_before_it_ends() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let mut child = pageview()
-        .args([
-            "process",
-            "--input",
-            "-",
-            "--storage",
-            out.to_str().unwrap(),
-        ])
+    let mut child = process_stdin(&out)
         .args(["--file-max-age-ms", "200"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

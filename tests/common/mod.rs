@@ -91,6 +91,19 @@ pub fn process(input: &Path, storage: &Path, extra: &[&str]) -> Output {
     run(&args)
 }
 
+/// `pageview process --input - --storage STORAGE`, to be given stdin and spawned.
+pub fn process_stdin(storage: &Path) -> Command {
+    let mut command = pageview();
+    command.args([
+        "process",
+        "--input",
+        "-",
+        "--storage",
+        storage.to_str().unwrap(),
+    ]);
+    command
+}
+
 /// Rows in one dataset.
 pub fn rows(root: &Path, bucket: &str) -> usize {
     read_dataset(root, bucket)

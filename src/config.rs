@@ -220,6 +220,10 @@ pub struct PipelineArgs {
     /// How far the watermark trails the largest event time seen, in ms.
     #[arg(long, env = "WATERMARK_DELAY_MS", default_value_t = 5000)]
     pub watermark_delay_ms: u32,
+    /// A partition that delivers nothing for this long stops holding the watermark back
+    /// (`500ms`, `30s`, `2m`).
+    #[arg(long, env = "IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
     /// Environment in the default bucket names `pageview-pipeline-<env>-…`.
     #[arg(long, env = "ENVIRONMENT", default_value = "local")]
     pub environment: String,
@@ -343,6 +347,21 @@ fn parse_share(s: &str) -> Result<f64, String> {
     }
 }
 
+/// `250ms`, `30s`, `2m`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 30s or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?} is not a duration like 500ms, 30s or 2m")),
+    }
+}
+
 /// `1500`, `10k`, `10M`, `1G`.
 pub fn parse_count(s: &str) -> Result<u64, String> {
     let (digits, scale) = match s.as_bytes().last() {
@@ -411,6 +430,12 @@ mod tests {
         assert!(parse_rate("nan").is_err());
         assert!(parse_rate("inf").is_err());
         assert!(parse_share("1.01").is_err());
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("30").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("1h").is_err());
         assert!(
             parse(&[
                 "process",

@@ -96,6 +96,7 @@ fn router(pipeline: &PipelineArgs, sink_config: &SinkConfig, root: &Path) -> Res
     Ok(Router::new(
         pipeline.windows(),
         Sinks::new(Arc::new(storage), sink_config),
+        pipeline.idle_timeout,
     ))
 }
 

@@ -1,7 +1,7 @@
 //! A record → where it goes: valid events to raw and the window operator, malformed ones and
 //! late ones to the DLQ, final windows to the aggregated dataset.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::sink::{DeadLetter, SinkError, Sinks};
 use crate::source::Record;
@@ -13,14 +13,27 @@ pub struct Router {
     windows: Windows,
     sinks: Sinks,
     stats: Stats,
+    activity: Vec<Activity>,
+    idle_timeout: Duration,
+}
+
+/// Whether a partition has delivered records lately, checked at each tick.
+struct Activity {
+    partition: i32,
+    seen_since_tick: bool,
+    last_seen: Instant,
+    idle: bool,
 }
 
 impl Router {
-    pub fn new(windows: Windows, sinks: Sinks) -> Self {
+    /// A partition that delivers nothing for `idle_timeout` stops holding the watermark back.
+    pub fn new(windows: Windows, sinks: Sinks, idle_timeout: Duration) -> Self {
         Router {
             windows,
             sinks,
             stats: Stats::default(),
+            activity: Vec::new(),
+            idle_timeout,
         }
     }
 
@@ -30,6 +43,8 @@ impl Router {
 
     pub fn route(&mut self, record: Record<'_>) -> Result<(), SinkError> {
         self.stats.records += 1;
+        let partition = record.origin.partition();
+        self.seen(partition);
         let event = match validate(record.bytes) {
             Ok(event) => event,
             Err(rejection) => {
@@ -38,7 +53,10 @@ impl Router {
         };
         self.stats.valid += 1;
         self.sinks.raw(&event, record.offset)?;
-        match self.windows.add(event.timestamp, &event.postcode) {
+        match self
+            .windows
+            .add(partition, event.timestamp, &event.postcode)
+        {
             Assignment::OnTime if self.windows.has_final() => {
                 let closed = self.windows.drain_final();
                 self.emit(&closed)
@@ -84,8 +102,36 @@ impl Router {
         Ok(())
     }
 
-    /// Time-based work: publishes files that reached the age limit.
+    fn seen(&mut self, partition: i32) {
+        match self.activity.iter_mut().find(|a| a.partition == partition) {
+            Some(activity) => activity.seen_since_tick = true,
+            None => self.activity.push(Activity {
+                partition,
+                seen_since_tick: false,
+                last_seen: Instant::now(),
+                idle: false,
+            }),
+        }
+    }
+
+    /// Time-based work: marks quiet partitions idle, which may close windows, and publishes
+    /// files that reached the age limit.
     pub fn tick(&mut self, now: Instant) -> Result<(), SinkError> {
+        let mut moved = false;
+        for activity in &mut self.activity {
+            if std::mem::take(&mut activity.seen_since_tick) {
+                activity.last_seen = now;
+                activity.idle = false;
+            } else if !activity.idle && now.duration_since(activity.last_seen) >= self.idle_timeout
+            {
+                activity.idle = true;
+                moved |= self.windows.set_idle(activity.partition);
+            }
+        }
+        if moved {
+            let closed = self.windows.drain_final();
+            self.emit(&closed)?;
+        }
         self.sinks.publish_due(now)?;
         self.count_written();
         Ok(())

@@ -31,32 +31,86 @@ impl WindowSpec {
     }
 }
 
-/// `W = (largest valid event time seen) − bound`; undefined until the first event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Watermark {
+/// Each partition's watermark trails the largest valid event time seen on it by `bound`;
+/// the pipeline's is the minimum over partitions that are not idle (SPEC.md 3), or, when all
+/// are idle, the maximum, so a quiet stream still closes what it has. It never moves back.
+/// A partition joins with its first valid event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watermarks {
     bound_ms: i64,
-    max_event_ms: Option<i64>,
+    partitions: Vec<Clock>,
+    current: Option<i64>,
 }
 
-impl Watermark {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Clock {
+    partition: i32,
+    max_event_ms: i64,
+    idle: bool,
+}
+
+impl Watermarks {
     pub fn new(bound_ms: i64) -> Self {
-        Watermark {
+        Watermarks {
             bound_ms,
-            max_event_ms: None,
+            partitions: Vec::new(),
+            current: None,
         }
     }
 
-    pub fn observe(&mut self, event_ms: i64) {
-        self.max_event_ms = Some(self.max_event_ms.map_or(event_ms, |m| m.max(event_ms)));
+    /// A valid event of `partition`; the partition is active again.
+    pub fn observe(&mut self, partition: i32, event_ms: i64) {
+        let clock = match self
+            .partitions
+            .iter_mut()
+            .position(|c| c.partition == partition)
+        {
+            Some(i) => &mut self.partitions[i],
+            None => {
+                self.partitions.push(Clock {
+                    partition,
+                    max_event_ms: event_ms,
+                    idle: false,
+                });
+                return self.recompute();
+            }
+        };
+        if event_ms > clock.max_event_ms || clock.idle {
+            clock.max_event_ms = clock.max_event_ms.max(event_ms);
+            clock.idle = false;
+            self.recompute();
+        }
+    }
+
+    /// `partition` delivered nothing for the idle timeout: it stops holding the watermark
+    /// back. True when that moved the watermark.
+    pub fn set_idle(&mut self, partition: i32) -> bool {
+        let before = self.current;
+        if let Some(clock) = self
+            .partitions
+            .iter_mut()
+            .find(|c| c.partition == partition)
+        {
+            clock.idle = true;
+            self.recompute();
+        }
+        self.current != before
+    }
+
+    fn recompute(&mut self) {
+        let of = |c: &Clock| c.max_event_ms - self.bound_ms;
+        let active = self.partitions.iter().filter(|c| !c.idle).map(of).min();
+        let candidate = active.or_else(|| self.partitions.iter().map(of).max());
+        self.current = self.current.max(candidate);
     }
 
     pub fn current(&self) -> Option<i64> {
-        self.max_event_ms.map(|m| m - self.bound_ms)
+        self.current
     }
 
     /// A window is final once the watermark has reached its end.
     pub fn is_final(&self, window_end: i64) -> bool {
-        self.current().is_some_and(|w| w >= window_end)
+        self.current.is_some_and(|w| w >= window_end)
     }
 }
 
@@ -83,7 +137,7 @@ pub struct ClosedWindow {
 #[derive(Debug)]
 pub struct Windows {
     spec: WindowSpec,
-    watermark: Watermark,
+    watermark: Watermarks,
     open: BTreeMap<i64, Counts>,
 }
 
@@ -91,7 +145,7 @@ impl Windows {
     pub fn new(spec: WindowSpec, watermark_bound_ms: i64) -> Self {
         Windows {
             spec,
-            watermark: Watermark::new(watermark_bound_ms),
+            watermark: Watermarks::new(watermark_bound_ms),
             open: BTreeMap::new(),
         }
     }
@@ -104,8 +158,9 @@ impl Windows {
         self.watermark.current()
     }
 
-    /// Counts an on-time event in its window, or says it is late; then moves the watermark.
-    pub fn add(&mut self, event_ms: i64, postcode: &str) -> Assignment {
+    /// Counts an on-time event of `partition` in its window, or says it is late; then moves
+    /// the watermark.
+    pub fn add(&mut self, partition: i32, event_ms: i64, postcode: &str) -> Assignment {
         let window_start = self.spec.start_of(event_ms);
         if self.watermark.is_final(window_start + self.spec.size_ms) {
             let watermark = self.watermark.current().unwrap_or(i64::MIN);
@@ -121,8 +176,13 @@ impl Windows {
                 counts.insert(postcode.into(), 1);
             }
         }
-        self.watermark.observe(event_ms);
+        self.watermark.observe(partition, event_ms);
         Assignment::OnTime
+    }
+
+    /// `partition` has gone quiet; true when that moved the watermark (windows may be final).
+    pub fn set_idle(&mut self, partition: i32) -> bool {
+        self.watermark.set_idle(partition)
     }
 
     /// True when at least one open window is final: a cheap check for the hot loop.
@@ -180,11 +240,11 @@ mod tests {
 
     #[test]
     fn watermark_trails_the_largest_event_time() {
-        let mut w = Watermark::new(5_000);
+        let mut w = Watermarks::new(5_000);
         assert_eq!(w.current(), None);
         assert!(!w.is_final(i64::MIN));
-        w.observe(100_000);
-        w.observe(90_000);
+        w.observe(0, 100_000);
+        w.observe(0, 90_000);
         assert_eq!(w.current(), Some(95_000));
         assert!(w.is_final(95_000));
         assert!(!w.is_final(95_001));
@@ -193,10 +253,10 @@ mod tests {
     #[test]
     fn a_window_closes_exactly_when_the_watermark_reaches_its_end() {
         let mut ws = Windows::new(WindowSpec::new(MIN), 5_000);
-        assert_eq!(ws.add(10_000, "SW19"), Assignment::OnTime);
-        assert_eq!(ws.add(64_999, "E1"), Assignment::OnTime);
+        assert_eq!(ws.add(0, 10_000, "SW19"), Assignment::OnTime);
+        assert_eq!(ws.add(0, 64_999, "E1"), Assignment::OnTime);
         assert!(ws.drain_final().is_empty(), "W = 59_999 < 60_000");
-        assert_eq!(ws.add(65_000, "E1"), Assignment::OnTime);
+        assert_eq!(ws.add(0, 65_000, "E1"), Assignment::OnTime);
         let closed = ws.drain_final();
         assert_eq!(
             closed,
@@ -216,25 +276,69 @@ mod tests {
     #[test]
     fn an_event_for_a_final_window_is_late_and_not_counted() {
         let mut ws = Windows::new(WindowSpec::new(MIN), 5_000);
-        ws.add(59_000, "SW19");
-        ws.add(65_000, "SW19");
+        ws.add(0, 59_000, "SW19");
+        ws.add(0, 65_000, "SW19");
         assert_eq!(ws.drain_final().len(), 1);
         assert_eq!(
-            ws.add(59_999, "SW19"),
+            ws.add(0, 59_999, "SW19"),
             Assignment::Late {
                 window_start: 0,
                 watermark: 60_000
             }
         );
         // Out of order but within the bound: still on time.
-        assert_eq!(ws.add(60_000, "SW19"), Assignment::OnTime);
+        assert_eq!(ws.add(0, 60_000, "SW19"), Assignment::OnTime);
         // A window that never opened is final too once the watermark passed it.
         let mut ws = Windows::new(WindowSpec::new(MIN), 5_000);
-        ws.add(600_000, "E1");
-        assert!(matches!(ws.add(1_000, "E1"), Assignment::Late { .. }));
+        ws.add(0, 600_000, "E1");
+        assert!(matches!(ws.add(0, 1_000, "E1"), Assignment::Late { .. }));
         let all = ws.drain_all();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].counts, vec![("E1".into(), 1)]);
+    }
+
+    #[test]
+    fn the_slowest_active_partition_holds_the_watermark() {
+        let mut w = Watermarks::new(1_000);
+        w.observe(1, 50_000);
+        w.observe(0, 100_000);
+        assert_eq!(w.current(), Some(49_000), "partition 1 is behind");
+        w.observe(1, 70_000);
+        assert_eq!(w.current(), Some(69_000));
+        assert!(w.set_idle(1), "an idle partition stops holding it back");
+        assert_eq!(w.current(), Some(99_000));
+        // Back from idle and still behind: the watermark does not move back.
+        w.observe(1, 80_000);
+        assert_eq!(w.current(), Some(99_000));
+        w.observe(0, 200_000);
+        assert_eq!(w.current(), Some(99_000), "until partition 1 catches up");
+        w.observe(1, 150_000);
+        assert_eq!(w.current(), Some(149_000));
+        assert!(!w.set_idle(0), "partition 1 still holds it");
+        // All idle: everything seen is final.
+        assert!(w.set_idle(1));
+        assert_eq!(w.current(), Some(199_000));
+        assert!(!w.set_idle(7), "an unknown partition changes nothing");
+    }
+
+    #[test]
+    fn an_idle_partition_lets_windows_close() {
+        let mut ws = Windows::new(WindowSpec::new(MIN), 5_000);
+        ws.add(1, 10_000, "E1");
+        ws.add(0, 200_000, "E1");
+        assert!(
+            ws.drain_final().is_empty(),
+            "partition 1 holds the watermark at 5_000"
+        );
+        assert!(ws.set_idle(1));
+        let closed = ws.drain_final();
+        assert_eq!(
+            closed.len(),
+            1,
+            "window 0 closed, window 180_000 still open"
+        );
+        assert_eq!(closed[0].start, 0);
+        assert!(matches!(ws.add(1, 20_000, "E1"), Assignment::Late { .. }));
     }
 
     fn naive(events: &[(i64, u8)], bound: i64) -> (BTreeMap<(i64, String), i64>, usize) {
@@ -267,7 +371,7 @@ mod tests {
             }
         };
         for &(t, p) in events {
-            if let Assignment::Late { .. } = ws.add(t, &format!("P{p}")) {
+            if let Assignment::Late { .. } = ws.add(0, t, &format!("P{p}")) {
                 late += 1;
             }
             take(ws.drain_final());

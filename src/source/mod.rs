@@ -20,6 +20,16 @@ pub enum Origin {
     Topic { topic: Arc<str>, partition: i32 },
 }
 
+impl Origin {
+    /// The partition this origin is; a file is one stream, partition 0.
+    pub fn partition(&self) -> i32 {
+        match self {
+            Origin::File { .. } => 0,
+            Origin::Topic { partition, .. } => *partition,
+        }
+    }
+}
+
 /// One record: its exact bytes and its position within its origin.
 #[derive(Debug, Clone, Copy)]
 pub struct Record<'a> {

@@ -150,20 +150,12 @@ fn bad_settings_from_the_environment_name_the_variable() {
 fn the_bucket_variables_choose_the_folders() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let mut child = process_stdin(&out)
+    let mut command = process_stdin(&out);
+    command
         .env("RAW_EVENTS_BUCKET", "my-raw")
-        .env("ENVIRONMENT", "prod")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"{\"user_id\": 1, \"postcode\": \"E1\", \"webpage\": \"https://x\", \"timestamp\": 1700000000000}\nnot json\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+        .env("ENVIRONMENT", "prod");
+    let output = feed(command, b"{\"user_id\": 1, \"postcode\": \"E1\", \"webpage\": \"https://x\", \"timestamp\": 1700000000000}\nnot json\n");
+    assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(parquet_files(&out.join("my-raw")).len(), 1);
     assert_eq!(
         parquet_files(&out.join("pageview-pipeline-prod-dlq")).len(),
@@ -200,18 +192,7 @@ fn generate_is_reproducible_and_pipes_into_process() {
     assert_eq!(first.stdout.iter().filter(|&&b| b == b'\n').count(), 5000);
 
     let out = dir.path().join("out");
-    let mut child = process_stdin(&out)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&first.stdout)
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = feed(process_stdin(&out), &first.stdout);
     assert!(output.status.success());
     let summary = stdout(&output);
     assert!(summary.starts_with("5000 records"), "{summary}");

@@ -50,6 +50,18 @@ fn consume_all(bootstrap: &str, topic: &str, want: usize) -> Vec<(i32, Option<Ve
     got
 }
 
+/// The lines `generate --output -` makes with the same flags: what Kafka must hold.
+fn generated_lines(flags: &[&str]) -> Vec<Vec<u8>> {
+    let mut args = vec!["generate", "--output", "-"];
+    args.extend_from_slice(flags);
+    run(&args)
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
 #[test]
 fn events_reach_the_topic_once_each_keyed_by_postcode() {
     let broker = Broker::start();
@@ -82,15 +94,7 @@ fn events_reach_the_topic_once_each_keyed_by_postcode() {
         stderr(&produced)
     );
 
-    let mut file_args = vec!["generate", "--output", "-"];
-    file_args.extend_from_slice(&flags);
-    let expected = run(&file_args);
-    let mut want: Vec<Vec<u8>> = expected
-        .stdout
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect();
+    let mut want = generated_lines(&flags);
     assert_eq!(want.len(), 3000);
 
     let messages = consume_all(&broker.bootstrap, "pageview-events", 3000);
@@ -187,14 +191,7 @@ fn the_generator_rides_out_a_broker_outage_losing_and_repeating_nothing() {
         stderr(&output)
     );
 
-    let mut file_args = vec!["generate", "--output", "-"];
-    file_args.extend_from_slice(&flags);
-    let mut want: Vec<Vec<u8>> = run(&file_args)
-        .stdout
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect();
+    let mut want = generated_lines(&flags);
     let mut got: Vec<Vec<u8>> = consume_all(&broker.bootstrap, "pageview-events", 400_000)
         .into_iter()
         .map(|(_, _, v)| v)

@@ -104,6 +104,20 @@ pub fn process_stdin(storage: &Path) -> Command {
     command
 }
 
+/// Runs `command` with `input` as its stdin, to the end.
+pub fn feed(mut command: Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// Rows in one dataset.
 pub fn rows(root: &Path, bucket: &str) -> usize {
     read_dataset(root, bucket)

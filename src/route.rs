@@ -22,7 +22,6 @@ struct Activity {
     partition: i32,
     seen_since_tick: bool,
     last_seen: Instant,
-    idle: bool,
 }
 
 impl Router {
@@ -109,7 +108,6 @@ impl Router {
                 partition,
                 seen_since_tick: false,
                 last_seen: Instant::now(),
-                idle: false,
             }),
         }
     }
@@ -121,10 +119,8 @@ impl Router {
         for activity in &mut self.activity {
             if std::mem::take(&mut activity.seen_since_tick) {
                 activity.last_seen = now;
-                activity.idle = false;
-            } else if !activity.idle && now.duration_since(activity.last_seen) >= self.idle_timeout
-            {
-                activity.idle = true;
+            } else if now.duration_since(activity.last_seen) >= self.idle_timeout {
+                // Idempotent: an already idle partition moves nothing.
                 moved |= self.windows.set_idle(activity.partition);
             }
         }

@@ -7,10 +7,11 @@ use crate::route::Router;
 use crate::sink::SinkError;
 use crate::source::{Poll, Source, SourceError};
 
-/// How long a source may wait for a record before time-based work runs.
-const IDLE_WAIT: Duration = Duration::from_millis(100);
-/// Records between clock reads: often enough for timely rolls, rare enough to cost nothing.
-const RECORDS_PER_TICK: u32 = 4096;
+/// How often time-based work (rolling files by age, idle partitions, progress) should run;
+/// also how long a source may wait for a record.
+const TICK: Duration = Duration::from_millis(100);
+/// At most this many records between clock reads, so a fast stream reads the clock rarely.
+const MAX_RECORDS_PER_TICK: u32 = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -37,9 +38,12 @@ pub fn drive(
     progress: &mut dyn FnMut(&Router),
 ) -> Result<Ending, PipelineError> {
     let mut next_progress = Instant::now() + every;
-    let mut until_tick = RECORDS_PER_TICK;
+    let mut last_tick = Instant::now();
+    // Records between clock reads, adapted to the rate so that ticks come about every TICK.
+    let mut per_tick = 1;
+    let mut until_tick = per_tick;
     let ending = loop {
-        let idle = match source.poll(IDLE_WAIT)? {
+        let idle = match source.poll(TICK)? {
             Poll::Record(record) => {
                 router.route(record)?;
                 false
@@ -49,11 +53,16 @@ pub fn drive(
         };
         until_tick -= 1;
         if idle || until_tick == 0 {
-            until_tick = RECORDS_PER_TICK;
+            let now = Instant::now();
+            per_tick = next_per_tick(per_tick, now.duration_since(last_tick));
+            until_tick = per_tick;
+            if now.duration_since(last_tick) < TICK && !idle {
+                continue;
+            }
+            last_tick = now;
             if stop.load(Ordering::Relaxed) {
                 break Ending::Stopped;
             }
-            let now = Instant::now();
             router.tick(now)?;
             if now >= next_progress {
                 progress(router);
@@ -63,4 +72,35 @@ pub fn drive(
     };
     router.finish()?;
     Ok(ending)
+}
+
+/// Doubles the records between clock reads while ticks come faster than [`TICK`], halves
+/// them when slower: a stream of any rate runs time-based work a few times a second while
+/// a fast one reads the clock only every few thousand records.
+fn next_per_tick(per_tick: u32, since_last: Duration) -> u32 {
+    if since_last < TICK {
+        (per_tick * 2).min(MAX_RECORDS_PER_TICK)
+    } else {
+        (per_tick / 2).max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_reads_adapt_to_the_rate() {
+        let fast = Duration::from_millis(1);
+        let slow = Duration::from_millis(300);
+        let mut n = 1;
+        for _ in 0..20 {
+            n = next_per_tick(n, fast);
+        }
+        assert_eq!(n, MAX_RECORDS_PER_TICK);
+        for _ in 0..20 {
+            n = next_per_tick(n, slow);
+        }
+        assert_eq!(n, 1);
+    }
 }

@@ -10,12 +10,7 @@ use common::*;
 
 /// The Python with pyarrow and DuckDB that the README's test command installs.
 fn python() -> PathBuf {
-    let path = std::env::var_os("PAGEVIEW_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-                .join(".cache/pageview/py/bin/python")
-        });
+    let path = installed("PAGEVIEW_PYTHON", "py/bin/python");
     assert!(
         path.exists(),
         "{} is missing: run scripts/test.sh, which installs pyarrow and duckdb",

@@ -20,12 +20,7 @@ pub struct Broker {
 }
 
 fn libs() -> PathBuf {
-    let path = std::env::var_os("PAGEVIEW_KAFKA_LIBS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-                .join(".cache/pageview/kafka/libs")
-        });
+    let path = super::installed("PAGEVIEW_KAFKA_LIBS", "kafka/libs");
     let has_broker = std::fs::read_dir(&path).is_ok_and(|entries| {
         entries
             .flatten()

@@ -30,6 +30,18 @@ pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Something `scripts/test.sh` installs: the path in `variable`, which the script sets, or
+/// else where the script puts it under `~/.cache/pageview`.
+pub fn installed(variable: &str, under_cache: &str) -> PathBuf {
+    std::env::var_os(variable)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+                .join(".cache/pageview")
+                .join(under_cache)
+        })
+}
+
 /// Every `.parquet` file under `dir`, sorted, paths relative to `dir`.
 pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     fn walk(dir: &Path, base: &Path, out: &mut Vec<PathBuf>) {

@@ -11,7 +11,7 @@ use parquet::basic::{Compression, ZstdLevel};
 
 use crate::generate::{GeneratorConfig, now_ms};
 use crate::kafka::KeyChoice;
-use crate::sink::SinkConfig;
+use crate::sink::{SinkConfig, Tags};
 use crate::window::{WindowSpec, Windows};
 
 #[derive(Debug, Parser)]
@@ -82,14 +82,43 @@ pub struct ProducerArgs {
 
 #[derive(Debug, Args)]
 pub struct ProcessArgs {
-    /// JSONL input, one record per `\n`-terminated line; `-` reads stdin.
-    #[arg(long, short)]
-    pub input: PathBuf,
+    /// JSONL input, one record per `\n`-terminated line; `-` reads stdin. Without it,
+    /// records come from Kafka (`--bootstrap-servers`).
+    #[arg(long, short, required_unless_present = "bootstrap_servers")]
+    pub input: Option<PathBuf>,
+    #[command(flatten)]
+    pub kafka: ConsumerArgs,
     /// Folder the three datasets are written under, one subfolder per bucket name.
     #[arg(long, env = "STORAGE")]
     pub storage: PathBuf,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+}
+
+/// Where records come from when they come from Kafka, and how progress is made durable.
+#[derive(Debug, Args)]
+pub struct ConsumerArgs {
+    /// Kafka bootstrap servers, `host:port[,host:port…]`; `--input` takes precedence.
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+    pub bootstrap_servers: Option<String>,
+    /// Topic to consume.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "pageview-events")]
+    pub topic: String,
+    /// Consumer group; processors in one group share the topic's partitions.
+    #[arg(
+        long,
+        env = "KAFKA_CONSUMER_GROUP",
+        default_value = "pageview-processor"
+    )]
+    pub group: String,
+    /// Static group membership: a restarted processor with the same id gets its partitions
+    /// back at once instead of after the session timeout (e.g. a pod name).
+    #[arg(long, env = "KAFKA_GROUP_INSTANCE_ID")]
+    pub group_instance_id: Option<String>,
+    /// A checkpoint (files published, offsets committed) at least this often, in ms; one
+    /// also follows every window that closes.
+    #[arg(long, env = "CHECKPOINT_INTERVAL_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub checkpoint_interval_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -236,6 +265,10 @@ pub struct PipelineArgs {
     /// Bucket (folder) for dead letters [default: pageview-pipeline-<env>-dlq].
     #[arg(long, env = "DLQ_BUCKET")]
     pub dlq_bucket: Option<String>,
+    /// Bucket (folder) for Kafka checkpoint manifests [default:
+    /// pageview-pipeline-<env>-checkpoints].
+    #[arg(long, env = "CHECKPOINTS_BUCKET")]
+    pub checkpoints_bucket: Option<String>,
     /// A file is published once its encoded size reaches this many bytes.
     #[arg(long, env = "FILE_MAX_BYTES", default_value_t = 128 << 20, value_parser = clap::value_parser!(u64).range(1024..))]
     pub file_max_bytes: u64,
@@ -247,12 +280,13 @@ pub struct PipelineArgs {
     pub compression: Codec,
 }
 
-/// The three bucket names of SPEC.md 2.
+/// The three bucket names of SPEC.md 2, and where checkpoints go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Buckets {
     pub raw: String,
     pub aggregated: String,
     pub dlq: String,
+    pub checkpoints: String,
 }
 
 impl PipelineArgs {
@@ -277,23 +311,31 @@ impl PipelineArgs {
             raw: pick(&self.raw_events_bucket, "RAW_EVENTS_BUCKET", "raw-events")?,
             aggregated: pick(&self.aggregated_bucket, "AGGREGATED_BUCKET", "aggregated")?,
             dlq: pick(&self.dlq_bucket, "DLQ_BUCKET", "dlq")?,
+            checkpoints: pick(
+                &self.checkpoints_bucket,
+                "CHECKPOINTS_BUCKET",
+                "checkpoints",
+            )?,
         };
-        if buckets.raw == buckets.aggregated
-            || buckets.raw == buckets.dlq
-            || buckets.aggregated == buckets.dlq
-        {
+        let all = [
+            &buckets.raw,
+            &buckets.aggregated,
+            &buckets.dlq,
+            &buckets.checkpoints,
+        ];
+        if (1..all.len()).any(|i| all[..i].contains(&all[i])) {
             return Err(ConfigError::Invalid {
-                setting: "RAW_EVENTS_BUCKET, AGGREGATED_BUCKET, DLQ_BUCKET",
-                problem: "the three datasets need three different buckets".into(),
+                setting: "RAW_EVENTS_BUCKET, AGGREGATED_BUCKET, DLQ_BUCKET, CHECKPOINTS_BUCKET",
+                problem: "the datasets and the checkpoints need different buckets".into(),
             });
         }
         Ok(buckets)
     }
 
-    pub fn sink_config(&self, source_tag: String) -> Result<SinkConfig, ConfigError> {
+    pub fn sink_config(&self, tags: Tags) -> Result<SinkConfig, ConfigError> {
         Ok(SinkConfig {
             buckets: self.buckets()?,
-            source_tag,
+            tags,
             max_file_bytes: self.file_max_bytes,
             max_file_age: Duration::from_millis(self.file_max_age_ms),
             compression: self.compression.compression(),

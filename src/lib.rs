@@ -12,6 +12,7 @@
 //! Modules in flow order; `config` and `storage` are the edges, `pipeline` drives the loop.
 
 pub mod bench;
+pub mod checkpoint;
 pub mod config;
 pub mod generate;
 pub mod kafka;

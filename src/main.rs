@@ -12,17 +12,20 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Parser;
 
+use pageview::checkpoint::{Checkpointer, Checkpoints};
 use pageview::config::{
-    Cli, Command, GENERATE_DEFAULTS, GenerateArgs, ParseOnlyArgs, PipelineArgs, ProcessArgs,
-    RUN_DEFAULTS, RunArgs,
+    Cli, Command, ConsumerArgs, GENERATE_DEFAULTS, GenerateArgs, ParseOnlyArgs, PipelineArgs,
+    ProcessArgs, RUN_DEFAULTS, RunArgs,
 };
 use pageview::generate::Generator;
 use pageview::kafka::{self, ProducerSettings, TopicState};
-use pageview::pipeline::{Ending, drive};
+use pageview::pipeline::{Ending, Owned, consume, drive};
 use pageview::route::Router;
-use pageview::sink::{SinkConfig, Sinks, naming};
+use pageview::sink::{SinkConfig, Sinks, Tags, naming};
+use pageview::source::kafka::{ConsumerSettings, GroupConsumer};
 use pageview::source::{Poll, StreamSource, open_input};
-use pageview::storage::LocalStorage;
+use pageview::storage::{LocalStorage, Storage};
+use pageview::window::{Watermarks, Windows};
 use pageview::{bench, report};
 
 /// Exit code after an interrupt, as shells report for SIGINT.
@@ -101,12 +104,17 @@ fn router(pipeline: &PipelineArgs, sink_config: &SinkConfig, root: &Path) -> Res
 }
 
 fn process(args: ProcessArgs) -> Result<ExitCode> {
-    let label = match args.input.file_stem() {
-        Some(stem) if args.input != Path::new("-") => stem.to_string_lossy().into_owned(),
+    let Some(input) = &args.input else {
+        return process_kafka(&args);
+    };
+    let label = match input.file_stem() {
+        Some(stem) if input != Path::new("-") => stem.to_string_lossy().into_owned(),
         _ => "stdin".into(),
     };
-    let sink_config = args.pipeline.sink_config(naming::source_tag(&label))?;
-    let mut source = open_input(&args.input)?;
+    let sink_config = args
+        .pipeline
+        .sink_config(Tags::Fixed(naming::source_tag(&label)))?;
+    let mut source = open_input(input)?;
     let mut router = router(&args.pipeline, &sink_config, &args.storage)?;
     let stop = stop_flag()?;
     let started = Instant::now();
@@ -134,10 +142,112 @@ fn process(args: ProcessArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `process --bootstrap-servers`: a member of the consumer group until stopped. Exactly once
+/// through checkpoints (docs/EXACTLY_ONCE.md).
+fn process_kafka(args: &ProcessArgs) -> Result<ExitCode> {
+    let kafka = &args.kafka;
+    let servers = kafka
+        .bootstrap_servers
+        .clone()
+        .expect("clap requires --input or --bootstrap-servers");
+    let pipeline = &args.pipeline;
+    let buckets = pipeline.buckets()?;
+    let storage: Arc<dyn Storage> = Arc::new(LocalStorage::open(&args.storage)?);
+    let checkpoints = || Checkpoints::new(storage.clone(), &buckets.checkpoints, &kafka.group);
+    let settings = ConsumerSettings {
+        servers: servers.clone(),
+        topic: kafka.topic.clone(),
+        group: kafka.group.clone(),
+        instance_id: kafka.group_instance_id.clone(),
+    };
+    let group = GroupConsumer::join(&settings, checkpoints())?;
+    let stop = stop_flag()?;
+    let member = member_name(kafka);
+    eprintln!(
+        "pageview: consuming {} at {servers} as {member} in group {}; checkpoints every {} ms",
+        kafka.topic, kafka.group, kafka.checkpoint_interval_ms
+    );
+    let started = Instant::now();
+    let progress = Progress::new("processing");
+    let mut start = |assignment: pageview::source::kafka::Assignment, before: Option<Router>| {
+        let recovery = &assignment.recovery;
+        eprintln!(
+            "pageview: assigned partitions {:?} of {}",
+            assignment.partitions, kafka.topic
+        );
+        let tags = Tags::Topic {
+            topic: kafka.topic.clone(),
+            partitions: assignment.partitions.clone(),
+        };
+        let sinks = Sinks::new(
+            storage.clone(),
+            &pipeline
+                .sink_config(tags)
+                .expect("validated before joining"),
+        );
+        let spec = pipeline.windows().spec();
+        let clocks: Vec<(i32, i64)> = recovery
+            .partitions
+            .iter()
+            .filter_map(|(&p, s)| Some((p, s.max_event_ms?)))
+            .collect();
+        let watermarks = Watermarks::restore(
+            i64::from(pipeline.watermark_delay_ms),
+            recovery.watermark,
+            &clocks,
+        );
+        let windows = Windows::restore(spec, watermarks, &recovery.windows);
+        let mut router = Router::resume(
+            windows,
+            sinks,
+            pipeline.idle_timeout,
+            &assignment.partitions,
+            recovery.partitions.clone(),
+        );
+        if let Some(before) = before {
+            router.continue_stats(before);
+        }
+        let checkpointer = Checkpointer::new(
+            storage.clone(),
+            checkpoints(),
+            &member,
+            &kafka.topic,
+            Duration::from_millis(kafka.checkpoint_interval_ms),
+            recovery,
+        );
+        Owned {
+            router,
+            checkpointer,
+        }
+    };
+    let router = consume(&group, &mut start, &stop, progress.every, &mut |r| {
+        progress.show(r)
+    })?;
+    progress.done();
+    if let Some(router) = router {
+        print!(
+            "{}",
+            report::summary(router.stats(), started.elapsed(), None)
+        );
+    }
+    println!("output: {}", args.storage.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Names this processor in checkpoint manifests: its static group id, or host and pid.
+fn member_name(kafka: &ConsumerArgs) -> String {
+    kafka.group_instance_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    })
+}
+
 fn run(args: RunArgs) -> Result<ExitCode> {
     let config = args.generator.settings(&RUN_DEFAULTS)?;
     let label = format!("run{}", pageview::generate::now_ms());
-    let sink_config = args.pipeline.sink_config(naming::source_tag(&label))?;
+    let sink_config = args
+        .pipeline
+        .sink_config(Tags::Fixed(naming::source_tag(&label)))?;
     let mut router = router(&args.pipeline, &sink_config, &args.data_dir)?;
     let stop = stop_flag()?;
     println!(

@@ -1,10 +1,14 @@
 //! Source → router, until the input ends or a stop is asked for; then everything is flushed.
+//! Files and streams publish each file as soon as it is finished; Kafka publishes through
+//! checkpoints ([`consume`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::checkpoint::{CheckpointError, Checkpointer};
 use crate::route::Router;
 use crate::sink::SinkError;
+use crate::source::kafka::{Assignment, GroupConsumer, Polled, Rebalanced};
 use crate::source::{Poll, Source, SourceError};
 
 /// How often time-based work (rolling files by age, idle partitions, progress) should run;
@@ -19,6 +23,8 @@ pub enum PipelineError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
 }
 
 /// Why processing stopped; either way every record read was routed and published.
@@ -37,11 +43,7 @@ pub fn drive(
     every: Duration,
     progress: &mut dyn FnMut(&Router),
 ) -> Result<Ending, PipelineError> {
-    let mut next_progress = Instant::now() + every;
-    let mut last_tick = Instant::now();
-    // Records between clock reads, adapted to the rate so that ticks come about every TICK.
-    let mut per_tick = 1;
-    let mut until_tick = per_tick;
+    let mut cadence = Cadence::new(every);
     let ending = loop {
         let idle = match source.poll(TICK)? {
             Poll::Record(record) => {
@@ -51,27 +53,137 @@ pub fn drive(
             Poll::Idle => true,
             Poll::End => break Ending::Exhausted,
         };
-        until_tick -= 1;
-        if idle || until_tick == 0 {
-            let now = Instant::now();
-            per_tick = next_per_tick(per_tick, now.duration_since(last_tick));
-            until_tick = per_tick;
-            if now.duration_since(last_tick) < TICK && !idle {
-                continue;
-            }
-            last_tick = now;
-            if stop.load(Ordering::Relaxed) {
-                break Ending::Stopped;
-            }
-            router.tick(now)?;
-            if now >= next_progress {
-                progress(router);
-                next_progress = now + every;
-            }
+        let Some(now) = cadence.tick(idle) else {
+            continue;
+        };
+        if stop.load(Ordering::Relaxed) {
+            break Ending::Stopped;
+        }
+        router.tick(now)?;
+        router.publish_finished()?;
+        if cadence.progress_due(now) {
+            progress(router);
         }
     };
     router.finish()?;
     Ok(ending)
+}
+
+/// A router and its checkpointer, for the partitions currently assigned.
+pub struct Owned {
+    pub router: Router,
+    pub checkpointer: Checkpointer,
+}
+
+/// Consumes a Kafka group until a stop is asked for, checkpointing as it goes; then a last
+/// checkpoint publishes every file. Open windows stay open: they are in the manifest, and the
+/// next run continues them. `start` builds the router for each assignment, carrying the
+/// counters of the one before.
+pub fn consume(
+    group: &GroupConsumer,
+    start: &mut dyn FnMut(Assignment, Option<Router>) -> Owned,
+    stop: &AtomicBool,
+    every: Duration,
+    progress: &mut dyn FnMut(&Router),
+) -> Result<Option<Router>, PipelineError> {
+    let mut source = group.source();
+    let mut owned: Option<Owned> = None;
+    // The counters of a revoked assignment, until the next one carries them on.
+    let mut previous: Option<Router> = None;
+    let mut cadence = Cadence::new(every);
+    loop {
+        let idle = match source.poll(TICK) {
+            Polled::Record(record) => {
+                let Some(o) = &mut owned else {
+                    continue;
+                };
+                o.router.route(record)?;
+                false
+            }
+            Polled::Rebalanced(Rebalanced::Revoked) => {
+                // Whatever is not in a manifest is dropped: the next owner replays it.
+                previous = owned.take().map(|o| o.router).or(previous);
+                continue;
+            }
+            Polled::Rebalanced(Rebalanced::Assigned(assignment)) => {
+                let carried = owned.take().map(|o| o.router).or(previous.take());
+                owned = Some(start(assignment, carried));
+                continue;
+            }
+            Polled::Rebalanced(Rebalanced::Failed(e)) => return Err(e.into()),
+            Polled::Idle => true,
+        };
+        let Some(now) = cadence.tick(idle) else {
+            continue;
+        };
+        let stopping = stop.load(Ordering::Relaxed);
+        if let Some(o) = &mut owned {
+            o.router.tick(now)?;
+            if stopping || o.checkpointer.due(now, o.router.has_closed_windows()) {
+                let sealed = o.router.seal(stopping)?;
+                let committed = o.checkpointer.commit(sealed, now)?;
+                o.router.published(&committed.written);
+                group.commit(&committed.offsets);
+            }
+        }
+        if stopping {
+            return Ok(owned.map(|o| o.router).or(previous));
+        }
+        if cadence.progress_due(now)
+            && let Some(router) = owned.as_ref().map(|o| &o.router).or(previous.as_ref())
+        {
+            progress(router);
+        }
+    }
+}
+
+/// When time-based work runs: about every [`TICK`], reading the clock only every so many
+/// records on a fast stream.
+struct Cadence {
+    last_tick: Instant,
+    /// Records between clock reads, adapted to the rate so that ticks come about every TICK.
+    per_tick: u32,
+    until_tick: u32,
+    every: Duration,
+    next_progress: Instant,
+}
+
+impl Cadence {
+    fn new(every: Duration) -> Self {
+        let now = Instant::now();
+        Cadence {
+            last_tick: now,
+            per_tick: 1,
+            until_tick: 1,
+            every,
+            next_progress: now + every,
+        }
+    }
+
+    /// Called once per poll; the time when a tick is due, `None` otherwise.
+    fn tick(&mut self, idle: bool) -> Option<Instant> {
+        self.until_tick -= 1;
+        if !idle && self.until_tick > 0 {
+            return None;
+        }
+        let now = Instant::now();
+        let since = now.duration_since(self.last_tick);
+        self.per_tick = next_per_tick(self.per_tick, since);
+        self.until_tick = self.per_tick;
+        if since < TICK && !idle {
+            return None;
+        }
+        self.last_tick = now;
+        Some(now)
+    }
+
+    fn progress_due(&mut self, now: Instant) -> bool {
+        let due = now >= self.next_progress;
+        if due {
+            self.next_progress = now + self.every;
+        }
+        due
+    }
 }
 
 /// Doubles the records between clock reads while ticks come faster than [`TICK`], halves

@@ -1,13 +1,15 @@
 //! A record → where it goes: valid events to raw and the window operator, malformed ones and
 //! late ones to the DLQ, final windows to the aggregated dataset.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::sink::{DeadLetter, SinkError, Sinks};
+use crate::checkpoint::PartitionState;
+use crate::sink::{DeadLetter, Finished, SinkError, Sinks, naming};
 use crate::source::Record;
 use crate::stats::Stats;
 use crate::validate::{ErrorKind, validate};
-use crate::window::{Assignment, ClosedWindow, Windows};
+use crate::window::{Assignment, ClosedWindow, OpenCount, Windows};
 
 pub struct Router {
     windows: Windows,
@@ -15,13 +17,33 @@ pub struct Router {
     stats: Stats,
     activity: Vec<Activity>,
     idle_timeout: Duration,
+    /// Restored partitions still below their core cursor: their records are re-read only to
+    /// rewrite raw rows that no published file holds.
+    replay: BTreeMap<i32, PartitionState>,
+    /// A window closed since the last [`Router::seal`]: a checkpoint should publish it now.
+    closed_since_seal: bool,
 }
 
-/// Whether a partition has delivered records lately, checked at each tick.
+/// Whether a partition has delivered records lately, checked at each tick, and how far.
 struct Activity {
     partition: i32,
     seen_since_tick: bool,
     last_seen: Instant,
+    /// The offset after the last record routed.
+    next: i64,
+}
+
+/// What a checkpoint saves and publishes, taken from the router in one step.
+pub struct Sealed {
+    pub finished: Vec<Finished>,
+    /// (partition, offset after its last routed record).
+    pub next: Vec<(i32, i64)>,
+    /// (partition, first offset) of each raw file still open.
+    pub raw_unfinished: Vec<(i32, i64)>,
+    /// (partition, largest valid event time).
+    pub clocks: Vec<(i32, i64)>,
+    pub watermark: Option<i64>,
+    pub windows: Vec<OpenCount>,
 }
 
 impl Router {
@@ -33,17 +55,56 @@ impl Router {
             stats: Stats::default(),
             activity: Vec::new(),
             idle_timeout,
+            replay: BTreeMap::new(),
+            closed_since_seal: false,
         }
+    }
+
+    /// A router for `assigned` partitions, some `resumed` from a checkpoint (`windows`
+    /// restored from it too); records below each one's core cursor only rewrite missing raw
+    /// rows. Every assigned partition holds the watermark back until it proves idle.
+    pub fn resume(
+        mut windows: Windows,
+        sinks: Sinks,
+        idle_timeout: Duration,
+        assigned: &[i32],
+        resumed: BTreeMap<i32, PartitionState>,
+    ) -> Self {
+        let now = Instant::now();
+        let activity = assigned
+            .iter()
+            .map(|&partition| {
+                windows.register(partition);
+                Activity {
+                    partition,
+                    seen_since_tick: false,
+                    last_seen: now,
+                    next: resumed.get(&partition).map_or(0, |s| s.next),
+                }
+            })
+            .collect();
+        let mut router = Router::new(windows, sinks, idle_timeout);
+        router.activity = activity;
+        router.replay = resumed;
+        router
     }
 
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
 
+    /// Keeps counting where `before` (a router of an earlier assignment) stopped.
+    pub fn continue_stats(&mut self, before: Router) {
+        self.stats = before.stats;
+    }
+
     pub fn route(&mut self, record: Record<'_>) -> Result<(), SinkError> {
-        self.stats.records += 1;
         let partition = record.origin.partition();
-        self.seen(partition);
+        if !self.replay.is_empty() && self.replays(partition, record.offset) {
+            return self.rewrite_raw(partition, record);
+        }
+        self.stats.records += 1;
+        self.seen(partition, record.offset);
         let event = match validate(record.bytes) {
             Ok(event) => event,
             Err(rejection) => {
@@ -51,7 +112,7 @@ impl Router {
             }
         };
         self.stats.valid += 1;
-        self.sinks.raw(&event, record.offset)?;
+        self.sinks.raw(&event, partition, record.offset)?;
         match self
             .windows
             .add(partition, event.timestamp, &event.postcode)
@@ -92,7 +153,34 @@ impl Router {
         })
     }
 
+    /// True while `partition` is below its core cursor; forgets the partition once past it.
+    fn replays(&mut self, partition: i32, offset: i64) -> bool {
+        match self.replay.get(&partition) {
+            Some(state) if offset < state.next => true,
+            Some(_) => {
+                self.replay.remove(&partition);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// A record the windows and the DLQ already have: only its raw row may be missing.
+    fn rewrite_raw(&mut self, partition: i32, record: Record<'_>) -> Result<(), SinkError> {
+        self.stats.replayed += 1;
+        self.seen(partition, record.offset);
+        let Ok(event) = validate(record.bytes) else {
+            return Ok(());
+        };
+        let state = &self.replay[&partition];
+        if state.raw_missing(record.offset, naming::hour_of(event.timestamp)) {
+            self.sinks.raw(&event, partition, record.offset)?;
+        }
+        Ok(())
+    }
+
     fn emit(&mut self, closed: &[ClosedWindow]) -> Result<(), SinkError> {
+        self.closed_since_seal |= !closed.is_empty();
         for window in closed {
             self.stats.windows += 1;
             self.stats.window_rows += window.counts.len() as u64;
@@ -101,18 +189,22 @@ impl Router {
         Ok(())
     }
 
-    fn seen(&mut self, partition: i32) {
+    fn seen(&mut self, partition: i32, offset: i64) {
         match self.activity.iter_mut().find(|a| a.partition == partition) {
-            Some(activity) => activity.seen_since_tick = true,
+            Some(activity) => {
+                activity.seen_since_tick = true;
+                activity.next = activity.next.max(offset + 1);
+            }
             None => self.activity.push(Activity {
                 partition,
                 seen_since_tick: false,
                 last_seen: Instant::now(),
+                next: offset + 1,
             }),
         }
     }
 
-    /// Time-based work: marks quiet partitions idle, which may close windows, and publishes
+    /// Time-based work: marks quiet partitions idle, which may close windows, and finishes
     /// files that reached the age limit.
     pub fn tick(&mut self, now: Instant) -> Result<(), SinkError> {
         let mut moved = false;
@@ -128,8 +220,15 @@ impl Router {
             let closed = self.windows.drain_final();
             self.emit(&closed)?;
         }
-        self.sinks.publish_due(now)?;
-        self.count_written();
+        self.sinks.finish_due(now)
+    }
+
+    /// Makes every finished file visible at once: for inputs that need no checkpoint.
+    pub fn publish_finished(&mut self) -> Result<(), SinkError> {
+        for file in self.sinks.take_finished() {
+            let written = file.publish()?;
+            self.stats.file_written(&written);
+        }
         Ok(())
     }
 
@@ -137,14 +236,42 @@ impl Router {
     pub fn finish(&mut self) -> Result<(), SinkError> {
         let closed = self.windows.drain_all();
         self.emit(&closed)?;
-        self.sinks.publish_all()?;
-        self.count_written();
-        Ok(())
+        self.sinks.finish_all()?;
+        self.publish_finished()
     }
 
-    fn count_written(&mut self) {
-        for file in self.sinks.take_written() {
-            self.stats.file_written(&file);
+    /// True when a window closed since the last seal, so a checkpoint should come now.
+    pub fn has_closed_windows(&self) -> bool {
+        self.closed_since_seal
+    }
+
+    /// Everything a checkpoint needs. Final windows and dead letters always go into files;
+    /// raw files only when due, or all of them when `stopping`.
+    pub fn seal(&mut self, stopping: bool) -> Result<Sealed, SinkError> {
+        if stopping {
+            self.sinks.finish_all()?;
+        } else {
+            self.sinks.finish_ordered()?;
+        }
+        self.closed_since_seal = false;
+        Ok(Sealed {
+            finished: self.sinks.take_finished(),
+            next: self
+                .activity
+                .iter()
+                .map(|a| (a.partition, a.next))
+                .collect(),
+            raw_unfinished: self.sinks.raw_unfinished().collect(),
+            clocks: self.windows.watermarks().clocks().collect(),
+            watermark: self.windows.watermark(),
+            windows: self.windows.open_counts(),
+        })
+    }
+
+    /// Counts files a checkpoint published.
+    pub fn published(&mut self, files: &[crate::sink::WrittenFile]) {
+        for file in files {
+            self.stats.file_written(file);
         }
     }
 }

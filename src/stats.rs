@@ -13,6 +13,9 @@ pub struct DatasetStats {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     pub records: u64,
+    /// Records read again after a restart only to rewrite raw rows lost with open files;
+    /// not in `records`, which counts each record once.
+    pub replayed: u64,
     /// Valid events, late ones included: the rows of the raw dataset.
     pub valid: u64,
     /// Dead letters by [`ErrorKind::index`].

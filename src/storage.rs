@@ -11,7 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Where staged files wait inside a local root; hidden so that `**/*.parquet` globs skip it.
 pub const STAGING_DIR: &str = ".staging";
+/// A file still being written; removed once its process is gone.
 const STAGING_SUFFIX: &str = ".tmp";
+/// A complete, durable file waiting for a checkpoint manifest to name it and for publication.
+const STAGED_SUFFIX: &str = ".ready";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -21,12 +24,40 @@ pub enum StorageError {
     /// A write or publish failed part way; the staged file is removed, nothing is published.
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    /// A checkpoint names a staged file that is neither staged nor published: something
+    /// outside the pipeline removed it.
+    #[error("staged file {staged} for {key} is gone and {key} was never published")]
+    StagedMissing { staged: String, key: String },
+}
+
+/// A complete file that no reader sees yet; it survives a crash of its writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    /// Names the file for [`Storage::publish_staged`]; goes into checkpoint manifests.
+    pub id: String,
+    pub bytes: u64,
 }
 
 /// Somewhere files can be published atomically; the seam for local disk and S3.
 pub trait Storage: Send + Sync {
     /// Starts a file whose bytes stay invisible until [`PendingFile::publish`].
     fn create(&self) -> Result<Box<dyn PendingFile>, StorageError>;
+    /// Makes a staged file visible at `key`. Idempotent, so recovery can repeat it: a staged
+    /// file that is gone while `key` exists was published already.
+    fn publish_staged(&self, staged: &str, key: &str) -> Result<(), StorageError>;
+    /// Removes staged files whose writer is gone; call after publishing every staged file a
+    /// checkpoint names, since the rest can never be published.
+    fn remove_staged_orphans(&self);
+    /// Writes a small object whole and atomically, replacing any object at `key`.
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError>;
+    /// The object at `key`, or `None` when there is none.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
+    /// The names of the objects directly under the folder `prefix`, in no particular order.
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
+    /// Removes the object at `key`; one that is already gone is fine.
+    fn delete(&self, key: &str) -> Result<(), StorageError>;
 }
 
 /// A file being written. Dropping it without publishing discards it.
@@ -34,6 +65,9 @@ pub trait PendingFile: Write + Send {
     /// Makes the file visible at `key` (a `/`-separated path under the root), durably and
     /// atomically, replacing any file already there. Returns the file's size in bytes.
     fn publish(self: Box<Self>, key: &str) -> Result<u64, StorageError>;
+    /// Completes the file durably where no reader looks, to be published later with
+    /// [`Storage::publish_staged`]: the first phase of a checkpoint.
+    fn stage(self: Box<Self>) -> Result<Staged, StorageError>;
 }
 
 /// A folder on local disk; each bucket is a subfolder.
@@ -58,7 +92,7 @@ impl LocalStorage {
         File::create(&probe)
             .and_then(|_| fs::remove_file(&probe))
             .map_err(unwritable)?;
-        remove_orphans(&staging);
+        remove_orphans(&staging, STAGING_SUFFIX);
         Ok(LocalStorage {
             root: root.to_path_buf(),
             staging,
@@ -67,8 +101,9 @@ impl LocalStorage {
     }
 }
 
-/// Staged files are named `<pid>-<n>.tmp`; those whose process is gone can never be published.
-fn remove_orphans(staging: &Path) {
+/// Staging files are named `<pid>-<n><suffix>`; removes those with `suffix` whose process is
+/// gone. Files still being written (`.tmp`) can never be published once their writer died.
+fn remove_orphans(staging: &Path, suffix: &str) {
     let Ok(entries) = fs::read_dir(staging) else {
         return;
     };
@@ -76,7 +111,7 @@ fn remove_orphans(staging: &Path) {
         let name = entry.file_name();
         let Some(pid) = name
             .to_str()
-            .and_then(|n| n.strip_suffix(STAGING_SUFFIX))
+            .and_then(|n| n.strip_suffix(suffix))
             .and_then(|n| n.split('-').next())
             .and_then(|p| p.parse::<i32>().ok())
         else {
@@ -94,21 +129,116 @@ fn process_alive(pid: i32) -> bool {
     rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+impl LocalStorage {
+    fn staging_path(&self, suffix: &str) -> PathBuf {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.staging
+            .join(format!("{}-{id}{suffix}", std::process::id()))
+    }
+}
+
+fn write_error(path: &Path) -> impl FnOnce(io::Error) -> StorageError + use<> {
+    let path = path.to_path_buf();
+    move |source| StorageError::Write { path, source }
+}
+
+/// Renames `from` to `to` (creating `to`'s folder) and makes the new entry durable.
+fn rename_durably(from: &Path, to: &Path) -> Result<(), StorageError> {
+    let dir = to.parent().expect("keys name a file under the root");
+    fs::create_dir_all(dir).map_err(write_error(dir))?;
+    fs::rename(from, to).map_err(write_error(to))?;
+    sync_dir(dir)
+}
+
+/// A rename or a new file is durable only once its directory entry is.
+fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(write_error(dir))
+}
+
 impl Storage for LocalStorage {
     fn create(&self) -> Result<Box<dyn PendingFile>, StorageError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let path = self
-            .staging
-            .join(format!("{}-{id}{STAGING_SUFFIX}", std::process::id()));
-        let file = File::create(&path).map_err(|source| StorageError::Write {
-            path: path.clone(),
-            source,
-        })?;
+        let path = self.staging_path(STAGING_SUFFIX);
+        let file = File::create(&path).map_err(write_error(&path))?;
         Ok(Box::new(LocalPending {
             file: Some(BufWriter::with_capacity(256 * 1024, file)),
             staged: path,
             root: self.root.clone(),
         }))
+    }
+
+    fn publish_staged(&self, staged: &str, key: &str) -> Result<(), StorageError> {
+        let target = self.root.join(key);
+        match rename_durably(&self.staging.join(staged), &target) {
+            Err(StorageError::Write { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                if target.exists() {
+                    Ok(())
+                } else {
+                    Err(StorageError::StagedMissing {
+                        staged: staged.into(),
+                        key: key.into(),
+                    })
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn remove_staged_orphans(&self) {
+        remove_orphans(&self.staging, STAGED_SUFFIX);
+    }
+
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        let path = self.staging_path(STAGING_SUFFIX);
+        let written = File::create(&path).and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        });
+        if let Err(source) = written {
+            let _ = fs::remove_file(&path);
+            return Err(StorageError::Write { path, source });
+        }
+        rename_durably(&path, &self.root.join(key)).inspect_err(|_| {
+            let _ = fs::remove_file(&path);
+        })
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let path = self.root.join(key);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StorageError::Read { path, source }),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let path = self.root.join(prefix);
+        let entries = match fs::read_dir(&path) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(StorageError::Read { path, source }),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| StorageError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            if let Some(name) = entry.file_name().to_str() {
+                names.push(name.to_string());
+            }
+        }
+        Ok(names)
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let path = self.root.join(key);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(write_error(&path)(e)),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -138,29 +268,50 @@ impl Write for LocalPending {
     }
 }
 
-impl PendingFile for LocalPending {
-    fn publish(mut self: Box<Self>, key: &str) -> Result<u64, StorageError> {
-        let target = self.root.join(key);
-        let error = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StorageError::Write { path, source }
+impl LocalPending {
+    /// Flushes and fsyncs the bytes; returns the size. The staged file stays ours to remove
+    /// until it is renamed.
+    fn complete(&mut self) -> Result<u64, StorageError> {
+        let file = self.file.take().expect("completed once");
+        let cleanup = |e: StorageError| {
+            let _ = fs::remove_file(&self.staged);
+            e
         };
-        let file = self.file.take().expect("published once");
         let file = file
             .into_inner()
             .map_err(|e| e.into_error())
-            .map_err(error(&self.staged))?;
-        file.sync_all().map_err(error(&self.staged))?;
-        let size = file.metadata().map_err(error(&self.staged))?.len();
-        drop(file);
-        let dir = target.parent().expect("keys name a file under the root");
-        fs::create_dir_all(dir).map_err(error(dir))?;
-        fs::rename(&self.staged, &target).map_err(error(&target))?;
-        // The rename is durable only once the directory entry is.
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(error(dir))?;
-        Ok(size)
+            .map_err(write_error(&self.staged))
+            .map_err(cleanup)?;
+        file.sync_all()
+            .and_then(|()| file.metadata())
+            .map(|m| m.len())
+            .map_err(write_error(&self.staged))
+            .map_err(cleanup)
+    }
+}
+
+impl PendingFile for LocalPending {
+    fn publish(mut self: Box<Self>, key: &str) -> Result<u64, StorageError> {
+        let size = self.complete()?;
+        rename_durably(&self.staged, &self.root.join(key))
+            .inspect_err(|_| {
+                let _ = fs::remove_file(&self.staged);
+            })
+            .map(|()| size)
+    }
+
+    fn stage(mut self: Box<Self>) -> Result<Staged, StorageError> {
+        let bytes = self.complete()?;
+        let ready = self.staged.with_extension(&STAGED_SUFFIX[1..]);
+        rename_durably(&self.staged, &ready).inspect_err(|_| {
+            let _ = fs::remove_file(&self.staged);
+        })?;
+        let id = ready
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("staging names are ASCII")
+            .to_string();
+        Ok(Staged { id, bytes })
     }
 }
 
@@ -232,6 +383,58 @@ mod tests {
         LocalStorage::open(dir.path()).unwrap();
         assert!(!staging.join("999999999-0.tmp").exists());
         assert!(mine.exists(), "a live process's staged file stays");
+    }
+
+    #[test]
+    fn a_staged_file_survives_until_published_and_publishing_twice_is_fine() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::open(dir.path()).unwrap();
+        let mut file = storage.create().unwrap();
+        file.write_all(b"rows").unwrap();
+        let staged = file.stage().unwrap();
+        assert_eq!(staged.bytes, 4);
+        // A restart removes files still being written, not staged ones.
+        LocalStorage::open(dir.path()).unwrap();
+        assert!(!dir.path().join("b/k").exists());
+        storage.publish_staged(&staged.id, "b/k").unwrap();
+        storage.publish_staged(&staged.id, "b/k").unwrap();
+        assert_eq!(fs::read(dir.path().join("b/k")).unwrap(), b"rows");
+        let err = storage.publish_staged(&staged.id, "b/other").unwrap_err();
+        assert!(matches!(err, StorageError::StagedMissing { .. }), "{err}");
+    }
+
+    #[test]
+    fn staged_orphans_go_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = dir.path().join(STAGING_DIR);
+        fs::create_dir_all(&staging).unwrap();
+        fs::write(staging.join("999999999-3.ready"), b"x").unwrap();
+        let storage = LocalStorage::open(dir.path()).unwrap();
+        assert!(staging.join("999999999-3.ready").exists());
+        storage.remove_staged_orphans();
+        assert!(!staging.join("999999999-3.ready").exists());
+    }
+
+    #[test]
+    fn small_objects_put_get_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::open(dir.path()).unwrap();
+        assert_eq!(storage.get("c/g/1.json").unwrap(), None);
+        assert!(storage.list("c/g").unwrap().is_empty());
+        storage.put("c/g/1.json", b"one").unwrap();
+        storage.put("c/g/2.json", b"two").unwrap();
+        storage.put("c/g/2.json", b"TWO").unwrap();
+        assert_eq!(storage.get("c/g/2.json").unwrap().unwrap(), b"TWO");
+        let mut names = storage.list("c/g").unwrap();
+        names.sort();
+        assert_eq!(names, ["1.json", "2.json"]);
+        storage.delete("c/g/1.json").unwrap();
+        storage.delete("c/g/1.json").unwrap();
+        assert_eq!(storage.list("c/g").unwrap(), ["2.json"]);
+        assert_eq!(
+            fs::read_dir(dir.path().join(STAGING_DIR)).unwrap().count(),
+            0
+        );
     }
 
     #[test]

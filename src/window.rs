@@ -3,11 +3,15 @@
 //!
 //! Open windows live in a `BTreeMap` keyed by window start and are drained from the front as
 //! the watermark passes their end, so a window is emitted exactly once and in time order.
+//! Counts are kept per source partition until the window closes, so that a checkpoint can
+//! hand each partition's share to whichever processor owns the partition next.
 
 use std::collections::{BTreeMap, HashMap};
 
 /// Postcode counts of one window; foldhash because SipHash showed up in profiles.
 type Counts = HashMap<Box<str>, i64, foldhash::fast::RandomState>;
+/// One open window's counts per partition: a handful of partitions, so a short list.
+type PartitionCounts = Vec<(i32, Counts)>;
 
 /// Tumbling windows aligned to the epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +38,9 @@ impl WindowSpec {
 /// Each partition's watermark trails the largest valid event time seen on it by `bound`;
 /// the pipeline's is the minimum over partitions that are not idle (SPEC.md 3), or, when all
 /// are idle, the maximum, so a quiet stream still closes what it has. It never moves back.
-/// A partition joins with its first valid event.
+/// A partition joins with its first valid event, or before it when registered: an assigned
+/// Kafka partition that has delivered nothing yet holds everything back until it proves idle,
+/// or the first partition read would make every other one late.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Watermarks {
     bound_ms: i64,
@@ -45,7 +51,7 @@ pub struct Watermarks {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Clock {
     partition: i32,
-    max_event_ms: i64,
+    max_event_ms: Option<i64>,
     idle: bool,
 }
 
@@ -69,16 +75,28 @@ impl Watermarks {
             None => {
                 self.partitions.push(Clock {
                     partition,
-                    max_event_ms: event_ms,
+                    max_event_ms: Some(event_ms),
                     idle: false,
                 });
                 return self.recompute();
             }
         };
-        if event_ms > clock.max_event_ms || clock.idle {
-            clock.max_event_ms = clock.max_event_ms.max(event_ms);
+        if clock.max_event_ms < Some(event_ms) || clock.idle {
+            clock.max_event_ms = clock.max_event_ms.max(Some(event_ms));
             clock.idle = false;
             self.recompute();
+        }
+    }
+
+    /// `partition` belongs to this pipeline before its first event (an assigned Kafka
+    /// partition): it holds the watermark back from now on, until it proves idle.
+    pub fn register(&mut self, partition: i32) {
+        if !self.partitions.iter().any(|c| c.partition == partition) {
+            self.partitions.push(Clock {
+                partition,
+                max_event_ms: None,
+                idle: false,
+            });
         }
     }
 
@@ -98,14 +116,42 @@ impl Watermarks {
     }
 
     fn recompute(&mut self) {
-        let of = |c: &Clock| c.max_event_ms - self.bound_ms;
-        let active = self.partitions.iter().filter(|c| !c.idle).map(of).min();
-        let candidate = active.or_else(|| self.partitions.iter().map(of).max());
+        let of = |c: &Clock| c.max_event_ms.map(|t| t - self.bound_ms);
+        let mut active = self.partitions.iter().filter(|c| !c.idle).peekable();
+        let candidate = if active.peek().is_some() {
+            // A partition with no event yet makes the minimum None: nothing is final.
+            active.map(of).min().flatten()
+        } else {
+            self.partitions.iter().filter_map(of).max()
+        };
         self.current = self.current.max(candidate);
     }
 
     pub fn current(&self) -> Option<i64> {
         self.current
+    }
+
+    /// The largest valid event time per partition, for a checkpoint.
+    pub fn clocks(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
+        self.partitions
+            .iter()
+            .filter_map(|c| Some((c.partition, c.max_event_ms?)))
+    }
+
+    /// Watermarks as a checkpoint saved them; every partition starts active again.
+    pub fn restore(bound_ms: i64, current: Option<i64>, clocks: &[(i32, i64)]) -> Self {
+        let mut w = Watermarks::new(bound_ms);
+        w.partitions = clocks
+            .iter()
+            .map(|&(partition, max_event_ms)| Clock {
+                partition,
+                max_event_ms: Some(max_event_ms),
+                idle: false,
+            })
+            .collect();
+        w.recompute();
+        w.current = w.current.max(current);
+        w
     }
 
     /// A window is final once the watermark has reached its end.
@@ -138,7 +184,16 @@ pub struct ClosedWindow {
 pub struct Windows {
     spec: WindowSpec,
     watermark: Watermarks,
-    open: BTreeMap<i64, Counts>,
+    open: BTreeMap<i64, PartitionCounts>,
+}
+
+/// One partition's count of one postcode in one open window: the unit a checkpoint saves.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OpenCount {
+    pub window_start: i64,
+    pub partition: i32,
+    pub postcode: Box<str>,
+    pub count: i64,
 }
 
 impl Windows {
@@ -158,6 +213,63 @@ impl Windows {
         self.watermark.current()
     }
 
+    pub fn watermarks(&self) -> &Watermarks {
+        &self.watermark
+    }
+
+    /// The operator as a checkpoint left it.
+    pub fn restore(spec: WindowSpec, watermark: Watermarks, counts: &[OpenCount]) -> Self {
+        let mut windows = Windows {
+            spec,
+            watermark,
+            open: BTreeMap::new(),
+        };
+        for c in counts {
+            *windows
+                .partition_counts(c.window_start, c.partition)
+                .entry(c.postcode.clone())
+                .or_default() += c.count;
+        }
+        windows
+    }
+
+    /// Every open count, for a checkpoint.
+    pub fn open_counts(&self) -> Vec<OpenCount> {
+        let mut all = Vec::new();
+        for (&window_start, partitions) in &self.open {
+            for (partition, counts) in partitions {
+                for (postcode, &count) in counts {
+                    all.push(OpenCount {
+                        window_start,
+                        partition: *partition,
+                        postcode: postcode.clone(),
+                        count,
+                    });
+                }
+            }
+        }
+        all.sort_unstable_by(|a, b| {
+            (a.window_start, a.partition, &a.postcode).cmp(&(
+                b.window_start,
+                b.partition,
+                &b.postcode,
+            ))
+        });
+        all
+    }
+
+    fn partition_counts(&mut self, window_start: i64, partition: i32) -> &mut Counts {
+        let partitions = self.open.entry(window_start).or_default();
+        let i = match partitions.iter().position(|(p, _)| *p == partition) {
+            Some(i) => i,
+            None => {
+                partitions.push((partition, Counts::default()));
+                partitions.len() - 1
+            }
+        };
+        &mut partitions[i].1
+    }
+
     /// Counts an on-time event of `partition` in its window, or says it is late; then moves
     /// the watermark.
     pub fn add(&mut self, partition: i32, event_ms: i64, postcode: &str) -> Assignment {
@@ -169,7 +281,7 @@ impl Windows {
                 watermark,
             };
         }
-        let counts = self.open.entry(window_start).or_default();
+        let counts = self.partition_counts(window_start, partition);
         match counts.get_mut(postcode) {
             Some(n) => *n += 1,
             None => {
@@ -178,6 +290,11 @@ impl Windows {
         }
         self.watermark.observe(partition, event_ms);
         Assignment::OnTime
+    }
+
+    /// See [`Watermarks::register`].
+    pub fn register(&mut self, partition: i32) {
+        self.watermark.register(partition);
     }
 
     /// `partition` has gone quiet; true when that moved the watermark (windows may be final).
@@ -210,8 +327,15 @@ impl Windows {
             .collect()
     }
 
-    fn close(&self, start: i64, counts: Counts) -> ClosedWindow {
-        let mut counts: Vec<_> = counts.into_iter().collect();
+    fn close(&self, start: i64, partitions: PartitionCounts) -> ClosedWindow {
+        let mut partitions = partitions.into_iter().map(|(_, counts)| counts);
+        let mut total = partitions.next().unwrap_or_default();
+        for counts in partitions {
+            for (postcode, n) in counts {
+                *total.entry(postcode).or_default() += n;
+            }
+        }
+        let mut counts: Vec<_> = total.into_iter().collect();
         counts.sort_unstable();
         ClosedWindow {
             start,
@@ -322,6 +446,24 @@ mod tests {
     }
 
     #[test]
+    fn a_registered_partition_holds_the_watermark_before_its_first_event() {
+        let mut w = Watermarks::new(1_000);
+        w.register(0);
+        w.register(1);
+        w.observe(0, 100_000);
+        assert_eq!(w.current(), None, "partition 1 has delivered nothing yet");
+        w.observe(1, 50_000);
+        assert_eq!(w.current(), Some(49_000));
+        let mut w = Watermarks::new(1_000);
+        w.register(1);
+        w.observe(0, 100_000);
+        assert!(w.set_idle(1), "an empty partition that proves idle lets go");
+        assert_eq!(w.current(), Some(99_000));
+        w.set_idle(0);
+        assert_eq!(w.current(), Some(99_000), "all idle: the largest seen");
+    }
+
+    #[test]
     fn an_idle_partition_lets_windows_close() {
         let mut ws = Windows::new(WindowSpec::new(MIN), 5_000);
         ws.add(1, 10_000, "E1");
@@ -339,6 +481,40 @@ mod tests {
         );
         assert_eq!(closed[0].start, 0);
         assert!(matches!(ws.add(1, 20_000, "E1"), Assignment::Late { .. }));
+    }
+
+    #[test]
+    fn a_restored_operator_carries_on_as_if_never_stopped() {
+        let events = [
+            (0, 10_000, "E1"),
+            (1, 20_000, "E1"),
+            (1, 70_000, "SW19"),
+            (0, 80_000, "E1"),
+            (2, 30_000, "B1"),
+        ];
+        let mut straight = Windows::new(WindowSpec::new(MIN), 5_000);
+        let mut resumed = Windows::new(WindowSpec::new(MIN), 5_000);
+        for (i, &(p, t, postcode)) in events.iter().enumerate() {
+            straight.add(p, t, postcode);
+            resumed.add(p, t, postcode);
+            let clocks: Vec<_> = resumed.watermarks().clocks().collect();
+            let watermark = Watermarks::restore(5_000, resumed.watermark(), &clocks);
+            resumed = Windows::restore(WindowSpec::new(MIN), watermark, &resumed.open_counts());
+            assert_eq!(resumed.watermark(), straight.watermark(), "after event {i}");
+        }
+        assert_eq!(resumed.open_counts(), straight.open_counts());
+        assert_eq!(resumed.drain_all(), straight.drain_all());
+    }
+
+    #[test]
+    fn a_window_sums_its_partitions() {
+        let mut ws = Windows::new(WindowSpec::new(MIN), 5_000);
+        ws.add(0, 1_000, "E1");
+        ws.add(1, 2_000, "E1");
+        ws.add(1, 3_000, "B1");
+        assert_eq!(ws.open_counts().len(), 3);
+        let all = ws.drain_all();
+        assert_eq!(all[0].counts, vec![("B1".into(), 1), ("E1".into(), 2)]);
     }
 
     fn naive(events: &[(i64, u8)], bound: i64) -> (BTreeMap<(i64, String), i64>, usize) {

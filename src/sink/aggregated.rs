@@ -9,8 +9,8 @@ use arrow_array::{ArrayRef, Int64Array, RecordBatch, TimestampMillisecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use super::naming;
-use super::rolling::{FileSettings, RollingFile, RowBuffer};
-use super::{SinkError, WrittenFile};
+use super::rolling::{FileSettings, RollingFile, RowBuffer, Slot};
+use super::{Finished, SinkError};
 use crate::window::ClosedWindow;
 
 fn timestamp_ms() -> DataType {
@@ -71,7 +71,7 @@ impl RowBuffer for AggregatedRows {
 }
 
 /// Windows close in time order, so one file is open at a time; it is named after the first
-/// and last window start in it.
+/// and last window start in it, and labelled with every partition it counts.
 pub struct AggregatedSink {
     settings: FileSettings,
     file: Option<(i64, RollingFile<AggregatedRows>)>,
@@ -88,43 +88,50 @@ impl AggregatedSink {
     pub fn push(
         &mut self,
         window: &ClosedWindow,
-        written: &mut Vec<WrittenFile>,
+        finished: &mut Vec<Finished>,
     ) -> Result<(), SinkError> {
         let day = naming::day_of(window.start);
         if self.file.as_ref().is_some_and(|(d, _)| *d != day) {
-            self.publish_all(written)?;
+            self.finish_all(finished)?;
         }
-        let (_, file) = self
-            .file
-            .get_or_insert_with(|| (day, RollingFile::new(naming::date_partition(window.start))));
+        let settings = &self.settings;
+        let (_, file) = self.file.get_or_insert_with(|| {
+            let slot = Slot {
+                folder: naming::date_partition(window.start),
+                tag: settings.tags.all(),
+                partition: 0,
+                hour: 0,
+            };
+            (day, RollingFile::new(slot))
+        });
         for (postcode, count) in &window.counts {
             file.rows.window_start.push(window.start);
             file.rows.window_end.push(window.end);
             file.rows.postcode.append_value(postcode);
             file.rows.pageview_count.push(*count);
-            written.extend(file.pushed(window.start, &self.settings)?);
+            finished.extend(file.pushed(window.start, &self.settings)?);
         }
         Ok(())
     }
 
-    pub fn publish_due(
+    pub fn finish_due(
         &mut self,
         now: Instant,
-        written: &mut Vec<WrittenFile>,
+        finished: &mut Vec<Finished>,
     ) -> Result<(), SinkError> {
         if self
             .file
             .as_ref()
             .is_some_and(|(_, f)| f.is_due(now, &self.settings))
         {
-            self.publish_all(written)?;
+            self.finish_all(finished)?;
         }
         Ok(())
     }
 
-    pub fn publish_all(&mut self, written: &mut Vec<WrittenFile>) -> Result<(), SinkError> {
+    pub fn finish_all(&mut self, finished: &mut Vec<Finished>) -> Result<(), SinkError> {
         if let Some((_, mut file)) = self.file.take() {
-            written.extend(file.finish(&self.settings)?);
+            finished.extend(file.finish(&self.settings)?);
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Malformed and late records → the dead-letter dataset: the exact payload bytes, why, and
-//! where the record came from.
+//! where the record came from. One open file per source partition, named by its offsets.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
@@ -10,8 +11,8 @@ use arrow_array::builder::{
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
-use super::rolling::{FileSettings, RollingFile, RowBuffer};
-use super::{SinkError, WrittenFile};
+use super::rolling::{FileSettings, RollingFile, RowBuffer, Slot};
+use super::{Finished, SinkError};
 use crate::source::Origin;
 use crate::validate::ErrorKind;
 
@@ -87,23 +88,33 @@ pub struct DeadLetter<'a> {
 
 pub struct DlqSink {
     settings: FileSettings,
-    file: RollingFile<DlqRows>,
+    open: BTreeMap<i32, RollingFile<DlqRows>>,
 }
 
 impl DlqSink {
     pub fn new(settings: FileSettings) -> Self {
         DlqSink {
             settings,
-            file: RollingFile::new(String::new()),
+            open: BTreeMap::new(),
         }
     }
 
     pub fn push(
         &mut self,
         letter: &DeadLetter<'_>,
-        written: &mut Vec<WrittenFile>,
+        finished: &mut Vec<Finished>,
     ) -> Result<(), SinkError> {
-        let rows = &mut self.file.rows;
+        let partition = letter.origin.partition();
+        let settings = &self.settings;
+        let file = self.open.entry(partition).or_insert_with(|| {
+            RollingFile::new(Slot {
+                folder: String::new(),
+                tag: settings.tags.partition(partition),
+                partition,
+                hour: 0,
+            })
+        });
+        let rows = &mut file.rows;
         rows.payload.append_value(letter.payload);
         rows.error_kind.append_value(letter.kind.as_str());
         rows.error_message.append_value(letter.message);
@@ -123,23 +134,27 @@ impl DlqSink {
                 rows.offset.append_value(letter.offset);
             }
         }
-        written.extend(self.file.pushed(letter.offset, &self.settings)?);
+        finished.extend(file.pushed(letter.offset, &self.settings)?);
         Ok(())
     }
 
-    pub fn publish_due(
+    pub fn finish_due(
         &mut self,
         now: Instant,
-        written: &mut Vec<WrittenFile>,
+        finished: &mut Vec<Finished>,
     ) -> Result<(), SinkError> {
-        if self.file.is_due(now, &self.settings) {
-            written.extend(self.file.finish(&self.settings)?);
+        for file in self.open.values_mut() {
+            if file.is_due(now, &self.settings) {
+                finished.extend(file.finish(&self.settings)?);
+            }
         }
         Ok(())
     }
 
-    pub fn publish_all(&mut self, written: &mut Vec<WrittenFile>) -> Result<(), SinkError> {
-        written.extend(self.file.finish(&self.settings)?);
+    pub fn finish_all(&mut self, finished: &mut Vec<Finished>) -> Result<(), SinkError> {
+        for file in self.open.values_mut() {
+            finished.extend(file.finish(&self.settings)?);
+        }
         Ok(())
     }
 }

@@ -8,4 +8,4 @@ mod raw;
 mod rolling;
 
 pub use dlq::DeadLetter;
-pub use outputs::{Dataset, SinkConfig, SinkError, Sinks, WrittenFile};
+pub use outputs::{Dataset, Finished, SinkConfig, SinkError, Sinks, Tags, WrittenFile};

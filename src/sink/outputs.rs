@@ -9,10 +9,11 @@ use parquet::errors::ParquetError;
 
 use super::aggregated::AggregatedSink;
 use super::dlq::{DeadLetter, DlqSink};
+use super::naming;
 use super::raw::RawSink;
 use super::rolling::FileSettings;
 use crate::config::Buckets;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{PendingFile, Storage, StorageError};
 use crate::validate::Pageview;
 use crate::window::ClosedWindow;
 
@@ -65,12 +66,67 @@ pub struct WrittenFile {
     pub bytes: u64,
 }
 
+/// A complete file that readers cannot see yet: a file run publishes it at once, a Kafka
+/// run names it in a checkpoint manifest first.
+pub struct Finished {
+    pub file: Box<dyn PendingFile>,
+    pub dataset: Dataset,
+    pub key: String,
+    pub rows: u64,
+    /// The source partition of a raw or DLQ file's rows.
+    pub partition: i32,
+    /// The event hour of a raw file's rows.
+    pub hour: i64,
+    /// The position of the last row in it.
+    pub last: i64,
+}
+
+impl Finished {
+    pub fn publish(self) -> Result<WrittenFile, StorageError> {
+        let bytes = self.file.publish(&self.key)?;
+        Ok(WrittenFile {
+            dataset: self.dataset,
+            key: self.key,
+            rows: self.rows,
+            bytes,
+        })
+    }
+}
+
+/// How file names label the input, so two inputs never write the same key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tags {
+    /// One label for every file: an input file's name, an embedded run.
+    Fixed(String),
+    /// `<topic>.p<N>` for a partition's raw and DLQ files; aggregated files, which sum
+    /// partitions, name every partition the processor owns (`<topic>.p0_1_2`).
+    Topic { topic: String, partitions: Vec<i32> },
+}
+
+impl Tags {
+    pub fn partition(&self, partition: i32) -> String {
+        match self {
+            Tags::Fixed(tag) => tag.clone(),
+            Tags::Topic { topic, .. } => naming::source_tag(&format!("{topic}.p{partition}")),
+        }
+    }
+
+    pub fn all(&self) -> String {
+        match self {
+            Tags::Fixed(tag) => tag.clone(),
+            Tags::Topic { topic, partitions } => {
+                let list: Vec<String> = partitions.iter().map(i32::to_string).collect();
+                naming::source_tag(&format!("{topic}.p{}", list.join("_")))
+            }
+        }
+    }
+}
+
 /// How files are named and when they roll.
 #[derive(Debug, Clone)]
 pub struct SinkConfig {
     pub buckets: Buckets,
-    /// Labels this input in file names, so two inputs never write the same key.
-    pub source_tag: String,
+    pub tags: Tags,
     pub max_file_bytes: u64,
     pub max_file_age: Duration,
     pub compression: Compression,
@@ -80,7 +136,7 @@ pub struct Sinks {
     raw: RawSink,
     aggregated: AggregatedSink,
     dlq: DlqSink,
-    written: Vec<WrittenFile>,
+    finished: Vec<Finished>,
 }
 
 impl Sinks {
@@ -89,7 +145,7 @@ impl Sinks {
             dataset,
             bucket: bucket.to_string(),
             storage: storage.clone(),
-            source_tag: config.source_tag.clone(),
+            tags: config.tags.clone(),
             max_bytes: config.max_file_bytes,
             max_age: config.max_file_age,
             compression: config.compression,
@@ -101,38 +157,56 @@ impl Sinks {
                 &config.buckets.aggregated,
             )),
             dlq: DlqSink::new(settings(Dataset::Dlq, &config.buckets.dlq)),
-            written: Vec::new(),
+            finished: Vec::new(),
         }
     }
 
-    pub fn raw(&mut self, event: &Pageview<'_>, position: i64) -> Result<(), SinkError> {
-        self.raw.push(event, position, &mut self.written)
+    pub fn raw(
+        &mut self,
+        event: &Pageview<'_>,
+        partition: i32,
+        position: i64,
+    ) -> Result<(), SinkError> {
+        self.raw
+            .push(event, partition, position, &mut self.finished)
     }
 
     pub fn dead_letter(&mut self, letter: &DeadLetter<'_>) -> Result<(), SinkError> {
-        self.dlq.push(letter, &mut self.written)
+        self.dlq.push(letter, &mut self.finished)
     }
 
     pub fn window(&mut self, window: &ClosedWindow) -> Result<(), SinkError> {
-        self.aggregated.push(window, &mut self.written)
+        self.aggregated.push(window, &mut self.finished)
     }
 
-    /// Publishes every file that has been open longer than the age limit.
-    pub fn publish_due(&mut self, now: Instant) -> Result<(), SinkError> {
-        self.raw.publish_due(now, &mut self.written)?;
-        self.aggregated.publish_due(now, &mut self.written)?;
-        self.dlq.publish_due(now, &mut self.written)
+    /// Finishes every file that has been open longer than the age limit.
+    pub fn finish_due(&mut self, now: Instant) -> Result<(), SinkError> {
+        self.raw.finish_due(now, &mut self.finished)?;
+        self.aggregated.finish_due(now, &mut self.finished)?;
+        self.dlq.finish_due(now, &mut self.finished)
     }
 
-    /// Publishes everything buffered: the input has ended or the process is stopping.
-    pub fn publish_all(&mut self) -> Result<(), SinkError> {
-        self.raw.publish_all(&mut self.written)?;
-        self.aggregated.publish_all(&mut self.written)?;
-        self.dlq.publish_all(&mut self.written)
+    /// Finishes the files whose rows a checkpoint cannot leave open: final windows and dead
+    /// letters, which depend on the order records arrived in and so cannot be replayed.
+    pub fn finish_ordered(&mut self) -> Result<(), SinkError> {
+        self.aggregated.finish_all(&mut self.finished)?;
+        self.dlq.finish_all(&mut self.finished)
     }
 
-    /// Files published since the last call.
-    pub fn take_written(&mut self) -> std::vec::Drain<'_, WrittenFile> {
-        self.written.drain(..)
+    /// Finishes everything buffered: the input has ended or the process is stopping.
+    pub fn finish_all(&mut self) -> Result<(), SinkError> {
+        self.raw.finish_all(&mut self.finished)?;
+        self.finish_ordered()
+    }
+
+    /// Files finished since the last call, not yet visible.
+    pub fn take_finished(&mut self) -> Vec<Finished> {
+        std::mem::take(&mut self.finished)
+    }
+
+    /// (partition, position of its first buffered row) of each raw file still open: raw
+    /// rows from there on are not in any finished file.
+    pub fn raw_unfinished(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
+        self.raw.unfinished()
     }
 }

@@ -1,4 +1,6 @@
-//! Valid events → the raw dataset, one open file per event hour (`dt=/event_hour=`).
+//! Valid events → the raw dataset, one open file per (event hour, source partition), in
+//! `dt=/event_hour=` folders. A file holds one partition's rows so that its name, from the
+//! first and last offset in it, can never be another partition's.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
@@ -9,13 +11,13 @@ use arrow_array::{ArrayRef, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use super::naming;
-use super::rolling::{BATCH_ROWS, FileSettings, RollingFile, RowBuffer};
-use super::{SinkError, WrittenFile};
+use super::rolling::{BATCH_ROWS, FileSettings, RollingFile, RowBuffer, Slot};
+use super::{Finished, SinkError};
 use crate::validate::Pageview;
 
-/// Hours with an open file at once. Event time is nearly ordered, so only the newest hour or
-/// two are usually open; the cap bounds memory when input jumps around in time.
-const MAX_OPEN_HOURS: usize = 8;
+/// Files open at once. Event time is nearly ordered, so only the newest hour or two of each
+/// partition are usually open; the cap bounds memory when input jumps around in time.
+const MAX_OPEN_FILES: usize = 16;
 
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
@@ -83,7 +85,8 @@ impl RowBuffer for RawRows {
 
 pub struct RawSink {
     settings: FileSettings,
-    open: BTreeMap<i64, RollingFile<RawRows>>,
+    /// Keyed by (hour, partition), so the first entry is the oldest hour.
+    open: BTreeMap<(i64, i32), RollingFile<RawRows>>,
 }
 
 impl RawSink {
@@ -97,45 +100,58 @@ impl RawSink {
     pub fn push(
         &mut self,
         event: &Pageview<'_>,
+        partition: i32,
         position: i64,
-        written: &mut Vec<WrittenFile>,
+        finished: &mut Vec<Finished>,
     ) -> Result<(), SinkError> {
-        let hour = naming::hour_of(event.timestamp);
-        if !self.open.contains_key(&hour) && self.open.len() >= MAX_OPEN_HOURS {
+        let slot = (naming::hour_of(event.timestamp), partition);
+        if !self.open.contains_key(&slot) && self.open.len() >= MAX_OPEN_FILES {
             let (_, mut oldest) = self.open.pop_first().expect("at the cap, so not empty");
-            written.extend(oldest.finish(&self.settings)?);
+            finished.extend(oldest.finish(&self.settings)?);
         }
-        let file = self
-            .open
-            .entry(hour)
-            .or_insert_with(|| RollingFile::new(naming::raw_partition(hour)));
+        let settings = &self.settings;
+        let file = self.open.entry(slot).or_insert_with(|| {
+            RollingFile::new(Slot {
+                folder: naming::raw_partition(slot.0),
+                tag: settings.tags.partition(partition),
+                partition,
+                hour: slot.0,
+            })
+        });
         file.rows.user_id.push(event.user_id);
         file.rows.postcode.append_value(&event.postcode);
         file.rows.webpage.append_value(&event.webpage);
         file.rows.timestamp.push(event.timestamp);
-        written.extend(file.pushed(position, &self.settings)?);
+        finished.extend(file.pushed(position, &self.settings)?);
         Ok(())
     }
 
-    /// Publishes files older than the age limit and forgets hours with nothing buffered.
-    pub fn publish_due(
+    /// Finishes files older than the age limit and forgets slots with nothing buffered.
+    pub fn finish_due(
         &mut self,
         now: Instant,
-        written: &mut Vec<WrittenFile>,
+        finished: &mut Vec<Finished>,
     ) -> Result<(), SinkError> {
         for file in self.open.values_mut() {
             if file.is_due(now, &self.settings) {
-                written.extend(file.finish(&self.settings)?);
+                finished.extend(file.finish(&self.settings)?);
             }
         }
         self.open.retain(|_, file| !file.is_empty());
         Ok(())
     }
 
-    pub fn publish_all(&mut self, written: &mut Vec<WrittenFile>) -> Result<(), SinkError> {
+    pub fn finish_all(&mut self, finished: &mut Vec<Finished>) -> Result<(), SinkError> {
         while let Some((_, mut file)) = self.open.pop_first() {
-            written.extend(file.finish(&self.settings)?);
+            finished.extend(file.finish(&self.settings)?);
         }
         Ok(())
+    }
+
+    /// (partition, position of the first row not in a finished file) of each open file.
+    pub fn unfinished(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
+        self.open
+            .values()
+            .filter_map(|f| Some((f.slot().partition, f.first()?)))
     }
 }

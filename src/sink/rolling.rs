@@ -15,7 +15,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use super::naming;
-use super::{Dataset, SinkError, WrittenFile};
+use super::{Dataset, Finished, SinkError, Tags};
 use crate::storage::{PendingFile, Storage};
 
 /// Rows per record batch handed to the encoder: large enough to amortise per-batch work,
@@ -50,7 +50,7 @@ pub struct FileSettings {
     pub dataset: Dataset,
     pub bucket: String,
     pub storage: Arc<dyn Storage>,
-    pub source_tag: String,
+    pub tags: Tags,
     pub max_bytes: u64,
     pub max_age: Duration,
     pub compression: Compression,
@@ -81,9 +81,22 @@ impl FileSettings {
     }
 }
 
-/// The file currently being filled for one partition of one dataset.
+/// Which rows a file holds: where it goes and what names it.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    /// The Hive-style folder (`dt=…/event_hour=…`), empty for none.
+    pub folder: String,
+    /// Names the input in the file name, so two inputs never write the same key.
+    pub tag: String,
+    /// The source partition whose rows these are (raw and DLQ files hold one partition).
+    pub partition: i32,
+    /// The event hour of a raw file's rows.
+    pub hour: i64,
+}
+
+/// The file currently being filled for one slot of one dataset.
 pub struct RollingFile<B: RowBuffer> {
-    partition: String,
+    slot: Slot,
     pub rows: B,
     writer: Option<ArrowWriter<Box<dyn PendingFile>>>,
     opened_at: Instant,
@@ -93,9 +106,9 @@ pub struct RollingFile<B: RowBuffer> {
 }
 
 impl<B: RowBuffer> RollingFile<B> {
-    pub fn new(partition: String) -> Self {
+    pub fn new(slot: Slot) -> Self {
         RollingFile {
-            partition,
+            slot,
             rows: B::default(),
             writer: None,
             opened_at: Instant::now(),
@@ -109,13 +122,22 @@ impl<B: RowBuffer> RollingFile<B> {
         self.count == 0
     }
 
+    pub fn slot(&self) -> &Slot {
+        &self.slot
+    }
+
+    /// The position of the first row not yet in a finished file, if any.
+    pub fn first(&self) -> Option<i64> {
+        (self.count > 0).then_some(self.first)
+    }
+
     /// Records the position of the row just pushed into `rows`; encodes a full batch and
-    /// publishes the file once it reaches the size limit.
+    /// finishes the file once it reaches the size limit.
     pub fn pushed(
         &mut self,
         position: i64,
         settings: &FileSettings,
-    ) -> Result<Option<WrittenFile>, SinkError> {
+    ) -> Result<Option<Finished>, SinkError> {
         if self.count == 0 {
             self.first = position;
             self.opened_at = Instant::now();
@@ -164,8 +186,9 @@ impl<B: RowBuffer> RollingFile<B> {
         writer.write(&self.rows.take_batch()).map_err(error)
     }
 
-    /// Publishes everything buffered as one file; `None` when there was nothing to write.
-    pub fn finish(&mut self, settings: &FileSettings) -> Result<Option<WrittenFile>, SinkError> {
+    /// Completes everything buffered as one file, ready to publish; `None` when there was
+    /// nothing to write.
+    pub fn finish(&mut self, settings: &FileSettings) -> Result<Option<Finished>, SinkError> {
         if self.count == 0 {
             return Ok(None);
         }
@@ -177,16 +200,17 @@ impl<B: RowBuffer> RollingFile<B> {
         })?;
         let key = naming::key(
             &settings.bucket,
-            &self.partition,
-            &naming::file_name(&settings.source_tag, self.first, self.last),
+            &self.slot.folder,
+            &naming::file_name(&self.slot.tag, self.first, self.last),
         );
-        let bytes = file.publish(&key)?;
-        let rows = std::mem::take(&mut self.count);
-        Ok(Some(WrittenFile {
+        Ok(Some(Finished {
+            file,
             dataset: settings.dataset,
             key,
-            rows,
-            bytes,
+            rows: std::mem::take(&mut self.count),
+            partition: self.slot.partition,
+            hour: self.slot.hour,
+            last: self.last,
         }))
     }
 }

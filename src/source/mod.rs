@@ -1,6 +1,7 @@
 //! Where records come from: each source yields `(bytes, position)` in order.
 
 mod file;
+pub mod kafka;
 mod stream;
 
 use std::io;

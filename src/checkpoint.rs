@@ -1,0 +1,588 @@
+//! What is durable and what may be committed: routed state → checkpoint manifests, and
+//! manifests → the state a processor resumes from (docs/EXACTLY_ONCE.md).
+//!
+//! A manifest is the one truth about a Kafka run: the offsets behind every published file,
+//! the open windows and watermarks, and the staged files it makes visible. Files are
+//! published only after the manifest naming them is durable, and a restart resumes from
+//! manifests, never from Kafka's committed offsets (those are a hint for lag tools).
+//! Everything here but [`Checkpoints`] is pure.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::route::Sealed;
+use crate::sink::{Dataset, WrittenFile};
+use crate::storage::{Storage, StorageError};
+use crate::window::OpenCount;
+
+/// Bumped when the manifest format changes, so an old processor refuses a newer manifest.
+const VERSION: u32 = 1;
+
+/// One checkpoint of one processor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub version: u32,
+    /// Orders checkpoints across processors of a group: a processor starts above every epoch
+    /// it found, so the newest state of a partition is in its highest-epoch manifest.
+    pub epoch: u64,
+    pub member: String,
+    pub topic: String,
+    /// The processor's watermark, which never moves back.
+    pub watermark: Option<i64>,
+    pub partitions: BTreeMap<i32, PartitionState>,
+    /// Open window counts of these partitions.
+    pub windows: Vec<OpenCount>,
+    /// Staged files this checkpoint publishes.
+    pub files: Vec<StagedFile>,
+}
+
+/// Where one partition stands. Two cursors, so raw files can stay open (and grow big) across
+/// checkpoints while windows and dead letters move on every checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// Every record below this offset is counted in the windows saved here or in published
+    /// aggregated files, and is in a published DLQ file if it went there.
+    pub next: i64,
+    /// Every valid record below this offset has its raw row in a published file; replay
+    /// starts here.
+    pub raw_from: i64,
+    /// Per event hour, the offset after the last raw row of that hour in a published file:
+    /// replay below `next` rewrites a raw row only at or after it.
+    pub raw_done: BTreeMap<i64, i64>,
+    /// The largest valid event time seen on the partition.
+    pub max_event_ms: Option<i64>,
+}
+
+impl PartitionState {
+    /// Whether a valid record of `hour` at `offset` below [`Self::next`] still lacks a raw row.
+    pub fn raw_missing(&self, offset: i64, hour: i64) -> bool {
+        self.raw_done.get(&hour).is_none_or(|&done| offset >= done)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedFile {
+    pub staged: String,
+    pub key: String,
+}
+
+/// `<epoch>-<member>.json`, the epoch zero-padded so names sort by epoch.
+pub fn manifest_name(epoch: u64, member: &str) -> String {
+    format!("{epoch:020}-{member}.json")
+}
+
+/// What the partitions a processor was just given resume from.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Recovery {
+    /// The epoch of this processor's next manifest: above every one found.
+    pub epoch: u64,
+    pub watermark: Option<i64>,
+    /// Assigned partitions with a saved state; the others start at their beginning.
+    pub partitions: BTreeMap<i32, PartitionState>,
+    pub windows: Vec<OpenCount>,
+    /// Staged files that may not be published yet: those of each member's newest manifest
+    /// (a member publishes a manifest's files before it writes the next).
+    pub unpublished: Vec<StagedFile>,
+}
+
+impl Recovery {
+    /// Where each assigned partition's reading starts: its raw cursor, or the beginning.
+    pub fn start(&self, partition: i32) -> Option<i64> {
+        self.partitions.get(&partition).map(|s| s.raw_from)
+    }
+}
+
+/// The newest saved state of each partition in `assigned`, from all manifests of the group.
+pub fn recover(manifests: &[Manifest], assigned: &[i32]) -> Recovery {
+    let mut recovery = Recovery {
+        epoch: manifests.iter().map(|m| m.epoch + 1).max().unwrap_or(0),
+        ..Recovery::default()
+    };
+    for &partition in assigned {
+        let Some(newest) = manifests
+            .iter()
+            .filter(|m| m.partitions.contains_key(&partition))
+            .max_by_key(|m| m.epoch)
+        else {
+            continue;
+        };
+        recovery
+            .partitions
+            .insert(partition, newest.partitions[&partition].clone());
+        recovery.watermark = recovery.watermark.max(newest.watermark);
+        recovery.windows.extend(
+            newest
+                .windows
+                .iter()
+                .filter(|c| c.partition == partition)
+                .cloned(),
+        );
+    }
+    let mut newest_of_member: BTreeMap<&str, &Manifest> = BTreeMap::new();
+    for m in manifests {
+        let entry = newest_of_member.entry(&m.member).or_insert(m);
+        if m.epoch > entry.epoch {
+            *entry = m;
+        }
+    }
+    recovery.unpublished = newest_of_member
+        .into_values()
+        .flat_map(|m| m.files.iter().cloned())
+        .collect();
+    recovery
+}
+
+/// Manifests no recovery can pick any more: every partition in them is in a later manifest.
+/// Their files are published: the writer publishes before its next manifest, and a new owner
+/// recovers (publishing the last manifest's files) before its first.
+pub fn superseded(manifests: &[Manifest]) -> Vec<usize> {
+    (0..manifests.len())
+        .filter(|&i| {
+            let m = &manifests[i];
+            m.partitions.keys().all(|p| {
+                manifests
+                    .iter()
+                    .any(|o| o.epoch > m.epoch && o.partitions.contains_key(p))
+            })
+        })
+        .collect()
+}
+
+/// The partition states of the next manifest, from the previous ones and what happened since.
+#[derive(Debug, Default, Clone)]
+pub struct Cursors {
+    partitions: BTreeMap<i32, PartitionState>,
+}
+
+impl Cursors {
+    pub fn restore(partitions: BTreeMap<i32, PartitionState>) -> Self {
+        Cursors { partitions }
+    }
+
+    pub fn get(&self, partition: i32) -> Option<&PartitionState> {
+        self.partitions.get(&partition)
+    }
+
+    /// Records below `next` of `partition` have been routed.
+    pub fn routed(&mut self, partition: i32, next: i64) {
+        let state = self.partitions.entry(partition).or_default();
+        state.next = state.next.max(next);
+    }
+
+    /// A raw file of `partition` and `hour` ending at offset `last` is in this checkpoint.
+    pub fn raw_file(&mut self, partition: i32, hour: i64, last: i64) {
+        let done = self
+            .partitions
+            .entry(partition)
+            .or_default()
+            .raw_done
+            .entry(hour)
+            .or_insert(last + 1);
+        *done = (*done).max(last + 1);
+    }
+
+    /// The states to save, given the first offset of each raw file still open and each
+    /// partition's largest event time. Raw progress below the raw cursor is forgotten: replay
+    /// never goes there again.
+    pub fn seal(
+        &mut self,
+        unfinished_raw: impl IntoIterator<Item = (i32, i64)>,
+        clocks: impl IntoIterator<Item = (i32, i64)>,
+    ) -> BTreeMap<i32, PartitionState> {
+        let mut raw_from: BTreeMap<i32, i64> = BTreeMap::new();
+        for (partition, first) in unfinished_raw {
+            let from = raw_from.entry(partition).or_insert(first);
+            *from = (*from).min(first);
+        }
+        for (partition, max_event_ms) in clocks {
+            let state = self.partitions.entry(partition).or_default();
+            state.max_event_ms = state.max_event_ms.max(Some(max_event_ms));
+        }
+        for (partition, state) in &mut self.partitions {
+            state.raw_from = raw_from.get(partition).copied().unwrap_or(state.next);
+            let from = state.raw_from;
+            state.raw_done.retain(|_, done| *done > from);
+        }
+        self.partitions.clone()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A manifest that cannot be read: stop rather than guess where to resume.
+    #[error("checkpoint {key} is unreadable: {problem}")]
+    Corrupt { key: String, problem: String },
+    #[error("cannot take the assigned partitions at their checkpointed offsets: {0}")]
+    Assign(String),
+}
+
+/// The manifests of one consumer group on storage: `<bucket>/<group>/<epoch>-<member>.json`.
+pub struct Checkpoints {
+    storage: Arc<dyn Storage>,
+    folder: String,
+}
+
+impl Checkpoints {
+    pub fn new(storage: Arc<dyn Storage>, bucket: &str, group: &str) -> Self {
+        Checkpoints {
+            storage,
+            folder: format!("{bucket}/{}", crate::sink::naming::source_tag(group)),
+        }
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}/{name}", self.folder)
+    }
+
+    /// Every manifest of the group with its name. One deleted while being listed (another
+    /// processor found it superseded) is skipped.
+    pub fn load(&self) -> Result<Vec<(String, Manifest)>, CheckpointError> {
+        let mut manifests = Vec::new();
+        for name in self.storage.list(&self.folder)? {
+            if !name.ends_with(".json") {
+                continue;
+            }
+            let key = self.key(&name);
+            let Some(bytes) = self.storage.get(&key)? else {
+                continue;
+            };
+            let manifest: Manifest =
+                serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Corrupt {
+                    key: key.clone(),
+                    problem: e.to_string(),
+                })?;
+            if manifest.version != VERSION {
+                return Err(CheckpointError::Corrupt {
+                    key,
+                    problem: format!(
+                        "format version {} (this build reads {VERSION})",
+                        manifest.version
+                    ),
+                });
+            }
+            manifests.push((name, manifest));
+        }
+        Ok(manifests)
+    }
+
+    /// Finds where `assigned` resumes and finishes what a stopped processor left half done:
+    /// its last manifest's files are published, staged files no manifest names are removed.
+    pub fn recover(&self, assigned: &[i32]) -> Result<Recovery, CheckpointError> {
+        let manifests: Vec<Manifest> = self.load()?.into_iter().map(|(_, m)| m).collect();
+        let recovery = recover(&manifests, assigned);
+        for file in &recovery.unpublished {
+            self.storage.publish_staged(&file.staged, &file.key)?;
+        }
+        self.storage.remove_staged_orphans();
+        Ok(recovery)
+    }
+
+    /// The commit point: once this returns, the manifest's files may be published and its
+    /// offsets committed.
+    pub fn write(&self, manifest: &Manifest) -> Result<(), CheckpointError> {
+        let bytes = serde_json::to_vec(manifest).expect("a manifest always serialises");
+        let name = manifest_name(manifest.epoch, &manifest.member);
+        self.storage.put(&self.key(&name), &bytes)?;
+        Ok(())
+    }
+
+    /// Removes manifests that no recovery needs any more, keeping the folder small.
+    pub fn prune(&self) -> Result<(), CheckpointError> {
+        let (names, manifests): (Vec<String>, Vec<Manifest>) = self.load()?.into_iter().unzip();
+        for i in superseded(&manifests) {
+            self.storage.delete(&self.key(&names[i]))?;
+        }
+        Ok(())
+    }
+}
+
+/// What a checkpoint made durable.
+pub struct Committed {
+    /// Files now visible.
+    pub written: Vec<WrittenFile>,
+    /// (partition, next offset) Kafka may be told.
+    pub offsets: Vec<(i32, i64)>,
+}
+
+/// Decides when to checkpoint and carries one out: stage, write the manifest, publish.
+pub struct Checkpointer {
+    checkpoints: Checkpoints,
+    storage: Arc<dyn Storage>,
+    member: String,
+    topic: String,
+    epoch: u64,
+    cursors: Cursors,
+    interval: Duration,
+    last: Instant,
+    /// The last manifest written, so a quiet stream does not write the same one again.
+    previous: Option<Manifest>,
+}
+
+impl Checkpointer {
+    /// Continues from `recovery`; `member` names this processor in manifest names.
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        checkpoints: Checkpoints,
+        member: &str,
+        topic: &str,
+        interval: Duration,
+        recovery: &Recovery,
+    ) -> Self {
+        Checkpointer {
+            checkpoints,
+            storage,
+            member: crate::sink::naming::source_tag(member),
+            topic: topic.into(),
+            epoch: recovery.epoch,
+            cursors: Cursors::restore(recovery.partitions.clone()),
+            interval,
+            last: Instant::now(),
+            previous: None,
+        }
+    }
+
+    /// A checkpoint is due every interval, and at once when a window has closed, so that
+    /// its row is visible within a tick of the watermark passing it.
+    pub fn due(&self, now: Instant, windows_closed: bool) -> bool {
+        windows_closed || now.duration_since(self.last) >= self.interval
+    }
+
+    /// Stages the sealed files, writes the manifest naming them (the commit point), then
+    /// publishes them. Returns what was published and the offsets Kafka may now be told.
+    pub fn commit(&mut self, sealed: Sealed, now: Instant) -> Result<Committed, CheckpointError> {
+        self.last = now;
+        let mut files = Vec::with_capacity(sealed.finished.len());
+        let mut written = Vec::with_capacity(sealed.finished.len());
+        for finished in sealed.finished {
+            if finished.dataset == Dataset::Raw {
+                self.cursors
+                    .raw_file(finished.partition, finished.hour, finished.last);
+            }
+            let staged = finished.file.stage()?;
+            written.push(WrittenFile {
+                dataset: finished.dataset,
+                key: finished.key.clone(),
+                rows: finished.rows,
+                bytes: staged.bytes,
+            });
+            files.push(StagedFile {
+                staged: staged.id,
+                key: finished.key,
+            });
+        }
+        for (partition, next) in sealed.next {
+            self.cursors.routed(partition, next);
+        }
+        let manifest = Manifest {
+            version: VERSION,
+            epoch: self.epoch,
+            member: self.member.clone(),
+            topic: self.topic.clone(),
+            watermark: sealed.watermark,
+            partitions: self.cursors.seal(sealed.raw_unfinished, sealed.clocks),
+            windows: sealed.windows,
+            files,
+        };
+        let offsets: Vec<(i32, i64)> = manifest
+            .partitions
+            .iter()
+            .map(|(&p, s)| (p, s.next))
+            .collect();
+        let unchanged = self.previous.as_ref().is_some_and(|p| {
+            manifest.files.is_empty()
+                && p.partitions == manifest.partitions
+                && p.windows == manifest.windows
+                && p.watermark == manifest.watermark
+        });
+        if unchanged || manifest.partitions.is_empty() {
+            return Ok(Committed { written, offsets });
+        }
+        self.checkpoints.write(&manifest)?;
+        for file in &manifest.files {
+            self.storage.publish_staged(&file.staged, &file.key)?;
+        }
+        self.checkpoints.prune()?;
+        self.epoch += 1;
+        self.previous = Some(manifest);
+        Ok(Committed { written, offsets })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn state(next: i64, raw_from: i64) -> PartitionState {
+        PartitionState {
+            next,
+            raw_from,
+            ..PartitionState::default()
+        }
+    }
+
+    fn manifest(epoch: u64, member: &str, partitions: &[(i32, i64)]) -> Manifest {
+        Manifest {
+            version: VERSION,
+            epoch,
+            member: member.into(),
+            topic: "t".into(),
+            watermark: Some(epoch as i64 * 1000),
+            partitions: partitions
+                .iter()
+                .map(|&(p, next)| (p, state(next, next)))
+                .collect(),
+            windows: partitions
+                .iter()
+                .map(|&(p, next)| OpenCount {
+                    window_start: 0,
+                    partition: p,
+                    postcode: "E1".into(),
+                    count: next,
+                })
+                .collect(),
+            files: vec![StagedFile {
+                staged: format!("{member}-{epoch}"),
+                key: format!("k{epoch}"),
+            }],
+        }
+    }
+
+    #[test]
+    fn each_partition_resumes_from_its_newest_manifest() {
+        // a owned 0..=2, then b took partition 2 (and wrote later epochs).
+        let all = [
+            manifest(1, "a", &[(0, 10), (1, 10), (2, 10)]),
+            manifest(2, "a", &[(0, 20), (1, 20), (2, 20)]),
+            manifest(3, "b", &[(2, 25)]),
+            manifest(4, "a", &[(0, 30), (1, 30)]),
+        ];
+        let r = recover(&all, &[1, 2, 5]);
+        assert_eq!(r.epoch, 5);
+        assert_eq!(r.partitions[&1].next, 30);
+        assert_eq!(r.partitions[&2].next, 25);
+        assert!(
+            !r.partitions.contains_key(&5),
+            "never seen: from the beginning"
+        );
+        assert_eq!(r.start(5), None);
+        assert_eq!(r.watermark, Some(4000));
+        let counts: Vec<_> = r.windows.iter().map(|c| (c.partition, c.count)).collect();
+        assert_eq!(counts, [(1, 30), (2, 25)]);
+        let mut unpublished: Vec<_> = r.unpublished.iter().map(|f| f.key.as_str()).collect();
+        unpublished.sort();
+        assert_eq!(unpublished, ["k3", "k4"], "each member's newest manifest");
+        assert_eq!(
+            superseded(&all),
+            [0, 1],
+            "a's older ones: every partition is later"
+        );
+        assert_eq!(recover(&[], &[0]), Recovery::default());
+    }
+
+    #[test]
+    fn raw_cursor_is_the_oldest_open_raw_row() {
+        let mut cursors = Cursors::default();
+        cursors.routed(0, 100);
+        cursors.routed(1, 50);
+        cursors.raw_file(0, 7, 59);
+        cursors.raw_file(0, 8, 89);
+        let sealed = cursors.seal([(0, 60), (0, 90), (1, 50)], [(0, 123)]);
+        assert_eq!(sealed[&0].raw_from, 60);
+        assert_eq!(sealed[&0].max_event_ms, Some(123));
+        assert_eq!(
+            sealed[&0].raw_done,
+            BTreeMap::from([(8, 90)]),
+            "hour 7 ends below the raw cursor"
+        );
+        assert!(!sealed[&0].raw_missing(80, 8));
+        assert!(sealed[&0].raw_missing(95, 8));
+        assert!(sealed[&0].raw_missing(61, 9));
+        assert_eq!(sealed[&1].raw_from, 50);
+        // With no raw file open the raw cursor catches up with the core cursor.
+        let sealed = cursors.seal([], []);
+        assert_eq!(sealed[&0].raw_from, 100);
+        assert!(sealed[&0].raw_done.is_empty());
+    }
+
+    #[test]
+    fn manifests_round_trip_and_names_sort_by_epoch() {
+        let m = manifest(7, "m", &[(0, 5)]);
+        let json = serde_json::to_vec(&m).unwrap();
+        assert_eq!(serde_json::from_slice::<Manifest>(&json).unwrap(), m);
+        assert!(manifest_name(9, "z") < manifest_name(10, "a"));
+    }
+
+    #[test]
+    fn storage_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> =
+            Arc::new(crate::storage::LocalStorage::open(dir.path()).unwrap());
+        let checkpoints = Checkpoints::new(storage.clone(), "cp", "my group");
+        let mut file = storage.create().unwrap();
+        std::io::Write::write_all(&mut file, b"rows").unwrap();
+        let staged = file.stage().unwrap();
+        let mut m = manifest(3, "a", &[(0, 10)]);
+        m.files = vec![StagedFile {
+            staged: staged.id,
+            key: "out/f".into(),
+        }];
+        checkpoints.write(&m).unwrap();
+        checkpoints.write(&manifest(4, "a", &[(0, 12)])).unwrap();
+        // The files of epoch 3 were never published: a crash came first. Epoch 4's staged
+        // file does not exist, and its key does not either: a hand-made manifest.
+        assert!(checkpoints.recover(&[0]).is_err());
+        storage.put("k4", b"published").unwrap();
+        let r = checkpoints.recover(&[0]).unwrap();
+        assert_eq!(r.partitions[&0].next, 12);
+        assert!(
+            !dir.path().join("out/f").exists(),
+            "only the newest manifest publishes"
+        );
+        checkpoints.prune().unwrap();
+        assert_eq!(checkpoints.load().unwrap().len(), 1);
+        storage.put("cp/my_group/x.json", b"{").unwrap();
+        let err = checkpoints.load().unwrap_err();
+        assert!(err.to_string().contains("cp/my_group/x.json"), "{err}");
+    }
+
+    proptest! {
+        /// Replaying from a sealed state rewrites exactly the raw rows no finished file holds.
+        #[test]
+        fn replay_rewrites_exactly_the_missing_raw_rows(
+            hours in proptest::collection::vec(0i64..4, 1..200),
+            cuts in proptest::collection::vec(any::<bool>(), 200),
+            checkpoint_at in 0usize..200,
+        ) {
+            let checkpoint_at = checkpoint_at.min(hours.len());
+            // Rows go to one open file per hour; a cut finishes the file of that row's hour.
+            let mut open: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+            let mut in_files: Vec<i64> = Vec::new();
+            let mut cursors = Cursors::default();
+            for (offset, &hour) in hours.iter().enumerate().take(checkpoint_at) {
+                let offset = offset as i64;
+                open.entry(hour).or_default().push(offset);
+                if cuts[offset as usize] {
+                    let rows = open.remove(&hour).unwrap();
+                    cursors.raw_file(0, hour, *rows.last().unwrap());
+                    in_files.extend(rows);
+                }
+            }
+            cursors.routed(0, checkpoint_at as i64);
+            let firsts = open.values().map(|rows| (0, rows[0]));
+            let sealed = cursors.seal(firsts, []);
+            let state = sealed.get(&0).cloned().unwrap_or_default();
+            let mut rewritten: Vec<i64> = (state.raw_from..checkpoint_at as i64)
+                .filter(|&o| state.raw_missing(o, hours[o as usize]))
+                .collect();
+            rewritten.extend(in_files);
+            rewritten.sort();
+            prop_assert_eq!(rewritten, (0..checkpoint_at as i64).collect::<Vec<_>>());
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! A Kafka consumer group → records with their topic, partition and offset.
+//!
+//! Partitions come and go by rebalance. On each assignment the checkpoint manifests, not
+//! Kafka's committed offsets, say where every partition resumes: the assignment is made with
+//! those offsets inside the rebalance callback, before any record of it is fetched. The
+//! processor learns of each rebalance as a [`Rebalanced`] event before the records after it.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError as ClientError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+
+use super::{Origin, Record};
+use crate::checkpoint::{CheckpointError, Checkpoints, Recovery};
+use crate::kafka::KafkaError;
+
+/// How long start-up waits for the cluster's metadata before calling the address bad.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The same client complaint (broker down, …) is printed at most this often.
+const COMPLAINT_EVERY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    pub servers: String,
+    pub topic: String,
+    pub group: String,
+    pub instance_id: Option<String>,
+}
+
+/// A change of the partitions this processor owns.
+#[derive(Debug)]
+pub enum Rebalanced {
+    /// Every partition was taken away: state not yet in a manifest must be dropped, since
+    /// the next owner resumes from the manifests.
+    Revoked,
+    /// New partitions and the state they resume from.
+    Assigned(Assignment),
+    /// The manifests could not be read; nothing was assigned.
+    Failed(CheckpointError),
+}
+
+#[derive(Debug)]
+pub struct Assignment {
+    pub partitions: Vec<i32>,
+    pub recovery: Recovery,
+}
+
+/// librdkafka calls this from `poll`, on the processing thread.
+struct GroupContext {
+    topic: String,
+    checkpoints: Checkpoints,
+    events: Mutex<Vec<Rebalanced>>,
+    last_complaint: Mutex<Option<(String, Instant)>>,
+}
+
+impl GroupContext {
+    fn push(&self, event: Rebalanced) {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(event);
+    }
+
+    fn take(&self) -> Option<Rebalanced> {
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        (!events.is_empty()).then(|| events.remove(0))
+    }
+
+    fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        let recovery = match self.checkpoints.recover(&partitions) {
+            Ok(recovery) => recovery,
+            Err(e) => return self.push(Rebalanced::Failed(e)),
+        };
+        for &partition in &partitions {
+            let offset = recovery
+                .start(partition)
+                .map_or(Offset::Beginning, Offset::Offset);
+            // The partition is in the list, so this cannot fail.
+            let _ = tpl.set_partition_offset(&self.topic, partition, offset);
+        }
+        if let Err(e) = consumer.assign(tpl) {
+            return self.push(Rebalanced::Failed(CheckpointError::Assign(e.to_string())));
+        }
+        self.push(Rebalanced::Assigned(Assignment {
+            partitions,
+            recovery,
+        }));
+    }
+}
+
+impl ClientContext for GroupContext {
+    /// Client errors are mostly transient (a broker restarting); librdkafka retries them
+    /// itself, so they are reported, throttled, and never stop the processor.
+    fn error(&self, error: ClientError, reason: &str) {
+        let line = format!("{error}: {reason}");
+        let mut last = self
+            .last_complaint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let repeated = last
+            .as_ref()
+            .is_some_and(|(l, at)| *l == line && at.elapsed() < COMPLAINT_EVERY);
+        if !repeated {
+            eprintln!("pageview: kafka: {line} (retrying)");
+            *last = Some((line, Instant::now()));
+        }
+    }
+
+    fn log(&self, _: RDKafkaLogLevel, _: &str, _: &str) {}
+}
+
+impl ConsumerContext for GroupContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(consumer, tpl),
+            _ => {
+                let _ = consumer.unassign();
+                self.push(Rebalanced::Revoked);
+            }
+        }
+    }
+}
+
+/// A member of a consumer group, subscribed to one topic.
+pub struct GroupConsumer {
+    consumer: BaseConsumer<GroupContext>,
+    topic: String,
+}
+
+impl GroupConsumer {
+    /// Joins the group; fails at once when the cluster cannot be reached.
+    pub fn join(settings: &ConsumerSettings, checkpoints: Checkpoints) -> Result<Self, KafkaError> {
+        let unreachable = |source| KafkaError::Unreachable {
+            servers: settings.servers.clone(),
+            source,
+        };
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &settings.servers)
+            .set("group.id", &settings.group)
+            // Manifests decide what is done; Kafka's offsets are committed after them.
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            // Eager: every partition is revoked before any is reassigned, so no two
+            // processors ever hold one partition's state.
+            .set("partition.assignment.strategy", "roundrobin")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000");
+        if let Some(id) = &settings.instance_id {
+            config.set("group.instance.id", id);
+        }
+        let context = GroupContext {
+            topic: settings.topic.clone(),
+            checkpoints,
+            events: Mutex::new(Vec::new()),
+            last_complaint: Mutex::new(None),
+        };
+        let consumer: BaseConsumer<GroupContext> =
+            config.create_with_context(context).map_err(unreachable)?;
+        consumer
+            .fetch_metadata(Some(&settings.topic), CONNECT_TIMEOUT)
+            .map_err(unreachable)?;
+        consumer.subscribe(&[&settings.topic])?;
+        Ok(GroupConsumer {
+            consumer,
+            topic: settings.topic.clone(),
+        })
+    }
+
+    pub fn source(&self) -> KafkaSource<'_> {
+        KafkaSource {
+            group: self,
+            held: None,
+            pending: false,
+            origins: Vec::new(),
+            bytes_read: 0,
+        }
+    }
+
+    /// Tells Kafka how far the manifests go, for lag metrics and tools; a failed commit only
+    /// delays that, so it is not an error.
+    pub fn commit(&self, offsets: &[(i32, i64)]) {
+        let mut tpl = TopicPartitionList::new();
+        for &(partition, next) in offsets {
+            tpl.add_partition_offset(&self.topic, partition, Offset::Offset(next))
+                .expect("an offset is a valid position");
+        }
+        if tpl.count() > 0 {
+            let _ = self.consumer.commit(&tpl, CommitMode::Async);
+        }
+    }
+}
+
+/// What the consumer has for the pipeline right now.
+pub enum Polled<'a> {
+    Record(Record<'a>),
+    Rebalanced(Rebalanced),
+    Idle,
+}
+
+pub struct KafkaSource<'c> {
+    group: &'c GroupConsumer,
+    /// The message handed out last, or fetched but not handed out yet (`pending`); records
+    /// borrow its payload.
+    held: Option<BorrowedMessage<'c>>,
+    pending: bool,
+    /// Per partition, so each record's origin is a borrow, not an allocation.
+    origins: Vec<Origin>,
+    bytes_read: u64,
+}
+
+impl<'c> KafkaSource<'c> {
+    /// Waits at most `wait` for the next record. A rebalance comes out before the records
+    /// fetched after it.
+    pub fn poll(&mut self, wait: Duration) -> Polled<'_> {
+        let context = self.group.consumer.context();
+        if let Some(event) = context.take() {
+            return Polled::Rebalanced(event);
+        }
+        if !std::mem::take(&mut self.pending) {
+            self.held = None;
+            match self.group.consumer.poll(wait) {
+                Some(Ok(message)) => self.held = Some(message),
+                // Client errors reach GroupContext::error too; librdkafka retries them.
+                Some(Err(_)) | None => {
+                    return match context.take() {
+                        Some(event) => Polled::Rebalanced(event),
+                        None => Polled::Idle,
+                    };
+                }
+            }
+            if let Some(event) = context.take() {
+                // The message waits until the processor has seen the rebalance.
+                self.pending = true;
+                return Polled::Rebalanced(event);
+            }
+        }
+        let message = self.held.as_ref().expect("a message is held");
+        let partition = message.partition();
+        let index = partition as usize;
+        if self.origins.len() <= index {
+            let topic: std::sync::Arc<str> = self.group.topic.as_str().into();
+            self.origins
+                .extend((self.origins.len()..=index).map(|p| Origin::Topic {
+                    topic: topic.clone(),
+                    partition: p as i32,
+                }));
+        }
+        let bytes = message.payload().unwrap_or_default();
+        self.bytes_read += bytes.len() as u64;
+        let record = Record {
+            bytes,
+            offset: message.offset(),
+            origin: &self.origins[index],
+        };
+        Polled::Record(record)
+    }
+
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+}

@@ -1,0 +1,465 @@
+//! `pageview process --bootstrap-servers` against a real Apache Kafka broker: every record
+//! once in raw or the DLQ (checked by offset), exact window counts, through kill -9 of the
+//! processor and bad records.
+//!
+//! The test data's correct output does not depend on how partitions interleave: within a
+//! partition events are in order up to a few seconds (inside the watermark bound), so none is
+//! late whatever the others do. The late ones are ten minutes before the start, and are
+//! produced only once a first part of every partition has been processed and checkpointed,
+//! so the watermark is past them whatever order the rest is read in. One far-ahead event per
+//! partition at the end closes every window before it.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, Int64Type, TimestampMillisecondType};
+use common::kafka::Broker;
+use common::*;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+const TOPIC: &str = "pageview-events";
+const T0: i64 = 1_700_000_000_000;
+const MINUTE: i64 = 60_000;
+const POSTCODES: [&str; 5] = ["SW19", "E1", "W1", "N1", "B1"];
+
+/// What one produced record must become.
+#[derive(Debug, Clone, PartialEq)]
+enum Fate {
+    /// A raw row with this user id, counted in (window start, postcode) unless late.
+    Valid {
+        user_id: i64,
+        counted: Option<(i64, &'static str)>,
+    },
+    /// A DLQ row of this kind (late events are also `Valid` rows in raw).
+    Dead(&'static str),
+}
+
+/// One produced record: its value (`None` is a null value) and what it must become (a late
+/// event becomes two things).
+type Produced = (Option<Vec<u8>>, Vec<Fate>);
+
+/// Records per partition, in produce order.
+struct Data {
+    partitions: Vec<Vec<Produced>>,
+}
+
+impl Data {
+    fn new(per_partition: usize) -> Data {
+        let bad: [(Option<&[u8]>, &str); 8] = [
+            (Some(b"not json at all"), "invalid_json"),
+            (None, "invalid_json"),
+            (Some(b"{\"user_id\":1,\"postcode\":\"E1\",\"timestamp\":1700000000000}"), "missing_field"),
+            (Some(b"{\"user_id\":\"7\",\"postcode\":\"E1\",\"webpage\":\"https://a\",\"timestamp\":1700000000000}"), "wrong_type"),
+            (Some(b"{\"user_id\":0,\"postcode\":\"E1\",\"webpage\":\"https://a\",\"timestamp\":1700000000000}"), "invalid_user_id"),
+            (Some(b"{\"user_id\":3,\"postcode\":\"e1\",\"webpage\":\"https://a\",\"timestamp\":1700000000000}"), "invalid_postcode"),
+            (Some(b"{\"user_id\":3,\"postcode\":\"E1\",\"webpage\":\"ftp://a\",\"timestamp\":1700000000000}"), "invalid_webpage"),
+            (Some(b"\xff\xfe{}"), "invalid_utf8"),
+        ];
+        // An hour, so raw files of two event hours are open at once around 23:00, and late
+        // events land in the hour before while the next one is open.
+        let span = 60 * MINUTE;
+        let partitions = (0..3)
+            .map(|p: i64| {
+                let mut records = Vec::new();
+                for i in 0..per_partition as i64 {
+                    let user_id = p * 10_000_000 + i + 1;
+                    // In order up to 3 s: inside the 5 s watermark bound.
+                    let t = T0 + i * span / per_partition as i64 - (i % 7) * 500;
+                    let postcode = POSTCODES[((i * 7 + p) % 5) as usize];
+                    let late = i > FIRST as i64 && i % 97 == 0;
+                    let t = if late {
+                        T0 - 10 * MINUTE - (i % 60) * 1000
+                    } else {
+                        t
+                    };
+                    let mut fates = vec![Fate::Valid {
+                        user_id,
+                        counted: (!late).then(|| (t.div_euclid(MINUTE) * MINUTE, postcode)),
+                    }];
+                    if late {
+                        fates.push(Fate::Dead("late_event"));
+                    }
+                    records.push((Some(event(user_id, postcode, t)), fates));
+                    if i % 499 == 250 {
+                        let (payload, kind) = bad[(i as usize / 499 + p as usize) % bad.len()];
+                        records.push((payload.map(<[u8]>::to_vec), vec![Fate::Dead(kind)]));
+                    }
+                }
+                // A huge value: 600 KB that is not JSON.
+                let mut huge = b"{\"user_id\":".to_vec();
+                huge.resize(600_000, b'9');
+                records.push((Some(huge), vec![Fate::Dead("invalid_json")]));
+                // Far ahead: closes every window before it, and stays open itself.
+                let user_id = p * 10_000_000 + 9_999_999;
+                records.push((
+                    Some(event(user_id, "SW19", T0 + 120 * MINUTE)),
+                    vec![Fate::Valid {
+                        user_id,
+                        counted: None,
+                    }],
+                ));
+                records
+            })
+            .collect();
+        Data { partitions }
+    }
+
+    /// Produces the records at `range` of every partition's list, in order.
+    fn produce(&self, bootstrap: &str, range: std::ops::Range<usize>, pace: Duration) {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create()
+            .unwrap();
+        let longest = self.partitions.iter().map(Vec::len).max().unwrap();
+        for i in range.start..range.end.min(longest) {
+            for (p, records) in self.partitions.iter().enumerate() {
+                let Some((payload, _)) = records.get(i) else {
+                    continue;
+                };
+                let mut record = BaseRecord::<(), [u8]>::to(TOPIC).partition(p as i32);
+                if let Some(payload) = payload {
+                    record = record.payload(payload);
+                }
+                let mut record = record;
+                while let Err((e, back)) = producer.send(record) {
+                    assert!(
+                        e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                        "{e}"
+                    );
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+            producer.poll(Duration::ZERO);
+            if i % 1000 == 999 {
+                std::thread::sleep(pace);
+            }
+        }
+        producer.flush(Duration::from_secs(60)).unwrap();
+    }
+
+    fn valid(&self) -> usize {
+        self.fates()
+            .filter(|(_, _, f)| matches!(f, Fate::Valid { .. }))
+            .count()
+    }
+
+    fn dead(&self) -> usize {
+        self.fates()
+            .filter(|(_, _, f)| matches!(f, Fate::Dead(_)))
+            .count()
+    }
+
+    /// (partition, offset, fate) of every record: offsets count from 0 in produce order.
+    fn fates(&self) -> impl Iterator<Item = (i32, i64, &Fate)> {
+        self.partitions.iter().enumerate().flat_map(|(p, records)| {
+            records
+                .iter()
+                .enumerate()
+                .flat_map(move |(o, (_, fates))| fates.iter().map(move |f| (p as i32, o as i64, f)))
+        })
+    }
+}
+
+/// Records of each partition produced, and processed, before the rest: no late or bad ones.
+const FIRST: usize = 200;
+
+/// Produces the first records and waits until the processor has published them all, so the
+/// watermark has passed the late events before any is produced.
+fn produce_first(data: &Data, bootstrap: &str, storage: &Path) {
+    data.produce(bootstrap, 0..FIRST, Duration::ZERO);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rows(storage, RAW) < 3 * FIRST {
+        assert!(
+            Instant::now() < deadline,
+            "the first records were not processed in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn event(user_id: i64, postcode: &str, t: i64) -> Vec<u8> {
+    format!(
+        r#"{{"user_id":{user_id},"postcode":"{postcode}","webpage":"https://www.website.com/index.html","timestamp":{t}}}"#
+    )
+    .into_bytes()
+}
+
+fn create_topic(bootstrap: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let topic = NewTopic::new(TOPIC, 3, TopicReplication::Fixed(1));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = runtime
+        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+        .unwrap();
+    assert!(results[0].is_ok(), "{results:?}");
+}
+
+fn processor(bootstrap: &str, storage: &Path, extra: &[&str]) -> Child {
+    pageview()
+        .args([
+            "process",
+            "--bootstrap-servers",
+            bootstrap,
+            "--storage",
+            storage.to_str().unwrap(),
+            "--idle-timeout",
+            "10m",
+            "--checkpoint-interval-ms",
+            "300",
+            "--group-instance-id",
+            "test-processor",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Raw user ids and DLQ (partition, offset, kind) rows, as published so far.
+fn outputs(root: &Path) -> (Vec<i64>, Vec<(i32, i64, String)>) {
+    let raw = read_dataset(root, RAW)
+        .iter()
+        .flat_map(|(_, b)| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    let dead = read_dataset(root, DLQ)
+        .iter()
+        .flat_map(|(_, b)| {
+            let kinds = b.column(1).as_string::<i32>();
+            let partitions = b.column(6).as_primitive::<Int32Type>();
+            let offsets = b.column(7).as_primitive::<Int64Type>();
+            (0..b.num_rows())
+                .map(|i| {
+                    (
+                        partitions.value(i),
+                        offsets.value(i),
+                        kinds.value(i).to_string(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    (raw, dead)
+}
+
+/// Waits until every record is in raw or the DLQ (or the deadline passes).
+fn wait_for_everything(root: &Path, data: &Data, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (raw, dead) = outputs(root);
+        if raw.len() >= data.valid() && dead.len() >= data.dead() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            let got: HashSet<(i32, i64)> = dead.iter().map(|(p, o, _)| (*p, *o)).collect();
+            let missing: Vec<_> = data
+                .fates()
+                .filter(|(p, o, f)| matches!(f, Fate::Dead(_)) && !got.contains(&(*p, *o)))
+                .take(10)
+                .collect();
+            panic!(
+                "after {within:?}: {} of {} raw rows, {} of {} dead letters; missing: {missing:?}",
+                raw.len(),
+                data.valid(),
+                dead.len(),
+                data.dead()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Stops the processor as an operator would, and checks it said so cleanly.
+fn stop(mut child: Child) -> String {
+    // SAFETY: signals the child we spawned, by its PID.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no exit 30 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    stdout(&output)
+}
+
+/// Everything exactly once: raw by user id, the DLQ by (partition, offset, kind), window
+/// counts against the expectation, one row per (window, postcode).
+fn assert_exactly_once(root: &Path, data: &Data) {
+    let (mut raw, dead) = outputs(root);
+    let mut want_raw: Vec<i64> = data
+        .fates()
+        .filter_map(|(_, _, f)| match f {
+            Fate::Valid { user_id, .. } => Some(*user_id),
+            Fate::Dead(_) => None,
+        })
+        .collect();
+    raw.sort_unstable();
+    want_raw.sort_unstable();
+    let raw_set: HashSet<i64> = raw.iter().copied().collect();
+    let missing = want_raw.iter().filter(|u| !raw_set.contains(u)).count();
+    assert_eq!(
+        (raw.len() - raw_set.len(), missing),
+        (0, 0),
+        "raw: (duplicated, lost) rows"
+    );
+    assert_eq!(raw, want_raw);
+
+    let mut dead = dead;
+    dead.sort();
+    let mut want_dead: Vec<(i32, i64, String)> = data
+        .fates()
+        .filter_map(|(p, o, f)| match f {
+            Fate::Dead(kind) => Some((p, o, kind.to_string())),
+            Fate::Valid { .. } => None,
+        })
+        .collect();
+    want_dead.sort();
+    assert_eq!(dead.len(), want_dead.len(), "dead letters once each");
+    assert!(
+        dead == want_dead,
+        "each dead letter at its coordinates with its kind"
+    );
+
+    let mut want_counts: BTreeMap<(i64, String), i64> = BTreeMap::new();
+    for (_, _, fate) in data.fates() {
+        if let Fate::Valid {
+            counted: Some((window, postcode)),
+            ..
+        } = fate
+        {
+            *want_counts
+                .entry((*window, postcode.to_string()))
+                .or_default() += 1;
+        }
+    }
+    let mut counts: BTreeMap<(i64, String), i64> = BTreeMap::new();
+    for (_, batch) in read_dataset(root, AGGREGATED) {
+        let starts = batch.column(0).as_primitive::<TimestampMillisecondType>();
+        let postcodes = batch.column(2).as_string::<i32>();
+        let n = batch.column(3).as_primitive::<Int64Type>();
+        for i in 0..batch.num_rows() {
+            let key = (starts.value(i), postcodes.value(i).to_string());
+            assert!(
+                counts.insert(key.clone(), n.value(i)).is_none(),
+                "one row per (window, postcode): {key:?} twice"
+            );
+        }
+    }
+    assert_eq!(counts, want_counts, "window counts");
+}
+
+#[test]
+fn three_partitions_end_to_end_with_bad_records() {
+    let broker = Broker::start();
+    create_topic(&broker.bootstrap);
+    let data = Data::new(20_000);
+    let storage = tempfile::tempdir().unwrap();
+    let extra = ["--file-max-age-ms", "700"];
+    let child = processor(&broker.bootstrap, storage.path(), &extra);
+    produce_first(&data, &broker.bootstrap, storage.path());
+    data.produce(&broker.bootstrap, FIRST..usize::MAX, Duration::ZERO);
+    wait_for_everything(storage.path(), &data, Duration::from_secs(120));
+    let summary = stop(child);
+    assert!(summary.contains("records"), "{summary}");
+    assert_exactly_once(storage.path(), &data);
+    assert_no_staging_leftovers(storage.path());
+    // Raw files hold one partition each, named after it.
+    for file in parquet_files(&storage.path().join(RAW)) {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("part-pageview_events.p"), "{name}");
+    }
+    // A restart finds nothing new to do and writes nothing twice.
+    let child = processor(&broker.bootstrap, storage.path(), &extra);
+    std::thread::sleep(Duration::from_secs(5));
+    stop(child);
+    assert_exactly_once(storage.path(), &data);
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_and_repeats_nothing() {
+    let broker = Broker::start();
+    create_topic(&broker.bootstrap);
+    let data = Data::new(60_000);
+    let storage = tempfile::tempdir().unwrap();
+    let bootstrap = broker.bootstrap.clone();
+    let data = std::sync::Arc::new(data);
+    // Raw files roll by age within the time between kills: with late events in the hour
+    // before, a file published above the raw cursor is common, and a kill then replays rows
+    // some of which are already published (they must not be written again).
+    let extra = ["--file-max-age-ms", "1000"];
+    let mut child = Some(processor(&broker.bootstrap, storage.path(), &extra));
+    produce_first(&data, &broker.bootstrap, storage.path());
+    let producer = {
+        let data = data.clone();
+        std::thread::spawn(move || {
+            data.produce(&bootstrap, FIRST..usize::MAX, Duration::from_millis(400))
+        })
+    };
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut kills = 0;
+    let started = Instant::now();
+    while kills < 15 {
+        let child = child
+            .take()
+            .unwrap_or_else(|| processor(&broker.bootstrap, storage.path(), &extra));
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(700 + rng % 2300));
+        let mut child = child;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+    }
+    producer.join().unwrap();
+    let child = processor(&broker.bootstrap, storage.path(), &extra);
+    wait_for_everything(storage.path(), &data, Duration::from_secs(180));
+    stop(child);
+    eprintln!(
+        "chaos: {kills} kill -9 in {:.0} s; {} records, {} raw rows, {} dead letters: 0 lost, 0 duplicated",
+        started.elapsed().as_secs_f64(),
+        data.fates().count(),
+        data.valid(),
+        data.dead()
+    );
+    assert_exactly_once(storage.path(), &data);
+    assert_no_staging_leftovers(storage.path());
+}
+
+#[test]
+fn a_broker_outage_pauses_the_processor_and_loses_nothing() {
+    let mut broker = Broker::start();
+    create_topic(&broker.bootstrap);
+    let data = Data::new(30_000);
+    let storage = tempfile::tempdir().unwrap();
+    let extra = ["--file-max-age-ms", "700"];
+    let child = processor(&broker.bootstrap, storage.path(), &extra);
+    produce_first(&data, &broker.bootstrap, storage.path());
+    data.produce(&broker.bootstrap, FIRST..15_000, Duration::from_millis(50));
+    broker.kill();
+    std::thread::sleep(Duration::from_secs(3));
+    broker.restart();
+    data.produce(&broker.bootstrap, 15_000..usize::MAX, Duration::ZERO);
+    wait_for_everything(storage.path(), &data, Duration::from_secs(120));
+    stop(child);
+    assert_exactly_once(storage.path(), &data);
+    assert_no_staging_leftovers(storage.path());
+}

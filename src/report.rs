@@ -41,6 +41,13 @@ pub fn summary(stats: &Stats, elapsed: Duration, bytes_read: Option<u64>) -> Str
         let _ = write!(out, ", {:.0} MB/s", bytes as f64 / secs / 1e6);
     }
     out.push_str(")\n");
+    if stats.replayed > 0 {
+        let _ = writeln!(
+            out,
+            "  re-read      {} (checkpointed already; only raw rows lost with open files rewritten)",
+            stats.replayed
+        );
+    }
     let _ = writeln!(
         out,
         "  valid        {} (late {})",
@@ -105,5 +112,9 @@ mod tests {
             "{summary}"
         );
         assert!(summary.contains("valid        10 (late 1)"), "{summary}");
+        assert!(!summary.contains("re-read"), "{summary}");
+        stats.replayed = 3;
+        let again = super::summary(&stats, Duration::from_secs(2), None);
+        assert!(again.contains("re-read      3 "), "{again}");
     }
 }

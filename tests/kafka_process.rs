@@ -463,3 +463,20 @@ fn a_broker_outage_pauses_the_processor_and_loses_nothing() {
     assert_exactly_once(storage.path(), &data);
     assert_no_staging_leftovers(storage.path());
 }
+
+#[test]
+fn an_unreachable_broker_is_named_and_nothing_is_written() {
+    let storage = tempfile::tempdir().unwrap();
+    let output = run(&[
+        "process",
+        "--bootstrap-servers",
+        "127.0.0.1:1",
+        "--storage",
+        storage.path().to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(err.contains("cannot reach Kafka at 127.0.0.1:1"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(parquet_files(storage.path()).is_empty());
+}

@@ -6,6 +6,7 @@
 //! processor learns of each rebalance as a [`Rebalanced`] event before the records after it.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
@@ -57,6 +58,8 @@ struct GroupContext {
     checkpoints: Checkpoints,
     events: Mutex<Vec<Rebalanced>>,
     last_complaint: Mutex<Option<(String, Instant)>>,
+    /// Until the cluster has answered once, start-up reports failure itself, in one line.
+    reached: AtomicBool,
 }
 
 impl GroupContext {
@@ -99,6 +102,9 @@ impl ClientContext for GroupContext {
     /// Client errors are mostly transient (a broker restarting); librdkafka retries them
     /// itself, so they are reported, throttled, and never stop the processor.
     fn error(&self, error: ClientError, reason: &str) {
+        if !self.reached.load(Ordering::Relaxed) {
+            return;
+        }
         let line = format!("{error}: {reason}");
         let mut last = self
             .last_complaint
@@ -166,12 +172,14 @@ impl GroupConsumer {
             checkpoints,
             events: Mutex::new(Vec::new()),
             last_complaint: Mutex::new(None),
+            reached: AtomicBool::new(false),
         };
         let consumer: BaseConsumer<GroupContext> =
             config.create_with_context(context).map_err(unreachable)?;
         consumer
             .fetch_metadata(Some(&settings.topic), CONNECT_TIMEOUT)
             .map_err(unreachable)?;
+        consumer.context().reached.store(true, Ordering::Relaxed);
         consumer.subscribe(&[&settings.topic])?;
         Ok(GroupConsumer {
             consumer,

@@ -224,6 +224,7 @@ fn process_kafka(args: &ProcessArgs) -> Result<ExitCode> {
         progress.show(r)
     })?;
     progress.done();
+    leave_group(group);
     if let Some(router) = router {
         print!(
             "{}",
@@ -232,6 +233,20 @@ fn process_kafka(args: &ProcessArgs) -> Result<ExitCode> {
     }
     println!("output: {}", args.storage.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long a stopping processor waits to leave its group. Leaving lets the broker hand the
+/// partitions on at once, but with the broker down it never completes; everything is already
+/// in the last checkpoint, so the process may exit regardless.
+const LEAVE_GROUP_WAIT: Duration = Duration::from_secs(5);
+
+fn leave_group(group: GroupConsumer) {
+    let (left, wait) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(group);
+        let _ = left.send(());
+    });
+    let _ = wait.recv_timeout(LEAVE_GROUP_WAIT);
 }
 
 /// Names this processor in checkpoint manifests: its static group id, or host and pid.

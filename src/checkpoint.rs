@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::route::Sealed;
 use crate::sink::{Dataset, WrittenFile};
 use crate::storage::{Storage, StorageError};
-use crate::window::OpenCount;
+use crate::window::{OpenCount, Watermarks, WindowSpec, Windows};
 
 /// Bumped when the manifest format changes, so an old processor refuses a newer manifest.
 const VERSION: u32 = 1;
@@ -86,12 +86,26 @@ pub struct Recovery {
     /// Staged files that may not be published yet: those of each member's newest manifest
     /// (a member publishes a manifest's files before it writes the next).
     pub unpublished: Vec<StagedFile>,
+    /// Names of manifests whose every partition is assigned here: this processor's first
+    /// manifest supersedes them.
+    pub replaced: Vec<String>,
 }
 
 impl Recovery {
     /// Where each assigned partition's reading starts: its raw cursor, or the beginning.
     pub fn start(&self, partition: i32) -> Option<i64> {
         self.partitions.get(&partition).map(|s| s.raw_from)
+    }
+
+    /// The window operator as the manifests left it.
+    pub fn windows(&self, spec: WindowSpec, watermark_bound_ms: i64) -> Windows {
+        let clocks: Vec<(i32, i64)> = self
+            .partitions
+            .iter()
+            .filter_map(|(&p, s)| Some((p, s.max_event_ms?)))
+            .collect();
+        let watermarks = Watermarks::restore(watermark_bound_ms, self.watermark, &clocks);
+        Windows::restore(spec, watermarks, &self.windows)
     }
 }
 
@@ -151,6 +165,16 @@ pub fn superseded(manifests: &[Manifest]) -> Vec<usize> {
         .collect()
 }
 
+/// Manifests a processor given `assigned` replaces with its first manifest: every partition
+/// of theirs is now its own (and so in every manifest it writes).
+fn replaced(manifests: &[(String, Manifest)], assigned: &[i32]) -> Vec<String> {
+    manifests
+        .iter()
+        .filter(|(_, m)| m.partitions.keys().all(|p| assigned.contains(p)))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
 /// The partition states of the next manifest, from the previous ones and what happened since.
 #[derive(Debug, Default, Clone)]
 pub struct Cursors {
@@ -160,10 +184,6 @@ pub struct Cursors {
 impl Cursors {
     pub fn restore(partitions: BTreeMap<i32, PartitionState>) -> Self {
         Cursors { partitions }
-    }
-
-    pub fn get(&self, partition: i32) -> Option<&PartitionState> {
-        self.partitions.get(&partition)
     }
 
     /// Records below `next` of `partition` have been routed.
@@ -271,33 +291,42 @@ impl Checkpoints {
     }
 
     /// Finds where `assigned` resumes and finishes what a stopped processor left half done:
-    /// its last manifest's files are published, staged files no manifest names are removed.
+    /// its last manifest's files are published, staged files no manifest names are removed,
+    /// and manifests no recovery can pick any more are deleted.
     pub fn recover(&self, assigned: &[i32]) -> Result<Recovery, CheckpointError> {
-        let manifests: Vec<Manifest> = self.load()?.into_iter().map(|(_, m)| m).collect();
-        let recovery = recover(&manifests, assigned);
+        let (names, manifests): (Vec<String>, Vec<Manifest>) = self.load()?.into_iter().unzip();
+        let mut recovery = recover(&manifests, assigned);
         for file in &recovery.unpublished {
             self.storage.publish_staged(&file.staged, &file.key)?;
         }
         self.storage.remove_staged_orphans();
+        let old = superseded(&manifests);
+        for &i in &old {
+            self.delete(&names[i])?;
+        }
+        let current: Vec<(String, Manifest)> = names
+            .into_iter()
+            .zip(manifests)
+            .enumerate()
+            .filter(|(i, _)| !old.contains(i))
+            .map(|(_, named)| named)
+            .collect();
+        recovery.replaced = replaced(&current, assigned);
         Ok(recovery)
     }
 
+    /// Removes the manifest `name`; one another processor removed already is fine.
+    fn delete(&self, name: &str) -> Result<(), CheckpointError> {
+        Ok(self.storage.delete(&self.key(name))?)
+    }
+
     /// The commit point: once this returns, the manifest's files may be published and its
-    /// offsets committed.
-    pub fn write(&self, manifest: &Manifest) -> Result<(), CheckpointError> {
+    /// offsets committed. Returns the manifest's name.
+    pub fn write(&self, manifest: &Manifest) -> Result<String, CheckpointError> {
         let bytes = serde_json::to_vec(manifest).expect("a manifest always serialises");
         let name = manifest_name(manifest.epoch, &manifest.member);
         self.storage.put(&self.key(&name), &bytes)?;
-        Ok(())
-    }
-
-    /// Removes manifests that no recovery needs any more, keeping the folder small.
-    pub fn prune(&self) -> Result<(), CheckpointError> {
-        let (names, manifests): (Vec<String>, Vec<Manifest>) = self.load()?.into_iter().unzip();
-        for i in superseded(&manifests) {
-            self.storage.delete(&self.key(&names[i]))?;
-        }
-        Ok(())
+        Ok(name)
     }
 }
 
@@ -321,6 +350,10 @@ pub struct Checkpointer {
     last: Instant,
     /// The last manifest written, so a quiet stream does not write the same one again.
     previous: Option<Manifest>,
+    /// Manifests the next one supersedes, deleted once it is written: those recovery found
+    /// for the assigned partitions, then always the one before. Its cursors keep every
+    /// partition they ever had, so each manifest covers all partitions of these.
+    replaced: Vec<String>,
 }
 
 impl Checkpointer {
@@ -343,6 +376,7 @@ impl Checkpointer {
             interval,
             last: Instant::now(),
             previous: None,
+            replaced: recovery.replaced.clone(),
         }
     }
 
@@ -402,11 +436,13 @@ impl Checkpointer {
         if unchanged || manifest.partitions.is_empty() {
             return Ok(Committed { written, offsets });
         }
-        self.checkpoints.write(&manifest)?;
+        let name = self.checkpoints.write(&manifest)?;
         for file in &manifest.files {
             self.storage.publish_staged(&file.staged, &file.key)?;
         }
-        self.checkpoints.prune()?;
+        for old in std::mem::replace(&mut self.replaced, vec![name]) {
+            self.checkpoints.delete(&old)?;
+        }
         self.epoch += 1;
         self.previous = Some(manifest);
         Ok(Committed { written, offsets })
@@ -544,8 +580,14 @@ mod tests {
             !dir.path().join("out/f").exists(),
             "only the newest manifest publishes"
         );
-        checkpoints.prune().unwrap();
-        assert_eq!(checkpoints.load().unwrap().len(), 1);
+        let left = checkpoints.load().unwrap();
+        assert_eq!(left.len(), 1, "recovery deletes superseded manifests");
+        assert_eq!(
+            r.replaced,
+            [left[0].0.clone()],
+            "the first manifest replaces it"
+        );
+        assert!(checkpoints.recover(&[1]).unwrap().replaced.is_empty());
         storage.put("cp/my_group/x.json", b"{").unwrap();
         let err = checkpoints.load().unwrap_err();
         assert!(err.to_string().contains("cp/my_group/x.json"), "{err}");

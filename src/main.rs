@@ -25,7 +25,6 @@ use pageview::sink::{SinkConfig, Sinks, Tags, naming};
 use pageview::source::kafka::{ConsumerSettings, GroupConsumer};
 use pageview::source::{Poll, StreamSource, open_input};
 use pageview::storage::{LocalStorage, Storage};
-use pageview::window::{Watermarks, Windows};
 use pageview::{bench, report};
 
 /// Exit code after an interrupt, as shells report for SIGINT.
@@ -185,18 +184,10 @@ fn process_kafka(args: &ProcessArgs) -> Result<ExitCode> {
                 .sink_config(tags)
                 .expect("validated before joining"),
         );
-        let spec = pipeline.windows().spec();
-        let clocks: Vec<(i32, i64)> = recovery
-            .partitions
-            .iter()
-            .filter_map(|(&p, s)| Some((p, s.max_event_ms?)))
-            .collect();
-        let watermarks = Watermarks::restore(
+        let windows = recovery.windows(
+            pipeline.windows().spec(),
             i64::from(pipeline.watermark_delay_ms),
-            recovery.watermark,
-            &clocks,
         );
-        let windows = Windows::restore(spec, watermarks, &recovery.windows);
         let mut router = Router::resume(
             windows,
             sinks,

@@ -5,6 +5,7 @@
 //! those offsets inside the rebalance callback, before any record of it is fetched. The
 //! processor learns of each rebalance as a [`Rebalanced`] event before the records after it.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -56,7 +57,7 @@ pub struct Assignment {
 struct GroupContext {
     topic: String,
     checkpoints: Checkpoints,
-    events: Mutex<Vec<Rebalanced>>,
+    events: Mutex<VecDeque<Rebalanced>>,
     last_complaint: Mutex<Option<(String, Instant)>>,
     /// Until the cluster has answered once, start-up reports failure itself, in one line.
     reached: AtomicBool,
@@ -67,12 +68,14 @@ impl GroupContext {
         self.events
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(event);
+            .push_back(event);
     }
 
     fn take(&self) -> Option<Rebalanced> {
-        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        (!events.is_empty()).then(|| events.remove(0))
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
     }
 
     fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
@@ -170,7 +173,7 @@ impl GroupConsumer {
         let context = GroupContext {
             topic: settings.topic.clone(),
             checkpoints,
-            events: Mutex::new(Vec::new()),
+            events: Mutex::new(VecDeque::new()),
             last_complaint: Mutex::new(None),
             reached: AtomicBool::new(false),
         };

@@ -12,7 +12,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -212,27 +212,45 @@ fn create_topic(bootstrap: &str) {
 }
 
 /// A running processor; killed by PID when dropped, so a failing test leaves none behind.
-struct Processor(Option<Child>);
+/// Its stderr goes to a log (every run of one storage appends to the same), shown when a
+/// test fails.
+struct Processor {
+    child: Option<Child>,
+    log: PathBuf,
+}
 
 impl Processor {
     /// kill -9, as a crash would.
     fn kill(mut self) {
-        let mut child = self.0.take().unwrap();
+        let mut child = self.child.take().unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
 impl Drop for Processor {
     fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
+        if let Some(child) = &mut self.child {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("processor log {}:\n{}", self.log.display(), self.log());
         }
     }
 }
 
 fn processor(bootstrap: &str, storage: &Path, extra: &[&str]) -> Processor {
+    let log = storage.join("processor.log");
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap();
     let child = pageview()
         .args([
             "process",
@@ -249,10 +267,13 @@ fn processor(bootstrap: &str, storage: &Path, extra: &[&str]) -> Processor {
         ])
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .unwrap();
-    Processor(Some(child))
+    Processor {
+        child: Some(child),
+        log,
+    }
 }
 
 /// Raw user ids and DLQ (partition, offset, kind) rows, as published so far.
@@ -310,7 +331,7 @@ fn wait_for_everything(root: &Path, data: &Data, within: Duration) {
 
 /// Stops the processor as an operator would, and checks it said so cleanly.
 fn stop(mut processor: Processor) -> String {
-    let mut child = processor.0.take().unwrap();
+    let mut child = processor.child.take().unwrap();
     // SAFETY: signals the child we spawned, by its PID.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -319,7 +340,7 @@ fn stop(mut processor: Processor) -> String {
         std::thread::sleep(Duration::from_millis(50));
     }
     let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(output.status.success(), "{}", processor.log());
     stdout(&output)
 }
 

@@ -25,6 +25,8 @@ pub enum PipelineError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error("the Kafka consumer stopped for good: {0}")]
+    Consumer(rdkafka::error::KafkaError),
 }
 
 /// Why processing stopped; either way every record read was routed and published.
@@ -111,6 +113,7 @@ pub fn consume(
                 continue;
             }
             Polled::Rebalanced(Rebalanced::Failed(e)) => return Err(e.into()),
+            Polled::Fatal(e) => return Err(PipelineError::Consumer(e)),
             Polled::Idle => true,
         };
         let Some(now) = cadence.tick(idle) else {

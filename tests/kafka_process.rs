@@ -487,6 +487,36 @@ fn kill_9_at_random_moments_loses_and_repeats_nothing() {
 }
 
 #[test]
+fn a_processor_fenced_by_its_own_instance_id_stops_with_a_reason() {
+    let broker = Broker::start();
+    create_topic(&broker.bootstrap);
+    let data = Data::new(1_000);
+    let storage = tempfile::tempdir().unwrap();
+    let first = processor(&broker.bootstrap, storage.path(), &[]);
+    produce_first(&data, &broker.bootstrap, storage.path());
+    // A second processor with the same --group-instance-id (a misconfigured deployment)
+    // fences the first: it can never consume again, and must not wait forever.
+    let second = processor(&broker.bootstrap, storage.path(), &[]);
+    let mut first = first;
+    let child = first.child.as_mut().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the fenced processor still runs");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success());
+    let log = first.log();
+    assert!(
+        log.contains("pageview: error: the Kafka consumer stopped for good"),
+        "{log}"
+    );
+    stop(second);
+}
+
+#[test]
 fn an_unreachable_broker_is_named_and_nothing_is_written() {
     let storage = tempfile::tempdir().unwrap();
     let output = run(&[

@@ -16,7 +16,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError as ClientError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaRespErr;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
 use super::{Origin, Record};
 use crate::checkpoint::{CheckpointError, Checkpoints, Recovery};
@@ -105,7 +105,11 @@ impl ClientContext for GroupContext {
     /// Client errors are mostly transient (a broker restarting); librdkafka retries them
     /// itself, so they are reported, throttled, and never stop the processor.
     fn error(&self, error: ClientError, reason: &str) {
-        if !self.reached.load(Ordering::Relaxed) {
+        // Before the cluster answered, start-up fails with its own line; a fatal error stops
+        // the processor, which says why.
+        if !self.reached.load(Ordering::Relaxed)
+            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal)
+        {
             return;
         }
         let line = format!("{error}: {reason}");
@@ -219,6 +223,9 @@ pub enum Polled<'a> {
     Record(Record<'a>),
     Rebalanced(Rebalanced),
     Idle,
+    /// The client can never consume again (e.g. fenced by another processor with the same
+    /// `group.instance.id`): the processor must stop rather than wait forever.
+    Fatal(ClientError),
 }
 
 pub struct KafkaSource<'c> {
@@ -244,6 +251,7 @@ impl<'c> KafkaSource<'c> {
             self.held = None;
             match self.group.consumer.poll(wait) {
                 Some(Ok(message)) => self.held = Some(message),
+                Some(Err(e @ ClientError::MessageConsumptionFatal(_))) => return Polled::Fatal(e),
                 // Client errors reach GroupContext::error too; librdkafka retries them.
                 Some(Err(_)) | None => {
                     return match context.take() {

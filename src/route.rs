@@ -31,6 +31,9 @@ struct Activity {
     last_seen: Instant,
     /// The offset after the last record routed.
     next: i64,
+    /// The offset after the last record read, replayed ones included: below `next` while a
+    /// restored partition replays.
+    read: i64,
 }
 
 /// What a checkpoint saves and publishes, taken from the router in one step.
@@ -38,6 +41,8 @@ pub struct Sealed {
     pub finished: Vec<Finished>,
     /// (partition, offset after its last routed record).
     pub next: Vec<(i32, i64)>,
+    /// (partition, offset after its last record read): where reading would resume.
+    pub read: Vec<(i32, i64)>,
     /// (partition, first offset) of each raw file still open.
     pub raw_unfinished: Vec<(i32, i64)>,
     /// (partition, largest valid event time).
@@ -80,6 +85,7 @@ impl Router {
                     seen_since_tick: false,
                     last_seen: now,
                     next: resumed.get(&partition).map_or(0, |s| s.next),
+                    read: resumed.get(&partition).map_or(0, |s| s.raw_from),
                 }
             })
             .collect();
@@ -194,12 +200,14 @@ impl Router {
             Some(activity) => {
                 activity.seen_since_tick = true;
                 activity.next = activity.next.max(offset + 1);
+                activity.read = offset + 1;
             }
             None => self.activity.push(Activity {
                 partition,
                 seen_since_tick: false,
                 last_seen: Instant::now(),
                 next: offset + 1,
+                read: offset + 1,
             }),
         }
     }
@@ -260,6 +268,11 @@ impl Router {
                 .activity
                 .iter()
                 .map(|a| (a.partition, a.next))
+                .collect(),
+            read: self
+                .activity
+                .iter()
+                .map(|a| (a.partition, a.read))
                 .collect(),
             raw_unfinished: self.sinks.raw_unfinished().collect(),
             clocks: self.windows.watermarks().clocks().collect(),

@@ -85,8 +85,15 @@ impl RowBuffer for RawRows {
 
 pub struct RawSink {
     settings: FileSettings,
-    /// Keyed by (hour, partition), so the first entry is the oldest hour.
-    open: BTreeMap<(i64, i32), RollingFile<RawRows>>,
+    /// Keyed by [`slot_key`], so the first entry is the oldest hour.
+    open: BTreeMap<i64, RollingFile<RawRows>>,
+}
+
+/// (hour, partition) as one integer ordered by hour, then partition: a map lookup per row
+/// compares integers, not tuples (3% of all instructions in a profile). Hours since 1970 fit
+/// in 31 bits, and a partition's bits fill the lower 32.
+fn slot_key(hour: i64, partition: i32) -> i64 {
+    (hour << 32) | i64::from(partition as u32)
 }
 
 impl RawSink {
@@ -104,18 +111,20 @@ impl RawSink {
         position: i64,
         finished: &mut Vec<Finished>,
     ) -> Result<(), SinkError> {
-        let slot = (naming::hour_of(event.timestamp), partition);
-        if !self.open.contains_key(&slot) && self.open.len() >= MAX_OPEN_FILES {
+        let hour = naming::hour_of(event.timestamp);
+        let key = slot_key(hour, partition);
+        // The length first: below the cap (nearly always) one map lookup per row, not two.
+        if self.open.len() >= MAX_OPEN_FILES && !self.open.contains_key(&key) {
             let (_, mut oldest) = self.open.pop_first().expect("at the cap, so not empty");
             finished.extend(oldest.finish(&self.settings)?);
         }
         let settings = &self.settings;
-        let file = self.open.entry(slot).or_insert_with(|| {
+        let file = self.open.entry(key).or_insert_with(|| {
             RollingFile::new(Slot {
-                folder: naming::raw_partition(slot.0),
+                folder: naming::raw_partition(hour),
                 tag: settings.tags.partition(partition),
                 partition,
-                hour: slot.0,
+                hour,
             })
         });
         file.rows.user_id.push(event.user_id);

@@ -4,9 +4,10 @@
 //! source ──▶ validate ──▶ route ─┬─ valid ─────────▶ sink: raw         (dt=/event_hour=)
 //! (file,       (bytes →           ├─ malformed/late ▶ sink: dlq         (payload + reason)
 //!  embedded    Pageview |         └─ window ────────▶ sink: aggregated  (1-min windows)
-//!  generator)  Rejection)                                  │
-//!                                                          ▼
-//!                                          storage (local folder; files appear atomically)
+//!  generator,  Rejection)                                  │
+//!  Kafka group)                                            ▼
+//!                   checkpoint ──▶ storage (local folder; files appear atomically)
+//!                   (Kafka only: files are published once a manifest names them)
 //! ```
 //!
 //! Modules in flow order; `config` and `storage` are the edges, `pipeline` drives the loop.

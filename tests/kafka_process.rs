@@ -245,7 +245,12 @@ impl Drop for Processor {
 }
 
 fn processor(bootstrap: &str, storage: &Path, extra: &[&str]) -> Processor {
-    let log = storage.join("processor.log");
+    member(bootstrap, storage, "test-processor", extra)
+}
+
+/// A processor with its own static member id in the group.
+fn member(bootstrap: &str, storage: &Path, id: &str, extra: &[&str]) -> Processor {
+    let log = storage.join(format!("{id}.log"));
     let stderr = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -263,7 +268,7 @@ fn processor(bootstrap: &str, storage: &Path, extra: &[&str]) -> Processor {
             "--checkpoint-interval-ms",
             "300",
             "--group-instance-id",
-            "test-processor",
+            id,
         ])
         .args(extra)
         .stdout(Stdio::piped())
@@ -344,9 +349,18 @@ fn stop(mut processor: Processor) -> String {
     stdout(&output)
 }
 
+/// How many aggregated rows one (window, postcode) may have.
+#[derive(Clone, Copy, PartialEq)]
+enum Rows {
+    /// One processor: one row each.
+    One,
+    /// Several processors: a row from each, summed by readers.
+    Summed,
+}
+
 /// Everything exactly once: raw by user id, the DLQ by (partition, offset, kind), window
-/// counts against the expectation, one row per (window, postcode).
-fn assert_exactly_once(root: &Path, data: &Data) {
+/// counts against the expectation.
+fn assert_exactly_once(root: &Path, data: &Data, rows: Rows) {
     let (mut raw, dead) = outputs(root);
     let mut want_raw: Vec<i64> = data
         .fates()
@@ -401,10 +415,12 @@ fn assert_exactly_once(root: &Path, data: &Data) {
         let n = batch.column(3).as_primitive::<Int64Type>();
         for i in 0..batch.num_rows() {
             let key = (starts.value(i), postcodes.value(i).to_string());
+            let count = counts.entry(key.clone()).or_default();
             assert!(
-                counts.insert(key.clone(), n.value(i)).is_none(),
+                rows == Rows::Summed || *count == 0,
                 "one row per (window, postcode): {key:?} twice"
             );
+            *count += n.value(i);
         }
     }
     assert_eq!(counts, want_counts, "window counts");
@@ -423,7 +439,7 @@ fn three_partitions_end_to_end_with_bad_records() {
     wait_for_everything(storage.path(), &data, Duration::from_secs(120));
     let summary = stop(child);
     assert!(summary.contains("records"), "{summary}");
-    assert_exactly_once(storage.path(), &data);
+    assert_exactly_once(storage.path(), &data, Rows::One);
     assert_no_staging_leftovers(storage.path());
     // Raw files hold one partition each, named after it.
     for file in parquet_files(&storage.path().join(RAW)) {
@@ -434,7 +450,7 @@ fn three_partitions_end_to_end_with_bad_records() {
     let child = processor(&broker.bootstrap, storage.path(), &extra);
     std::thread::sleep(Duration::from_secs(5));
     stop(child);
-    assert_exactly_once(storage.path(), &data);
+    assert_exactly_once(storage.path(), &data, Rows::One);
 }
 
 #[test]
@@ -482,8 +498,45 @@ fn kill_9_at_random_moments_loses_and_repeats_nothing() {
         data.valid(),
         data.dead()
     );
-    assert_exactly_once(storage.path(), &data);
+    assert_exactly_once(storage.path(), &data, Rows::One);
     assert_no_staging_leftovers(storage.path());
+}
+
+#[test]
+fn two_processors_split_the_partitions_and_stay_exactly_once() {
+    let broker = Broker::start();
+    create_topic(&broker.bootstrap);
+    let data = Data::new(20_000);
+    let storage = tempfile::tempdir().unwrap();
+    let extra = ["--file-max-age-ms", "700"];
+    let first = member(&broker.bootstrap, storage.path(), "first", &extra);
+    produce_first(&data, &broker.bootstrap, storage.path());
+    // The second one joins: a rebalance takes partitions from the first, which resumes what
+    // it keeps from its manifests, as the second does with what it gets.
+    let second = member(&broker.bootstrap, storage.path(), "second", &extra);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !second.log().contains("assigned partitions") {
+        assert!(Instant::now() < deadline, "no assignment: {}", second.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    data.produce(&broker.bootstrap, FIRST..usize::MAX, Duration::ZERO);
+    wait_for_everything(storage.path(), &data, Duration::from_secs(120));
+    let (first_log, second_log) = (first.log(), second.log());
+    stop(first);
+    stop(second);
+    assert_exactly_once(storage.path(), &data, Rows::Summed);
+    assert_no_staging_leftovers(storage.path());
+    let last_assignment = |log: &str| {
+        log.lines()
+            .rfind(|l| l.contains("assigned partitions"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (a, b) = (last_assignment(&first_log), last_assignment(&second_log));
+    assert!(
+        a != b && !a.contains("[0, 1, 2]") && !b.contains("[0, 1, 2]"),
+        "the partitions are split: {a} / {b}"
+    );
 }
 
 #[test]

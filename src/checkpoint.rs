@@ -244,6 +244,7 @@ pub enum CheckpointError {
 }
 
 /// The manifests of one consumer group on storage: `<bucket>/<group>/<epoch>-<member>.json`.
+#[derive(Clone)]
 pub struct Checkpoints {
     storage: Arc<dyn Storage>,
     folder: String,

@@ -48,6 +48,13 @@ pub struct RunArgs {
     /// Folder the three datasets are written under, one subfolder per bucket name.
     #[arg(long, env = "DATA_DIR", default_value = "pageview-data")]
     pub data_dir: PathBuf,
+    /// Run through a Kafka broker instead of in-process: the generator produces to the topic
+    /// (created with 3 partitions if missing) and the processor consumes it as a group
+    /// member, exactly as `generate` and `process` do.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub kafka: Option<String>,
+    #[command(flatten)]
+    pub consumer: ConsumerArgs,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }
@@ -86,6 +93,9 @@ pub struct ProcessArgs {
     /// records come from Kafka (`--bootstrap-servers`).
     #[arg(long, short, required_unless_present = "bootstrap_servers")]
     pub input: Option<PathBuf>,
+    /// Kafka bootstrap servers, `host:port[,host:port…]`; `--input` takes precedence.
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+    pub bootstrap_servers: Option<String>,
     #[command(flatten)]
     pub kafka: ConsumerArgs,
     /// Folder the three datasets are written under, one subfolder per bucket name.
@@ -95,13 +105,10 @@ pub struct ProcessArgs {
     pub pipeline: PipelineArgs,
 }
 
-/// Where records come from when they come from Kafka, and how progress is made durable.
+/// Which records the processor consumes from Kafka, and how progress is made durable.
 #[derive(Debug, Args)]
 pub struct ConsumerArgs {
-    /// Kafka bootstrap servers, `host:port[,host:port…]`; `--input` takes precedence.
-    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
-    pub bootstrap_servers: Option<String>,
-    /// Topic to consume.
+    /// Topic of the events.
     #[arg(long, env = "KAFKA_TOPIC", default_value = "pageview-events")]
     pub topic: String,
     /// Consumer group; processors in one group share the topic's partitions.
@@ -119,6 +126,10 @@ pub struct ConsumerArgs {
     /// also follows every window that closes.
     #[arg(long, env = "CHECKPOINT_INTERVAL_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
     pub checkpoint_interval_ms: u64,
+    /// A processor silent this long (ms) loses its partitions to the rest of the group; it
+    /// also rejoins after that long without an answer from the broker.
+    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 45_000, value_parser = clap::value_parser!(u32).range(6_000..=300_000))]
+    pub session_timeout_ms: u32,
 }
 
 #[derive(Debug, Args)]

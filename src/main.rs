@@ -6,7 +6,7 @@ use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -17,15 +17,18 @@ use pageview::config::{
     Cli, Command, ConsumerArgs, GENERATE_DEFAULTS, GenerateArgs, ParseOnlyArgs, PipelineArgs,
     ProcessArgs, RUN_DEFAULTS, RunArgs,
 };
-use pageview::generate::Generator;
-use pageview::kafka::{self, ProducerSettings, TopicState};
-use pageview::pipeline::{Ending, Owned, consume, drive};
+use pageview::generate::{Generator, GeneratorConfig};
+use pageview::kafka::{self, KeyChoice, ProducerSettings, TopicState};
+use pageview::pipeline::{Ending, Owned, Until, consume, drive};
 use pageview::route::Router;
 use pageview::sink::{SinkConfig, Sinks, Tags, naming};
 use pageview::source::kafka::{ConsumerSettings, GroupConsumer};
 use pageview::source::{Poll, StreamSource, open_input};
 use pageview::storage::{LocalStorage, Storage};
 use pageview::{bench, report};
+
+/// Partitions of the topic `run --kafka` creates, as the original's set-up does.
+const RUN_PARTITIONS: i32 = 3;
 
 /// Exit code after an interrupt, as shells report for SIGINT.
 const EXIT_INTERRUPTED: u8 = 130;
@@ -144,29 +147,53 @@ fn process(args: ProcessArgs) -> Result<ExitCode> {
 /// `process --bootstrap-servers`: a member of the consumer group until stopped. Exactly once
 /// through checkpoints (docs/EXACTLY_ONCE.md).
 fn process_kafka(args: &ProcessArgs) -> Result<ExitCode> {
-    let kafka = &args.kafka;
-    let servers = kafka
+    let servers = args
         .bootstrap_servers
-        .clone()
+        .as_deref()
         .expect("clap requires --input or --bootstrap-servers");
-    let pipeline = &args.pipeline;
+    let stop = stop_flag()?;
+    let never = AtomicBool::new(false);
+    let started = Instant::now();
+    let until = Until {
+        stop: &stop,
+        drain: &never,
+    };
+    let router = consume_group(servers, &args.kafka, &args.pipeline, &args.storage, &until)?;
+    if let Some(router) = router {
+        print!(
+            "{}",
+            report::summary(router.stats(), started.elapsed(), None)
+        );
+    }
+    println!("output: {}", args.storage.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Joins the group and processes what it is assigned into `root` until `until` says stop;
+/// the router of the last assignment, for its counters.
+fn consume_group(
+    servers: &str,
+    kafka: &ConsumerArgs,
+    pipeline: &PipelineArgs,
+    root: &Path,
+    until: &Until<'_>,
+) -> Result<Option<Router>> {
     let buckets = pipeline.buckets()?;
-    let storage: Arc<dyn Storage> = Arc::new(LocalStorage::open(&args.storage)?);
+    let storage: Arc<dyn Storage> = Arc::new(LocalStorage::open(root)?);
     let checkpoints = || Checkpoints::new(storage.clone(), &buckets.checkpoints, &kafka.group);
     let settings = ConsumerSettings {
-        servers: servers.clone(),
+        servers: servers.to_string(),
         topic: kafka.topic.clone(),
         group: kafka.group.clone(),
         instance_id: kafka.group_instance_id.clone(),
+        session_timeout: Duration::from_millis(kafka.session_timeout_ms.into()),
     };
-    let group = GroupConsumer::join(&settings, checkpoints())?;
-    let stop = stop_flag()?;
+    let mut group = GroupConsumer::join(&settings, checkpoints())?;
     let member = member_name(kafka);
     eprintln!(
         "pageview: consuming {} at {servers} as {member} in group {}; checkpoints every {} ms",
         kafka.topic, kafka.group, kafka.checkpoint_interval_ms
     );
-    let started = Instant::now();
     let progress = Progress::new("processing");
     let mut start = |assignment: pageview::source::kafka::Assignment, before: Option<Router>| {
         let recovery = &assignment.recovery;
@@ -211,19 +238,12 @@ fn process_kafka(args: &ProcessArgs) -> Result<ExitCode> {
             checkpointer,
         }
     };
-    let router = consume(&group, &mut start, &stop, progress.every, &mut |r| {
+    let router = consume(&mut group, &mut start, until, progress.every, &mut |r| {
         progress.show(r)
     })?;
     progress.done();
     leave_group(group);
-    if let Some(router) = router {
-        print!(
-            "{}",
-            report::summary(router.stats(), started.elapsed(), None)
-        );
-    }
-    println!("output: {}", args.storage.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(router)
 }
 
 /// How long a stopping processor waits to leave its group. Leaving lets the broker hand the
@@ -250,32 +270,16 @@ fn member_name(kafka: &ConsumerArgs) -> String {
 
 fn run(args: RunArgs) -> Result<ExitCode> {
     let config = args.generator.settings(&RUN_DEFAULTS)?;
+    if let Some(servers) = &args.kafka {
+        return run_kafka(&args, config, servers);
+    }
     let label = format!("run{}", pageview::generate::now_ms());
     let sink_config = args
         .pipeline
         .sink_config(Tags::Fixed(naming::source_tag(&label)))?;
     let mut router = router(&args.pipeline, &sink_config, &args.data_dir)?;
     let stop = stop_flag()?;
-    println!(
-        "pageview run: generating {} events/s{} into {} (Ctrl-C stops, flushing everything)",
-        config.rate,
-        if config.simulated_start_ms.is_some() {
-            " of simulated time"
-        } else {
-            ""
-        },
-        args.data_dir.display()
-    );
-    println!(
-        "windows of {} s are written {} ms after they end; files publish every {} ms or {} MiB",
-        args.pipeline.window_size_seconds,
-        args.pipeline.watermark_delay_ms,
-        args.pipeline.file_max_age_ms,
-        args.pipeline.file_max_bytes >> 20
-    );
-    if config.simulated_start_ms.is_none() {
-        println!("(add --simulated-time to see hundreds of windows in seconds)");
-    }
+    introduce(&args, &config, "");
     let (chunks, mut source) = StreamSource::embedded("pageview-events");
     let generator_stop = stop.clone();
     let generator = std::thread::spawn(move || {
@@ -297,6 +301,87 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         report::summary(router.stats(), started.elapsed(), None)
     );
     println!("output: {}", args.data_dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `run` is about to do, in two or three lines.
+fn introduce(args: &RunArgs, config: &GeneratorConfig, through: &str) {
+    println!(
+        "pageview run: generating {} events/s{}{through} into {} (Ctrl-C stops, flushing everything)",
+        config.rate,
+        if config.simulated_start_ms.is_some() {
+            " of simulated time"
+        } else {
+            ""
+        },
+        args.data_dir.display()
+    );
+    println!(
+        "windows of {} s are written {} ms after they end; files publish every {} ms or {} MiB",
+        args.pipeline.window_size_seconds,
+        args.pipeline.watermark_delay_ms,
+        args.pipeline.file_max_age_ms,
+        args.pipeline.file_max_bytes >> 20
+    );
+    if config.simulated_start_ms.is_none() {
+        println!("(add --simulated-time to see hundreds of windows in seconds)");
+    }
+}
+
+/// `run --kafka`: the generator produces to the topic on a thread while this one consumes it
+/// as `process` does. With `--events`, it stops once everything produced has been read.
+fn run_kafka(args: &RunArgs, config: GeneratorConfig, servers: &str) -> Result<ExitCode> {
+    let topic = &args.consumer.topic;
+    args.pipeline.buckets()?;
+    ensure_topic(servers, topic, RUN_PARTITIONS)?;
+    let stop = stop_flag()?;
+    let drain = Arc::new(AtomicBool::new(false));
+    introduce(args, &config, &format!(" through {topic} at {servers}"));
+    let settings = ProducerSettings {
+        servers: servers.to_string(),
+        topic: topic.clone(),
+        key: KeyChoice::None,
+    };
+    let generator = {
+        let (stop, drain) = (stop.clone(), drain.clone());
+        std::thread::spawn(move || {
+            let produced = kafka::produce(&mut Generator::new(config), &settings, &stop);
+            drain.store(true, Ordering::Relaxed);
+            produced
+        })
+    };
+    let started = Instant::now();
+    let until = Until {
+        stop: &stop,
+        drain: &drain,
+    };
+    let consumed = consume_group(
+        servers,
+        &args.consumer,
+        &args.pipeline,
+        &args.data_dir,
+        &until,
+    );
+    if consumed.is_err() {
+        // The generator stops too when the processor cannot go on.
+        stop.store(true, Ordering::Relaxed);
+    }
+    let produced = generator
+        .join()
+        .map_err(|_| anyhow::anyhow!("the generator thread panicked"))?;
+    let router = consumed?;
+    let produced = produced?;
+    if let Some(router) = router {
+        print!(
+            "{}",
+            report::summary(router.stats(), started.elapsed(), None)
+        );
+    }
+    println!(
+        "produced {} events to {topic}; output: {}",
+        produced.delivered,
+        args.data_dir.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -323,17 +408,7 @@ fn generate(args: GenerateArgs) -> Result<ExitCode> {
         }
         (None, Some(servers)) => {
             let kafka = &args.kafka;
-            match kafka::ensure_topic(servers, &kafka.topic, kafka.partitions)? {
-                TopicState::Created { partitions } => {
-                    eprintln!("created topic {} with {partitions} partitions", kafka.topic)
-                }
-                TopicState::Existed { partitions } => {
-                    eprintln!(
-                        "producing to topic {} ({partitions} partitions)",
-                        kafka.topic
-                    )
-                }
-            }
+            ensure_topic(servers, &kafka.topic, kafka.partitions)?;
             let settings = ProducerSettings {
                 servers: servers.clone(),
                 topic: kafka.topic.clone(),
@@ -348,6 +423,19 @@ fn generate(args: GenerateArgs) -> Result<ExitCode> {
         (None, None) => unreachable!("clap requires --output or --bootstrap-servers"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Creates the topic if it is missing, and says which it was.
+fn ensure_topic(servers: &str, topic: &str, partitions: i32) -> Result<()> {
+    match kafka::ensure_topic(servers, topic, partitions)? {
+        TopicState::Created { partitions } => {
+            eprintln!("created topic {topic} with {partitions} partitions")
+        }
+        TopicState::Existed { partitions } => {
+            eprintln!("producing to topic {topic} ({partitions} partitions)")
+        }
+    }
+    Ok(())
 }
 
 /// The parse-only limit: read lines and parse each with the validator's JSON parser.

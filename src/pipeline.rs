@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::{CheckpointError, Checkpointer};
+use crate::kafka::KafkaError;
 use crate::route::Router;
 use crate::sink::SinkError;
 use crate::source::kafka::{Assignment, GroupConsumer, Polled, Rebalanced};
@@ -27,6 +28,8 @@ pub enum PipelineError {
     Checkpoint(#[from] CheckpointError),
     #[error("the Kafka consumer stopped for good: {0}")]
     Consumer(rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
 }
 
 /// Why processing stopped; either way every record read was routed and published.
@@ -77,14 +80,23 @@ pub struct Owned {
     pub checkpointer: Checkpointer,
 }
 
-/// Consumes a Kafka group until a stop is asked for, checkpointing as it goes; then a last
+/// When [`consume`] stops.
+pub struct Until<'a> {
+    /// Asked to stop (a signal).
+    pub stop: &'a AtomicBool,
+    /// Once set, the consumer reads its partitions up to where they end at that moment, then
+    /// stops: for a run whose producer has finished.
+    pub drain: &'a AtomicBool,
+}
+
+/// Consumes a Kafka group until told to stop, checkpointing as it goes; then a last
 /// checkpoint publishes every file. Open windows stay open: they are in the manifest, and the
 /// next run continues them. `start` builds the router for each assignment, carrying the
 /// counters of the one before.
 pub fn consume(
-    group: &GroupConsumer,
+    group: &mut GroupConsumer,
     start: &mut dyn FnMut(Assignment, Option<Router>) -> Owned,
-    stop: &AtomicBool,
+    until: &Until<'_>,
     every: Duration,
     progress: &mut dyn FnMut(&Router),
 ) -> Result<Option<Router>, PipelineError> {
@@ -93,6 +105,8 @@ pub fn consume(
     // The counters of a revoked assignment, until the next one carries them on.
     let mut previous: Option<Router> = None;
     let mut cadence = Cadence::new(every);
+    // Where the partitions ended when a drain was asked for.
+    let mut ends: Option<Vec<(i32, i64)>> = None;
     loop {
         let idle = match source.poll(TICK) {
             Polled::Record(record) => {
@@ -113,13 +127,30 @@ pub fn consume(
                 continue;
             }
             Polled::Rebalanced(Rebalanced::Failed(e)) => return Err(e.into()),
+            Polled::Fatal(e) if group.fenced_by_itself(&e) => {
+                eprintln!(
+                    "pageview: kafka: fenced after losing the broker, by this member's own rejoin; joining again"
+                );
+                previous = owned.take().map(|o| o.router).or(previous);
+                group.rejoin()?;
+                source = group.source();
+                continue;
+            }
             Polled::Fatal(e) => return Err(PipelineError::Consumer(e)),
             Polled::Idle => true,
         };
         let Some(now) = cadence.tick(idle) else {
             continue;
         };
-        let stopping = stop.load(Ordering::Relaxed);
+        if ends.is_none() && until.drain.load(Ordering::Relaxed) {
+            // Unanswered (the broker is away): asked again at the next tick.
+            ends = group.ends().ok();
+        }
+        let drained = ends
+            .as_deref()
+            .zip(owned.as_ref())
+            .is_some_and(|(ends, o)| o.router.has_read(ends));
+        let stopping = until.stop.load(Ordering::Relaxed) || drained;
         if let Some(o) = &mut owned {
             o.router.tick(now)?;
             if stopping || o.checkpointer.due(now, o.router.has_closed_windows()) {

@@ -212,6 +212,16 @@ impl Router {
         }
     }
 
+    /// Whether every partition this router owns was read up to its `ends` (partition, offset
+    /// after the last record); partitions not in `ends` have nothing to read.
+    pub fn has_read(&self, ends: &[(i32, i64)]) -> bool {
+        self.activity.iter().all(|a| {
+            ends.iter()
+                .find(|(p, _)| *p == a.partition)
+                .is_none_or(|(_, end)| a.read >= *end)
+        })
+    }
+
     /// Time-based work: marks quiet partitions idle, which may close windows, and finishes
     /// files that reached the age limit.
     pub fn tick(&mut self, now: Instant) -> Result<(), SinkError> {

@@ -539,6 +539,48 @@ fn two_processors_split_the_partitions_and_stay_exactly_once() {
     );
 }
 
+/// A stream with the broker away in the middle, for longer than the processor's session:
+/// `outage` takes the broker away and brings it back.
+fn rides_out(outage: impl FnOnce(&mut Broker)) {
+    let mut broker = Broker::start();
+    create_topic(&broker.bootstrap);
+    let data = Data::new(30_000);
+    let storage = tempfile::tempdir().unwrap();
+    let extra = ["--file-max-age-ms", "700", "--session-timeout-ms", "6000"];
+    let child = processor(&broker.bootstrap, storage.path(), &extra);
+    produce_first(&data, &broker.bootstrap, storage.path());
+    data.produce(&broker.bootstrap, FIRST..15_000, Duration::from_millis(50));
+    outage(&mut broker);
+    data.produce(&broker.bootstrap, 15_000..usize::MAX, Duration::ZERO);
+    wait_for_everything(storage.path(), &data, Duration::from_secs(120));
+    // Stopped while the broker is gone for good: it still exits, with everything written.
+    broker.kill();
+    stop(child);
+    assert_exactly_once(storage.path(), &data, Rows::One);
+    assert_no_staging_leftovers(storage.path());
+}
+
+#[test]
+fn a_broker_restart_pauses_the_processor_and_loses_nothing() {
+    rides_out(|broker| {
+        broker.kill();
+        std::thread::sleep(Duration::from_secs(8));
+        broker.restart();
+    });
+}
+
+/// Thawed, a lone broker is fenced by its controller for a moment and answers metadata with
+/// no brokers; librdkafka then forgets every broker (src/kafka/rebootstrap.rs). Most runs
+/// go through that.
+#[test]
+fn a_frozen_broker_pauses_the_processor_and_loses_nothing() {
+    rides_out(|broker| {
+        broker.freeze();
+        std::thread::sleep(Duration::from_secs(10));
+        broker.thaw();
+    });
+}
+
 #[test]
 fn a_processor_fenced_by_its_own_instance_id_stops_with_a_reason() {
     let broker = Broker::start();
@@ -584,4 +626,50 @@ fn an_unreachable_broker_is_named_and_nothing_is_written() {
     assert!(err.contains("cannot reach Kafka at 127.0.0.1:1"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(parquet_files(storage.path()).is_empty());
+}
+
+#[test]
+fn run_through_kafka_stops_once_everything_produced_is_written() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let run_kafka = |events: &str, seed: &str| {
+        let output = run(&[
+            "run",
+            "--kafka",
+            &broker.bootstrap,
+            "--events",
+            events,
+            "--simulated-time",
+            "--rate",
+            "200",
+            "--seed",
+            seed,
+            "--checkpoint-interval-ms",
+            "500",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        (stdout(&output), stderr(&output))
+    };
+    let (out, err) = run_kafka("20k", "3");
+    assert!(
+        err.contains("created topic pageview-events with 3 partitions"),
+        "{err}"
+    );
+    assert!(
+        out.contains("produced 20000 events to pageview-events"),
+        "{out}"
+    );
+    let written = || rows(&data, RAW) + rows(&data, DLQ) - dead_letters_of(&data, "late_event");
+    assert_eq!(written(), 20_000, "every event once: {out}");
+    // 20k events at 200/s of simulated time span 100 s: a window closed.
+    assert!(rows(&data, AGGREGATED) > 0);
+    // A second run continues where the group stopped: only the new events are read.
+    let (out, err) = run_kafka("5k", "4");
+    assert!(err.contains("producing to topic pageview-events"), "{err}");
+    assert!(out.contains("5000 records"), "{out}");
+    assert_eq!(written(), 25_000);
+    assert_no_staging_leftovers(&data);
 }

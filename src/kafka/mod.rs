@@ -1,10 +1,12 @@
-//! The Kafka edge: topic set-up and the generator's producer.
+//! The Kafka edge: topic set-up, the generator's producer, and keeping clients connected.
 
 mod admin;
 mod producer;
+mod rebootstrap;
 
 pub use admin::{TopicState, ensure_topic};
 pub use producer::{KeyChoice, Produced, ProducerSettings, produce};
+pub use rebootstrap::{BrokerWatch, STATS_INTERVAL_MS};
 
 /// What can go wrong talking to Kafka; each says what the operator should check.
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@ use rdkafka::error::KafkaError as ClientError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::KafkaError;
+use super::{BrokerWatch, KafkaError, STATS_INTERVAL_MS};
 use crate::generate::{Generator, Pace};
 
 /// What each message is keyed by.
@@ -42,9 +42,14 @@ struct Deliveries {
     delivered: AtomicU64,
     failed: AtomicU64,
     first_failure: Mutex<Option<String>>,
+    brokers: BrokerWatch,
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.brokers.observe(statistics);
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
@@ -81,6 +86,7 @@ pub fn produce(
         .set("linger.ms", "5")
         // 0 = no delivery deadline: an outage delays messages, it does not fail them.
         .set("message.timeout.ms", "0")
+        .set("statistics.interval.ms", STATS_INTERVAL_MS)
         .create_with_context(Deliveries::default())?;
     let pace = Pace::new(generator.rate(), generator.is_real_time());
     let mut line = Vec::with_capacity(256);
@@ -103,10 +109,12 @@ pub fn produce(
             }
         }
         producer.poll(Duration::ZERO);
+        keep_brokers(&producer, &settings.servers);
     }
     while producer.in_flight_count() > 0 {
         // A timeout here only means the broker has not answered yet: keep waiting.
         let _ = producer.flush(Duration::from_secs(1));
+        keep_brokers(&producer, &settings.servers);
     }
     let deliveries = producer.context();
     let failed = deliveries.failed.load(Ordering::Relaxed);
@@ -122,4 +130,13 @@ pub fn produce(
     Ok(Produced {
         delivered: deliveries.delivered.load(Ordering::Relaxed),
     })
+}
+
+/// See [`BrokerWatch`].
+fn keep_brokers(producer: &BaseProducer<Deliveries>, servers: &str) {
+    if producer.context().brokers.heal(producer.client(), servers) {
+        eprintln!(
+            "pageview: kafka: the producer had forgotten every broker; bootstrapping again from {servers}"
+        );
+    }
 }

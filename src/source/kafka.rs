@@ -20,7 +20,7 @@ use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
 use super::{Origin, Record};
 use crate::checkpoint::{CheckpointError, Checkpoints, Recovery};
-use crate::kafka::KafkaError;
+use crate::kafka::{BrokerWatch, KafkaError, STATS_INTERVAL_MS};
 
 /// How long start-up waits for the cluster's metadata before calling the address bad.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,6 +33,7 @@ pub struct ConsumerSettings {
     pub topic: String,
     pub group: String,
     pub instance_id: Option<String>,
+    pub session_timeout: Duration,
 }
 
 /// A change of the partitions this processor owns.
@@ -61,6 +62,10 @@ struct GroupContext {
     last_complaint: Mutex<Option<(String, Instant)>>,
     /// Until the cluster has answered once, start-up reports failure itself, in one line.
     reached: AtomicBool,
+    brokers: BrokerWatch,
+    /// The broker went away, or librdkafka gave up on the session and rejoined under a new
+    /// member id: a fence that follows may be this member's own doing.
+    lost_contact: AtomicBool,
 }
 
 impl GroupContext {
@@ -105,6 +110,12 @@ impl ClientContext for GroupContext {
     /// Client errors are mostly transient (a broker restarting); librdkafka retries them
     /// itself, so they are reported, throttled, and never stop the processor.
     fn error(&self, error: ClientError, reason: &str) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown)
+        ) {
+            self.lost_contact.store(true, Ordering::Relaxed);
+        }
         // Before the cluster answered, start-up fails with its own line; a fatal error stops
         // the processor, which says why.
         if !self.reached.load(Ordering::Relaxed)
@@ -126,7 +137,16 @@ impl ClientContext for GroupContext {
         }
     }
 
-    fn log(&self, _: RDKafkaLogLevel, _: &str, _: &str) {}
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.brokers.observe(statistics);
+    }
+
+    /// Only the session timeout matters here; everything worth saying reaches `error`.
+    fn log(&self, _: RDKafkaLogLevel, facility: &str, _: &str) {
+        if facility == "SESSTMOUT" {
+            self.lost_contact.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 impl ConsumerContext for GroupContext {
@@ -149,49 +169,86 @@ impl ConsumerContext for GroupContext {
 /// A member of a consumer group, subscribed to one topic.
 pub struct GroupConsumer {
     consumer: BaseConsumer<GroupContext>,
-    topic: String,
+    settings: ConsumerSettings,
+    checkpoints: Checkpoints,
 }
 
 impl GroupConsumer {
     /// Joins the group; fails at once when the cluster cannot be reached.
     pub fn join(settings: &ConsumerSettings, checkpoints: Checkpoints) -> Result<Self, KafkaError> {
-        let unreachable = |source| KafkaError::Unreachable {
-            servers: settings.servers.clone(),
-            source,
-        };
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &settings.servers)
-            .set("group.id", &settings.group)
-            // Manifests decide what is done; Kafka's offsets are committed after them.
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            // Eager: every partition is revoked before any is reassigned, so no two
-            // processors ever hold one partition's state.
-            .set("partition.assignment.strategy", "roundrobin")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000");
-        if let Some(id) = &settings.instance_id {
-            config.set("group.instance.id", id);
-        }
-        let context = GroupContext {
-            topic: settings.topic.clone(),
-            checkpoints,
-            events: Mutex::new(VecDeque::new()),
-            last_complaint: Mutex::new(None),
-            reached: AtomicBool::new(false),
-        };
-        let consumer: BaseConsumer<GroupContext> =
-            config.create_with_context(context).map_err(unreachable)?;
+        let consumer = connect(settings, checkpoints.clone())?;
         consumer
             .fetch_metadata(Some(&settings.topic), CONNECT_TIMEOUT)
-            .map_err(unreachable)?;
+            .map_err(|source| KafkaError::Unreachable {
+                servers: settings.servers.clone(),
+                source,
+            })?;
         consumer.context().reached.store(true, Ordering::Relaxed);
         consumer.subscribe(&[&settings.topic])?;
         Ok(GroupConsumer {
             consumer,
-            topic: settings.topic.clone(),
+            settings: settings.clone(),
+            checkpoints,
         })
+    }
+
+    /// Whether `error` is likely this member's own doing: while the broker was away its
+    /// session expired, librdkafka rejoined under a new member id, and a request still
+    /// carrying the old id was refused as fenced (as in librdkafka issue #3437). Another
+    /// process with the same `group.instance.id` fences a member that never lost the broker.
+    /// Each loss of contact excuses one fence, so two such processors cannot take turns
+    /// forever: the second fence stops one of them.
+    pub fn fenced_by_itself(&self, error: &ClientError) -> bool {
+        matches!(
+            error,
+            ClientError::MessageConsumptionFatal(RDKafkaErrorCode::FencedInstanceId)
+        ) && self
+            .consumer
+            .context()
+            .lost_contact
+            .swap(false, Ordering::Relaxed)
+    }
+
+    /// Where each partition of the topic holding records ends now: (partition, offset after
+    /// its last record).
+    pub fn ends(&self) -> Result<Vec<(i32, i64)>, KafkaError> {
+        let topic = &self.settings.topic;
+        let metadata = self.consumer.fetch_metadata(Some(topic), CONNECT_TIMEOUT)?;
+        let mut ends = Vec::new();
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            let (low, high) =
+                self.consumer
+                    .fetch_watermarks(topic, partition.id(), CONNECT_TIMEOUT)?;
+            if high > low {
+                ends.push((partition.id(), high));
+            }
+        }
+        Ok(ends)
+    }
+
+    /// See [`BrokerWatch`]: called when nothing came, the only time a client can be stuck.
+    fn keep_brokers(&self) {
+        let context = self.consumer.context();
+        if context
+            .brokers
+            .heal(self.consumer.client(), &self.settings.servers)
+        {
+            eprintln!(
+                "pageview: kafka: the client had forgotten every broker; bootstrapping again from {}",
+                self.settings.servers
+            );
+            context.lost_contact.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Leaves the fatally failed client and joins again with a new one; the new assignment
+    /// resumes from the manifests like any other.
+    pub fn rejoin(&mut self) -> Result<(), KafkaError> {
+        let consumer = connect(&self.settings, self.checkpoints.clone())?;
+        consumer.context().reached.store(true, Ordering::Relaxed);
+        consumer.subscribe(&[&self.settings.topic])?;
+        self.consumer = consumer;
+        Ok(())
     }
 
     pub fn source(&self) -> KafkaSource<'_> {
@@ -209,13 +266,54 @@ impl GroupConsumer {
     pub fn commit(&self, offsets: &[(i32, i64)]) {
         let mut tpl = TopicPartitionList::new();
         for &(partition, next) in offsets {
-            tpl.add_partition_offset(&self.topic, partition, Offset::Offset(next))
+            tpl.add_partition_offset(&self.settings.topic, partition, Offset::Offset(next))
                 .expect("an offset is a valid position");
         }
         if tpl.count() > 0 {
             let _ = self.consumer.commit(&tpl, CommitMode::Async);
         }
     }
+}
+
+/// A client configured for the group, not yet subscribed.
+fn connect(
+    settings: &ConsumerSettings,
+    checkpoints: Checkpoints,
+) -> Result<BaseConsumer<GroupContext>, KafkaError> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.servers)
+        .set("group.id", &settings.group)
+        // Manifests decide what is done; Kafka's offsets are committed after them.
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        // Eager: every partition is revoked before any is reassigned, so no two processors
+        // ever hold one partition's state.
+        .set("partition.assignment.strategy", "roundrobin")
+        .set(
+            "session.timeout.ms",
+            settings.session_timeout.as_millis().to_string(),
+        )
+        .set("heartbeat.interval.ms", "1000")
+        .set("statistics.interval.ms", STATS_INTERVAL_MS);
+    if let Some(id) = &settings.instance_id {
+        config.set("group.instance.id", id);
+    }
+    let context = GroupContext {
+        topic: settings.topic.clone(),
+        checkpoints,
+        events: Mutex::new(VecDeque::new()),
+        last_complaint: Mutex::new(None),
+        reached: AtomicBool::new(false),
+        lost_contact: AtomicBool::new(false),
+        brokers: BrokerWatch::default(),
+    };
+    config
+        .create_with_context(context)
+        .map_err(|source| KafkaError::Unreachable {
+            servers: settings.servers.clone(),
+            source,
+        })
 }
 
 /// What the consumer has for the pipeline right now.
@@ -254,6 +352,7 @@ impl<'c> KafkaSource<'c> {
                 Some(Err(e @ ClientError::MessageConsumptionFatal(_))) => return Polled::Fatal(e),
                 // Client errors reach GroupContext::error too; librdkafka retries them.
                 Some(Err(_)) | None => {
+                    self.group.keep_brokers();
                     return match context.take() {
                         Some(event) => Polled::Rebalanced(event),
                         None => Polled::Idle,
@@ -270,7 +369,7 @@ impl<'c> KafkaSource<'c> {
         let partition = message.partition();
         let index = partition as usize;
         if self.origins.len() <= index {
-            let topic: std::sync::Arc<str> = self.group.topic.as_str().into();
+            let topic: std::sync::Arc<str> = self.group.settings.topic.as_str().into();
             self.origins
                 .extend((self.origins.len()..=index).map(|p| Origin::Topic {
                     topic: topic.clone(),

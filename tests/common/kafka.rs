@@ -104,6 +104,18 @@ impl Broker {
         let _ = self.child.wait();
     }
 
+    /// Freezes the broker (SIGSTOP): connections stay open but nothing is answered, as
+    /// with a long garbage-collection pause or a stalled machine.
+    pub fn freeze(&self) {
+        // SAFETY: signals the child we spawned, by its PID.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGSTOP) };
+    }
+
+    pub fn thaw(&self) {
+        // SAFETY: as in `freeze`.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
+    }
+
     /// Starts the killed broker again on the same ports and data.
     pub fn restart(&mut self) {
         self.child = spawn(&self.classpath, self.dir.path());

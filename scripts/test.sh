@@ -32,31 +32,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # The real Apache Kafka broker (KRaft) and its runtime dependencies, from Maven Central.
-kafka_version=4.4.0
-kafka="$cache/kafka"
-if [ ! -f "$kafka/libs/kafka_2.13-$kafka_version.jar" ]; then
-    echo "== fetching Apache Kafka $kafka_version into $kafka/libs"
-    mkdir -p "$kafka"
-    cat >"$kafka/pom.xml" <<POM
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>local.pageview</groupId>
-  <artifactId>kafka-broker</artifactId>
-  <version>1</version>
-  <dependencies>
-    <dependency>
-      <groupId>org.apache.kafka</groupId>
-      <artifactId>kafka_2.13</artifactId>
-      <version>$kafka_version</version>
-    </dependency>
-  </dependencies>
-</project>
-POM
-    rm -rf "$kafka/libs"
-    mvn -q -B -f "$kafka/pom.xml" dependency:copy-dependencies \
-        -DoutputDirectory="$kafka/libs" -DincludeScope=runtime
-fi
-export PAGEVIEW_KAFKA_LIBS="$kafka/libs"
+source scripts/kafka-jars.sh
+export PAGEVIEW_KAFKA_LIBS="$kafka_libs"
 
 echo "== cargo fmt --check"
 cargo fmt --check

@@ -243,6 +243,13 @@ pub enum CheckpointError {
     Assign(String),
 }
 
+/// The least time between two checkpoints made for closed windows.
+const CLOSED_WINDOW_GAP: Duration = Duration::from_millis(500);
+
+fn due_after(since_last: Duration, interval: Duration, windows_closed: bool) -> bool {
+    (windows_closed && since_last >= CLOSED_WINDOW_GAP) || since_last >= interval
+}
+
 /// The manifests of one consumer group on storage: `<bucket>/<group>/<epoch>-<member>.json`.
 #[derive(Clone)]
 pub struct Checkpoints {
@@ -383,10 +390,11 @@ impl Checkpointer {
         }
     }
 
-    /// A checkpoint is due every interval, and at once when a window has closed, so that
-    /// its row is visible within a tick of the watermark passing it.
+    /// A checkpoint is due every interval, and soon after a window has closed, so that its
+    /// row is visible within a tick of the watermark passing it. Soon, not at once: reading
+    /// a backlog closes windows many times a second, and each checkpoint fsyncs its files.
     pub fn due(&self, now: Instant, windows_closed: bool) -> bool {
-        windows_closed || now.duration_since(self.last) >= self.interval
+        due_after(now.duration_since(self.last), self.interval, windows_closed)
     }
 
     /// Stages the sealed files, writes the manifest naming them (the commit point), then
@@ -457,6 +465,16 @@ impl Checkpointer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn closed_windows_bring_a_checkpoint_forward_but_not_more_than_twice_a_second() {
+        let interval = Duration::from_secs(10);
+        let ms = Duration::from_millis;
+        assert!(!due_after(ms(100), interval, true));
+        assert!(due_after(ms(500), interval, true));
+        assert!(!due_after(ms(9_999), interval, false));
+        assert!(due_after(ms(10_000), interval, false));
+    }
     use proptest::prelude::*;
 
     fn state(next: i64, raw_from: i64) -> PartitionState {

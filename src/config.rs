@@ -12,6 +12,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use crate::generate::{GeneratorConfig, now_ms};
 use crate::kafka::KeyChoice;
 use crate::sink::{SinkConfig, Tags};
+use crate::source::kafka::ConsumerSettings;
 use crate::window::{WindowSpec, Windows};
 
 #[derive(Debug, Parser)]
@@ -39,6 +40,10 @@ pub enum Command {
     /// Read a JSONL file and only parse each line's JSON: the limit `bench` compares with.
     #[command(hide = true)]
     ParseOnly(ParseOnlyArgs),
+    /// Join the group and read every partition to its end, touching each record and nothing
+    /// else: the limit `bench --kafka` compares `process` with.
+    #[command(hide = true)]
+    ConsumeOnly(ConsumeOnlyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -96,6 +101,10 @@ pub struct ProcessArgs {
     /// Kafka bootstrap servers, `host:port[,host:port…]`; `--input` takes precedence.
     #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
     pub bootstrap_servers: Option<String>,
+    /// With Kafka: read every partition up to where it ends at start-up, then stop, as for a
+    /// backfill. Open windows carry over to the next run as on any stop.
+    #[arg(long)]
+    pub stop_at_end: bool,
     #[command(flatten)]
     pub kafka: ConsumerArgs,
     /// Folder the three datasets are written under, one subfolder per bucket name.
@@ -123,13 +132,25 @@ pub struct ConsumerArgs {
     #[arg(long, env = "KAFKA_GROUP_INSTANCE_ID")]
     pub group_instance_id: Option<String>,
     /// A checkpoint (files published, offsets committed) at least this often, in ms; one
-    /// also follows every window that closes.
+    /// also follows every window that closes (at most two a second).
     #[arg(long, env = "CHECKPOINT_INTERVAL_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
     pub checkpoint_interval_ms: u64,
     /// A processor silent this long (ms) loses its partitions to the rest of the group; it
     /// also rejoins after that long without an answer from the broker.
     #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 45_000, value_parser = clap::value_parser!(u32).range(6_000..=300_000))]
     pub session_timeout_ms: u32,
+}
+
+impl ConsumerArgs {
+    pub fn settings(&self, servers: &str) -> ConsumerSettings {
+        ConsumerSettings {
+            servers: servers.to_string(),
+            topic: self.topic.clone(),
+            group: self.group.clone(),
+            instance_id: self.group_instance_id.clone(),
+            session_timeout: Duration::from_millis(self.session_timeout_ms.into()),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -147,12 +168,35 @@ pub struct BenchArgs {
     /// whatever else the machine is doing.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub repeat: u32,
+    /// Time `process` consuming from this Kafka broker against a consume-only loop with the
+    /// same client and settings, instead of from files.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub kafka: Option<String>,
+    /// With `--kafka`: instead, measure produce → aggregate row readable at these rates
+    /// (events/s, real time), comma separated.
+    #[arg(long, value_delimiter = ',', value_parser = parse_rate, requires = "kafka")]
+    pub latency_rates: Vec<f64>,
+    /// Windows measured per rate.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub latency_windows: u64,
+    /// Window length for the latency runs, in seconds (shorter than the default 60 so a run
+    /// sees several windows in a minute).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub latency_window_seconds: u32,
 }
 
 #[derive(Debug, Args)]
 pub struct ParseOnlyArgs {
     #[arg(long, short)]
     pub input: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsumeOnlyArgs {
+    #[arg(long)]
+    pub bootstrap_servers: String,
+    #[command(flatten)]
+    pub kafka: ConsumerArgs,
 }
 
 fn default_bench_dir() -> PathBuf {

@@ -14,15 +14,15 @@ use clap::Parser;
 
 use pageview::checkpoint::{Checkpointer, Checkpoints};
 use pageview::config::{
-    Cli, Command, ConsumerArgs, GENERATE_DEFAULTS, GenerateArgs, ParseOnlyArgs, PipelineArgs,
-    ProcessArgs, RUN_DEFAULTS, RunArgs,
+    Cli, Command, ConsumeOnlyArgs, ConsumerArgs, GENERATE_DEFAULTS, GenerateArgs, ParseOnlyArgs,
+    PipelineArgs, ProcessArgs, RUN_DEFAULTS, RunArgs,
 };
 use pageview::generate::{Generator, GeneratorConfig};
 use pageview::kafka::{self, KeyChoice, ProducerSettings, TopicState};
 use pageview::pipeline::{Ending, Owned, Until, consume, drive};
 use pageview::route::Router;
 use pageview::sink::{SinkConfig, Sinks, Tags, naming};
-use pageview::source::kafka::{ConsumerSettings, GroupConsumer};
+use pageview::source::kafka::{GroupConsumer, Polled, Rebalanced};
 use pageview::source::{Poll, StreamSource, open_input};
 use pageview::storage::{LocalStorage, Storage};
 use pageview::{bench, report};
@@ -42,6 +42,7 @@ fn main() -> ExitCode {
         Command::Process(args) => process(args),
         Command::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
         Command::ParseOnly(args) => parse_only(args),
+        Command::ConsumeOnly(args) => consume_only(args),
     };
     match result {
         Ok(code) => code,
@@ -152,11 +153,11 @@ fn process_kafka(args: &ProcessArgs) -> Result<ExitCode> {
         .as_deref()
         .expect("clap requires --input or --bootstrap-servers");
     let stop = stop_flag()?;
-    let never = AtomicBool::new(false);
+    let drain = AtomicBool::new(args.stop_at_end);
     let started = Instant::now();
     let until = Until {
         stop: &stop,
-        drain: &never,
+        drain: &drain,
     };
     let router = consume_group(servers, &args.kafka, &args.pipeline, &args.storage, &until)?;
     if let Some(router) = router {
@@ -181,14 +182,7 @@ fn consume_group(
     let buckets = pipeline.buckets()?;
     let storage: Arc<dyn Storage> = Arc::new(LocalStorage::open(root)?);
     let checkpoints = || Checkpoints::new(storage.clone(), &buckets.checkpoints, &kafka.group);
-    let settings = ConsumerSettings {
-        servers: servers.to_string(),
-        topic: kafka.topic.clone(),
-        group: kafka.group.clone(),
-        instance_id: kafka.group_instance_id.clone(),
-        session_timeout: Duration::from_millis(kafka.session_timeout_ms.into()),
-    };
-    let mut group = GroupConsumer::join(&settings, checkpoints())?;
+    let mut group = GroupConsumer::join(&kafka.settings(servers), checkpoints())?;
     let member = member_name(kafka);
     eprintln!(
         "pageview: consuming {} at {servers} as {member} in group {}; checkpoints every {} ms",
@@ -457,6 +451,53 @@ fn parse_only(args: ParseOnlyArgs) -> Result<ExitCode> {
     println!(
         "parsed {lines} lines ({objects} JSON) in {secs:.2} s ({} lines/s)",
         report::human(lines as f64 / secs)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The consume-only limit: the processor's client and settings, reading every partition to
+/// where it ended at start-up and doing nothing with the records.
+fn consume_only(args: ConsumeOnlyArgs) -> Result<ExitCode> {
+    // Manifests in an empty folder: every partition is read from its beginning.
+    let scratch =
+        std::env::temp_dir().join(format!("pageview-consume-only-{}", std::process::id()));
+    let storage: Arc<dyn Storage> = Arc::new(LocalStorage::open(&scratch)?);
+    let checkpoints = Checkpoints::new(storage, "consume-only", &args.kafka.group);
+    let group = GroupConsumer::join(&args.kafka.settings(&args.bootstrap_servers), checkpoints)?;
+    let ends = group.ends()?;
+    let started = Instant::now();
+    let (mut records, mut bytes) = (0u64, 0u64);
+    // Per partition, the offset after the last record read.
+    let mut read: Vec<i64> = Vec::new();
+    let mut source = group.source();
+    let done = |read: &[i64]| {
+        ends.iter()
+            .all(|&(p, end)| read.get(p as usize).is_some_and(|&r| r >= end))
+    };
+    while !done(&read) {
+        match source.poll(Duration::from_millis(100)) {
+            Polled::Record(record) => {
+                records += 1;
+                bytes += record.bytes.len() as u64;
+                let p = record.origin.partition() as usize;
+                if read.len() <= p {
+                    read.resize(p + 1, 0);
+                }
+                read[p] = record.offset + 1;
+            }
+            Polled::Rebalanced(Rebalanced::Failed(e)) => return Err(e.into()),
+            Polled::Fatal(e) => return Err(e.into()),
+            Polled::Rebalanced(_) | Polled::Idle => {}
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    drop(source);
+    leave_group(group);
+    let _ = std::fs::remove_dir_all(&scratch);
+    println!(
+        "consumed {records} records ({} MB) in {secs:.2} s ({} records/s)",
+        bytes / 1_000_000,
+        report::human(records as f64 / secs)
     );
     Ok(ExitCode::SUCCESS)
 }

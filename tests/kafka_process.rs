@@ -673,3 +673,34 @@ fn run_through_kafka_stops_once_everything_produced_is_written() {
     assert_eq!(written(), 25_000);
     assert_no_staging_leftovers(&data);
 }
+
+#[test]
+fn stop_at_end_reads_up_to_the_end_then_stops() {
+    let broker = Broker::start();
+    create_topic(&broker.bootstrap);
+    let data = Data::new(10_000);
+    let storage = tempfile::tempdir().unwrap();
+    stop_after_first(&data, &broker.bootstrap, storage.path());
+    data.produce(&broker.bootstrap, FIRST..usize::MAX, Duration::ZERO);
+    // A backfill: resumes from the checkpoint, reads what the topic holds, and exits.
+    let mut backfill = processor(&broker.bootstrap, storage.path(), &["--stop-at-end"]);
+    let child = backfill.child.as_mut().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "--stop-at-end still runs");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{}", backfill.log());
+    assert_exactly_once(storage.path(), &data, Rows::One);
+    assert_no_staging_leftovers(storage.path());
+}
+
+/// Processes the first records of every partition with a processor that then stops.
+fn stop_after_first(data: &Data, bootstrap: &str, storage: &Path) {
+    let child = processor(bootstrap, storage, &["--file-max-age-ms", "700"]);
+    produce_first(data, bootstrap, storage);
+    stop(child);
+}

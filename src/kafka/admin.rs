@@ -27,6 +27,9 @@ pub fn ensure_topic(servers: &str, topic: &str, partitions: i32) -> Result<Topic
     };
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", servers)
+        // Asking for a missing topic's metadata must not create it with the broker's
+        // defaults (one partition, on brokers that auto-create) before we create it here.
+        .set("allow.auto.create.topics", "false")
         .create()
         .map_err(unreachable)?;
     let metadata = admin
@@ -60,6 +63,32 @@ pub fn ensure_topic(servers: &str, topic: &str, partitions: i32) -> Result<Topic
             topic: topic.to_string(),
             source: rdkafka::error::KafkaError::AdminOp(code),
         }),
-        _ => Ok(TopicState::Created { partitions }),
+        _ => {
+            wait_until_served(&admin, topic, partitions);
+            Ok(TopicState::Created { partitions })
+        }
+    }
+}
+
+/// Waits (at most [`CONNECT_TIMEOUT`]) until the cluster's metadata has every partition of
+/// a topic just created with a leader: a consumer that joins before would be assigned only
+/// the partitions known then, and learn of the others minutes later.
+fn wait_until_served(admin: &AdminClient<DefaultClientContext>, topic: &str, partitions: i32) {
+    let deadline = std::time::Instant::now() + CONNECT_TIMEOUT;
+    while std::time::Instant::now() < deadline {
+        let served = admin
+            .inner()
+            .fetch_metadata(Some(topic), CONNECT_TIMEOUT)
+            .is_ok_and(|metadata| {
+                metadata.topics().iter().any(|t| {
+                    t.name() == topic
+                        && t.partitions().len() == partitions as usize
+                        && t.partitions().iter().all(|p| p.leader() >= 0)
+                })
+            });
+        if served {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -5,7 +5,7 @@ mod producer;
 mod rebootstrap;
 
 pub use admin::{TopicState, ensure_topic};
-pub use producer::{KeyChoice, Produced, ProducerSettings, produce};
+pub use producer::{KeyChoice, Produced, ProducerSettings, produce, producer_config};
 pub use rebootstrap::{BrokerWatch, STATS_INTERVAL_MS};
 
 /// What can go wrong talking to Kafka; each says what the operator should check.

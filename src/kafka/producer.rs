@@ -68,6 +68,21 @@ impl ProducerContext for Deliveries {
     }
 }
 
+/// The generator's producer settings (the original's: acks=all, idempotent, gzip).
+pub fn producer_config(servers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", servers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("compression.type", "gzip")
+        .set("linger.ms", "5")
+        // 0 = no delivery deadline: an outage delays messages, it does not fail them.
+        .set("message.timeout.ms", "0")
+        .set("statistics.interval.ms", STATS_INTERVAL_MS);
+    config
+}
+
 /// How long a full local queue is polled before the send is tried again.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(50);
 
@@ -78,16 +93,8 @@ pub fn produce(
     settings: &ProducerSettings,
     stop: &AtomicBool,
 ) -> Result<Produced, KafkaError> {
-    let producer: BaseProducer<Deliveries> = ClientConfig::new()
-        .set("bootstrap.servers", &settings.servers)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("compression.type", "gzip")
-        .set("linger.ms", "5")
-        // 0 = no delivery deadline: an outage delays messages, it does not fail them.
-        .set("message.timeout.ms", "0")
-        .set("statistics.interval.ms", STATS_INTERVAL_MS)
-        .create_with_context(Deliveries::default())?;
+    let producer: BaseProducer<Deliveries> =
+        producer_config(&settings.servers).create_with_context(Deliveries::default())?;
     let pace = Pace::new(generator.rate(), generator.is_real_time());
     let mut line = Vec::with_capacity(256);
     while !generator.is_done() && !stop.load(Ordering::Relaxed) {

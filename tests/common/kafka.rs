@@ -63,8 +63,7 @@ impl Broker {
                  offsets.topic.replication.factor=1\n\
                  transaction.state.log.replication.factor=1\n\
                  transaction.state.log.min.isr=1\n\
-                 group.initial.rebalance.delay.ms=0\n\
-                 auto.create.topics.enable=false\n",
+                 group.initial.rebalance.delay.ms=0\n",
                 dir.path().join("logs").display()
             ),
         )

@@ -1,0 +1,246 @@
+//! Produce → aggregate row readable, through a real broker: events are produced in real time
+//! (their event time is the wall clock), a `process` child consumes them, and the aggregated
+//! folder is watched for each window's first file.
+//!
+//! A window [s, e) can be final only once every partition has delivered an event of time
+//! e + watermark delay or later; the producer picks each event's partition, so it knows when
+//! the last of those was produced. A window's latency is from that moment to its row being
+//! readable: Kafka both ways, routing, the checkpoint that publishes it, and the rename.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use arrow_array::cast::AsArray;
+use arrow_array::types::TimestampMillisecondType;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::sample_rss;
+use crate::generate::{Generator, GeneratorConfig, Pace, now_ms};
+use crate::kafka::{self, producer_config};
+
+const PARTITIONS: i32 = 3;
+/// The bucket the processor writes windows to, whatever the environment says.
+const AGGREGATED: &str = "pageview-latency-aggregated";
+/// The processor's default `--watermark-delay-ms`.
+const WATERMARK_DELAY_MS: i64 = 5000;
+/// How often the aggregated folder is listed: the resolution of the measurement.
+const WATCH_EVERY: Duration = Duration::from_millis(10);
+
+/// What one rate gave.
+pub struct Latencies {
+    /// Per window, from when it could first be final to its row being readable.
+    pub windows: Vec<Duration>,
+    /// The processor's resident memory every `super::RSS_EVERY`.
+    pub rss_samples: Vec<u64>,
+}
+
+/// Runs a processor on a new topic fed at `rate` events/s until `windows` windows are
+/// readable.
+pub fn measure(
+    exe: &Path,
+    servers: &str,
+    rate: f64,
+    windows: usize,
+    window_seconds: u32,
+    dir: &Path,
+) -> Result<Latencies> {
+    let topic = format!("pageview-latency-{}", now_ms());
+    kafka::ensure_topic(servers, &topic, PARTITIONS)?;
+    let out = dir.join("out-latency");
+    if out.exists() {
+        fs::remove_dir_all(&out).with_context(|| format!("cannot clear {}", out.display()))?;
+    }
+    let mut child = Command::new(exe)
+        .args(["process", "--bootstrap-servers", servers, "--topic", &topic])
+        .args(["--group", &topic, "--storage", super::path_str(&out)?])
+        .args(["--aggregated-bucket", AGGREGATED])
+        .args(["--window-size-seconds", &window_seconds.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {}", exe.display()))?;
+    let rss = sample_rss(child.id() as libc::pid_t);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(Mutex::new(vec![Vec::new(); PARTITIONS as usize]));
+    let producer = {
+        let (servers, topic, stop, sent) = (
+            servers.to_string(),
+            topic.clone(),
+            stop.clone(),
+            sent.clone(),
+        );
+        std::thread::spawn(move || produce(&servers, &topic, rate, &stop, &sent))
+    };
+    let seen = watch(&out.join(AGGREGATED), windows, &mut child, &producer);
+    stop.store(true, Ordering::Relaxed);
+    // SAFETY: signals the child we spawned, by its PID.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = child.wait();
+    let rss_samples = rss.join().unwrap_or_default();
+    producer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
+    let seen = seen?;
+    let sent = sent.lock().unwrap_or_else(|e| e.into_inner());
+    let size_ms = i64::from(window_seconds) * 1000;
+    let windows = seen
+        .iter()
+        .filter_map(|(&start, &readable)| {
+            let closable = closable_at(&sent, start + size_ms + WATERMARK_DELAY_MS)?;
+            Some(Duration::from_millis((readable - closable).max(0) as u64))
+        })
+        .collect();
+    Ok(Latencies {
+        windows,
+        rss_samples,
+    })
+}
+
+/// Produces real-time events round-robin over the partitions, recording each one's event
+/// time per partition, until `stop`.
+fn produce(
+    servers: &str,
+    topic: &str,
+    rate: f64,
+    stop: &AtomicBool,
+    sent: &Mutex<Vec<Vec<i64>>>,
+) -> Result<()> {
+    let producer: BaseProducer = producer_config(servers).create()?;
+    let mut generator = Generator::new(GeneratorConfig {
+        rate,
+        events: None,
+        seed: 1,
+        malformed_share: 0.0,
+        late_share: 0.0,
+        jitter_ms: 0,
+        simulated_start_ms: None,
+    });
+    let pace = Pace::new(rate, true);
+    let mut line = Vec::with_capacity(256);
+    let mut n: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        pace.wait_for(n);
+        line.clear();
+        let time = now_ms();
+        generator.next_line(&mut line);
+        let partition = (n % PARTITIONS as u64) as i32;
+        let mut record = BaseRecord::<(), _>::to(topic)
+            .payload(&line)
+            .partition(partition);
+        // A send naming its partition fails until the client has the topic's metadata.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Err((e, unsent)) = producer.send(record) {
+            let waiting = matches!(
+                e,
+                KafkaError::MessageProduction(
+                    RDKafkaErrorCode::UnknownPartition | RDKafkaErrorCode::QueueFull
+                )
+            );
+            if !waiting || Instant::now() > deadline {
+                bail!("cannot produce: {e}");
+            }
+            record = unsent;
+            producer.poll(Duration::from_millis(50));
+        }
+        sent.lock().unwrap_or_else(|e| e.into_inner())[partition as usize].push(time);
+        producer.poll(Duration::ZERO);
+        n += 1;
+    }
+    let _ = producer.flush(Duration::from_secs(10));
+    Ok(())
+}
+
+/// When the last partition got its first event at or after `time` (ms), if all did.
+fn closable_at(sent: &[Vec<i64>], time: i64) -> Option<i64> {
+    sent.iter()
+        .map(|times| times.get(times.partition_point(|&t| t < time)).copied())
+        .try_fold(i64::MIN, |latest, first| Some(latest.max(first?)))
+}
+
+/// Lists `folder` until `windows` windows are readable; each window start with the wall time
+/// (ms) its first row was seen.
+fn watch(
+    folder: &Path,
+    windows: usize,
+    child: &mut std::process::Child,
+    producer: &std::thread::JoinHandle<Result<()>>,
+) -> Result<BTreeMap<i64, i64>> {
+    let mut read: HashSet<PathBuf> = HashSet::new();
+    let mut seen = BTreeMap::new();
+    let started = Instant::now();
+    while seen.len() < windows {
+        if let Some(status) = child.try_wait()? {
+            bail!("the processor stopped early ({status})");
+        }
+        if producer.is_finished() {
+            bail!("the producer stopped early");
+        }
+        let now = now_ms();
+        for file in parquet_files(folder) {
+            if read.insert(file.clone()) {
+                for start in window_starts(&file)? {
+                    seen.entry(start).or_insert(now);
+                }
+            }
+        }
+        if started.elapsed() > Duration::from_secs(3600) {
+            bail!("no {windows} windows within an hour");
+        }
+        std::thread::sleep(WATCH_EVERY);
+    }
+    Ok(seen)
+}
+
+fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(parquet_files(&path));
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn window_starts(file: &Path) -> Result<Vec<i64>> {
+    let open = || -> Result<Vec<i64>> {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(file)?)?.build()?;
+        let mut starts = Vec::new();
+        for batch in reader {
+            let batch = batch?;
+            let column = batch
+                .column_by_name("window_start")
+                .context("no window_start column")?;
+            starts.extend(column.as_primitive::<TimestampMillisecondType>().values());
+        }
+        Ok(starts)
+    };
+    open().with_context(|| format!("cannot read {}", file.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_is_closable_once_every_partition_passed_its_end() {
+        let sent = vec![vec![100, 200, 300], vec![150, 250], vec![120, 400]];
+        assert_eq!(closable_at(&sent, 200), Some(400));
+        assert_eq!(closable_at(&sent, 100), Some(150));
+        assert_eq!(closable_at(&sent, 260), None, "partition 1 never got there");
+    }
+}

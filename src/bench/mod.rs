@@ -1,0 +1,314 @@
+//! Generated inputs → timed `process` runs beside a parse-only run of the same file (or, with
+//! `--kafka`, beside a consume-only run of the same topic), with wall time, CPU time and
+//! memory of each child process.
+
+use std::fs::{self, File};
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::BenchArgs;
+use crate::generate::{Generator, GeneratorConfig};
+use crate::kafka::{self, KeyChoice, ProducerSettings};
+use crate::report::human;
+
+mod latency;
+
+/// The benchmark input: one simulated day of traffic per ~86M events, with the messiness of
+/// real input (1% malformed, 0.1% late, 2 s of disorder).
+fn input_config(events: u64) -> GeneratorConfig {
+    GeneratorConfig {
+        rate: 1000.0,
+        events: Some(events),
+        seed: 42,
+        malformed_share: 0.01,
+        late_share: 0.001,
+        jitter_ms: 2000,
+        simulated_start_ms: Some(1_700_000_000_000),
+    }
+}
+
+/// What one child process used.
+struct Usage {
+    wall: Duration,
+    cpu: Duration,
+    peak_rss_bytes: u64,
+    /// Resident memory every [`RSS_EVERY`] while it ran.
+    rss_samples: Vec<u64>,
+}
+
+pub(super) const RSS_EVERY: Duration = Duration::from_millis(200);
+
+impl Usage {
+    /// The faster run's times, with the highest peak RSS of all runs.
+    fn fastest(best: Option<Usage>, run: Usage) -> Usage {
+        match best {
+            None => run,
+            Some(best) => {
+                let peak_rss_bytes = best.peak_rss_bytes.max(run.peak_rss_bytes);
+                let faster = if run.wall < best.wall { run } else { best };
+                Usage {
+                    peak_rss_bytes,
+                    ..faster
+                }
+            }
+        }
+    }
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let exe = std::env::current_exe().context("cannot find the pageview binary")?;
+    match &args.kafka {
+        Some(servers) if !args.latency_rates.is_empty() => return run_latency(args, &exe, servers),
+        Some(servers) => return run_kafka(args, &exe, servers),
+        None => {}
+    }
+    println!(
+        "| events | input MB | process s | events/s | MB/s | CPU s | events/s per CPU s | peak RSS MiB | parse-only s | parse-only events/s | processed/limit |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for &events in &args.sizes {
+        let input = ensure_input(&args.dir, events)?;
+        let input_bytes = fs::metadata(&input)?.len();
+        let out = args.dir.join(format!("out-{events}"));
+        let input = path_str(&input)?;
+        let (mut limit, mut processed) = (None, None);
+        // Alternating the two spreads any disturbance from the machine over both.
+        for _ in 0..args.repeat {
+            let run = measure(&exe, args.cpu, &["parse-only", "--input", input])?;
+            limit = Some(Usage::fastest(limit, run));
+            if out.exists() {
+                fs::remove_dir_all(&out)
+                    .with_context(|| format!("cannot clear {}", out.display()))?;
+            }
+            let storage = path_str(&out)?;
+            let run = measure(
+                &exe,
+                args.cpu,
+                &["process", "--input", input, "--storage", storage],
+            )?;
+            processed = Some(Usage::fastest(processed, run));
+        }
+        let (limit, processed) = (limit.expect("repeat >= 1"), processed.expect("repeat >= 1"));
+        let secs = processed.wall.as_secs_f64();
+        let limit_secs = limit.wall.as_secs_f64();
+        println!(
+            "| {} | {:.0} | {:.2} | {} | {:.0} | {:.2} | {} | {:.0} | {:.2} | {} | {:.2} |",
+            human(events as f64),
+            input_bytes as f64 / 1e6,
+            secs,
+            human(events as f64 / secs),
+            input_bytes as f64 / 1e6 / secs,
+            processed.cpu.as_secs_f64(),
+            human(events as f64 / processed.cpu.as_secs_f64()),
+            processed.peak_rss_bytes as f64 / (1 << 20) as f64,
+            limit_secs,
+            human(events as f64 / limit_secs),
+            limit_secs / secs,
+        );
+    }
+    Ok(())
+}
+
+/// Per size: the input produced once to a new topic, then alternately a consume-only child
+/// and `process --stop-at-end`, each in a group of its own so each reads the whole topic.
+fn run_kafka(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
+    println!(
+        "| events | consume-only s | consume-only events/s | process s | events/s | CPU s | peak RSS MiB | RSS at ¼, ½, ¾ of the run MiB | processed/limit |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for &events in &args.sizes {
+        let topic = format!("pageview-bench-{events}-{}", crate::generate::now_ms());
+        kafka::ensure_topic(servers, &topic, 3)?;
+        eprintln!("producing {} events to {topic} …", human(events as f64));
+        let settings = ProducerSettings {
+            servers: servers.to_string(),
+            topic: topic.clone(),
+            key: KeyChoice::None,
+        };
+        kafka::produce(
+            &mut Generator::new(input_config(events)),
+            &settings,
+            &AtomicBool::new(false),
+        )?;
+        let out = args.dir.join(format!("out-kafka-{events}"));
+        let (mut limit, mut processed) = (None, None);
+        for round in 0..args.repeat {
+            let group = |what| format!("{topic}-{what}-{round}");
+            let consumer = ["--bootstrap-servers", servers, "--topic", &topic, "--group"];
+            let mut consume = vec!["consume-only"];
+            consume.extend_from_slice(&consumer);
+            let consume_group = group("consume");
+            consume.push(&consume_group);
+            let run = measure(exe, args.cpu, &consume)?;
+            limit = Some(Usage::fastest(limit, run));
+            if out.exists() {
+                fs::remove_dir_all(&out)
+                    .with_context(|| format!("cannot clear {}", out.display()))?;
+            }
+            let mut process = vec!["process", "--stop-at-end", "--storage", path_str(&out)?];
+            process.extend_from_slice(&consumer);
+            let process_group = group("process");
+            process.push(&process_group);
+            let run = measure(exe, args.cpu, &process)?;
+            processed = Some(Usage::fastest(processed, run));
+        }
+        let (limit, processed) = (limit.expect("repeat >= 1"), processed.expect("repeat >= 1"));
+        let (secs, limit_secs) = (processed.wall.as_secs_f64(), limit.wall.as_secs_f64());
+        let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+        let samples = &processed.rss_samples;
+        let at = |quarter: usize| {
+            samples
+                .get(samples.len() * quarter / 4)
+                .map_or(0.0, |&b| mib(b))
+        };
+        println!(
+            "| {} | {limit_secs:.2} | {} | {secs:.2} | {} | {:.2} | {:.0} | {:.0}, {:.0}, {:.0} | {:.2} |",
+            human(events as f64),
+            human(events as f64 / limit_secs),
+            human(events as f64 / secs),
+            processed.cpu.as_secs_f64(),
+            mib(processed.peak_rss_bytes),
+            at(1),
+            at(2),
+            at(3),
+            limit_secs / secs,
+        );
+    }
+    Ok(())
+}
+
+fn run_latency(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
+    println!(
+        "| events/s | windows | latency p50 ms | latency max ms | RSS min–max under load MiB |"
+    );
+    println!("|---|---|---|---|---|");
+    for &rate in &args.latency_rates {
+        eprintln!(
+            "measuring {} windows of {} s at {rate} events/s …",
+            args.latency_windows, args.latency_window_seconds
+        );
+        let measured = latency::measure(
+            exe,
+            servers,
+            rate,
+            args.latency_windows as usize,
+            args.latency_window_seconds,
+            &args.dir,
+        )?;
+        let mut ms: Vec<u128> = measured.windows.iter().map(|d| d.as_millis()).collect();
+        ms.sort_unstable();
+        let mib = |bytes: Option<&u64>| bytes.map_or(0.0, |&b| b as f64 / (1 << 20) as f64);
+        // From its second second on: the first is start-up, not load.
+        let loaded = measured.rss_samples.get(5..).unwrap_or_default();
+        println!(
+            "| {} | {} | {} | {} | {:.0}–{:.0} |",
+            human(rate),
+            ms.len(),
+            ms.get(ms.len() / 2).copied().unwrap_or_default(),
+            ms.last().copied().unwrap_or_default(),
+            mib(loaded.iter().min()),
+            mib(loaded.iter().max()),
+        );
+    }
+    Ok(())
+}
+
+fn path_str(path: &Path) -> Result<&str> {
+    path.to_str()
+        .with_context(|| format!("{} is not UTF-8", path.display()))
+}
+
+/// Generates the input for `events` once; later runs reuse it.
+fn ensure_input(dir: &Path, events: u64) -> Result<PathBuf> {
+    let path = dir.join(format!("events-{events}.jsonl"));
+    if path.exists() {
+        return Ok(path);
+    }
+    let partial = dir.join(format!("events-{events}.jsonl.partial"));
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(&partial)?);
+    eprintln!(
+        "generating {} events into {} …",
+        human(events as f64),
+        path.display()
+    );
+    Generator::new(input_config(events)).write_to(&mut out, &AtomicBool::new(false))?;
+    drop(out);
+    fs::rename(&partial, &path)?;
+    Ok(path)
+}
+
+/// Runs `exe args…` to completion (pinned to one CPU if asked), its output discarded: its
+/// progress lines would only interleave with the table.
+fn measure(exe: &Path, cpu: Option<u32>, args: &[&str]) -> Result<Usage> {
+    let mut command = match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpu.to_string()).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    command
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let started = Instant::now();
+    let child = command
+        .spawn()
+        .with_context(|| format!("cannot start {}", exe.display()))?;
+    let pid = child.id() as libc::pid_t;
+    let sampler = sample_rss(pid);
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our child, not yet waited for; both out-pointers are valid.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = started.elapsed();
+    let rss_samples = sampler.join().unwrap_or_default();
+    if rc != pid {
+        bail!(
+            "cannot wait for {}: {}",
+            exe.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("`pageview {}` failed (status {status})", args.join(" "));
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Ok(Usage {
+        wall,
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        peak_rss_bytes: usage.ru_maxrss as u64 * 1024,
+        rss_samples,
+    })
+}
+
+/// Reads the resident memory of `pid` every [`RSS_EVERY`] until the process is gone.
+pub(super) fn sample_rss(pid: libc::pid_t) -> std::thread::JoinHandle<Vec<u64>> {
+    std::thread::spawn(move || {
+        let status = format!("/proc/{pid}/status");
+        let mut samples = Vec::new();
+        // Once waited for, the process's status file is gone (or is a zombie's, without
+        // VmRSS): either ends the loop.
+        while let Some(kib) = fs::read_to_string(&status).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        }) {
+            // Zero while the child is still being exec'd.
+            if kib > 0 {
+                samples.push(kib * 1024);
+            }
+            std::thread::sleep(RSS_EVERY);
+        }
+        samples
+    })
+}

@@ -465,6 +465,7 @@ impl Checkpointer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn closed_windows_bring_a_checkpoint_forward_but_not_more_than_twice_a_second() {
@@ -475,7 +476,6 @@ mod tests {
         assert!(!due_after(ms(9_999), interval, false));
         assert!(due_after(ms(10_000), interval, false));
     }
-    use proptest::prelude::*;
 
     fn state(next: i64, raw_from: i64) -> PartitionState {
         PartitionState {

@@ -230,6 +230,19 @@ impl Processor {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Waits for it to exit by itself; fails with `still_runs` after `within`.
+    fn exit_within(&mut self, within: Duration, still_runs: &str) -> std::process::ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{still_runs}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 impl Drop for Processor {
@@ -336,15 +349,11 @@ fn wait_for_everything(root: &Path, data: &Data, within: Duration) {
 
 /// Stops the processor as an operator would, and checks it said so cleanly.
 fn stop(mut processor: Processor) -> String {
-    let mut child = processor.child.take().unwrap();
+    let pid = processor.child.as_ref().unwrap().id();
     // SAFETY: signals the child we spawned, by its PID.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "no exit 30 s after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().unwrap();
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    processor.exit_within(Duration::from_secs(30), "no exit 30 s after SIGTERM");
+    let output = processor.child.take().unwrap().wait_with_output().unwrap();
     assert!(output.status.success(), "{}", processor.log());
     stdout(&output)
 }
@@ -593,15 +602,7 @@ fn a_processor_fenced_by_its_own_instance_id_stops_with_a_reason() {
     // fences the first: it can never consume again, and must not wait forever.
     let second = processor(&broker.bootstrap, storage.path(), &[]);
     let mut first = first;
-    let child = first.child.as_mut().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the fenced processor still runs");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = first.exit_within(Duration::from_secs(60), "the fenced processor still runs");
     assert!(!status.success());
     let log = first.log();
     assert!(
@@ -684,15 +685,7 @@ fn stop_at_end_reads_up_to_the_end_then_stops() {
     data.produce(&broker.bootstrap, FIRST..usize::MAX, Duration::ZERO);
     // A backfill: resumes from the checkpoint, reads what the topic holds, and exits.
     let mut backfill = processor(&broker.bootstrap, storage.path(), &["--stop-at-end"]);
-    let child = backfill.child.as_mut().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "--stop-at-end still runs");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = backfill.exit_within(Duration::from_secs(120), "--stop-at-end still runs");
     assert!(status.success(), "{}", backfill.log());
     assert_exactly_once(storage.path(), &data, Rows::One);
     assert_no_staging_leftovers(storage.path());

@@ -56,9 +56,7 @@ pub fn measure(
     let topic = format!("pageview-latency-{}", now_ms());
     kafka::ensure_topic(servers, &topic, PARTITIONS)?;
     let out = dir.join("out-latency");
-    if out.exists() {
-        fs::remove_dir_all(&out).with_context(|| format!("cannot clear {}", out.display()))?;
-    }
+    super::clear(&out)?;
     let mut child = Command::new(exe)
         .args(["process", "--bootstrap-servers", servers, "--topic", &topic])
         .args(["--group", &topic, "--storage", super::path_str(&out)?])

@@ -83,10 +83,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         for _ in 0..args.repeat {
             let run = measure(&exe, args.cpu, &["parse-only", "--input", input])?;
             limit = Some(Usage::fastest(limit, run));
-            if out.exists() {
-                fs::remove_dir_all(&out)
-                    .with_context(|| format!("cannot clear {}", out.display()))?;
-            }
+            clear(&out)?;
             let storage = path_str(&out)?;
             let run = measure(
                 &exe,
@@ -148,10 +145,7 @@ fn run_kafka(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
             consume.push(&consume_group);
             let run = measure(exe, args.cpu, &consume)?;
             limit = Some(Usage::fastest(limit, run));
-            if out.exists() {
-                fs::remove_dir_all(&out)
-                    .with_context(|| format!("cannot clear {}", out.display()))?;
-            }
+            clear(&out)?;
             let mut process = vec!["process", "--stop-at-end", "--storage", path_str(&out)?];
             process.extend_from_slice(&consumer);
             let process_group = group("process");
@@ -216,6 +210,14 @@ fn run_latency(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
             mib(loaded.iter().min()),
             mib(loaded.iter().max()),
         );
+    }
+    Ok(())
+}
+
+/// Removes what an earlier run left in an output folder.
+fn clear(out: &Path) -> Result<()> {
+    if out.exists() {
+        fs::remove_dir_all(out).with_context(|| format!("cannot clear {}", out.display()))?;
     }
     Ok(())
 }

@@ -22,8 +22,8 @@ use common::kafka::Broker;
 use common::*;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 
 const TOPIC: &str = "pageview-events";
 const T0: i64 = 1_700_000_000_000;
@@ -112,14 +112,18 @@ impl Data {
         Data { partitions }
     }
 
-    /// Produces the records at `range` of every partition's list, in order.
+    /// Produces the records at `range` of every partition's list, in order. The producer is
+    /// healed as the generator's is, since one made just after a broker outage can forget
+    /// every broker (src/kafka/rebootstrap.rs).
     fn produce(&self, bootstrap: &str, range: std::ops::Range<usize>, pace: Duration) {
-        let producer: BaseProducer = ClientConfig::new()
+        let producer: BaseProducer<Watched> = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
-            .create()
+            .set("statistics.interval.ms", pageview::kafka::STATS_INTERVAL_MS)
+            .create_with_context(Watched::default())
             .unwrap();
+        let heal = || producer.context().0.heal(producer.client(), bootstrap);
         let longest = self.partitions.iter().map(Vec::len).max().unwrap();
         for i in range.start..range.end.min(longest) {
             for (p, records) in self.partitions.iter().enumerate() {
@@ -138,6 +142,7 @@ impl Data {
                     );
                     record = back;
                     producer.poll(Duration::from_millis(10));
+                    heal();
                 }
             }
             producer.poll(Duration::ZERO);
@@ -145,7 +150,16 @@ impl Data {
                 std::thread::sleep(pace);
             }
         }
-        producer.flush(Duration::from_secs(60)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while producer.flush(Duration::from_secs(1)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the broker took nothing for 120 s"
+            );
+            heal();
+        }
+        let refused = producer.context().1.lock().unwrap().take();
+        assert_eq!(refused, None, "a test record was refused");
     }
 
     fn valid(&self) -> usize {
@@ -168,6 +182,31 @@ impl Data {
                 .enumerate()
                 .flat_map(move |(o, (_, fates))| fates.iter().map(move |f| (p as i32, o as i64, f)))
         })
+    }
+}
+
+/// Lets the test's producer see when it has forgotten every broker, and keeps the first
+/// record the broker refused.
+#[derive(Default)]
+struct Watched(
+    pageview::kafka::BrokerWatch,
+    std::sync::Mutex<Option<String>>,
+);
+
+impl ClientContext for Watched {
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.0.observe(statistics);
+    }
+}
+
+impl ProducerContext for Watched {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            let mut first = self.1.lock().unwrap();
+            first.get_or_insert_with(|| e.to_string());
+        }
     }
 }
 

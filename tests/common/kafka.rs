@@ -110,9 +110,12 @@ impl Broker {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGSTOP) };
     }
 
+    /// Returns once the broker serves again, so that a client made afterwards does not
+    /// bootstrap from the moment when, just thawed, it answers metadata with no brokers.
     pub fn thaw(&self) {
         // SAFETY: as in `freeze`.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
+        self.wait_until_ready();
     }
 
     /// Starts the killed broker again on the same ports and data.
@@ -121,13 +124,27 @@ impl Broker {
         self.wait_until_ready();
     }
 
+    /// Ready means metadata that names a broker and a leader for every partition. Each try
+    /// uses a new client: one that got metadata without brokers forgets its bootstrap
+    /// address and would never answer again.
     fn wait_until_ready(&self) {
-        let client: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .create()
-            .unwrap();
+        let serving = || {
+            let client: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &self.bootstrap)
+                .create()
+                .unwrap();
+            client
+                .fetch_metadata(None, Duration::from_secs(2))
+                .is_ok_and(|m| {
+                    !m.brokers().is_empty()
+                        && m.topics()
+                            .iter()
+                            .flat_map(|t| t.partitions())
+                            .all(|p| p.leader() >= 0)
+                })
+        };
         let deadline = Instant::now() + Duration::from_secs(90);
-        while client.fetch_metadata(None, Duration::from_secs(2)).is_err() {
+        while !serving() {
             assert!(
                 Instant::now() < deadline,
                 "the broker did not answer in 90 s; its log: {}",

@@ -107,9 +107,14 @@ pub fn consume(
     let mut cadence = Cadence::new(every);
     // Where the partitions ended when a drain was asked for.
     let mut ends: Option<Vec<(i32, i64)>> = None;
+    let mut quiet = Quiet::new(
+        stall_after(group.settings().session_timeout),
+        Instant::now(),
+    );
     loop {
         let idle = match source.poll(TICK) {
             Polled::Record(record) => {
+                quiet.heard();
                 let Some(o) = &mut owned else {
                     continue;
                 };
@@ -142,6 +147,16 @@ pub fn consume(
         let Some(now) = cadence.tick(idle) else {
             continue;
         };
+        if quiet.long(now) && group.stuck(owned.as_ref().map(|o| &o.router)) {
+            eprintln!(
+                "pageview: kafka: nothing consumed for {:?} although the broker has records for this member; joining again with a new client",
+                quiet.after
+            );
+            previous = owned.take().map(|o| o.router).or(previous);
+            group.rejoin()?;
+            source = group.source();
+            continue;
+        }
         if ends.is_none() && until.drain.load(Ordering::Relaxed) {
             // Unanswered (the broker is away): asked again at the next tick.
             ends = group.ends().ok();
@@ -168,6 +183,48 @@ pub fn consume(
         {
             progress(router);
         }
+    }
+}
+
+/// How long a consumer may deliver nothing before [`GroupConsumer::stuck`] is asked: long
+/// enough for the client to ride out an outage or a rebalance by itself.
+fn stall_after(session_timeout: Duration) -> Duration {
+    (2 * session_timeout).max(Duration::from_secs(30))
+}
+
+/// Time since the consumer last delivered a record.
+struct Quiet {
+    after: Duration,
+    since: Instant,
+    heard: bool,
+}
+
+impl Quiet {
+    fn new(after: Duration, now: Instant) -> Self {
+        Quiet {
+            after,
+            since: now,
+            heard: false,
+        }
+    }
+
+    /// A record came: one store, since it is called for every record.
+    fn heard(&mut self) {
+        self.heard = true;
+    }
+
+    /// Whether nothing came for `after` up to `now`; if so the clock starts again, so a
+    /// quiet consumer is looked at once per `after`.
+    fn long(&mut self, now: Instant) -> bool {
+        if std::mem::take(&mut self.heard) {
+            self.since = now;
+            return false;
+        }
+        if now.duration_since(self.since) < self.after {
+            return false;
+        }
+        self.since = now;
+        true
     }
 }
 
@@ -234,6 +291,30 @@ fn next_per_tick(per_tick: u32, since_last: Duration) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quiet_consumer_is_looked_at_once_per_period() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut quiet = Quiet::new(s(30), t0);
+        assert!(!quiet.long(t0 + s(29)));
+        assert!(quiet.long(t0 + s(30)));
+        assert!(!quiet.long(t0 + s(31)), "the clock started again");
+        assert!(quiet.long(t0 + s(60)));
+        quiet.heard();
+        assert!(!quiet.long(t0 + s(95)), "a record came since the last look");
+        assert!(!quiet.long(t0 + s(124)));
+        assert!(quiet.long(t0 + s(125)));
+    }
+
+    #[test]
+    fn a_stall_is_suspected_only_after_the_session_could_have_recovered() {
+        assert_eq!(stall_after(Duration::from_secs(6)), Duration::from_secs(30));
+        assert_eq!(
+            stall_after(Duration::from_secs(45)),
+            Duration::from_secs(90)
+        );
+    }
 
     #[test]
     fn clock_reads_adapt_to_the_rate() {

@@ -21,6 +21,7 @@ use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use super::{Origin, Record};
 use crate::checkpoint::{CheckpointError, Checkpoints, Recovery};
 use crate::kafka::{BrokerWatch, KafkaError, STATS_INTERVAL_MS};
+use crate::route::Router;
 
 /// How long start-up waits for the cluster's metadata before calling the address bad.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,6 +67,19 @@ struct GroupContext {
     /// The broker went away, or librdkafka gave up on the session and rejoined under a new
     /// member id: a fence that follows may be this member's own doing.
     lost_contact: AtomicBool,
+    /// From the last statistics: the member is in the group, not joining or rebalancing.
+    steady: AtomicBool,
+}
+
+/// The part of librdkafka's statistics about the group.
+#[derive(serde::Deserialize)]
+struct GroupStatistics {
+    cgrp: Option<GroupState>,
+}
+
+#[derive(serde::Deserialize)]
+struct GroupState {
+    join_state: String,
 }
 
 impl GroupContext {
@@ -139,6 +153,10 @@ impl ClientContext for GroupContext {
 
     fn stats_raw(&self, statistics: &[u8]) {
         self.brokers.observe(statistics);
+        if let Ok(statistics) = serde_json::from_slice::<GroupStatistics>(statistics) {
+            let steady = statistics.cgrp.is_none_or(|g| g.join_state == "steady");
+            self.steady.store(steady, Ordering::Relaxed);
+        }
     }
 
     /// Only the session timeout matters here; everything worth saying reaches `error`.
@@ -226,6 +244,27 @@ impl GroupConsumer {
         Ok(ends)
     }
 
+    /// Whether a consumer that has delivered nothing for a while is stuck rather than idle:
+    /// the broker answers, yet a partition `read` owns has records it did not read (`read` is
+    /// `None` without an assignment: then the member should be settled in the group). Seen
+    /// after a lone broker stalled and came back, when librdkafka may stop fetching a
+    /// partition or never finish rejoining, with no error; a new client recovers.
+    pub fn stuck(&self, read: Option<&Router>) -> bool {
+        // Unanswered: the broker is away, which librdkafka waits out by itself.
+        let Ok(ends) = self.ends() else {
+            return false;
+        };
+        match read {
+            Some(router) => !router.has_read(&ends),
+            None => !self.consumer.context().steady.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The settings of this member's group.
+    pub fn settings(&self) -> &ConsumerSettings {
+        &self.settings
+    }
+
     /// See [`BrokerWatch`]: called when nothing came, the only time a client can be stuck.
     fn keep_brokers(&self) {
         let context = self.consumer.context();
@@ -241,13 +280,16 @@ impl GroupConsumer {
         }
     }
 
-    /// Leaves the fatally failed client and joins again with a new one; the new assignment
-    /// resumes from the manifests like any other.
+    /// Replaces a fenced or stuck client with a new one that joins again; the new
+    /// assignment resumes from the manifests like any other.
     pub fn rejoin(&mut self) -> Result<(), KafkaError> {
         let consumer = connect(&self.settings, self.checkpoints.clone())?;
         consumer.context().reached.store(true, Ordering::Relaxed);
         consumer.subscribe(&[&self.settings.topic])?;
-        self.consumer = consumer;
+        // Closing a client leaves the group, which a stuck one may never finish: it closes
+        // on a thread of its own.
+        let old = std::mem::replace(&mut self.consumer, consumer);
+        std::thread::spawn(move || drop(old));
         Ok(())
     }
 
@@ -310,6 +352,7 @@ fn connect(
         last_complaint: Mutex::new(None),
         reached: AtomicBool::new(false),
         lost_contact: AtomicBool::new(false),
+        steady: AtomicBool::new(true),
         brokers: BrokerWatch::default(),
     };
     config

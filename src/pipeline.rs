@@ -137,6 +137,7 @@ pub fn consume(
                     "pageview: kafka: fenced after losing the broker, by this member's own rejoin; joining again"
                 );
                 previous = owned.take().map(|o| o.router).or(previous);
+                drop(source);
                 group.rejoin()?;
                 source = group.source();
                 continue;
@@ -153,6 +154,7 @@ pub fn consume(
                 quiet.after
             );
             previous = owned.take().map(|o| o.router).or(previous);
+            drop(source);
             group.rejoin()?;
             source = group.source();
             continue;

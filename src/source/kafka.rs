@@ -502,9 +502,9 @@ impl<'c> KafkaSource<'c> {
                     if let Some(event) = context.take() {
                         return Polled::Rebalanced(event);
                     }
-                    // Without waiting first: while records are queued that takes no clock
-                    // reads.
-                    if self.read_batch(Duration::ZERO) || self.read_batch(wait) {
+                    // Whatever is queued, without waiting; else the first message to come,
+                    // since a batch call waits until its batch is full.
+                    if self.read_batch(Duration::ZERO, BATCH) || self.read_batch(wait, 1) {
                         return self.batch_record();
                     }
                     self.group.keep_brokers();
@@ -569,19 +569,19 @@ impl<'c> KafkaSource<'c> {
         })
     }
 
-    /// Releases the batch in hand and reads the next, waiting at most `wait`; true if it
-    /// holds a record.
-    fn read_batch(&mut self, wait: Duration) -> bool {
+    /// Releases the batch in hand and reads up to `limit` messages, waiting at most `wait`;
+    /// true if they hold a record.
+    fn read_batch(&mut self, wait: Duration, limit: usize) -> bool {
         self.release();
         let wait_ms = wait.as_millis().min(i32::MAX as u128) as i32;
         // SAFETY: the fetch queue lives as long as the group this source borrows; librdkafka
-        // writes at most `capacity` message pointers, whose count it returns.
+        // writes at most `limit` (≤ capacity) message pointers, whose count it returns.
         let read = unsafe {
             let read = rdsys::rd_kafka_consume_batch_queue(
                 self.group.fetch.0,
                 wait_ms,
                 self.batch.as_mut_ptr(),
-                self.batch.capacity(),
+                limit.min(self.batch.capacity()),
             );
             self.batch.set_len(read.max(0) as usize);
             read

@@ -521,13 +521,16 @@ impl<'c> KafkaSource<'c> {
             }
         }
         let message = self.held.as_ref().expect("a message is held");
-        let (partition, offset) = (message.partition(), message.offset());
         let bytes = message.payload().unwrap_or_default();
         self.bytes_read += bytes.len() as u64;
-        let origin = origin(&mut self.origins, &self.group.settings.topic, partition);
+        let origin = origin(
+            &mut self.origins,
+            &self.group.settings.topic,
+            message.partition(),
+        );
         Polled::Record(Record {
             bytes,
-            offset,
+            offset: message.offset(),
             origin,
         })
     }
@@ -551,20 +554,18 @@ impl<'c> KafkaSource<'c> {
         self.next += 1;
         // SAFETY: the message is alive until `release`, which takes `&mut self` and so cannot
         // run while the record borrows it; librdkafka gives `len` bytes at `payload`.
-        let (bytes, partition, offset) = unsafe {
-            let m = &*message;
-            let bytes = if m.payload.is_null() {
-                &[][..]
-            } else {
-                std::slice::from_raw_parts(m.payload as *const u8, m.len)
-            };
-            (bytes, m.partition, m.offset)
+        let m = unsafe { &*message };
+        let bytes = if m.payload.is_null() {
+            &[][..]
+        } else {
+            // SAFETY: as above.
+            unsafe { std::slice::from_raw_parts(m.payload as *const u8, m.len) }
         };
         self.bytes_read += bytes.len() as u64;
-        let origin = origin(&mut self.origins, &self.group.settings.topic, partition);
+        let origin = origin(&mut self.origins, &self.group.settings.topic, m.partition);
         Polled::Record(Record {
             bytes,
-            offset,
+            offset: m.offset,
             origin,
         })
     }

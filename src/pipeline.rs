@@ -122,8 +122,7 @@ pub fn consume(
                 false
             }
             Polled::Rebalanced(Rebalanced::Revoked) => {
-                // Whatever is not in a manifest is dropped: the next owner replays it.
-                previous = owned.take().map(|o| o.router).or(previous);
+                let_go(&mut owned, &mut previous);
                 continue;
             }
             Polled::Rebalanced(Rebalanced::Assigned(assignment)) => {
@@ -136,7 +135,7 @@ pub fn consume(
                 eprintln!(
                     "pageview: kafka: fenced after losing the broker, by this member's own rejoin; joining again"
                 );
-                previous = owned.take().map(|o| o.router).or(previous);
+                let_go(&mut owned, &mut previous);
                 drop(source);
                 group.rejoin()?;
                 source = group.source();
@@ -153,7 +152,7 @@ pub fn consume(
                 "pageview: kafka: nothing consumed for {:?} although the broker has records for this member; joining again with a new client",
                 quiet.after
             );
-            previous = owned.take().map(|o| o.router).or(previous);
+            let_go(&mut owned, &mut previous);
             drop(source);
             group.rejoin()?;
             source = group.source();
@@ -185,6 +184,15 @@ pub fn consume(
         {
             progress(router);
         }
+    }
+}
+
+/// Gives up the current assignment, after a revoke or before a new client joins: whatever is
+/// not in a manifest is dropped, since the next owner replays it; its counters are kept for
+/// the next assignment to carry on.
+fn let_go(owned: &mut Option<Owned>, previous: &mut Option<Router>) {
+    if let Some(o) = owned.take() {
+        *previous = Some(o.router);
     }
 }
 

@@ -123,9 +123,7 @@ impl GroupContext {
             recovery,
         }));
     }
-}
 
-impl GroupContext {
     /// Sends the messages of `partitions` to the fetch queue. librdkafka keeps a forward the
     /// application set when it starts fetching, and moves what is already queued.
     fn forward(&self, consumer: &BaseConsumer<Self>, partitions: &[i32]) {

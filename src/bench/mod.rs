@@ -69,10 +69,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Some(servers) => return run_kafka(args, &exe, servers),
         None => {}
     }
-    println!(
-        "| events | input MB | process s | events/s | MB/s | CPU s | events/s per CPU s | peak RSS MiB | parse-only s | parse-only events/s | processed/limit |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    table_header(&[
+        "events",
+        "input MB",
+        "process s",
+        "events/s",
+        "MB/s",
+        "CPU s",
+        "events/s per CPU s",
+        "peak RSS MiB",
+        "parse-only s",
+        "parse-only events/s",
+        "processed/limit",
+    ]);
     for &events in &args.sizes {
         let input = ensure_input(&args.dir, events)?;
         let input_bytes = fs::metadata(&input)?.len();
@@ -116,10 +125,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 /// Per size: the input produced once to a new topic, then alternately a consume-only child
 /// and `process --stop-at-end`, each in a group of its own so each reads the whole topic.
 fn run_kafka(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
-    println!(
-        "| events | consume-only s | consume-only events/s | process s | events/s | CPU s | peak RSS MiB | RSS at ¼, ½, ¾ of the run MiB | processed/limit |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    table_header(&[
+        "events",
+        "consume-only s",
+        "consume-only events/s",
+        "process s",
+        "events/s",
+        "CPU s",
+        "peak RSS MiB",
+        "RSS at ¼, ½, ¾ of the run MiB",
+        "processed/limit",
+    ]);
     for &events in &args.sizes {
         let topic = format!("pageview-bench-{events}-{}", crate::generate::now_ms());
         kafka::ensure_topic(servers, &topic, 3)?;
@@ -179,10 +195,13 @@ fn run_kafka(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
 }
 
 fn run_latency(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
-    println!(
-        "| events/s | windows | latency p50 ms | latency max ms | RSS min–max under load MiB |"
-    );
-    println!("|---|---|---|---|---|");
+    table_header(&[
+        "events/s",
+        "windows",
+        "latency p50 ms",
+        "latency max ms",
+        "RSS min–max under load MiB",
+    ]);
     for &rate in &args.latency_rates {
         eprintln!(
             "measuring {} windows of {} s at {rate} events/s …",
@@ -313,4 +332,10 @@ pub(super) fn sample_rss(pid: libc::pid_t) -> std::thread::JoinHandle<Vec<u64>> 
         }
         samples
     })
+}
+
+/// Prints a Markdown table's header row and the separator row that matches it.
+fn table_header(columns: &[&str]) {
+    println!("| {} |", columns.join(" | "));
+    println!("|{}", "---|".repeat(columns.len()));
 }

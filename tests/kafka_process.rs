@@ -234,6 +234,18 @@ fn event(user_id: i64, postcode: &str, t: i64) -> Vec<u8> {
     .into_bytes()
 }
 
+/// What most tests here start from: a broker holding the empty topic, the records to produce
+/// to it (`per_partition` to each partition), and an empty storage folder.
+fn given(per_partition: usize) -> (Broker, Data, tempfile::TempDir) {
+    let broker = Broker::start();
+    create_topic(&broker.bootstrap);
+    (
+        broker,
+        Data::new(per_partition),
+        tempfile::tempdir().unwrap(),
+    )
+}
+
 fn create_topic(bootstrap: &str) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -476,10 +488,7 @@ fn assert_exactly_once(root: &Path, data: &Data, rows: Rows) {
 
 #[test]
 fn three_partitions_end_to_end_with_bad_records() {
-    let broker = Broker::start();
-    create_topic(&broker.bootstrap);
-    let data = Data::new(20_000);
-    let storage = tempfile::tempdir().unwrap();
+    let (broker, data, storage) = given(20_000);
     let extra = ["--file-max-age-ms", "700"];
     let child = processor(&broker.bootstrap, storage.path(), &extra);
     produce_first(&data, &broker.bootstrap, storage.path());
@@ -503,10 +512,7 @@ fn three_partitions_end_to_end_with_bad_records() {
 
 #[test]
 fn kill_9_at_random_moments_loses_and_repeats_nothing() {
-    let broker = Broker::start();
-    create_topic(&broker.bootstrap);
-    let data = Data::new(60_000);
-    let storage = tempfile::tempdir().unwrap();
+    let (broker, data, storage) = given(60_000);
     let bootstrap = broker.bootstrap.clone();
     let data = std::sync::Arc::new(data);
     // Raw files roll by age within the time between kills: with late events in the hour
@@ -552,10 +558,7 @@ fn kill_9_at_random_moments_loses_and_repeats_nothing() {
 
 #[test]
 fn two_processors_split_the_partitions_and_stay_exactly_once() {
-    let broker = Broker::start();
-    create_topic(&broker.bootstrap);
-    let data = Data::new(20_000);
-    let storage = tempfile::tempdir().unwrap();
+    let (broker, data, storage) = given(20_000);
     let extra = ["--file-max-age-ms", "700"];
     let first = member(&broker.bootstrap, storage.path(), "first", &extra);
     produce_first(&data, &broker.bootstrap, storage.path());
@@ -590,10 +593,7 @@ fn two_processors_split_the_partitions_and_stay_exactly_once() {
 /// A stream with the broker away in the middle, for longer than the processor's session:
 /// `outage` takes the broker away and brings it back.
 fn rides_out(outage: impl FnOnce(&mut Broker)) {
-    let mut broker = Broker::start();
-    create_topic(&broker.bootstrap);
-    let data = Data::new(30_000);
-    let storage = tempfile::tempdir().unwrap();
+    let (mut broker, data, storage) = given(30_000);
     let extra = ["--file-max-age-ms", "700", "--session-timeout-ms", "6000"];
     let child = processor(&broker.bootstrap, storage.path(), &extra);
     produce_first(&data, &broker.bootstrap, storage.path());
@@ -631,10 +631,7 @@ fn a_frozen_broker_pauses_the_processor_and_loses_nothing() {
 
 #[test]
 fn a_processor_fenced_by_its_own_instance_id_stops_with_a_reason() {
-    let broker = Broker::start();
-    create_topic(&broker.bootstrap);
-    let data = Data::new(1_000);
-    let storage = tempfile::tempdir().unwrap();
+    let (broker, data, storage) = given(1_000);
     let first = processor(&broker.bootstrap, storage.path(), &[]);
     produce_first(&data, &broker.bootstrap, storage.path());
     // A second processor with the same --group-instance-id (a misconfigured deployment)
@@ -716,10 +713,7 @@ fn run_through_kafka_stops_once_everything_produced_is_written() {
 
 #[test]
 fn stop_at_end_reads_up_to_the_end_then_stops() {
-    let broker = Broker::start();
-    create_topic(&broker.bootstrap);
-    let data = Data::new(10_000);
-    let storage = tempfile::tempdir().unwrap();
+    let (broker, data, storage) = given(10_000);
     stop_after_first(&data, &broker.bootstrap, storage.path());
     data.produce(&broker.bootstrap, FIRST..usize::MAX, Duration::ZERO);
     // A backfill: resumes from the checkpoint, reads what the topic holds, and exits.

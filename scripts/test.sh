@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and test. Installs what the tests need into ~/.cache/pageview (Python with
-# pyarrow and duckdb, the Apache Kafka broker's jars) and the C libraries rdkafka builds
-# against, and builds there too, so later runs are fast and the clone stays clean. Tests
-# start and stop their own services (a Kafka broker on 127.0.0.1 per test, stopped by PID).
+# pyarrow and duckdb, the Apache Kafka broker's jars, LocalStack) and the C libraries rdkafka
+# builds against, and builds there too, so later runs are fast and the clone stays clean.
+# Tests start and stop their own services (a Kafka broker or LocalStack on 127.0.0.1 per
+# test, stopped by PID).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +35,10 @@ fi
 # The real Apache Kafka broker (KRaft) and its runtime dependencies, from Maven Central.
 source scripts/kafka-jars.sh
 export PAGEVIEW_KAFKA_LIBS="$kafka_libs"
+
+# LocalStack, the S3 emulator, from PyPI.
+source scripts/localstack-env.sh
+export PAGEVIEW_LOCALSTACK_PYTHON="$localstack_python"
 
 echo "== cargo fmt --check"
 cargo fmt --check

@@ -309,7 +309,7 @@ impl Checkpoints {
         for file in &recovery.unpublished {
             self.storage.publish_staged(&file.staged, &file.key)?;
         }
-        self.storage.remove_staged_orphans();
+        self.storage.remove_staged_orphans()?;
         let old = superseded(&manifests);
         for &i in &old {
             self.delete(&names[i])?;
@@ -588,7 +588,7 @@ mod tests {
         let storage: Arc<dyn Storage> =
             Arc::new(crate::storage::LocalStorage::open(dir.path()).unwrap());
         let checkpoints = Checkpoints::new(storage.clone(), "cp", "my group");
-        let mut file = storage.create().unwrap();
+        let mut file = storage.create("k").unwrap();
         std::io::Write::write_all(&mut file, b"rows").unwrap();
         let staged = file.stage().unwrap();
         let mut m = manifest(3, "a", &[(0, 10)]);

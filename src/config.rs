@@ -13,6 +13,7 @@ use crate::generate::{GeneratorConfig, now_ms};
 use crate::kafka::KeyChoice;
 use crate::sink::{SinkConfig, Tags};
 use crate::source::kafka::ConsumerSettings;
+use crate::storage::{Location, S3Settings};
 use crate::window::{WindowSpec, Windows};
 
 #[derive(Debug, Parser)]
@@ -35,6 +36,9 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Process a JSONL file (or stdin) into the three datasets, closing every window at the end.
     Process(ProcessArgs),
+    /// Create the buckets on S3 with their lifecycle rules; running it again changes nothing.
+    #[command(subcommand)]
+    Buckets(BucketsCommand),
     /// Time `process` on generated files of several sizes against a parse-only loop.
     Bench(BenchArgs),
     /// Read a JSONL file and only parse each line's JSON: the limit `bench` compares with.
@@ -44,6 +48,25 @@ pub enum Command {
     /// else: the limit `bench --kafka` compares `process` with.
     #[command(hide = true)]
     ConsumeOnly(ConsumeOnlyArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BucketsCommand {
+    /// Create the raw, aggregated, DLQ and checkpoint buckets (versioned, encrypted, public
+    /// access blocked), raw and aggregated moving to Glacier after 30 days and dead letters
+    /// expiring after `--dlq-retention-days`.
+    Create(BucketsCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BucketsCreateArgs {
+    #[command(flatten)]
+    pub buckets: BucketArgs,
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// Days a dead letter is kept before S3 deletes it.
+    #[arg(long, env = "DLQ_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub dlq_retention_days: u32,
 }
 
 #[derive(Debug, Args)]
@@ -107,11 +130,64 @@ pub struct ProcessArgs {
     pub stop_at_end: bool,
     #[command(flatten)]
     pub kafka: ConsumerArgs,
-    /// Folder the three datasets are written under, one subfolder per bucket name.
-    #[arg(long, env = "STORAGE")]
-    pub storage: PathBuf,
+    /// Where the datasets go: a folder (one subfolder per bucket) or `s3` (the buckets
+    /// themselves; see the AWS settings). Write `./s3` for a folder named s3.
+    #[arg(long, env = "STORAGE", value_parser = Location::parse)]
+    pub storage: Location,
+    #[command(flatten)]
+    pub s3: S3Args,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+}
+
+/// How to reach S3 when `--storage s3`. Credentials come from the usual AWS sources:
+/// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, a web identity, or the instance's role.
+#[derive(Debug, Args)]
+pub struct S3Args {
+    /// Region of the buckets.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub aws_region: String,
+    /// An S3-compatible endpoint, e.g. LocalStack's `http://localhost:4566` [default: AWS
+    /// itself; the original's LOCALSTACK_ENDPOINT is read too].
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+    /// Size of each part of a multipart upload, in MiB (S3 needs at least 5); smaller files
+    /// go up in one request.
+    #[arg(long, env = "S3_PART_SIZE_MIB", default_value_t = 8, value_parser = clap::value_parser!(u32).range(5..=1024))]
+    pub s3_part_size_mib: u32,
+    /// Parts of one file uploading at once.
+    #[arg(long, env = "S3_UPLOAD_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub s3_upload_concurrency: u32,
+}
+
+impl S3Args {
+    pub fn settings(&self) -> Result<S3Settings, ConfigError> {
+        let endpoint = self
+            .aws_endpoint_url
+            .clone()
+            .or_else(|| std::env::var("LOCALSTACK_ENDPOINT").ok())
+            .filter(|e| !e.is_empty());
+        if let Some(endpoint) = &endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid {
+                setting: "AWS_ENDPOINT_URL",
+                problem: format!("{endpoint:?} is not an http:// or https:// URL"),
+            });
+        }
+        if self.aws_region.is_empty() {
+            return Err(ConfigError::Invalid {
+                setting: "AWS_REGION",
+                problem: "is empty".into(),
+            });
+        }
+        Ok(S3Settings {
+            region: self.aws_region.clone(),
+            endpoint,
+            part_size: (self.s3_part_size_mib as usize) << 20,
+            concurrency: self.s3_upload_concurrency as usize,
+        })
+    }
 }
 
 /// Which records the processor consumes from Kafka, and how progress is made durable.
@@ -308,6 +384,22 @@ pub struct PipelineArgs {
     /// (`500ms`, `30s`, `2m`).
     #[arg(long, env = "IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
+    #[command(flatten)]
+    pub buckets: BucketArgs,
+    /// A file is published once its encoded size reaches this many bytes.
+    #[arg(long, env = "FILE_MAX_BYTES", default_value_t = 128 << 20, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub file_max_bytes: u64,
+    /// A file is published once it has been open this many ms, so data shows up promptly.
+    #[arg(long, env = "FILE_MAX_AGE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub file_max_age_ms: u64,
+    /// Parquet compression codec.
+    #[arg(long, env = "PARQUET_COMPRESSION", value_enum, default_value_t = Codec::Snappy)]
+    pub compression: Codec,
+}
+
+/// The bucket names, from the environment's defaults or given one by one.
+#[derive(Debug, Args)]
+pub struct BucketArgs {
     /// Environment in the default bucket names `pageview-pipeline-<env>-…`.
     #[arg(long, env = "ENVIRONMENT", default_value = "local")]
     pub environment: String,
@@ -324,15 +416,6 @@ pub struct PipelineArgs {
     /// pageview-pipeline-<env>-checkpoints].
     #[arg(long, env = "CHECKPOINTS_BUCKET")]
     pub checkpoints_bucket: Option<String>,
-    /// A file is published once its encoded size reaches this many bytes.
-    #[arg(long, env = "FILE_MAX_BYTES", default_value_t = 128 << 20, value_parser = clap::value_parser!(u64).range(1024..))]
-    pub file_max_bytes: u64,
-    /// A file is published once it has been open this many ms, so data shows up promptly.
-    #[arg(long, env = "FILE_MAX_AGE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub file_max_age_ms: u64,
-    /// Parquet compression codec.
-    #[arg(long, env = "PARQUET_COMPRESSION", value_enum, default_value_t = Codec::Snappy)]
-    pub compression: Codec,
 }
 
 /// The three bucket names of SPEC.md 2, and where checkpoints go.
@@ -344,15 +427,8 @@ pub struct Buckets {
     pub checkpoints: String,
 }
 
-impl PipelineArgs {
-    pub fn windows(&self) -> Windows {
-        Windows::new(
-            WindowSpec::new(i64::from(self.window_size_seconds) * 1000),
-            i64::from(self.watermark_delay_ms),
-        )
-    }
-
-    pub fn buckets(&self) -> Result<Buckets, ConfigError> {
+impl BucketArgs {
+    pub fn resolve(&self) -> Result<Buckets, ConfigError> {
         let env = &self.environment;
         let pick = |given: &Option<String>, setting, suffix: &str| {
             let name = given
@@ -386,10 +462,19 @@ impl PipelineArgs {
         }
         Ok(buckets)
     }
+}
+
+impl PipelineArgs {
+    pub fn windows(&self) -> Windows {
+        Windows::new(
+            WindowSpec::new(i64::from(self.window_size_seconds) * 1000),
+            i64::from(self.watermark_delay_ms),
+        )
+    }
 
     pub fn sink_config(&self, tags: Tags) -> Result<SinkConfig, ConfigError> {
         Ok(SinkConfig {
-            buckets: self.buckets()?,
+            buckets: self.buckets.resolve()?,
             tags,
             max_file_bytes: self.file_max_bytes,
             max_file_age: Duration::from_millis(self.file_max_age_ms),
@@ -493,24 +578,32 @@ mod tests {
 
     #[test]
     fn default_buckets_follow_the_original_names() {
-        let buckets = pipeline(&[]).buckets().unwrap();
+        let buckets = pipeline(&[]).buckets.resolve().unwrap();
         assert_eq!(buckets.raw, "pageview-pipeline-local-raw-events");
         assert_eq!(buckets.aggregated, "pageview-pipeline-local-aggregated");
         assert_eq!(buckets.dlq, "pageview-pipeline-local-dlq");
-        let prod = pipeline(&["--environment", "prod"]).buckets().unwrap();
+        let prod = pipeline(&["--environment", "prod"])
+            .buckets
+            .resolve()
+            .unwrap();
         assert_eq!(prod.dlq, "pageview-pipeline-prod-dlq");
     }
 
     #[test]
     fn bad_bucket_names_name_the_setting() {
         let err = pipeline(&["--dlq-bucket", "Bad_Name"])
-            .buckets()
+            .buckets
+            .resolve()
             .unwrap_err();
         assert!(err.to_string().contains("DLQ_BUCKET"), "{err}");
-        let err = pipeline(&["--environment", "UPPER"]).buckets().unwrap_err();
+        let err = pipeline(&["--environment", "UPPER"])
+            .buckets
+            .resolve()
+            .unwrap_err();
         assert!(err.to_string().contains("RAW_EVENTS_BUCKET"), "{err}");
         let err = pipeline(&["--dlq-bucket", "pageview-pipeline-local-raw-events"])
-            .buckets()
+            .buckets
+            .resolve()
             .unwrap_err();
         assert!(err.to_string().contains("different"), "{err}");
     }

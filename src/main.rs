@@ -14,8 +14,8 @@ use clap::Parser;
 
 use pageview::checkpoint::{Checkpointer, Checkpoints};
 use pageview::config::{
-    Cli, Command, ConsumeOnlyArgs, ConsumerArgs, GENERATE_DEFAULTS, GenerateArgs, ParseOnlyArgs,
-    PipelineArgs, ProcessArgs, RUN_DEFAULTS, RunArgs,
+    BucketsCommand, Cli, Command, ConfigError, ConsumeOnlyArgs, ConsumerArgs, GENERATE_DEFAULTS,
+    GenerateArgs, ParseOnlyArgs, PipelineArgs, ProcessArgs, RUN_DEFAULTS, RunArgs, S3Args,
 };
 use pageview::generate::{Generator, GeneratorConfig};
 use pageview::kafka::{self, KeyChoice, ProducerSettings, TopicState};
@@ -24,7 +24,7 @@ use pageview::route::Router;
 use pageview::sink::{SinkConfig, Sinks, Tags, naming};
 use pageview::source::kafka::{GroupConsumer, Polled, Rebalanced};
 use pageview::source::{Poll, StreamSource, open_input};
-use pageview::storage::{LocalStorage, Storage};
+use pageview::storage::{LocalStorage, Location, S3Storage, Storage, buckets};
 use pageview::{bench, report};
 
 /// Partitions of the topic `run --kafka` creates, as the original's set-up does.
@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Generate(args) => generate(args),
         Command::Process(args) => process(args),
+        Command::Buckets(command) => create_buckets(command),
         Command::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
         Command::ParseOnly(args) => parse_only(args),
         Command::ConsumeOnly(args) => consume_only(args),
@@ -95,15 +96,76 @@ fn stop_flag() -> Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-/// Opens the storage root (creating it) and wires the router; call once configuration and
-/// input are known to be good, so a bad one leaves nothing behind.
-fn router(pipeline: &PipelineArgs, sink_config: &SinkConfig, root: &Path) -> Result<Router> {
-    let storage = LocalStorage::open(root)?;
-    Ok(Router::new(
+/// S3 publishes a file by copying its staged object, and one copy moves at most 5 GiB; a
+/// file can outgrow `--file-max-bytes` by a row group.
+const S3_MAX_FILE_BYTES: u64 = 4 << 30;
+
+/// Opens where the datasets go (creating a folder, or checking every bucket answers), so a
+/// bad location fails before any input is read. `checkpoints`: the checkpoint bucket is used.
+fn open_storage(
+    location: &Location,
+    s3: &S3Args,
+    pipeline: &PipelineArgs,
+    checkpoints: bool,
+) -> Result<Arc<dyn Storage>> {
+    Ok(match location {
+        Location::Local(root) => Arc::new(LocalStorage::open(root)?),
+        Location::S3 => {
+            let settings = s3.settings()?;
+            if pipeline.file_max_bytes > S3_MAX_FILE_BYTES {
+                return Err(ConfigError::Invalid {
+                    setting: "FILE_MAX_BYTES",
+                    problem: format!(
+                        "{} is above {S3_MAX_FILE_BYTES}, the most S3 publishes in one copy",
+                        pipeline.file_max_bytes
+                    ),
+                }
+                .into());
+            }
+            let names = pipeline.buckets.resolve()?;
+            let mut used = vec![&*names.raw, &*names.aggregated, &*names.dlq];
+            if checkpoints {
+                used.push(&names.checkpoints);
+            }
+            Arc::new(S3Storage::open(&settings, &used)?)
+        }
+    })
+}
+
+/// Where the datasets went, for the last line of a run.
+fn describe(location: &Location, pipeline: &PipelineArgs) -> String {
+    match (location, pipeline.buckets.resolve()) {
+        (Location::S3, Ok(b)) => format!("s3://{}, s3://{}, s3://{}", b.raw, b.aggregated, b.dlq),
+        _ => location.to_string(),
+    }
+}
+
+/// Wires the router onto opened storage.
+fn router(pipeline: &PipelineArgs, sink_config: &SinkConfig, storage: Arc<dyn Storage>) -> Router {
+    Router::new(
         pipeline.windows(),
-        Sinks::new(Arc::new(storage), sink_config),
+        Sinks::new(storage, sink_config),
         pipeline.idle_timeout,
-    ))
+    )
+}
+
+fn create_buckets(command: BucketsCommand) -> Result<ExitCode> {
+    let BucketsCommand::Create(args) = command;
+    let settings = args.s3.settings()?;
+    let plan = buckets::plan(&args.buckets.resolve()?, args.dlq_retention_days);
+    for (name, outcome) in buckets::create(&settings, &plan)? {
+        let what = match outcome {
+            buckets::Outcome::Created => "created",
+            buckets::Outcome::Existed => "exists; settings and rules applied again",
+        };
+        println!("{name}: {what}");
+    }
+    println!(
+        "lifecycle: raw and aggregated to Glacier after {} days; dead letters expire after {} days",
+        buckets::ARCHIVE_AFTER_DAYS,
+        args.dlq_retention_days
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn process(args: ProcessArgs) -> Result<ExitCode> {
@@ -118,7 +180,8 @@ fn process(args: ProcessArgs) -> Result<ExitCode> {
         .pipeline
         .sink_config(Tags::Fixed(naming::source_tag(&label)))?;
     let mut source = open_input(input)?;
-    let mut router = router(&args.pipeline, &sink_config, &args.storage)?;
+    let storage = open_storage(&args.storage, &args.s3, &args.pipeline, false)?;
+    let mut router = router(&args.pipeline, &sink_config, storage);
     let stop = stop_flag()?;
     let started = Instant::now();
     let progress = Progress::new("processing");
@@ -134,7 +197,7 @@ fn process(args: ProcessArgs) -> Result<ExitCode> {
         "{}",
         report::summary(router.stats(), started.elapsed(), Some(source.bytes_read()))
     );
-    println!("output: {}", args.storage.display());
+    println!("output: {}", describe(&args.storage, &args.pipeline));
     if ending == Ending::Stopped {
         eprintln!(
             "pageview: interrupted after {} records; everything read so far is written",
@@ -159,28 +222,28 @@ fn process_kafka(args: &ProcessArgs) -> Result<ExitCode> {
         stop: &stop,
         drain: &drain,
     };
-    let router = consume_group(servers, &args.kafka, &args.pipeline, &args.storage, &until)?;
+    let storage = open_storage(&args.storage, &args.s3, &args.pipeline, true)?;
+    let router = consume_group(servers, &args.kafka, &args.pipeline, storage, &until)?;
     if let Some(router) = router {
         print!(
             "{}",
             report::summary(router.stats(), started.elapsed(), None)
         );
     }
-    println!("output: {}", args.storage.display());
+    println!("output: {}", describe(&args.storage, &args.pipeline));
     Ok(ExitCode::SUCCESS)
 }
 
-/// Joins the group and processes what it is assigned into `root` until `until` says stop;
-/// the router of the last assignment, for its counters.
+/// Joins the group and processes what it is assigned into `storage` until `until` says
+/// stop; the router of the last assignment, for its counters.
 fn consume_group(
     servers: &str,
     kafka: &ConsumerArgs,
     pipeline: &PipelineArgs,
-    root: &Path,
+    storage: Arc<dyn Storage>,
     until: &Until<'_>,
 ) -> Result<Option<Router>> {
-    let buckets = pipeline.buckets()?;
-    let storage: Arc<dyn Storage> = Arc::new(LocalStorage::open(root)?);
+    let buckets = pipeline.buckets.resolve()?;
     let checkpoints = || Checkpoints::new(storage.clone(), &buckets.checkpoints, &kafka.group);
     let mut group = GroupConsumer::join(&kafka.settings(servers), checkpoints())?;
     let member = member_name(kafka);
@@ -271,7 +334,8 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     let sink_config = args
         .pipeline
         .sink_config(Tags::Fixed(naming::source_tag(&label)))?;
-    let mut router = router(&args.pipeline, &sink_config, &args.data_dir)?;
+    let storage = Arc::new(LocalStorage::open(&args.data_dir)?);
+    let mut router = router(&args.pipeline, &sink_config, storage);
     let stop = stop_flag()?;
     introduce(&args, &config, "");
     let (chunks, mut source) = StreamSource::embedded("pageview-events");
@@ -326,7 +390,8 @@ fn introduce(args: &RunArgs, config: &GeneratorConfig, through: &str) {
 /// as `process` does. With `--events`, it stops once everything produced has been read.
 fn run_kafka(args: &RunArgs, config: GeneratorConfig, servers: &str) -> Result<ExitCode> {
     let topic = &args.consumer.topic;
-    args.pipeline.buckets()?;
+    args.pipeline.buckets.resolve()?;
+    let storage = Arc::new(LocalStorage::open(&args.data_dir)?);
     ensure_topic(servers, topic, RUN_PARTITIONS)?;
     let stop = stop_flag()?;
     let drain = Arc::new(AtomicBool::new(false));
@@ -349,13 +414,7 @@ fn run_kafka(args: &RunArgs, config: GeneratorConfig, servers: &str) -> Result<E
         stop: &stop,
         drain: &drain,
     };
-    let consumed = consume_group(
-        servers,
-        &args.consumer,
-        &args.pipeline,
-        &args.data_dir,
-        &until,
-    );
+    let consumed = consume_group(servers, &args.consumer, &args.pipeline, storage, &until);
     if consumed.is_err() {
         // The generator stops too when the processor cannot go on.
         stop.store(true, Ordering::Relaxed);

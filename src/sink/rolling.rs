@@ -176,7 +176,7 @@ impl<B: RowBuffer> RollingFile<B> {
         let writer = match &mut self.writer {
             Some(w) => w,
             None => {
-                let file = settings.storage.create()?;
+                let file = settings.storage.create(&settings.bucket)?;
                 let writer =
                     ArrowWriter::try_new(file, B::schema(), Some(settings.properties::<B>()))
                         .map_err(error)?;

@@ -1,13 +1,14 @@
 //! A real Apache Kafka broker (KRaft, one node) on 127.0.0.1 for one test: started from the
 //! jars `scripts/test.sh` fetches, stopped by PID when dropped.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use super::free_port;
 
 /// A fixed cluster id (any 16 bytes in URL-safe base64 will do).
 const CLUSTER_ID: &str = "cGFnZXZpZXctdGVzdA";
@@ -32,14 +33,6 @@ fn libs() -> PathBuf {
         path.display()
     );
     path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Broker {

@@ -42,6 +42,15 @@ pub fn installed(variable: &str, under_cache: &str) -> PathBuf {
         })
 }
 
+/// A port nothing listens on now, for a service a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Every `.parquet` file under `dir`, sorted, paths relative to `dir`.
 pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     fn walk(dir: &Path, base: &Path, out: &mut Vec<PathBuf>) {
@@ -151,3 +160,4 @@ pub fn dead_letters_of(root: &Path, kind: &str) -> usize {
         .sum()
 }
 pub mod kafka;
+pub mod s3;

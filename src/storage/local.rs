@@ -1,13 +1,12 @@
-//! Finished files → a storage root, each visible at its key only once complete.
-//!
-//! A file is written to a staging area no reader looks at and published with one atomic step
-//! (a rename on local disk; completing an upload on S3), so readers never see partial files
-//! and re-publishing the same key replaces it whole.
+//! Local disk: each bucket a folder under one root; staged files wait in a hidden folder and
+//! publish with a rename.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{PendingFile, Staged, Storage, StorageError};
 
 /// Where staged files wait inside a local root; hidden so that `**/*.parquet` globs skip it.
 pub const STAGING_DIR: &str = ".staging";
@@ -15,60 +14,6 @@ pub const STAGING_DIR: &str = ".staging";
 const STAGING_SUFFIX: &str = ".tmp";
 /// A complete, durable file waiting for a checkpoint manifest to name it and for publication.
 const STAGED_SUFFIX: &str = ".ready";
-
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    /// The root cannot be used at all: stop before processing anything.
-    #[error("storage directory {path} is not writable: {source}")]
-    Unwritable { path: PathBuf, source: io::Error },
-    /// A write or publish failed part way; the staged file is removed, nothing is published.
-    #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
-    /// A checkpoint names a staged file that is neither staged nor published: something
-    /// outside the pipeline removed it.
-    #[error("staged file {staged} for {key} is gone and {key} was never published")]
-    StagedMissing { staged: String, key: String },
-}
-
-/// A complete file that no reader sees yet; it survives a crash of its writer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Staged {
-    /// Names the file for [`Storage::publish_staged`]; goes into checkpoint manifests.
-    pub id: String,
-    pub bytes: u64,
-}
-
-/// Somewhere files can be published atomically; the seam for local disk and S3.
-pub trait Storage: Send + Sync {
-    /// Starts a file whose bytes stay invisible until [`PendingFile::publish`].
-    fn create(&self) -> Result<Box<dyn PendingFile>, StorageError>;
-    /// Makes a staged file visible at `key`. Idempotent, so recovery can repeat it: a staged
-    /// file that is gone while `key` exists was published already.
-    fn publish_staged(&self, staged: &str, key: &str) -> Result<(), StorageError>;
-    /// Removes staged files whose writer is gone; call after publishing every staged file a
-    /// checkpoint names, since the rest can never be published.
-    fn remove_staged_orphans(&self);
-    /// Writes a small object whole and atomically, replacing any object at `key`.
-    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError>;
-    /// The object at `key`, or `None` when there is none.
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
-    /// The names of the objects directly under the folder `prefix`, in no particular order.
-    fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
-    /// Removes the object at `key`; one that is already gone is fine.
-    fn delete(&self, key: &str) -> Result<(), StorageError>;
-}
-
-/// A file being written. Dropping it without publishing discards it.
-pub trait PendingFile: Write + Send {
-    /// Makes the file visible at `key` (a `/`-separated path under the root), durably and
-    /// atomically, replacing any file already there. Returns the file's size in bytes.
-    fn publish(self: Box<Self>, key: &str) -> Result<u64, StorageError>;
-    /// Completes the file durably where no reader looks, to be published later with
-    /// [`Storage::publish_staged`]: the first phase of a checkpoint.
-    fn stage(self: Box<Self>) -> Result<Staged, StorageError>;
-}
 
 /// A folder on local disk; each bucket is a subfolder.
 #[derive(Debug)]
@@ -158,7 +103,7 @@ fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 }
 
 impl Storage for LocalStorage {
-    fn create(&self) -> Result<Box<dyn PendingFile>, StorageError> {
+    fn create(&self, _bucket: &str) -> Result<Box<dyn PendingFile>, StorageError> {
         let path = self.staging_path(STAGING_SUFFIX);
         let file = File::create(&path).map_err(write_error(&path))?;
         Ok(Box::new(LocalPending {
@@ -185,8 +130,9 @@ impl Storage for LocalStorage {
         }
     }
 
-    fn remove_staged_orphans(&self) {
+    fn remove_staged_orphans(&self) -> Result<(), StorageError> {
         remove_orphans(&self.staging, STAGED_SUFFIX);
+        Ok(())
     }
 
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
@@ -331,7 +277,7 @@ mod tests {
     fn a_file_is_visible_only_after_publish() {
         let dir = tempfile::tempdir().unwrap();
         let storage = LocalStorage::open(dir.path()).unwrap();
-        let mut file = storage.create().unwrap();
+        let mut file = storage.create("b").unwrap();
         file.write_all(b"hello").unwrap();
         let target = dir.path().join("bucket/dt=2026-01-01/part-a.parquet");
         assert!(!target.exists());
@@ -351,7 +297,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = LocalStorage::open(dir.path()).unwrap();
         for body in [&b"first version"[..], b"second"] {
-            let mut file = storage.create().unwrap();
+            let mut file = storage.create("b").unwrap();
             file.write_all(body).unwrap();
             file.publish("b/k").unwrap();
         }
@@ -362,7 +308,7 @@ mod tests {
     fn a_dropped_file_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let storage = LocalStorage::open(dir.path()).unwrap();
-        let mut file = storage.create().unwrap();
+        let mut file = storage.create("b").unwrap();
         file.write_all(b"partial").unwrap();
         drop(file);
         assert_eq!(
@@ -389,7 +335,7 @@ mod tests {
     fn a_staged_file_survives_until_published_and_publishing_twice_is_fine() {
         let dir = tempfile::tempdir().unwrap();
         let storage = LocalStorage::open(dir.path()).unwrap();
-        let mut file = storage.create().unwrap();
+        let mut file = storage.create("b").unwrap();
         file.write_all(b"rows").unwrap();
         let staged = file.stage().unwrap();
         assert_eq!(staged.bytes, 4);
@@ -411,7 +357,7 @@ mod tests {
         fs::write(staging.join("999999999-3.ready"), b"x").unwrap();
         let storage = LocalStorage::open(dir.path()).unwrap();
         assert!(staging.join("999999999-3.ready").exists());
-        storage.remove_staged_orphans();
+        storage.remove_staged_orphans().unwrap();
         assert!(!staging.join("999999999-3.ready").exists());
     }
 

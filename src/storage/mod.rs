@@ -1,0 +1,119 @@
+//! Finished files → a storage root (a local folder or S3), each visible at its key only once
+//! complete.
+//!
+//! A file is written to a staging area no reader looks at and published with one atomic step
+//! (a rename on local disk; a put or copy on S3), so readers never see partial files and
+//! re-publishing the same key replaces it whole. Keys are `<bucket>/<path>`: a folder per
+//! bucket on disk, the bucket itself on S3.
+
+pub mod buckets;
+mod local;
+mod s3;
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+pub use local::{LocalStorage, STAGING_DIR};
+pub use s3::{S3_STAGING, S3Settings, S3Storage};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The root cannot be used at all: stop before processing anything.
+    #[error("storage directory {path} is not writable: {source}")]
+    Unwritable { path: PathBuf, source: io::Error },
+    /// A write or publish failed part way; the staged file is removed, nothing is published.
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    /// A checkpoint names a staged file that is neither staged nor published: something
+    /// outside the pipeline removed it.
+    #[error("staged file {staged} for {key} is gone and {key} was never published")]
+    StagedMissing { staged: String, key: String },
+    /// S3 refused a request for a reason waiting will not fix (permissions, a missing
+    /// bucket, a bad request); outages and throttling are retried instead.
+    #[error("S3 {action} s3://{key} failed: {source}")]
+    S3 {
+        action: &'static str,
+        key: String,
+        source: object_store::Error,
+    },
+    #[error(
+        "bucket {bucket} does not exist at {endpoint} (create it with `pageview buckets create`)"
+    )]
+    NoBucket { bucket: String, endpoint: String },
+    #[error("cannot use S3 at {endpoint}: {problem}")]
+    S3Setup { endpoint: String, problem: String },
+}
+
+/// A complete file that no reader sees yet; it survives a crash of its writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    /// Names the file for [`Storage::publish_staged`]; goes into checkpoint manifests.
+    pub id: String,
+    pub bytes: u64,
+}
+
+/// Somewhere files can be published atomically; the seam for local disk and S3.
+pub trait Storage: Send + Sync {
+    /// Starts a file for `bucket` whose bytes stay invisible until [`PendingFile::publish`].
+    fn create(&self, bucket: &str) -> Result<Box<dyn PendingFile>, StorageError>;
+    /// Makes a staged file visible at `key` (in the bucket it was created for). Idempotent,
+    /// so recovery can repeat it: a staged file that is gone while `key` exists was
+    /// published already.
+    fn publish_staged(&self, staged: &str, key: &str) -> Result<(), StorageError>;
+    /// Removes staged files whose writer is gone; call after publishing every staged file a
+    /// checkpoint names, since the rest can never be published.
+    fn remove_staged_orphans(&self) -> Result<(), StorageError>;
+    /// Writes a small object whole and atomically, replacing any object at `key`.
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError>;
+    /// The object at `key`, or `None` when there is none.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
+    /// The names of the objects directly under the folder `prefix`, in no particular order.
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
+    /// Removes the object at `key`; one that is already gone is fine.
+    fn delete(&self, key: &str) -> Result<(), StorageError>;
+}
+
+/// A file being written. Dropping it without publishing discards it.
+pub trait PendingFile: Write + Send {
+    /// Makes the file visible at `key` (`<bucket>/<path>`, in the bucket it was created for),
+    /// durably and atomically, replacing any file already there. Returns its size in bytes.
+    fn publish(self: Box<Self>, key: &str) -> Result<u64, StorageError>;
+    /// Completes the file durably where no reader looks, to be published later with
+    /// [`Storage::publish_staged`]: the first phase of a checkpoint.
+    fn stage(self: Box<Self>) -> Result<Staged, StorageError>;
+}
+
+/// Where the datasets go: `--storage DIR` or `--storage s3`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Local(PathBuf),
+    S3,
+}
+
+impl Location {
+    /// `s3` means S3; anything else is a folder (write `./s3` for a folder of that name).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "" => Err("must be a folder or `s3`".into()),
+            "s3" => Ok(Location::S3),
+            _ => Ok(Location::Local(PathBuf::from(s))),
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Local(path) => write!(f, "{}", path.display()),
+            Location::S3 => f.write_str("S3"),
+        }
+    }
+}
+
+/// `<bucket>/<path>` → (bucket, path).
+fn split_key(key: &str) -> (&str, &str) {
+    key.split_once('/')
+        .expect("keys are <bucket>/<path> (sink::naming::key)")
+}

@@ -1,0 +1,553 @@
+//! S3 (or LocalStack) through `object_store`: each bucket of SPEC.md 2 is a bucket.
+//!
+//! A file's key names its first and last rows, so it is known only when the file is done. A
+//! file therefore goes to `<bucket>/_staging/<writer>-<n>` (hidden from Hive-style readers
+//! by the leading `_`): a small one in one PUT, a large one as a multipart upload whose parts
+//! leave while later rows are still being encoded. Publishing copies the staged object to
+//! its key, which S3 makes visible whole, then deletes the staged one; a small file that
+//! publishes at once is put straight at its key.
+//!
+//! S3 failing (unreachable, 5xx, throttled) pauses whoever waits on it and retries with
+//! backoff until it works again; the processing thread blocks, so the pipeline stops reading
+//! and memory stays what the open files hold. Only refusals that waiting cannot fix (access
+//! denied, no such bucket) are errors.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path;
+use object_store::{
+    BackoffConfig, ClientOptions, MultipartId, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+};
+use tokio::runtime::Runtime;
+use tokio::task::JoinSet;
+
+use super::{PendingFile, Staged, Storage, StorageError, split_key};
+
+/// The prefix staged objects wait under in each bucket.
+pub const S3_STAGING: &str = "_staging";
+
+/// A staged object of another writer older than this is an orphan. Writers on other machines
+/// cannot be asked whether they still run, and a live one names a staged object in a
+/// manifest and publishes it within seconds; recovery publishes every named one before it
+/// looks for orphans.
+const ORPHAN_AGE: Duration = Duration::from_secs(3600);
+/// Backoff between attempts while S3 is failing.
+const FIRST_WAIT: Duration = Duration::from_millis(200);
+const MAX_WAIT: Duration = Duration::from_secs(10);
+
+/// Where S3 is and how files go up.
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    pub region: String,
+    /// An S3-compatible endpoint (LocalStack); `None` is AWS itself.
+    pub endpoint: Option<String>,
+    /// Bytes per multipart part; a file smaller than this goes up in one PUT.
+    pub part_size: usize,
+    /// Parts of one file uploading at once.
+    pub concurrency: usize,
+}
+
+impl S3Settings {
+    /// The endpoint as error messages name it.
+    pub fn endpoint_name(&self) -> String {
+        self.endpoint
+            .clone()
+            .unwrap_or_else(|| format!("AWS S3 in {}", self.region))
+    }
+
+    fn store(&self, bucket: &str) -> Result<AmazonS3, StorageError> {
+        let retry = RetryConfig {
+            backoff: BackoffConfig::default(),
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(20),
+        };
+        let options = ClientOptions::new()
+            .with_timeout(Duration::from_secs(30))
+            .with_connect_timeout(Duration::from_secs(5));
+        let mut builder = AmazonS3Builder::from_env()
+            .with_region(&self.region)
+            .with_bucket_name(bucket)
+            .with_virtual_hosted_style_request(false)
+            .with_retry(retry)
+            .with_client_options(options);
+        if let Some(endpoint) = &self.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        builder.build().map_err(|e| StorageError::S3Setup {
+            endpoint: self.endpoint_name(),
+            problem: e.to_string(),
+        })
+    }
+}
+
+/// Prints one line when S3 starts failing and one when it works again, however many
+/// requests wait meanwhile.
+#[derive(Debug, Default)]
+struct Outage {
+    since: Mutex<Option<Instant>>,
+}
+
+impl Outage {
+    fn failed(&self, action: &str, key: &str, error: &object_store::Error) {
+        let mut since = self.since.lock().expect("never poisoned");
+        if since.is_none() {
+            eprintln!(
+                "pageview: S3 is failing ({action} s3://{key}: {error}); the pipeline waits and retries until it works"
+            );
+            *since = Some(Instant::now());
+        }
+    }
+
+    fn worked(&self) {
+        if let Some(at) = self.since.lock().expect("never poisoned").take() {
+            eprintln!(
+                "pageview: S3 works again after {:.1} s; resuming",
+                at.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
+/// Errors waiting can fix: object_store reports unreachable endpoints, timeouts, 5xx and
+/// throttling, once its own few retries are spent, as `Generic`.
+fn transient(error: &object_store::Error) -> bool {
+    matches!(
+        error,
+        object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
+    )
+}
+
+/// Runs `op` until it succeeds or fails for good; see the module comment.
+async fn patiently<T, F, Fut>(
+    outage: &Outage,
+    action: &'static str,
+    key: &str,
+    mut op: F,
+) -> Result<T, StorageError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = object_store::Result<T>>,
+{
+    let mut wait = FIRST_WAIT;
+    loop {
+        match op().await {
+            Ok(value) => {
+                outage.worked();
+                return Ok(value);
+            }
+            Err(e) if transient(&e) => {
+                outage.failed(action, key, &e);
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_WAIT);
+            }
+            Err(source) => {
+                return Err(StorageError::S3 {
+                    action,
+                    key: key.to_string(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+fn is_not_found(error: &StorageError) -> bool {
+    matches!(
+        error,
+        StorageError::S3 {
+            source: object_store::Error::NotFound { .. },
+            ..
+        }
+    )
+}
+
+/// What a bucket's store and a file being written share.
+struct Shared {
+    runtime: Runtime,
+    /// Shared with part uploads on the runtime, which must not own the runtime itself.
+    outage: Arc<Outage>,
+}
+
+impl Shared {
+    fn wait<T, F, Fut>(&self, action: &'static str, key: &str, op: F) -> Result<T, StorageError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = object_store::Result<T>>,
+    {
+        self.runtime
+            .block_on(patiently(&self.outage, action, key, op))
+    }
+
+    /// Copies the staged object to `path` and removes it. Idempotent: a staged object that is
+    /// gone while `path` exists was published already.
+    fn publish(
+        &self,
+        store: &AmazonS3,
+        bucket: &str,
+        staged: &str,
+        path: &str,
+    ) -> Result<(), StorageError> {
+        let from = staged_path(staged);
+        let to = Path::from(path);
+        let key = format!("{bucket}/{path}");
+        match self.wait("copy to", &key, || store.copy(&from, &to)) {
+            Err(e) if is_not_found(&e) => {
+                return match self.wait("head", &key, || store.head(&to)) {
+                    Ok(_) => Ok(()),
+                    Err(e) if is_not_found(&e) => Err(StorageError::StagedMissing {
+                        staged: staged.into(),
+                        key,
+                    }),
+                    Err(e) => Err(e),
+                };
+            }
+            other => other?,
+        }
+        let staged_key = format!("{bucket}/{from}");
+        self.wait("delete", &staged_key, || store.delete(&from))
+    }
+}
+
+fn staged_path(id: &str) -> Path {
+    Path::from(format!("{S3_STAGING}/{id}"))
+}
+
+/// The buckets of one pipeline on S3.
+pub struct S3Storage {
+    shared: Arc<Shared>,
+    settings: S3Settings,
+    stores: HashMap<String, Arc<AmazonS3>>,
+    /// Names this process's staged objects: `<writer>-<n>`.
+    writer: String,
+    next_id: AtomicU64,
+}
+
+impl S3Storage {
+    /// Connects to `buckets` and checks each exists and can be listed, so a wrong endpoint,
+    /// missing credentials or a missing bucket fail before any input is read.
+    pub fn open(settings: &S3Settings, buckets: &[&str]) -> Result<Self, StorageError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("pageview-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| StorageError::S3Setup {
+                endpoint: settings.endpoint_name(),
+                problem: format!("cannot start its I/O threads: {e}"),
+            })?;
+        let mut stores = HashMap::new();
+        for &bucket in buckets {
+            let store = settings.store(bucket)?;
+            let probe = runtime.block_on(store.list_with_delimiter(Some(&Path::from(S3_STAGING))));
+            if let Err(e) = probe {
+                let text = e.to_string();
+                return Err(
+                    if matches!(e, object_store::Error::NotFound { .. })
+                        || text.contains("NoSuchBucket")
+                    {
+                        StorageError::NoBucket {
+                            bucket: bucket.into(),
+                            endpoint: settings.endpoint_name(),
+                        }
+                    } else {
+                        StorageError::S3Setup {
+                            endpoint: settings.endpoint_name(),
+                            problem: format!("listing bucket {bucket}: {text}"),
+                        }
+                    },
+                );
+            }
+            stores.insert(bucket.to_string(), Arc::new(store));
+        }
+        let writer = format!("{:016x}", rand::random::<u64>());
+        Ok(S3Storage {
+            shared: Arc::new(Shared {
+                runtime,
+                outage: Arc::default(),
+            }),
+            settings: settings.clone(),
+            stores,
+            writer,
+            next_id: AtomicU64::new(0),
+        })
+    }
+
+    fn store(&self, bucket: &str) -> &Arc<AmazonS3> {
+        self.stores
+            .get(bucket)
+            .unwrap_or_else(|| panic!("bucket {bucket} was not opened"))
+    }
+}
+
+impl Storage for S3Storage {
+    fn create(&self, bucket: &str) -> Result<Box<dyn PendingFile>, StorageError> {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        Ok(Box::new(S3Pending {
+            shared: self.shared.clone(),
+            store: self.store(bucket).clone(),
+            bucket: bucket.to_string(),
+            id: format!("{}-{n}", self.writer),
+            part_size: self.settings.part_size,
+            concurrency: self.settings.concurrency,
+            buffer: Vec::new(),
+            upload: None,
+            bytes: 0,
+            done: false,
+        }))
+    }
+
+    fn publish_staged(&self, staged: &str, key: &str) -> Result<(), StorageError> {
+        let (bucket, path) = split_key(key);
+        self.shared
+            .publish(self.store(bucket), bucket, staged, path)
+    }
+
+    fn remove_staged_orphans(&self) -> Result<(), StorageError> {
+        let staging = Path::from(S3_STAGING);
+        for (bucket, store) in &self.stores {
+            let key = format!("{bucket}/{S3_STAGING}");
+            let listed = self
+                .shared
+                .wait("list", &key, || store.list_with_delimiter(Some(&staging)))?;
+            for object in listed.objects {
+                let mine = object
+                    .location
+                    .filename()
+                    .is_some_and(|name| name.starts_with(&self.writer));
+                let age = chrono::Utc::now() - object.last_modified;
+                if !mine && age.to_std().is_ok_and(|age| age > ORPHAN_AGE) {
+                    let key = format!("{bucket}/{}", object.location);
+                    self.shared
+                        .wait("delete", &key, || store.delete(&object.location))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        let (bucket, path) = split_key(key);
+        let (store, path) = (self.store(bucket), Path::from(path));
+        let payload = PutPayload::from(bytes.to_vec());
+        self.shared
+            .wait("put", key, || store.put(&path, payload.clone()))
+            .map(drop)
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let (bucket, path) = split_key(key);
+        let (store, path) = (self.store(bucket), Path::from(path));
+        let got = self.shared.wait("get", key, || async {
+            store.get(&path).await?.bytes().await
+        });
+        match got {
+            Ok(bytes) => Ok(Some(bytes.to_vec())),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let (bucket, path) = split_key(prefix);
+        let (store, path) = (self.store(bucket), Path::from(path));
+        let listed = self
+            .shared
+            .wait("list", prefix, || store.list_with_delimiter(Some(&path)))?;
+        Ok(listed
+            .objects
+            .iter()
+            .filter_map(|o| o.location.filename().map(str::to_string))
+            .collect())
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let (bucket, path) = split_key(key);
+        let (store, path) = (self.store(bucket), Path::from(path));
+        self.shared.wait("delete", key, || store.delete(&path))
+    }
+}
+
+/// A multipart upload under way.
+struct Upload {
+    id: MultipartId,
+    /// Parts sent so far.
+    sent: usize,
+    done: Vec<(usize, PartId)>,
+    in_flight: JoinSet<Result<(usize, PartId), StorageError>>,
+}
+
+/// A file on its way to S3: bytes collect until a part's worth, which then uploads on the
+/// runtime while the caller goes on encoding.
+struct S3Pending {
+    shared: Arc<Shared>,
+    store: Arc<AmazonS3>,
+    bucket: String,
+    id: String,
+    part_size: usize,
+    concurrency: usize,
+    buffer: Vec<u8>,
+    upload: Option<Upload>,
+    bytes: u64,
+    /// Completed (staged or published): nothing to abort on drop.
+    done: bool,
+}
+
+impl S3Pending {
+    fn staged_key(&self) -> String {
+        format!("{}/{}", self.bucket, staged_path(&self.id))
+    }
+
+    /// Sends the buffer as the next part, first waiting until fewer than `concurrency` parts
+    /// are in flight: this is where a slow S3 holds the pipeline back.
+    fn send_part(&mut self) -> Result<(), StorageError> {
+        let path = staged_path(&self.id);
+        let key = self.staged_key();
+        if self.upload.is_none() {
+            let store = &self.store;
+            let id = self
+                .shared
+                .wait("start upload of", &key, || store.create_multipart(&path))?;
+            self.upload = Some(Upload {
+                id,
+                sent: 0,
+                done: Vec::new(),
+                in_flight: JoinSet::new(),
+            });
+        }
+        let upload = self.upload.as_mut().expect("started above");
+        while upload.in_flight.len() >= self.concurrency {
+            let part = self.shared.runtime.block_on(upload.in_flight.join_next());
+            upload.done.push(joined(part.expect("in flight"))?);
+        }
+        let payload = PutPayload::from(std::mem::take(&mut self.buffer));
+        let (idx, store, outage, id) = (
+            upload.sent,
+            self.store.clone(),
+            self.shared.outage.clone(),
+            upload.id.clone(),
+        );
+        upload.sent += 1;
+        upload.in_flight.spawn_on(
+            async move {
+                let part = patiently(&outage, "upload part of", &key, || {
+                    store.put_part(&path, &id, idx, payload.clone())
+                })
+                .await?;
+                Ok((idx, part))
+            },
+            self.shared.runtime.handle(),
+        );
+        Ok(())
+    }
+
+    /// Completes the staged object; returns its size.
+    fn complete(&mut self) -> Result<u64, StorageError> {
+        let path = staged_path(&self.id);
+        let key = self.staged_key();
+        let store = self.store.clone();
+        if self.upload.is_none() {
+            let payload = PutPayload::from(std::mem::take(&mut self.buffer));
+            self.shared
+                .wait("put", &key, || store.put(&path, payload.clone()))?;
+            self.done = true;
+            return Ok(self.bytes);
+        }
+        if !self.buffer.is_empty() {
+            self.send_part()?;
+        }
+        let mut upload = self.upload.take().expect("checked above");
+        while let Some(part) = self.shared.runtime.block_on(upload.in_flight.join_next()) {
+            upload.done.push(joined(part)?);
+        }
+        upload.done.sort_by_key(|(idx, _)| *idx);
+        let parts: Vec<PartId> = upload.done.into_iter().map(|(_, part)| part).collect();
+        let completed = self.shared.wait("complete upload of", &key, || {
+            store.complete_multipart(&path, &upload.id, parts.clone())
+        });
+        match completed {
+            // An earlier attempt completed it but its answer was lost.
+            Err(e) if is_not_found(&e) => {
+                let head = self.shared.wait("head", &key, || store.head(&path))?;
+                if head.size != self.bytes {
+                    return Err(e);
+                }
+            }
+            other => drop(other?),
+        }
+        self.done = true;
+        Ok(self.bytes)
+    }
+}
+
+fn joined(
+    part: Result<Result<(usize, PartId), StorageError>, tokio::task::JoinError>,
+) -> Result<(usize, PartId), StorageError> {
+    part.map_err(|e| StorageError::S3 {
+        action: "upload part",
+        key: String::new(),
+        source: object_store::Error::JoinError { source: e },
+    })?
+}
+
+impl Write for S3Pending {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        self.bytes += buf.len() as u64;
+        if self.buffer.len() >= self.part_size {
+            self.send_part().map_err(io::Error::other)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl PendingFile for S3Pending {
+    fn publish(mut self: Box<Self>, key: &str) -> Result<u64, StorageError> {
+        let (bucket, path) = split_key(key);
+        debug_assert_eq!(bucket, self.bucket);
+        if self.upload.is_none() {
+            let (store, path) = (self.store.clone(), Path::from(path));
+            let payload = PutPayload::from(std::mem::take(&mut self.buffer));
+            self.shared
+                .wait("put", key, || store.put(&path, payload.clone()))?;
+            self.done = true;
+            return Ok(self.bytes);
+        }
+        let bytes = self.complete()?;
+        self.shared.publish(&self.store, bucket, &self.id, path)?;
+        Ok(bytes)
+    }
+
+    fn stage(mut self: Box<Self>) -> Result<Staged, StorageError> {
+        let bytes = self.complete()?;
+        Ok(Staged {
+            id: self.id.clone(),
+            bytes,
+        })
+    }
+}
+
+impl Drop for S3Pending {
+    /// Abandons an unfinished multipart upload so its parts stop costing storage; the
+    /// buckets' lifecycle rule aborts any a crash leaves behind.
+    fn drop(&mut self) {
+        if let (Some(upload), false) = (self.upload.take(), self.done) {
+            let (store, path) = (self.store.clone(), staged_path(&self.id));
+            self.shared.runtime.spawn(async move {
+                let _ = store.abort_multipart(&path, &upload.id).await;
+            });
+        }
+    }
+}

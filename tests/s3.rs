@@ -1,0 +1,228 @@
+//! `--storage s3` and `buckets create` against LocalStack: the same bytes as on local disk,
+//! multipart uploads that leave nothing behind, rules read back, and clear start-up errors.
+//! Kafka → S3 (kill -9, an S3 stall) is in kafka_process.rs, with the Kafka machinery.
+
+mod common;
+
+use std::path::Path;
+
+use common::s3::{CHECKPOINTS, LocalStack};
+use common::*;
+
+const DATASETS: [&str; 3] = [RAW, AGGREGATED, DLQ];
+
+/// (relative path, bytes) of every file under `root`, sorted.
+fn files(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = DATASETS
+        .iter()
+        .flat_map(|bucket| {
+            parquet_files(&root.join(bucket))
+                .into_iter()
+                .map(move |rel| {
+                    let bytes = std::fs::read(root.join(bucket).join(&rel)).unwrap();
+                    (format!("{bucket}/{}", rel.display()), bytes)
+                })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_file_processed_to_s3_is_byte_for_byte_what_local_storage_gets() {
+    let s3 = LocalStack::with_buckets();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    // Enough rows that the raw file outgrows one 5 MiB part and goes up in parts.
+    let made = run(&[
+        "generate",
+        "-o",
+        input.to_str().unwrap(),
+        "--events",
+        "1100k",
+        "--rate",
+        "100000",
+        "--simulated-time",
+        "--start-time-ms",
+        "1700000000000",
+        "--seed",
+        "5",
+        "--malformed-share",
+        "0.01",
+        "--late-share",
+        "0.01",
+    ]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    // Files roll by size and at the end only: age is wall-clock time, which differs per run.
+    let once = ["--file-max-age-ms", "3600000"];
+    let out = s3.pageview(&[
+        "process",
+        "--input",
+        input.to_str().unwrap(),
+        "--storage",
+        "s3",
+        "--s3-part-size-mib",
+        "5",
+        once[0],
+        once[1],
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("output: s3://pageview-pipeline-local-raw-events"),
+        "{}",
+        stdout(&out)
+    );
+    let local = dir.path().join("local");
+    let out = process(&input, &local, &once);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let mirrored = dir.path().join("mirror");
+    s3.mirror(&[RAW, AGGREGATED, DLQ, CHECKPOINTS], &mirrored);
+    let (on_s3, on_disk) = (files(&mirrored), files(&local));
+    let names = |f: &[(String, Vec<u8>)]| {
+        f.iter()
+            .map(|(n, b)| (n.clone(), b.len()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&on_s3), names(&on_disk));
+    assert!(on_s3 == on_disk, "the same bytes");
+    let raw_bytes = on_s3
+        .iter()
+        .filter(|(n, _)| n.starts_with(RAW))
+        .map(|(_, b)| b.len())
+        .max();
+    assert!(
+        raw_bytes > Some(5 << 20),
+        "the raw file took several parts: {raw_bytes:?}"
+    );
+    assert_no_staging_leftovers(&mirrored);
+    for bucket in DATASETS {
+        assert_eq!(
+            s3.open_uploads(bucket),
+            0,
+            "open multipart uploads in {bucket}"
+        );
+    }
+
+    // Again: every key is replaced whole by the same bytes, nothing is added.
+    let out = s3.pageview(&[
+        "process",
+        "--input",
+        input.to_str().unwrap(),
+        "--storage",
+        "s3",
+        once[0],
+        once[1],
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    s3.mirror(&[RAW, AGGREGATED, DLQ, CHECKPOINTS], &mirrored);
+    assert!(
+        files(&mirrored) == on_disk,
+        "a re-run leaves the same objects"
+    );
+}
+
+#[test]
+fn buckets_create_twice_changes_nothing_and_the_rules_read_back() {
+    let s3 = LocalStack::start();
+    let first = s3.pageview(&["buckets", "create", "--dlq-retention-days", "45"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let second = s3.pageview(&["buckets", "create", "--dlq-retention-days", "45"]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    for bucket in [RAW, AGGREGATED, DLQ, CHECKPOINTS] {
+        assert!(
+            stdout(&first).contains(&format!("{bucket}: created")),
+            "{}",
+            stdout(&first)
+        );
+        assert!(
+            stdout(&second).contains(&format!("{bucket}: exists")),
+            "{}",
+            stdout(&second)
+        );
+    }
+    let read = s3.boto3(
+        "out = {}\n\
+         for b in s3.list_buckets()['Buckets']:\n\
+         \x20   n = b['Name']\n\
+         \x20   rules = s3.get_bucket_lifecycle_configuration(Bucket=n)['Rules']\n\
+         \x20   out[n] = {\n\
+         \x20       'rules': {r['ID']: r for r in rules},\n\
+         \x20       'versioning': s3.get_bucket_versioning(Bucket=n).get('Status'),\n\
+         \x20       'sse': s3.get_bucket_encryption(Bucket=n)['ServerSideEncryptionConfiguration']['Rules'][0]['ApplyServerSideEncryptionByDefault']['SSEAlgorithm'],\n\
+         \x20       'private': all(s3.get_public_access_block(Bucket=n)['PublicAccessBlockConfiguration'].values()),\n\
+         \x20   }\n\
+         print(json.dumps(out))",
+    );
+    let state: serde_json::Value = serde_json::from_str(&read).unwrap();
+    assert_eq!(state.as_object().unwrap().len(), 4, "{state}");
+    for bucket in [RAW, AGGREGATED, DLQ, CHECKPOINTS] {
+        let b = &state[bucket];
+        assert_eq!(b["versioning"], "Enabled", "{bucket}");
+        assert_eq!(b["sse"], "AES256", "{bucket}");
+        assert_eq!(b["private"], true, "{bucket}");
+        let rules = &b["rules"];
+        assert_eq!(
+            rules["abort-incomplete-uploads"]["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"],
+            1
+        );
+        assert_eq!(
+            rules["expire-replaced-versions"]["NoncurrentVersionExpiration"]["NoncurrentDays"],
+            7
+        );
+    }
+    for bucket in [RAW, AGGREGATED] {
+        let glacier = &state[bucket]["rules"]["archive-to-glacier"]["Transitions"][0];
+        assert_eq!(glacier["Days"], 30, "{bucket}");
+        assert_eq!(glacier["StorageClass"], "GLACIER", "{bucket}");
+    }
+    assert_eq!(
+        state[DLQ]["rules"]["expire-dead-letters"]["Expiration"]["Days"],
+        45
+    );
+    assert_eq!(state[CHECKPOINTS]["rules"].as_object().unwrap().len(), 2);
+}
+
+#[test]
+fn a_missing_bucket_or_an_unreachable_endpoint_fails_before_anything_is_read() {
+    let s3 = LocalStack::start();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    std::fs::write(&input, "").unwrap();
+    let input = input.to_str().unwrap();
+    let out = s3.pageview(&["process", "--input", input, "--storage", "s3"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("bucket pageview-pipeline-local-raw-events does not exist")
+            && err.contains("pageview buckets create"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let out = s3
+        .env(&mut pageview())
+        .args(["process", "--input", input, "--storage", "s3"])
+        .env("AWS_ENDPOINT_URL", &nowhere)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("cannot use S3 at {nowhere}")),
+        "{err}"
+    );
+
+    let out = s3
+        .env(&mut pageview())
+        .args(["process", "--input", input, "--storage", "s3"])
+        .env("AWS_ENDPOINT_URL", "localhost:4566")
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("invalid AWS_ENDPOINT_URL"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -158,6 +158,9 @@ pub struct S3Args {
     /// Parts of one file uploading at once.
     #[arg(long, env = "S3_UPLOAD_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub s3_upload_concurrency: u32,
+    /// A request S3 has not answered in this many ms is abandoned and tried again.
+    #[arg(long, env = "S3_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub s3_timeout_ms: u64,
 }
 
 impl S3Args {
@@ -186,6 +189,7 @@ impl S3Args {
             endpoint,
             part_size: (self.s3_part_size_mib as usize) << 20,
             concurrency: self.s3_upload_concurrency as usize,
+            timeout: Duration::from_millis(self.s3_timeout_ms),
         })
     }
 }

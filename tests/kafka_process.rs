@@ -13,12 +13,13 @@ mod common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type, TimestampMillisecondType};
 use common::kafka::Broker;
+use common::s3::LocalStack;
 use common::*;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -53,6 +54,12 @@ struct Data {
 
 impl Data {
     fn new(per_partition: usize) -> Data {
+        Data::with_pages(per_partition, 0)
+    }
+
+    /// As [`Data::new`], with every valid event's webpage `extra` characters longer (a long
+    /// query string), so raw files grow by about that many bytes a row.
+    fn with_pages(per_partition: usize, extra: usize) -> Data {
         let bad: [(Option<&[u8]>, &str); 8] = [
             (Some(b"not json at all"), "invalid_json"),
             (None, "invalid_json"),
@@ -87,7 +94,7 @@ impl Data {
                     if late {
                         fates.push(Fate::Dead("late_event"));
                     }
-                    records.push((Some(event(user_id, postcode, t)), fates));
+                    records.push((Some(event(user_id, postcode, t, extra)), fates));
                     if i % 499 == 250 {
                         let (payload, kind) = bad[(i as usize / 499 + p as usize) % bad.len()];
                         records.push((payload.map(<[u8]>::to_vec), vec![Fate::Dead(kind)]));
@@ -100,7 +107,7 @@ impl Data {
                 // Far ahead: closes every window before it, and stays open itself.
                 let user_id = p * 10_000_000 + 9_999_999;
                 records.push((
-                    Some(event(user_id, "SW19", T0 + 120 * MINUTE)),
+                    Some(event(user_id, "SW19", T0 + 120 * MINUTE, 0)),
                     vec![Fate::Valid {
                         user_id,
                         counted: None,
@@ -215,10 +222,10 @@ const FIRST: usize = 200;
 
 /// Produces the first records and waits until the processor has published them all, so the
 /// watermark has passed the late events before any is produced.
-fn produce_first(data: &Data, bootstrap: &str, storage: &Path) {
+fn produce_first(data: &Data, bootstrap: &str, storage: &Store) {
     data.produce(bootstrap, 0..FIRST, Duration::ZERO);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while rows(storage, RAW) < 3 * FIRST {
+    while rows(storage.path(), RAW) < 3 * FIRST {
         assert!(
             Instant::now() < deadline,
             "the first records were not processed in 60 s"
@@ -227,23 +234,74 @@ fn produce_first(data: &Data, bootstrap: &str, storage: &Path) {
     }
 }
 
-fn event(user_id: i64, postcode: &str, t: i64) -> Vec<u8> {
+/// A valid event; its webpage has a query of `extra` hex digits that do not compress.
+fn event(user_id: i64, postcode: &str, t: i64, extra: usize) -> Vec<u8> {
+    let mut query = String::with_capacity(extra + 16);
+    let mut x = user_id as u64;
+    while query.len() < extra {
+        // splitmix64: a different, incompressible digit string per user id.
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        query.push_str(&format!("{:016x}", z ^ (z >> 31)));
+    }
+    query.truncate(extra);
     format!(
-        r#"{{"user_id":{user_id},"postcode":"{postcode}","webpage":"https://www.website.com/index.html","timestamp":{t}}}"#
+        r#"{{"user_id":{user_id},"postcode":"{postcode}","webpage":"https://www.website.com/index.html?q={query}","timestamp":{t}}}"#
     )
     .into_bytes()
 }
 
 /// What most tests here start from: a broker holding the empty topic, the records to produce
 /// to it (`per_partition` to each partition), and an empty storage folder.
-fn given(per_partition: usize) -> (Broker, Data, tempfile::TempDir) {
+fn given(per_partition: usize) -> (Broker, Data, Store) {
     let broker = Broker::start();
     create_topic(&broker.bootstrap);
-    (
-        broker,
-        Data::new(per_partition),
-        tempfile::tempdir().unwrap(),
-    )
+    (broker, Data::new(per_partition), Store::local())
+}
+
+/// Where a test's processors write and where it reads back: a folder, or LocalStack's
+/// buckets mirrored into one, so every check reads local files either way.
+struct Store {
+    dir: tempfile::TempDir,
+    s3: Option<LocalStack>,
+}
+
+impl Store {
+    fn local() -> Store {
+        Store {
+            dir: tempfile::tempdir().unwrap(),
+            s3: None,
+        }
+    }
+
+    /// LocalStack with the pipeline's buckets.
+    fn s3() -> Store {
+        Store {
+            dir: tempfile::tempdir().unwrap(),
+            s3: Some(LocalStack::with_buckets()),
+        }
+    }
+
+    /// The folder holding everything published so far (and staged, in `.staging`).
+    fn path(&self) -> &Path {
+        if let Some(s3) = &self.s3 {
+            s3.mirror(&[RAW, AGGREGATED, DLQ], self.dir.path());
+        }
+        self.dir.path()
+    }
+
+    /// `pageview process` writing here.
+    fn command(&self) -> Command {
+        let mut command = pageview();
+        command.arg("process");
+        match &self.s3 {
+            Some(s3) => s3.env(command.args(["--storage", "s3"])),
+            None => command.args(["--storage", self.dir.path().to_str().unwrap()]),
+        };
+        command
+    }
 }
 
 fn create_topic(bootstrap: &str) {
@@ -308,25 +366,23 @@ impl Drop for Processor {
     }
 }
 
-fn processor(bootstrap: &str, storage: &Path, extra: &[&str]) -> Processor {
+fn processor(bootstrap: &str, storage: &Store, extra: &[&str]) -> Processor {
     member(bootstrap, storage, "test-processor", extra)
 }
 
 /// A processor with its own static member id in the group.
-fn member(bootstrap: &str, storage: &Path, id: &str, extra: &[&str]) -> Processor {
-    let log = storage.join(format!("{id}.log"));
+fn member(bootstrap: &str, storage: &Store, id: &str, extra: &[&str]) -> Processor {
+    let log = storage.dir.path().join(format!("{id}.log"));
     let stderr = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log)
         .unwrap();
-    let child = pageview()
+    let child = storage
+        .command()
         .args([
-            "process",
             "--bootstrap-servers",
             bootstrap,
-            "--storage",
-            storage.to_str().unwrap(),
             "--idle-timeout",
             "10m",
             "--checkpoint-interval-ms",
@@ -372,10 +428,10 @@ fn outputs(root: &Path) -> (Vec<i64>, Vec<(i32, i64, String)>) {
 }
 
 /// Waits until every record is in raw or the DLQ (or the deadline passes).
-fn wait_for_everything(root: &Path, data: &Data, within: Duration) {
+fn wait_for_everything(storage: &Store, data: &Data, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
-        let (raw, dead) = outputs(root);
+        let (raw, dead) = outputs(storage.path());
         if raw.len() >= data.valid() && dead.len() >= data.dead() {
             return;
         }
@@ -490,10 +546,10 @@ fn assert_exactly_once(root: &Path, data: &Data, rows: Rows) {
 fn three_partitions_end_to_end_with_bad_records() {
     let (broker, data, storage) = given(20_000);
     let extra = ["--file-max-age-ms", "700"];
-    let child = processor(&broker.bootstrap, storage.path(), &extra);
-    produce_first(&data, &broker.bootstrap, storage.path());
+    let child = processor(&broker.bootstrap, &storage, &extra);
+    produce_first(&data, &broker.bootstrap, &storage);
     data.produce(&broker.bootstrap, FIRST..usize::MAX, Duration::ZERO);
-    wait_for_everything(storage.path(), &data, Duration::from_secs(120));
+    wait_for_everything(&storage, &data, Duration::from_secs(120));
     let summary = stop(child);
     assert!(summary.contains("records"), "{summary}");
     assert_exactly_once(storage.path(), &data, Rows::One);
@@ -504,7 +560,7 @@ fn three_partitions_end_to_end_with_bad_records() {
         assert!(name.starts_with("part-pageview_events.p"), "{name}");
     }
     // A restart finds nothing new to do and writes nothing twice.
-    let child = processor(&broker.bootstrap, storage.path(), &extra);
+    let child = processor(&broker.bootstrap, &storage, &extra);
     std::thread::sleep(Duration::from_secs(5));
     stop(child);
     assert_exactly_once(storage.path(), &data, Rows::One);
@@ -519,8 +575,8 @@ fn kill_9_at_random_moments_loses_and_repeats_nothing() {
     // before, a file published above the raw cursor is common, and a kill then replays rows
     // some of which are already published (they must not be written again).
     let extra = ["--file-max-age-ms", "1000"];
-    let mut child = Some(processor(&broker.bootstrap, storage.path(), &extra));
-    produce_first(&data, &broker.bootstrap, storage.path());
+    let mut child = Some(processor(&broker.bootstrap, &storage, &extra));
+    produce_first(&data, &broker.bootstrap, &storage);
     let producer = {
         let data = data.clone();
         std::thread::spawn(move || {
@@ -533,7 +589,7 @@ fn kill_9_at_random_moments_loses_and_repeats_nothing() {
     while kills < 15 {
         let child = child
             .take()
-            .unwrap_or_else(|| processor(&broker.bootstrap, storage.path(), &extra));
+            .unwrap_or_else(|| processor(&broker.bootstrap, &storage, &extra));
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
@@ -542,8 +598,8 @@ fn kill_9_at_random_moments_loses_and_repeats_nothing() {
         kills += 1;
     }
     producer.join().unwrap();
-    let child = processor(&broker.bootstrap, storage.path(), &extra);
-    wait_for_everything(storage.path(), &data, Duration::from_secs(180));
+    let child = processor(&broker.bootstrap, &storage, &extra);
+    wait_for_everything(&storage, &data, Duration::from_secs(180));
     stop(child);
     eprintln!(
         "chaos: {kills} kill -9 in {:.0} s; {} records, {} raw rows, {} dead letters: 0 lost, 0 duplicated",
@@ -560,18 +616,18 @@ fn kill_9_at_random_moments_loses_and_repeats_nothing() {
 fn two_processors_split_the_partitions_and_stay_exactly_once() {
     let (broker, data, storage) = given(20_000);
     let extra = ["--file-max-age-ms", "700"];
-    let first = member(&broker.bootstrap, storage.path(), "first", &extra);
-    produce_first(&data, &broker.bootstrap, storage.path());
+    let first = member(&broker.bootstrap, &storage, "first", &extra);
+    produce_first(&data, &broker.bootstrap, &storage);
     // The second one joins: a rebalance takes partitions from the first, which resumes what
     // it keeps from its manifests, as the second does with what it gets.
-    let second = member(&broker.bootstrap, storage.path(), "second", &extra);
+    let second = member(&broker.bootstrap, &storage, "second", &extra);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !second.log().contains("assigned partitions") {
         assert!(Instant::now() < deadline, "no assignment: {}", second.log());
         std::thread::sleep(Duration::from_millis(100));
     }
     data.produce(&broker.bootstrap, FIRST..usize::MAX, Duration::ZERO);
-    wait_for_everything(storage.path(), &data, Duration::from_secs(120));
+    wait_for_everything(&storage, &data, Duration::from_secs(120));
     let (first_log, second_log) = (first.log(), second.log());
     stop(first);
     stop(second);
@@ -595,12 +651,12 @@ fn two_processors_split_the_partitions_and_stay_exactly_once() {
 fn rides_out(outage: impl FnOnce(&mut Broker)) {
     let (mut broker, data, storage) = given(30_000);
     let extra = ["--file-max-age-ms", "700", "--session-timeout-ms", "6000"];
-    let child = processor(&broker.bootstrap, storage.path(), &extra);
-    produce_first(&data, &broker.bootstrap, storage.path());
+    let child = processor(&broker.bootstrap, &storage, &extra);
+    produce_first(&data, &broker.bootstrap, &storage);
     data.produce(&broker.bootstrap, FIRST..15_000, Duration::from_millis(50));
     outage(&mut broker);
     data.produce(&broker.bootstrap, 15_000..usize::MAX, Duration::ZERO);
-    wait_for_everything(storage.path(), &data, Duration::from_secs(120));
+    wait_for_everything(&storage, &data, Duration::from_secs(120));
     // Stopped while the broker is gone for good: it still exits, with everything written.
     broker.kill();
     stop(child);
@@ -632,11 +688,11 @@ fn a_frozen_broker_pauses_the_processor_and_loses_nothing() {
 #[test]
 fn a_processor_fenced_by_its_own_instance_id_stops_with_a_reason() {
     let (broker, data, storage) = given(1_000);
-    let first = processor(&broker.bootstrap, storage.path(), &[]);
-    produce_first(&data, &broker.bootstrap, storage.path());
+    let first = processor(&broker.bootstrap, &storage, &[]);
+    produce_first(&data, &broker.bootstrap, &storage);
     // A second processor with the same --group-instance-id (a misconfigured deployment)
     // fences the first: it can never consume again, and must not wait forever.
-    let second = processor(&broker.bootstrap, storage.path(), &[]);
+    let second = processor(&broker.bootstrap, &storage, &[]);
     let mut first = first;
     let status = first.exit_within(Duration::from_secs(60), "the fenced processor still runs");
     assert!(!status.success());
@@ -714,10 +770,10 @@ fn run_through_kafka_stops_once_everything_produced_is_written() {
 #[test]
 fn stop_at_end_reads_up_to_the_end_then_stops() {
     let (broker, data, storage) = given(10_000);
-    stop_after_first(&data, &broker.bootstrap, storage.path());
+    stop_after_first(&data, &broker.bootstrap, &storage);
     data.produce(&broker.bootstrap, FIRST..usize::MAX, Duration::ZERO);
     // A backfill: resumes from the checkpoint, reads what the topic holds, and exits.
-    let mut backfill = processor(&broker.bootstrap, storage.path(), &["--stop-at-end"]);
+    let mut backfill = processor(&broker.bootstrap, &storage, &["--stop-at-end"]);
     let status = backfill.exit_within(Duration::from_secs(120), "--stop-at-end still runs");
     assert!(status.success(), "{}", backfill.log());
     assert_exactly_once(storage.path(), &data, Rows::One);
@@ -725,8 +781,86 @@ fn stop_at_end_reads_up_to_the_end_then_stops() {
 }
 
 /// Processes the first records of every partition with a processor that then stops.
-fn stop_after_first(data: &Data, bootstrap: &str, storage: &Path) {
+fn stop_after_first(data: &Data, bootstrap: &str, storage: &Store) {
     let child = processor(bootstrap, storage, &["--file-max-age-ms", "700"]);
     produce_first(data, bootstrap, storage);
     stop(child);
+}
+
+/// Kafka → S3 with raw files of several 5 MiB parts, the processor killed while parts are
+/// uploading: no object is partial, none is duplicated, nothing is lost.
+#[test]
+fn to_s3_kill_9_during_multipart_uploads_loses_and_repeats_nothing() {
+    let broker = Broker::start();
+    create_topic(&broker.bootstrap);
+    // About 1 KB a row, produced over the 15 s of kills at 1.7k rows/s a partition: a raw
+    // file passes its first 5 MiB part after 3 s and completes at 8 s, so most of the time
+    // a multipart upload is under way.
+    let data = std::sync::Arc::new(Data::with_pages(24_000, 1_000));
+    let storage = Store::s3();
+    let extra = ["--file-max-age-ms", "8000", "--s3-part-size-mib", "5"];
+    let mut child = Some(processor(&broker.bootstrap, &storage, &extra));
+    produce_first(&data, &broker.bootstrap, &storage);
+    let producer = {
+        let (data, bootstrap) = (data.clone(), broker.bootstrap.clone());
+        std::thread::spawn(move || {
+            data.produce(&bootstrap, FIRST..usize::MAX, Duration::from_millis(600))
+        })
+    };
+    let s3 = storage.s3.as_ref().unwrap();
+    let mut open_at_kill = 0;
+    for pause in [2500, 3300, 1900, 4100, 2800] {
+        let child = child
+            .take()
+            .unwrap_or_else(|| processor(&broker.bootstrap, &storage, &extra));
+        std::thread::sleep(Duration::from_millis(pause));
+        child.kill();
+        open_at_kill += s3.open_uploads(RAW);
+    }
+    producer.join().unwrap();
+    let child = processor(&broker.bootstrap, &storage, &extra);
+    wait_for_everything(&storage, &data, Duration::from_secs(180));
+    stop(child);
+    eprintln!("kill -9 left {open_at_kill} multipart uploads unfinished");
+    assert_exactly_once(storage.path(), &data, Rows::One);
+    assert_no_staging_leftovers(storage.path());
+    let biggest = parquet_files(&storage.path().join(RAW))
+        .iter()
+        .map(|f| {
+            std::fs::metadata(storage.dir.path().join(RAW).join(f))
+                .unwrap()
+                .len()
+        })
+        .max();
+    assert!(
+        biggest > Some(5 << 20),
+        "raw files of several parts: {biggest:?}"
+    );
+    assert!(open_at_kill > 0, "no kill landed during a multipart upload");
+}
+
+/// S3 stops answering for longer than the request timeout in the middle of a stream: the
+/// processor says so, waits, and carries on when S3 is back, losing nothing.
+#[test]
+fn an_s3_stall_pauses_the_processor_and_loses_nothing() {
+    let broker = Broker::start();
+    create_topic(&broker.bootstrap);
+    let data = Data::new(30_000);
+    let storage = Store::s3();
+    let extra = ["--file-max-age-ms", "700", "--s3-timeout-ms", "1500"];
+    let child = processor(&broker.bootstrap, &storage, &extra);
+    produce_first(&data, &broker.bootstrap, &storage);
+    data.produce(&broker.bootstrap, FIRST..15_000, Duration::from_millis(50));
+    let s3 = storage.s3.as_ref().unwrap();
+    s3.freeze();
+    data.produce(&broker.bootstrap, 15_000..usize::MAX, Duration::ZERO);
+    std::thread::sleep(Duration::from_secs(15));
+    s3.thaw();
+    wait_for_everything(&storage, &data, Duration::from_secs(120));
+    let log = child.log();
+    stop(child);
+    assert!(log.contains("pageview: S3 is failing"), "{log}");
+    assert!(log.contains("pageview: S3 works again after"), "{log}");
+    assert_exactly_once(storage.path(), &data, Rows::One);
+    assert_no_staging_leftovers(storage.path());
 }

@@ -52,6 +52,8 @@ pub struct S3Settings {
     pub part_size: usize,
     /// Parts of one file uploading at once.
     pub concurrency: usize,
+    /// How long one request may go unanswered.
+    pub timeout: Duration,
 }
 
 impl S3Settings {
@@ -69,8 +71,8 @@ impl S3Settings {
             retry_timeout: Duration::from_secs(20),
         };
         let options = ClientOptions::new()
-            .with_timeout(Duration::from_secs(30))
-            .with_connect_timeout(Duration::from_secs(5));
+            .with_timeout(self.timeout)
+            .with_connect_timeout(self.timeout.min(Duration::from_secs(5)));
         let mut builder = AmazonS3Builder::from_env()
             .with_region(&self.region)
             .with_bucket_name(bucket)

@@ -26,6 +26,10 @@ use crate::window::{WindowSpec, Windows};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Check the command's flags and environment variables as a start would, say what it
+    /// would use, and exit without connecting to anything (for deployment files and CI).
+    #[arg(long, global = true)]
+    pub check_config: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,11 +169,12 @@ pub struct S3Args {
 
 impl S3Args {
     pub fn settings(&self) -> Result<S3Settings, ConfigError> {
+        let given = |e: &String| !e.is_empty();
         let endpoint = self
             .aws_endpoint_url
             .clone()
-            .or_else(|| std::env::var("LOCALSTACK_ENDPOINT").ok())
-            .filter(|e| !e.is_empty());
+            .filter(given)
+            .or_else(|| std::env::var("LOCALSTACK_ENDPOINT").ok().filter(given));
         if let Some(endpoint) = &endpoint
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
         {
@@ -434,9 +439,11 @@ pub struct Buckets {
 impl BucketArgs {
     pub fn resolve(&self) -> Result<Buckets, ConfigError> {
         let env = &self.environment;
+        // Empty is unset, as `NAME: ${NAME:-}` in a compose file passes it.
         let pick = |given: &Option<String>, setting, suffix: &str| {
             let name = given
                 .clone()
+                .filter(|name| !name.is_empty())
                 .unwrap_or_else(|| format!("pageview-pipeline-{env}-{suffix}"));
             check_bucket_name(&name)
                 .map_err(|problem| ConfigError::Invalid { setting, problem })?;

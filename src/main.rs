@@ -24,7 +24,7 @@ use pageview::route::Router;
 use pageview::sink::{SinkConfig, Sinks, Tags, naming};
 use pageview::source::kafka::{GroupConsumer, Polled, Rebalanced};
 use pageview::source::{Poll, StreamSource, open_input};
-use pageview::storage::{LocalStorage, Location, S3Storage, Storage, buckets};
+use pageview::storage::{LocalStorage, Location, S3Settings, S3Storage, Storage, buckets};
 use pageview::{bench, report};
 
 /// Partitions of the topic `run --kafka` creates, as the original's set-up does.
@@ -36,6 +36,15 @@ const EXIT_INTERRUPTED: u8 = 130;
 fn main() -> ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
+    if cli.check_config {
+        return match check_config(&cli.command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pageview: error: {}", one_line(&e));
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Generate(args) => generate(args),
@@ -52,6 +61,62 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--check-config`: the validation each command does before it starts, and nothing else.
+fn check_config(command: &Command) -> Result<()> {
+    let storage = |location: &Location, s3: &S3Args, pipeline: &PipelineArgs| -> Result<()> {
+        pipeline.sink_config(Tags::Fixed("check".into()))?;
+        if *location == Location::S3 {
+            s3_settings(s3, pipeline)?;
+        }
+        Ok(())
+    };
+    let summary = match command {
+        Command::Run(args) => {
+            args.generator.settings(&RUN_DEFAULTS)?;
+            args.pipeline.sink_config(Tags::Fixed("check".into()))?;
+            format!("run into {}", args.data_dir.display())
+        }
+        Command::Generate(args) => {
+            args.generator.settings(&GENERATE_DEFAULTS)?;
+            match (&args.output, &args.kafka.bootstrap_servers) {
+                (Some(path), _) => format!("generate to {}", path.display()),
+                (None, Some(servers)) => format!("generate to {} at {servers}", args.kafka.topic),
+                (None, None) => unreachable!("clap requires --output or --bootstrap-servers"),
+            }
+        }
+        Command::Process(args) => {
+            storage(&args.storage, &args.s3, &args.pipeline)?;
+            let from = match (&args.input, &args.bootstrap_servers) {
+                (Some(input), _) => input.display().to_string(),
+                (None, Some(servers)) => format!(
+                    "{} at {servers} as group {}",
+                    args.kafka.topic, args.kafka.group
+                ),
+                (None, None) => unreachable!("clap requires --input or --bootstrap-servers"),
+            };
+            format!(
+                "process {from} into {}",
+                describe(&args.storage, &args.pipeline)
+            )
+        }
+        Command::Buckets(BucketsCommand::Create(args)) => {
+            let settings = args.s3.settings()?;
+            let names = args.buckets.resolve()?;
+            format!(
+                "create {}, {}, {} and {} at {}",
+                names.raw,
+                names.aggregated,
+                names.dlq,
+                names.checkpoints,
+                settings.endpoint_name()
+            )
+        }
+        Command::Bench(_) | Command::ParseOnly(_) | Command::ConsumeOnly(_) => "benchmark".into(),
+    };
+    println!("configuration is valid: {summary}");
+    Ok(())
 }
 
 /// The error and its causes on one line, each cause once: our error types already quote
@@ -111,17 +176,7 @@ fn open_storage(
     Ok(match location {
         Location::Local(root) => Arc::new(LocalStorage::open(root)?),
         Location::S3 => {
-            let settings = s3.settings()?;
-            if pipeline.file_max_bytes > S3_MAX_FILE_BYTES {
-                return Err(ConfigError::Invalid {
-                    setting: "FILE_MAX_BYTES",
-                    problem: format!(
-                        "{} is above {S3_MAX_FILE_BYTES}, the most S3 publishes in one copy",
-                        pipeline.file_max_bytes
-                    ),
-                }
-                .into());
-            }
+            let settings = s3_settings(s3, pipeline)?;
             let names = pipeline.buckets.resolve()?;
             let mut used = vec![&*names.raw, &*names.aggregated, &*names.dlq];
             if checkpoints {
@@ -130,6 +185,20 @@ fn open_storage(
             Arc::new(S3Storage::open(&settings, &used)?)
         }
     })
+}
+
+/// The S3 settings, and the file size limit S3 imposes on top of local storage's.
+fn s3_settings(s3: &S3Args, pipeline: &PipelineArgs) -> Result<S3Settings, ConfigError> {
+    if pipeline.file_max_bytes > S3_MAX_FILE_BYTES {
+        return Err(ConfigError::Invalid {
+            setting: "FILE_MAX_BYTES",
+            problem: format!(
+                "{} is above {S3_MAX_FILE_BYTES}, the most S3 publishes in one copy",
+                pipeline.file_max_bytes
+            ),
+        });
+    }
+    s3.settings()
 }
 
 /// Where the datasets went, for the last line of a run.

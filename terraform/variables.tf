@@ -1,0 +1,27 @@
+variable "environment" {
+  description = "Goes into every bucket name: pageview-pipeline-<environment>-raw-events, …"
+  type        = string
+  default     = "local"
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9-]*[a-z0-9]$", var.environment))
+    error_message = "environment must be lowercase letters, digits and '-', as S3 bucket names allow."
+  }
+}
+
+variable "region" {
+  description = "AWS region of the buckets."
+  type        = string
+  default     = "us-east-1"
+}
+
+variable "s3_endpoint" {
+  description = "An S3-compatible endpoint such as LocalStack's http://localhost:4566; null for AWS."
+  type        = string
+  default     = null
+}
+
+variable "dlq_retention_days" {
+  description = "Days a dead letter is kept (pageview buckets create --dlq-retention-days)."
+  type        = number
+  default     = 90
+}

@@ -268,6 +268,14 @@ pub struct BenchArgs {
     /// sees several windows in a minute).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=86_400))]
     pub latency_window_seconds: u32,
+    /// Instead, time `process` writing to S3 (the buckets must exist: `buckets create`)
+    /// against the same run to local disk and an upload-only loop of the same bytes.
+    #[arg(long, conflicts_with = "kafka")]
+    pub s3: bool,
+    #[command(flatten)]
+    pub s3_args: S3Args,
+    #[command(flatten)]
+    pub buckets: BucketArgs,
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,7 @@ use crate::kafka::{self, KeyChoice, ProducerSettings};
 use crate::report::human;
 
 mod latency;
+mod s3;
 
 /// The benchmark input: one simulated day of traffic per ~86M events, with the messiness of
 /// real input (1% malformed, 0.1% late, 2 s of disorder).
@@ -67,6 +68,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     match &args.kafka {
         Some(servers) if !args.latency_rates.is_empty() => return run_latency(args, &exe, servers),
         Some(servers) => return run_kafka(args, &exe, servers),
+        None if args.s3 => return s3::run(args, &exe),
         None => {}
     }
     table_header(&[

@@ -55,18 +55,21 @@ fn a_file_processed_to_s3_is_byte_for_byte_what_local_storage_gets() {
     assert!(made.status.success(), "{}", stderr(&made));
     // Files roll by size and at the end only: age is wall-clock time, which differs per run.
     let once = ["--file-max-age-ms", "3600000"];
-    let out = s3.pageview(&[
-        "process",
-        "--input",
-        input.to_str().unwrap(),
-        "--storage",
-        "s3",
-        "--s3-part-size-mib",
-        "5",
-        once[0],
-        once[1],
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let to_s3 = |extra: &[&str]| {
+        let mut args = vec![
+            "process",
+            "--input",
+            input.to_str().unwrap(),
+            "--storage",
+            "s3",
+        ];
+        args.extend_from_slice(&once);
+        args.extend_from_slice(extra);
+        let out = s3.pageview(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        out
+    };
+    let out = to_s3(&["--s3-part-size-mib", "5"]);
     assert!(
         stdout(&out).contains("output: s3://pageview-pipeline-local-raw-events"),
         "{}",
@@ -105,16 +108,7 @@ fn a_file_processed_to_s3_is_byte_for_byte_what_local_storage_gets() {
     }
 
     // Again: every key is replaced whole by the same bytes, nothing is added.
-    let out = s3.pageview(&[
-        "process",
-        "--input",
-        input.to_str().unwrap(),
-        "--storage",
-        "s3",
-        once[0],
-        once[1],
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    to_s3(&[]);
     s3.mirror(&[RAW, AGGREGATED, DLQ, CHECKPOINTS], &mirrored);
     assert!(
         files(&mirrored) == on_disk,

@@ -117,3 +117,30 @@ fn split_key(key: &str) -> (&str, &str) {
     key.split_once('/')
         .expect("keys are <bucket>/<path> (sink::naming::key)")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_is_a_word_and_anything_else_a_folder() {
+        assert_eq!(Location::parse("s3"), Ok(Location::S3));
+        assert_eq!(
+            Location::parse("./s3"),
+            Ok(Location::Local(PathBuf::from("./s3")))
+        );
+        assert_eq!(
+            Location::parse("out/"),
+            Ok(Location::Local(PathBuf::from("out/")))
+        );
+        assert!(Location::parse("").is_err());
+    }
+
+    #[test]
+    fn keys_split_at_the_bucket() {
+        assert_eq!(
+            split_key("raw/dt=2026-11-29/part-a.parquet"),
+            ("raw", "dt=2026-11-29/part-a.parquet")
+        );
+    }
+}

@@ -219,6 +219,15 @@ impl Shared {
     }
 }
 
+/// Whether the staged object `name` can never be published: not written by `writer` (this
+/// process) and older than [`ORPHAN_AGE`].
+fn is_orphan(name: &str, writer: &str, age: Duration) -> bool {
+    let mine = name
+        .strip_prefix(writer)
+        .is_some_and(|rest| rest.starts_with('-'));
+    !mine && age > ORPHAN_AGE
+}
+
 fn staged_path(id: &str) -> Path {
     Path::from(format!("{S3_STAGING}/{id}"))
 }
@@ -321,12 +330,11 @@ impl Storage for S3Storage {
                 .shared
                 .wait("list", &key, || store.list_with_delimiter(Some(&staging)))?;
             for object in listed.objects {
-                let mine = object
-                    .location
-                    .filename()
-                    .is_some_and(|name| name.starts_with(&self.writer));
-                let age = chrono::Utc::now() - object.last_modified;
-                if !mine && age.to_std().is_ok_and(|age| age > ORPHAN_AGE) {
+                let name = object.location.filename().unwrap_or_default();
+                let age = (chrono::Utc::now() - object.last_modified)
+                    .to_std()
+                    .unwrap_or_default();
+                if is_orphan(name, &self.writer, age) {
                     let key = format!("{bucket}/{}", object.location);
                     self.shared
                         .wait("delete", &key, || store.delete(&object.location))?;
@@ -551,5 +559,83 @@ impl Drop for S3Pending {
                 let _ = store.abort_multipart(&path, &upload.id).await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(kind: &str) -> object_store::Error {
+        let source = "test".into();
+        let path = "b/k".to_string();
+        match kind {
+            "generic" => object_store::Error::Generic {
+                store: "S3",
+                source,
+            },
+            "not found" => object_store::Error::NotFound { path, source },
+            "denied" => object_store::Error::PermissionDenied { path, source },
+            _ => object_store::Error::Precondition { path, source },
+        }
+    }
+
+    #[test]
+    fn orphans_are_other_writers_staged_objects_older_than_an_hour() {
+        let hour = Duration::from_secs(3600);
+        let old = hour + Duration::from_secs(1);
+        assert!(is_orphan("00ab-3", "ffee", old));
+        assert!(
+            !is_orphan("00ab-3", "ffee", hour),
+            "an hour is not yet too old"
+        );
+        assert!(
+            !is_orphan("ffee-3", "ffee", old * 10),
+            "its own, however old"
+        );
+        assert!(
+            is_orphan("ffee0-3", "ffee", old),
+            "a writer whose id merely starts alike"
+        );
+    }
+
+    #[test]
+    fn only_what_waiting_can_fix_is_retried() {
+        assert!(transient(&error("generic")));
+        for kind in ["not found", "denied", "precondition"] {
+            assert!(!transient(&error(kind)), "{kind}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_returned_at_once_and_a_failure_retried_until_it_works() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let outage = Outage::default();
+        let mut calls = 0;
+        let refused: Result<(), _> = runtime.block_on(patiently(&outage, "put", "b/k", || {
+            calls += 1;
+            std::future::ready(Err(error("denied")))
+        }));
+        assert!(matches!(
+            refused,
+            Err(StorageError::S3 { action: "put", .. })
+        ));
+        assert_eq!(calls, 1);
+        let mut calls = 0;
+        let worked = runtime.block_on(patiently(&outage, "put", "b/k", || {
+            calls += 1;
+            std::future::ready(if calls < 5 {
+                Err(error("generic"))
+            } else {
+                Ok(7)
+            })
+        }));
+        assert_eq!(worked.unwrap(), 7);
+        assert_eq!(calls, 5);
+        assert!(outage.since.lock().unwrap().is_none(), "the outage is over");
     }
 }

@@ -54,6 +54,18 @@ pub enum Command {
     ConsumeOnly(ConsumeOnlyArgs),
 }
 
+/// Where `/metrics`, `/healthz` and `/readyz` are served.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Port of the HTTP endpoints; 0 picks a free one [default: none for generate and
+    /// process; 9464 for run, or a free one when that is taken].
+    #[arg(long, env = "METRICS_PORT")]
+    pub metrics_port: Option<u16>,
+    /// Address the endpoints listen on.
+    #[arg(long, env = "METRICS_HOST", default_value = "0.0.0.0")]
+    pub metrics_host: String,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum BucketsCommand {
     /// Create the raw, aggregated, DLQ and checkpoint buckets (versioned, encrypted, public
@@ -89,6 +101,8 @@ pub struct RunArgs {
     pub consumer: ConsumerArgs,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +114,8 @@ pub struct GenerateArgs {
     pub kafka: ProducerArgs,
     #[command(flatten)]
     pub generator: GeneratorArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 /// Where generated events go when they go to Kafka.
@@ -142,6 +158,8 @@ pub struct ProcessArgs {
     pub s3: S3Args,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 /// How to reach S3 when `--storage s3`. Credentials come from the usual AWS sources:

@@ -15,12 +15,15 @@ use clap::Parser;
 use pageview::checkpoint::{Checkpointer, Checkpoints};
 use pageview::config::{
     BucketsCommand, Cli, Command, ConfigError, ConsumeOnlyArgs, ConsumerArgs, GENERATE_DEFAULTS,
-    GenerateArgs, ParseOnlyArgs, PipelineArgs, ProcessArgs, RUN_DEFAULTS, RunArgs, S3Args,
+    GenerateArgs, MetricsArgs, ParseOnlyArgs, PipelineArgs, ProcessArgs, RUN_DEFAULTS, RunArgs,
+    S3Args,
 };
 use pageview::generate::{Generator, GeneratorConfig};
 use pageview::kafka::{self, KeyChoice, ProducerSettings, TopicState};
+use pageview::metrics::{self, GeneratorMetrics, PipelineMetrics};
 use pageview::pipeline::{Ending, Owned, Until, consume, drive};
 use pageview::route::Router;
+use pageview::serve::{self, Health};
 use pageview::sink::{SinkConfig, Sinks, Tags, naming};
 use pageview::source::kafka::{GroupConsumer, Polled, Rebalanced};
 use pageview::source::{Poll, StreamSource, open_input};
@@ -252,8 +255,10 @@ fn process(args: ProcessArgs) -> Result<ExitCode> {
     let storage = open_storage(&args.storage, &args.s3, &args.pipeline, false)?;
     let mut router = router(&args.pipeline, &sink_config, storage);
     let stop = stop_flag()?;
+    let exposed = expose(&args.metrics, None, true, false)?;
+    exposed.health.set_connected(true);
     let started = Instant::now();
-    let progress = Progress::new("processing");
+    let progress = Progress::new("processing", exposed.observed());
     let ending = drive(
         source.as_mut(),
         &mut router,
@@ -261,7 +266,7 @@ fn process(args: ProcessArgs) -> Result<ExitCode> {
         progress.every,
         &mut |r| progress.show(r),
     )?;
-    progress.done();
+    progress.done(&router);
     print!(
         "{}",
         report::summary(router.stats(), started.elapsed(), Some(source.bytes_read()))
@@ -292,7 +297,15 @@ fn process_kafka(args: &ProcessArgs) -> Result<ExitCode> {
         drain: &drain,
     };
     let storage = open_storage(&args.storage, &args.s3, &args.pipeline, true)?;
-    let router = consume_group(servers, &args.kafka, &args.pipeline, storage, &until)?;
+    let exposed = expose(&args.metrics, None, true, false)?;
+    let router = consume_group(
+        servers,
+        &args.kafka,
+        &args.pipeline,
+        storage,
+        &until,
+        exposed.observed(),
+    )?;
     if let Some(router) = router {
         print!(
             "{}",
@@ -311,6 +324,7 @@ fn consume_group(
     pipeline: &PipelineArgs,
     storage: Arc<dyn Storage>,
     until: &Until<'_>,
+    observed: Observed,
 ) -> Result<Option<Router>> {
     let buckets = pipeline.buckets.resolve()?;
     let checkpoints = || Checkpoints::new(storage.clone(), &buckets.checkpoints, &kafka.group);
@@ -320,8 +334,9 @@ fn consume_group(
         "pageview: consuming {} at {servers} as {member} in group {}; checkpoints every {} ms",
         kafka.topic, kafka.group, kafka.checkpoint_interval_ms
     );
-    let progress = Progress::new("processing");
+    let progress = Progress::new("processing", observed);
     let mut start = |assignment: pageview::source::kafka::Assignment, before: Option<Router>| {
+        progress.observed.health.set_connected(true);
         let recovery = &assignment.recovery;
         eprintln!(
             "pageview: assigned partitions {:?} of {}",
@@ -367,7 +382,9 @@ fn consume_group(
     let router = consume(&mut group, &mut start, until, progress.every, &mut |r| {
         progress.show(r)
     })?;
-    progress.done();
+    if let Some(router) = &router {
+        progress.done(router);
+    }
     leave_group(group);
     Ok(router)
 }
@@ -406,6 +423,8 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     let storage = Arc::new(LocalStorage::open(&args.data_dir)?);
     let mut router = router(&args.pipeline, &sink_config, storage);
     let stop = stop_flag()?;
+    let exposed = expose(&args.metrics, Some(RUN_METRICS_PORT), true, false)?;
+    exposed.health.set_connected(true);
     introduce(&args, &config, "");
     let (chunks, mut source) = StreamSource::embedded("pageview-events");
     let generator_stop = stop.clone();
@@ -413,13 +432,13 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         Generator::new(config).send_to(&chunks, &generator_stop);
     });
     let started = Instant::now();
-    let progress = Progress::new("running");
+    let progress = Progress::new("running", exposed.observed());
     // The processor stops when the generator does and the stream it made has drained.
     let never = AtomicBool::new(false);
     drive(&mut source, &mut router, &never, progress.every, &mut |r| {
         progress.show(r)
     })?;
-    progress.done();
+    progress.done(&router);
     generator
         .join()
         .map_err(|_| anyhow::anyhow!("the generator thread panicked"))?;
@@ -464,6 +483,7 @@ fn run_kafka(args: &RunArgs, config: GeneratorConfig, servers: &str) -> Result<E
     ensure_topic(servers, topic, RUN_PARTITIONS)?;
     let stop = stop_flag()?;
     let drain = Arc::new(AtomicBool::new(false));
+    let exposed = expose(&args.metrics, Some(RUN_METRICS_PORT), true, true)?;
     introduce(args, &config, &format!(" through {topic} at {servers}"));
     let settings = ProducerSettings {
         servers: servers.to_string(),
@@ -472,8 +492,9 @@ fn run_kafka(args: &RunArgs, config: GeneratorConfig, servers: &str) -> Result<E
     };
     let generator = {
         let (stop, drain) = (stop.clone(), drain.clone());
+        let metrics = exposed.generator.clone();
         std::thread::spawn(move || {
-            let produced = kafka::produce(&mut Generator::new(config), &settings, &stop);
+            let produced = kafka::produce(&mut Generator::new(config), &settings, &stop, metrics);
             drain.store(true, Ordering::Relaxed);
             produced
         })
@@ -483,7 +504,14 @@ fn run_kafka(args: &RunArgs, config: GeneratorConfig, servers: &str) -> Result<E
         stop: &stop,
         drain: &drain,
     };
-    let consumed = consume_group(servers, &args.consumer, &args.pipeline, storage, &until);
+    let consumed = consume_group(
+        servers,
+        &args.consumer,
+        &args.pipeline,
+        storage,
+        &until,
+        exposed.observed(),
+    );
     if consumed.is_err() {
         // The generator stops too when the processor cannot go on.
         stop.store(true, Ordering::Relaxed);
@@ -536,7 +564,9 @@ fn generate(args: GenerateArgs) -> Result<ExitCode> {
                 topic: kafka.topic.clone(),
                 key: kafka.key,
             };
-            let produced = kafka::produce(&mut generator, &settings, &stop)?;
+            let exposed = expose(&args.metrics, None, false, true)?;
+            exposed.health.set_connected(true);
+            let produced = kafka::produce(&mut generator, &settings, &stop, exposed.generator)?;
             eprintln!(
                 "produced {} events to {} at {servers}",
                 produced.delivered, kafka.topic
@@ -630,34 +660,43 @@ fn consume_only(args: ConsumeOnlyArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Live progress on stderr: rewritten in place on a terminal, a plain line now and then
-/// otherwise.
+/// Live progress on stderr, rewritten in place on a terminal and a plain line now and then
+/// otherwise; each tick also brings the metrics and the health up to date.
 struct Progress {
     label: &'static str,
     terminal: bool,
     every: Duration,
+    print_every: Duration,
     /// Records and time at the previous line, for the rate since then.
     last: Cell<(u64, Instant)>,
+    observed: Observed,
 }
 
 impl Progress {
-    fn new(label: &'static str) -> Self {
+    fn new(label: &'static str, observed: Observed) -> Self {
         let terminal = io::stderr().is_terminal();
         Progress {
             label,
             terminal,
-            every: if terminal {
+            every: Duration::from_secs(1),
+            print_every: if terminal {
                 Duration::from_secs(1)
             } else {
                 Duration::from_secs(5)
             },
             last: Cell::new((0, Instant::now())),
+            observed,
         }
     }
 
     fn show(&self, router: &Router) {
+        self.observed.observe(router);
+        let (records, at) = self.last.get();
+        if at.elapsed() < self.print_every {
+            return;
+        }
         let stats = router.stats();
-        let (records, at) = self.last.replace((stats.records, Instant::now()));
+        self.last.set((stats.records, Instant::now()));
         let rate = (stats.records - records) as f64 / at.elapsed().as_secs_f64().max(1e-9);
         let line = report::live_line(stats, rate);
         let mut err = io::stderr().lock();
@@ -668,9 +707,73 @@ impl Progress {
         }
     }
 
-    fn done(&self) {
+    fn done(&self, router: &Router) {
+        self.observed.observe(router);
         if self.terminal {
             eprintln!();
         }
     }
+}
+
+/// The endpoints' view of a processor: its metrics and health, when they are served.
+#[derive(Default)]
+struct Observed {
+    metrics: Option<Arc<PipelineMetrics>>,
+    health: Arc<Health>,
+}
+
+impl Observed {
+    fn observe(&self, router: &Router) {
+        if let Some(metrics) = &self.metrics {
+            metrics.observe(router, pageview::generate::now_ms());
+        }
+        self.health.tick();
+    }
+}
+
+/// Which metrics a command exposes.
+struct Exposed {
+    pipeline: Option<Arc<PipelineMetrics>>,
+    generator: Option<Arc<GeneratorMetrics>>,
+    health: Arc<Health>,
+}
+
+impl Exposed {
+    fn observed(&self) -> Observed {
+        Observed {
+            metrics: self.pipeline.clone(),
+            health: self.health.clone(),
+        }
+    }
+}
+
+/// The port `run` serves on when none is given; a free one when it is taken.
+const RUN_METRICS_PORT: u16 = 9464;
+
+/// Starts `/metrics`, `/healthz` and `/readyz` when a port is given (or `default_port`),
+/// with the processor's and the generator's metrics as asked, and says where.
+fn expose(
+    args: &MetricsArgs,
+    default_port: Option<u16>,
+    pipeline: bool,
+    generator: bool,
+) -> Result<Exposed> {
+    let mut registry = metrics::registry();
+    let exposed = Exposed {
+        pipeline: pipeline.then(|| PipelineMetrics::register(&mut registry)),
+        generator: generator.then(|| GeneratorMetrics::register(&mut registry)),
+        health: Arc::default(),
+    };
+    let host = &args.metrics_host;
+    let listener = match (args.metrics_port, default_port) {
+        (Some(port), _) => serve::bind(host, port)?,
+        (None, Some(port)) => serve::bind(host, port).or_else(|_| {
+            eprintln!("pageview: metrics: port {port} is taken; picking a free one");
+            serve::bind(host, 0)
+        })?,
+        (None, None) => return Ok(exposed),
+    };
+    let address = serve::start(listener, registry, exposed.health.clone())?;
+    eprintln!("pageview: metrics at http://{address}/metrics (health: /healthz, /readyz)");
+    Ok(exposed)
 }

@@ -99,6 +99,10 @@ impl Router {
         &self.stats
     }
 
+    pub fn watermarks(&self) -> &crate::window::Watermarks {
+        self.windows.watermarks()
+    }
+
     /// Keeps counting where `before` (a router of an earlier assignment) stopped.
     pub fn continue_stats(&mut self, before: Router) {
         self.stats = before.stats;

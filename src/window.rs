@@ -131,6 +131,11 @@ impl Watermarks {
         self.current
     }
 
+    /// How far each partition's watermark trails its largest event time.
+    pub fn bound_ms(&self) -> i64 {
+        self.bound_ms
+    }
+
     /// The largest valid event time per partition, for a checkpoint.
     pub fn clocks(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
         self.partitions

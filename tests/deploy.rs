@@ -84,7 +84,10 @@ fn every_command_compose_gives_our_image_is_one_the_binary_accepts() {
         let mut command = pageview();
         command.env_clear().args(&args);
         for (key, value) in service["environment"].as_object().unwrap() {
-            command.env(key, value.as_str().unwrap());
+            let value = value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_string);
+            command.env(key, value);
         }
         let out = command.output().unwrap();
         assert!(

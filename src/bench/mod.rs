@@ -151,6 +151,7 @@ fn run_kafka(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
             &mut Generator::new(input_config(events)),
             &settings,
             &AtomicBool::new(false),
+            None,
         )?;
         let out = args.dir.join(format!("out-kafka-{events}"));
         let (mut limit, mut processed) = (None, None);

@@ -1,18 +1,19 @@
 //! Generated events → Kafka messages: acks=all, idempotent, gzip (as the original), paced to
 //! the rate, and never given up on: during a broker outage sends wait and retry.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::error::KafkaError as ClientError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Message};
 
 use super::{BrokerWatch, KafkaError, STATS_INTERVAL_MS};
 use crate::generate::{Generator, Pace};
+use crate::metrics::GeneratorMetrics;
 
 /// What each message is keyed by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -43,6 +44,7 @@ struct Deliveries {
     failed: AtomicU64,
     first_failure: Mutex<Option<String>>,
     brokers: BrokerWatch,
+    metrics: Option<Arc<GeneratorMetrics>>,
 }
 
 impl ClientContext for Deliveries {
@@ -56,11 +58,21 @@ impl ProducerContext for Deliveries {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         match result {
-            Ok(_) => {
+            Ok(message) => {
                 self.delivered.fetch_add(1, Ordering::Relaxed);
+                // librdkafka stamps a message with its creation time when it is sent.
+                if let (Some(metrics), Some(sent_ms)) =
+                    (&self.metrics, message.timestamp().to_millis())
+                {
+                    let ms = (crate::generate::now_ms() - sent_ms).max(0);
+                    metrics.delivered(Duration::from_millis(ms as u64));
+                }
             }
             Err((error, _)) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
+                if let Some(metrics) = &self.metrics {
+                    metrics.failed();
+                }
                 let mut first = self.first_failure.lock().unwrap_or_else(|e| e.into_inner());
                 first.get_or_insert_with(|| error.to_string());
             }
@@ -92,9 +104,14 @@ pub fn produce(
     generator: &mut Generator,
     settings: &ProducerSettings,
     stop: &AtomicBool,
+    metrics: Option<Arc<GeneratorMetrics>>,
 ) -> Result<Produced, KafkaError> {
+    let deliveries = Deliveries {
+        metrics: metrics.clone(),
+        ..Deliveries::default()
+    };
     let producer: BaseProducer<Deliveries> =
-        producer_config(&settings.servers).create_with_context(Deliveries::default())?;
+        producer_config(&settings.servers).create_with_context(deliveries)?;
     let pace = Pace::new(generator.rate(), generator.is_real_time());
     let mut line = Vec::with_capacity(256);
     while !generator.is_done() && !stop.load(Ordering::Relaxed) {
@@ -107,7 +124,12 @@ pub fn produce(
         }
         loop {
             match producer.send(record) {
-                Ok(()) => break,
+                Ok(()) => {
+                    if let Some(metrics) = &metrics {
+                        metrics.sent();
+                    }
+                    break;
+                }
                 Err((ClientError::MessageProduction(RDKafkaErrorCode::QueueFull), unsent)) => {
                     record = unsent;
                     producer.poll(QUEUE_FULL_WAIT);

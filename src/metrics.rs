@@ -1,0 +1,258 @@
+//! Prometheus metrics (`/metrics`, served by `serve`): what the processor and the generator
+//! have done. The processing thread counts in plain integers (`Stats`) and copies them here
+//! once a tick, so no record pays for an atomic operation.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::route::Router;
+use crate::sink::Dataset;
+use crate::stats::Stats;
+use crate::validate::ErrorKind;
+
+/// Every metric name starts with this.
+pub const PREFIX: &str = "pageview";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    error_kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DatasetLabel {
+    dataset: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabel {
+    partition: String,
+}
+
+type Seconds = Gauge<f64, AtomicU64>;
+
+/// The processor's metrics.
+pub struct PipelineMetrics {
+    records: Counter,
+    valid: Counter,
+    malformed: Family<KindLabel, Counter>,
+    late: Counter,
+    windows: Counter,
+    window_rows: Counter,
+    files: Family<DatasetLabel, Counter>,
+    rows: Family<DatasetLabel, Counter>,
+    bytes: Family<DatasetLabel, Counter>,
+    watermark: Seconds,
+    watermark_delay: Seconds,
+    partition_watermark: Family<PartitionLabel, Seconds>,
+    /// What the counters last showed, so each observation adds only what is new.
+    seen: Mutex<Stats>,
+}
+
+impl PipelineMetrics {
+    pub fn register(registry: &mut Registry) -> Arc<Self> {
+        let metrics = Arc::new(PipelineMetrics {
+            records: Counter::default(),
+            valid: Counter::default(),
+            malformed: Family::default(),
+            late: Counter::default(),
+            windows: Counter::default(),
+            window_rows: Counter::default(),
+            files: Family::default(),
+            rows: Family::default(),
+            bytes: Family::default(),
+            watermark: Seconds::default(),
+            watermark_delay: Seconds::default(),
+            partition_watermark: Family::default(),
+            seen: Mutex::default(),
+        });
+        let m = &metrics;
+        registry.register(
+            "records_read",
+            "Records read from the input (a file or Kafka), each once",
+            m.records.clone(),
+        );
+        registry.register(
+            "records_valid",
+            "Valid events, late ones included: the raw dataset's rows",
+            m.valid.clone(),
+        );
+        registry.register(
+            "records_malformed",
+            "Records that broke an event rule, by the rule (SPEC.md 1)",
+            m.malformed.clone(),
+        );
+        registry.register(
+            "records_late",
+            "Valid events whose window was already final: archived in raw and sent to the DLQ",
+            m.late.clone(),
+        );
+        registry.register(
+            "windows_emitted",
+            "Windows closed and written",
+            m.windows.clone(),
+        );
+        registry.register(
+            "window_rows",
+            "Aggregated rows written: one per (window, postcode)",
+            m.window_rows.clone(),
+        );
+        registry.register(
+            "files_written",
+            "Files published, by dataset",
+            m.files.clone(),
+        );
+        registry.register(
+            "rows_written",
+            "Rows in published files, by dataset",
+            m.rows.clone(),
+        );
+        registry.register_with_unit(
+            "written",
+            "Bytes of published files, by dataset",
+            Unit::Bytes,
+            m.bytes.clone(),
+        );
+        registry.register_with_unit(
+            "watermark",
+            "The pipeline's watermark (event time, epoch seconds); windows ending before it are final",
+            Unit::Seconds,
+            m.watermark.clone(),
+        );
+        registry.register_with_unit(
+            "watermark_delay",
+            "How far the watermark is behind the wall clock",
+            Unit::Seconds,
+            m.watermark_delay.clone(),
+        );
+        registry.register_with_unit(
+            "partition_watermark",
+            "Each source partition's watermark (its largest event time minus the bound)",
+            Unit::Seconds,
+            m.partition_watermark.clone(),
+        );
+        metrics
+    }
+
+    /// Brings the metrics up to what `router` has done.
+    pub fn observe(&self, router: &Router, now_ms: i64) {
+        let stats = router.stats();
+        let mut seen = self.seen.lock().expect("never poisoned");
+        // A router of a new assignment continues the counts; one that does not (a restart
+        // of the counters) starts the deltas afresh.
+        if stats.records < seen.records {
+            *seen = Stats::default();
+        }
+        let add = |counter: &Counter, now: u64, before: u64| {
+            counter.inc_by(now.saturating_sub(before));
+        };
+        add(&self.records, stats.records, seen.records);
+        add(&self.valid, stats.valid, seen.valid);
+        for kind in ErrorKind::ALL {
+            let (now, before) = (stats.dead_letters(kind), seen.dead_letters(kind));
+            if kind == ErrorKind::LateEvent {
+                add(&self.late, now, before);
+            } else if now > before {
+                let label = KindLabel {
+                    error_kind: kind.to_string(),
+                };
+                add(&self.malformed.get_or_create(&label), now, before);
+            }
+        }
+        add(&self.windows, stats.windows, seen.windows);
+        add(&self.window_rows, stats.window_rows, seen.window_rows);
+        for dataset in Dataset::ALL {
+            let (now, before) = (stats.written(dataset), seen.written(dataset));
+            let label = DatasetLabel {
+                dataset: dataset.to_string(),
+            };
+            add(&self.files.get_or_create(&label), now.files, before.files);
+            add(&self.rows.get_or_create(&label), now.rows, before.rows);
+            add(&self.bytes.get_or_create(&label), now.bytes, before.bytes);
+        }
+        *seen = stats.clone();
+        drop(seen);
+        let watermarks = router.watermarks();
+        if let Some(watermark) = watermarks.current() {
+            self.watermark.set(watermark as f64 / 1000.0);
+            self.watermark_delay
+                .set((now_ms - watermark).max(0) as f64 / 1000.0);
+        }
+        for (partition, clock) in watermarks.clocks() {
+            let label = PartitionLabel {
+                partition: partition.to_string(),
+            };
+            self.partition_watermark
+                .get_or_create(&label)
+                .set((clock - watermarks.bound_ms()) as f64 / 1000.0);
+        }
+    }
+}
+
+/// The generator's metrics, with the original generator's meaning: events handed to Kafka,
+/// events Kafka refused, and how long the broker took to acknowledge one.
+pub struct GeneratorMetrics {
+    sent: Counter,
+    failed: Counter,
+    latency: Histogram,
+}
+
+impl GeneratorMetrics {
+    pub fn register(registry: &mut Registry) -> Arc<Self> {
+        let metrics = Arc::new(GeneratorMetrics {
+            sent: Counter::default(),
+            failed: Counter::default(),
+            // 1 ms to about 16 s.
+            latency: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+        });
+        registry.register(
+            "generator_events_sent",
+            "Events the generator handed to the producer",
+            metrics.sent.clone(),
+        );
+        registry.register(
+            "generator_events_failed",
+            "Events the broker refused",
+            metrics.failed.clone(),
+        );
+        registry.register_with_unit(
+            "generator_send_latency",
+            "From handing an event to the producer to the broker acknowledging it",
+            Unit::Seconds,
+            metrics.latency.clone(),
+        );
+        metrics
+    }
+
+    pub fn sent(&self) {
+        self.sent.inc();
+    }
+
+    pub fn delivered(&self, latency: Duration) {
+        self.latency.observe(latency.as_secs_f64());
+    }
+
+    pub fn failed(&self) {
+        self.failed.inc();
+    }
+}
+
+/// A registry whose names start with [`PREFIX`].
+pub fn registry() -> Registry {
+    Registry::with_prefix(PREFIX)
+}
+
+/// The registry in Prometheus text format.
+pub fn encode(registry: &Registry) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry)
+        .expect("writing to a String cannot fail");
+    text
+}

@@ -1,0 +1,305 @@
+//! The HTTP endpoints of the real binary: `/metrics` agrees with the files written and the
+//! run's own summary, `/healthz` and `/readyz` answer, and Debian's Prometheus scrapes the
+//! series; `promtool` accepts monitoring/prometheus.yml.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A child serving metrics, killed by PID when dropped.
+struct Serving {
+    child: Child,
+    address: SocketAddr,
+    /// Its stderr lines, read on a thread so it never blocks on a full pipe.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Serving {
+    /// Spawns `command` (stderr piped) and waits for the line that says where it serves.
+    fn spawn(mut command: Command) -> Serving {
+        let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (found, address) = std::sync::mpsc::channel();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let line = line.unwrap_or_default();
+                    if let Some(rest) = line.strip_prefix("pageview: metrics at http://") {
+                        let address = rest.split('/').next().unwrap().parse::<SocketAddr>();
+                        let _ = found.send(address.unwrap());
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let address = address
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no metrics address: {:?}", log.lock().unwrap()));
+        Serving {
+            child,
+            address,
+            log,
+        }
+    }
+
+    fn metrics(&self) -> BTreeMap<String, f64> {
+        let (status, body) = get(self.address, "/metrics");
+        assert_eq!(status, 200, "{body}");
+        parse(&body)
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("log: {:#?}", self.log.lock().unwrap());
+        }
+    }
+}
+
+/// `GET path` over HTTP/1.1: (status, body).
+fn get(address: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Series (name with labels) → value, from Prometheus text.
+fn parse(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn sum_of(metrics: &BTreeMap<String, f64>, name: &str) -> f64 {
+    metrics
+        .iter()
+        .filter(|(k, _)| k.split('{').next() == Some(name))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// The number after `label` in the summary line that starts with it.
+fn summary_number(summary: &str, label: &str) -> f64 {
+    summary
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix(label))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.trim_end_matches(':').parse().ok())
+        .unwrap_or_else(|| panic!("{label} in {summary}"))
+}
+
+#[test]
+fn metrics_agree_with_the_files_and_the_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    let made = run(&[
+        "generate",
+        "-o",
+        input.to_str().unwrap(),
+        "--events",
+        "40k",
+        "--rate",
+        "200",
+        "--simulated-time",
+        "--seed",
+        "11",
+        "--malformed-share",
+        "0.02",
+        "--late-share",
+        "0.01",
+    ]);
+    assert!(made.status.success());
+    let storage = dir.path().join("out");
+    let mut command = pageview();
+    command
+        .args(["process", "--input", "-", "--storage"])
+        .arg(&storage)
+        .args([
+            "--file-max-age-ms",
+            "300",
+            "--metrics-port",
+            "0",
+            "--metrics-host",
+            "127.0.0.1",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut serving = Serving::spawn(command);
+    assert_eq!(get(serving.address, "/healthz"), (200, "ok\n".into()));
+    let mut stdin = serving.child.stdin.take().unwrap();
+    stdin.write_all(&std::fs::read(&input).unwrap()).unwrap();
+    stdin.flush().unwrap();
+    // Everything read, and every raw and DLQ row in a file published by age.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let metrics = loop {
+        let m = serving.metrics();
+        let all_read = m["pageview_records_read_total"] == 40_000.0;
+        let raw_published = m.get("pageview_rows_written_total{dataset=\"raw\"}")
+            == m.get("pageview_records_valid_total");
+        if all_read && raw_published {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "metrics never caught up: {m:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (status, body) = get(serving.address, "/readyz");
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    let raw_rows: usize = read_dataset(&storage, RAW)
+        .iter()
+        .map(|(_, b)| b.num_rows())
+        .sum();
+    assert_eq!(
+        metrics["pageview_rows_written_total{dataset=\"raw\"}"],
+        raw_rows as f64
+    );
+    assert_eq!(
+        metrics["pageview_files_written_total{dataset=\"raw\"}"],
+        parquet_files(&storage.join(RAW)).len() as f64
+    );
+    assert!(
+        metrics["pageview_watermark_seconds"] > 1.6e9,
+        "{metrics:#?}"
+    );
+
+    drop(stdin);
+    let output = std::mem::replace(&mut serving.child, Command::new("true").spawn().unwrap())
+        .wait_with_output()
+        .unwrap();
+    assert!(output.status.success());
+    let summary = stdout(&output);
+    assert_eq!(
+        metrics["pageview_records_read_total"],
+        summary_number(&summary, "")
+    );
+    assert_eq!(
+        metrics["pageview_records_valid_total"],
+        summary_number(&summary, "valid")
+    );
+    let late = metrics["pageview_records_late_total"];
+    assert!(late > 0.0);
+    assert!(summary.contains(&format!("(late {late})")), "{summary}");
+    assert_eq!(
+        sum_of(&metrics, "pageview_records_malformed_total") + late,
+        summary_number(&summary, "dead-letter")
+    );
+    for (series, value) in &metrics {
+        if let Some(kind) = series
+            .strip_prefix("pageview_records_malformed_total{error_kind=\"")
+            .and_then(|k| k.strip_suffix("\"}"))
+        {
+            assert!(
+                summary.contains(&format!("{kind} {value}")),
+                "{kind} {value} in {summary}"
+            );
+        }
+    }
+}
+
+#[test]
+fn prometheus_scrapes_a_running_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = pageview();
+    command
+        .args(["run", "--simulated-time", "--rate", "500", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--metrics-port", "0", "--metrics-host", "127.0.0.1"])
+        .stdout(Stdio::null());
+    let pipeline = Serving::spawn(command);
+    let port = free_port();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: pageview\n    static_configs:\n      - targets: [\"{}\"]\n",
+            pipeline.address
+        ),
+    )
+    .unwrap();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus runs (scripts/test.sh installs Debian's)");
+    let query = |q: &str| -> Option<f64> {
+        let out = Command::new("curl")
+            .args([
+                "-sf",
+                "--get",
+                &format!("http://127.0.0.1:{port}/api/v1/query"),
+            ])
+            .args(["--data-urlencode", &format!("query={q}")])
+            .output()
+            .ok()?;
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        json["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let scraped = loop {
+        let up = query("up{job=\"pageview\"}");
+        if let Some(read) = query("pageview_records_read_total")
+            && up == Some(1.0)
+            && read > 0.0
+        {
+            break read;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus scraped nothing in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let valid = query("pageview_records_valid_total").unwrap();
+    assert!(valid > 0.0 && valid <= scraped, "{valid} of {scraped}");
+    let watermark = query("pageview_watermark_seconds").unwrap();
+    assert!(watermark > 1.6e9, "{watermark}");
+    let kinds = query("count(pageview_records_malformed_total)").unwrap();
+    assert!(kinds >= 1.0, "{kinds}");
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+}
+
+#[test]
+fn promtool_accepts_the_prometheus_config() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("promtool")
+        .args(["check", "config", "monitoring/prometheus.yml"])
+        .current_dir(repo)
+        .output()
+        .expect("promtool runs (scripts/test.sh installs Debian's prometheus)");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}

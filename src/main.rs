@@ -379,9 +379,16 @@ fn consume_group(
             checkpointer,
         }
     };
-    let router = consume(&mut group, &mut start, until, progress.every, &mut |r| {
-        progress.show(r)
-    })?;
+    let router = consume(
+        &mut group,
+        &mut start,
+        until,
+        progress.every,
+        &mut |r, lag| {
+            progress.observed.observe_lag(lag);
+            progress.show(r)
+        },
+    )?;
     if let Some(router) = &router {
         progress.done(router);
     }
@@ -723,6 +730,12 @@ struct Observed {
 }
 
 impl Observed {
+    fn observe_lag(&self, lag: &[(i32, i64)]) {
+        if let Some(metrics) = &self.metrics {
+            metrics.observe_lag(lag);
+        }
+    }
+
     fn observe(&self, router: &Router) {
         if let Some(metrics) = &self.metrics {
             metrics.observe(router, pageview::generate::now_ms());

@@ -52,6 +52,7 @@ pub struct PipelineMetrics {
     watermark: Seconds,
     watermark_delay: Seconds,
     partition_watermark: Family<PartitionLabel, Seconds>,
+    lag: Family<PartitionLabel, Gauge>,
     /// What the counters last showed, so each observation adds only what is new.
     seen: Mutex<Stats>,
 }
@@ -71,6 +72,7 @@ impl PipelineMetrics {
             watermark: Seconds::default(),
             watermark_delay: Seconds::default(),
             partition_watermark: Family::default(),
+            lag: Family::default(),
             seen: Mutex::default(),
         });
         let m = &metrics;
@@ -138,7 +140,22 @@ impl PipelineMetrics {
             Unit::Seconds,
             m.partition_watermark.clone(),
         );
+        registry.register(
+            "consumer_lag",
+            "Records of each Kafka partition not yet read (librdkafka's figure, every 5 s)",
+            m.lag.clone(),
+        );
         metrics
+    }
+
+    /// (partition, records behind) of each partition read from Kafka.
+    pub fn observe_lag(&self, lag: &[(i32, i64)]) {
+        for &(partition, behind) in lag {
+            let label = PartitionLabel {
+                partition: partition.to_string(),
+            };
+            self.lag.get_or_create(&label).set(behind);
+        }
     }
 
     /// Brings the metrics up to what `router` has done.

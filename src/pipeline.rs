@@ -32,6 +32,9 @@ pub enum PipelineError {
     Kafka(#[from] KafkaError),
 }
 
+/// (partition, records not yet read) of each partition a consumer fetches.
+pub type Lag = [(i32, i64)];
+
 /// Why processing stopped; either way every record read was routed and published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
@@ -98,7 +101,7 @@ pub fn consume(
     start: &mut dyn FnMut(Assignment, Option<Router>) -> Owned,
     until: &Until<'_>,
     every: Duration,
-    progress: &mut dyn FnMut(&Router),
+    progress: &mut dyn FnMut(&Router, &Lag),
 ) -> Result<Option<Router>, PipelineError> {
     let mut source = group.source();
     let mut owned: Option<Owned> = None;
@@ -182,7 +185,7 @@ pub fn consume(
         if cadence.progress_due(now)
             && let Some(router) = owned.as_ref().map(|o| &o.router).or(previous.as_ref())
         {
-            progress(router);
+            progress(router, &group.lag());
         }
     }
 }

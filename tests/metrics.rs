@@ -303,3 +303,55 @@ fn promtool_accepts_the_prometheus_config() {
         .expect("promtool runs (scripts/test.sh installs Debian's prometheus)");
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
 }
+
+#[test]
+fn a_kafka_processor_reports_its_lag_per_partition() {
+    let broker = common::kafka::Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let produced = run(&[
+        "generate",
+        "--bootstrap-servers",
+        &broker.bootstrap,
+        "--events",
+        "3000",
+        "--rate",
+        "100000",
+        "--simulated-time",
+    ]);
+    assert!(produced.status.success(), "{}", stderr(&produced));
+    let mut command = pageview();
+    command
+        .args([
+            "process",
+            "--bootstrap-servers",
+            &broker.bootstrap,
+            "--storage",
+        ])
+        .arg(dir.path())
+        .args(["--metrics-port", "0", "--metrics-host", "127.0.0.1"])
+        .stdout(Stdio::null());
+    let serving = Serving::spawn(command);
+    // librdkafka reports lag every 5 s; once everything is read, every partition's is 0.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = serving.metrics();
+        let lags: Vec<f64> = m
+            .iter()
+            .filter(|(k, _)| k.starts_with("pageview_consumer_lag{partition="))
+            .map(|(_, v)| *v)
+            .collect();
+        if m.get("pageview_records_read_total") == Some(&3000.0)
+            && lags.len() == 3
+            && lags.iter().all(|&l| l == 0.0)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no lag of 0 for 3 partitions: {m:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (status, _) = get(serving.address, "/readyz");
+    assert_eq!(status, 200);
+}

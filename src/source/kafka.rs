@@ -71,14 +71,31 @@ struct GroupContext {
     lost_contact: AtomicBool,
     /// From the last statistics: the member is in the group, not joining or rebalancing.
     steady: AtomicBool,
+    /// From the last statistics: (partition, records behind the partition's end) of each
+    /// partition this member fetches.
+    lag: Mutex<Vec<(i32, i64)>>,
     /// Where assigned partitions forward their messages ([`FetchQueue`]).
     fetch: AtomicPtr<rdsys::rd_kafka_queue_t>,
 }
 
-/// The part of librdkafka's statistics about the group.
+/// The parts of librdkafka's statistics about the group and the partitions' lag.
 #[derive(serde::Deserialize)]
 struct GroupStatistics {
     cgrp: Option<GroupState>,
+    #[serde(default)]
+    topics: std::collections::HashMap<String, TopicStatistics>,
+}
+
+#[derive(serde::Deserialize)]
+struct TopicStatistics {
+    partitions: std::collections::HashMap<String, PartitionStatistics>,
+}
+
+#[derive(serde::Deserialize)]
+struct PartitionStatistics {
+    partition: i32,
+    /// -1 until known: the partition is not fetched, or its end is not yet known.
+    consumer_lag: i64,
 }
 
 #[derive(serde::Deserialize)]
@@ -189,6 +206,18 @@ impl ClientContext for GroupContext {
         if let Ok(statistics) = serde_json::from_slice::<GroupStatistics>(statistics) {
             let steady = statistics.cgrp.is_none_or(|g| g.join_state == "steady");
             self.steady.store(steady, Ordering::Relaxed);
+            let lag = statistics
+                .topics
+                .get(&self.topic)
+                .map(|t| {
+                    t.partitions
+                        .values()
+                        .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+                        .map(|p| (p.partition, p.consumer_lag))
+                        .collect()
+                })
+                .unwrap_or_default();
+            *self.lag.lock().unwrap_or_else(|e| e.into_inner()) = lag;
         }
     }
 
@@ -279,6 +308,12 @@ impl GroupConsumer {
             }
         }
         Ok(ends)
+    }
+
+    /// (partition, records behind its end) as of librdkafka's last statistics (every 5 s).
+    pub fn lag(&self) -> Vec<(i32, i64)> {
+        let lag = self.consumer.context().lag.lock();
+        lag.unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Whether a consumer that has delivered nothing for a while is stuck rather than idle:
@@ -396,6 +431,7 @@ fn connect(
         reached: AtomicBool::new(false),
         lost_contact: AtomicBool::new(false),
         steady: AtomicBool::new(true),
+        lag: Mutex::new(Vec::new()),
         fetch: AtomicPtr::new(std::ptr::null_mut()),
         brokers: BrokerWatch::default(),
     };

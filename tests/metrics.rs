@@ -293,15 +293,46 @@ fn prometheus_scrapes_a_running_pipeline() {
     let _ = prometheus.wait();
 }
 
-#[test]
-fn promtool_accepts_the_prometheus_config() {
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+/// `promtool ARGS…` in monitoring/; fails the test with its output unless it succeeds.
+fn promtool(args: &[&str]) -> String {
+    let monitoring = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("monitoring");
     let out = Command::new("promtool")
-        .args(["check", "config", "monitoring/prometheus.yml"])
-        .current_dir(repo)
+        .args(args)
+        .current_dir(monitoring)
         .output()
         .expect("promtool runs (scripts/test.sh installs Debian's prometheus)");
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        out.status.success(),
+        "promtool {}: {}{}",
+        args.join(" "),
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+#[test]
+fn promtool_accepts_the_config_and_the_rules_and_every_alert_fires_when_it_should() {
+    promtool(&["check", "config", "prometheus.yml"]);
+    let rules = promtool(&["check", "rules", "alerts.yml"]);
+    assert!(rules.contains("4 rules found"), "{rules}");
+    promtool(&["test", "rules", "alerts_test.yml"]);
+    // Every alert has a test case.
+    let tests = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("monitoring/alerts_test.yml"),
+    )
+    .unwrap();
+    for alert in [
+        "PageviewConsumerLagGrowing",
+        "PageviewDeadLetterShareHigh",
+        "PageviewWatermarkStalled",
+        "PageviewNoFilesWritten",
+    ] {
+        assert!(
+            tests.contains(&format!("alertname: {alert}")),
+            "no test for {alert}"
+        );
+    }
 }
 
 #[test]

@@ -386,3 +386,129 @@ fn a_kafka_processor_reports_its_lag_per_partition() {
     let (status, _) = get(serving.address, "/readyz");
     assert_eq!(status, 200);
 }
+
+/// What kafka-exporter v1.9.0 (the image docker-compose.yml runs) exports, from its README.
+const KAFKA_EXPORTER: [&str; 14] = [
+    "kafka_brokers",
+    "kafka_topic_partitions",
+    "kafka_topic_partition_current_offset",
+    "kafka_topic_partition_oldest_offset",
+    "kafka_topic_partition_in_sync_replica",
+    "kafka_topic_partition_leader",
+    "kafka_topic_partition_leader_is_preferred",
+    "kafka_topic_partition_replicas",
+    "kafka_topic_partition_under_replicated_partition",
+    "kafka_consumergroup_current_offset",
+    "kafka_consumergroup_current_offset_sum",
+    "kafka_consumergroup_lag",
+    "kafka_consumergroup_lag_sum",
+    "kafka_consumergroup_members",
+];
+
+/// The series names `text` (Prometheus text format) declares in its `# TYPE` lines.
+fn declared(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .flat_map(|l| {
+            let (name, kind) = l.split_once(' ').unwrap();
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            suffixes.iter().map(move |s| format!("{name}{s}"))
+        })
+        .collect()
+}
+
+/// Every series the processor and the generator export: a real processor's `/metrics`
+/// after it has read a few records, and the registries for what only Kafka fills (lag,
+/// the generator's sends).
+fn exported() -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = pageview();
+    command
+        .args(["process", "--input", "-", "--storage"])
+        .arg(dir.path())
+        .args(["--metrics-port", "0", "--metrics-host", "127.0.0.1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    let mut serving = Serving::spawn(command);
+    let mut stdin = serving.child.stdin.take().unwrap();
+    stdin
+        .write_all(b"{\"user_id\":1,\"postcode\":\"E1\",\"webpage\":\"https://a\",\"timestamp\":1700000000000}\nnot json\n")
+        .unwrap();
+    stdin.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut text = get(serving.address, "/metrics").1;
+    while !text.contains("pageview_records_read_total 2") {
+        assert!(Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(200));
+        text = get(serving.address, "/metrics").1;
+    }
+    let mut names = declared(&text);
+    use pageview::metrics::{GeneratorMetrics, PipelineMetrics, encode, registry};
+    let mut registry = registry();
+    PipelineMetrics::register(&mut registry).observe_lag(&[(0, 0)]);
+    GeneratorMetrics::register(&mut registry).delivered(Duration::from_millis(1));
+    names.extend(declared(&encode(&registry)));
+    names
+}
+
+#[test]
+fn every_dashboard_queries_only_series_that_exist_in_valid_promql() {
+    let ours = exported();
+    assert!(
+        ours.contains(&"pageview_consumer_lag".to_string()),
+        "{ours:?}"
+    );
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("monitoring/grafana/dashboards");
+    let name = regex::Regex::new(r"\b(?:pageview|kafka)_[a-z0-9_]+\b").unwrap();
+    let mut rules = String::from("groups:\n  - name: dashboards\n    rules:\n");
+    let mut uids = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let dashboard: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        uids.push(dashboard["uid"].as_str().unwrap().to_string());
+        let panels = dashboard["panels"].as_array().unwrap();
+        assert!(!panels.is_empty(), "{}", path.display());
+        for panel in panels {
+            let targets = panel["targets"].as_array().unwrap();
+            assert!(
+                !targets.is_empty(),
+                "{}: {}",
+                path.display(),
+                panel["title"]
+            );
+            for target in targets {
+                let expr = target["expr"].as_str().unwrap();
+                for series in name.find_iter(expr).map(|m| m.as_str()) {
+                    let known =
+                        ours.iter().any(|o| o == series) || KAFKA_EXPORTER.contains(&series);
+                    assert!(known, "{}: {series} is exported by nothing", path.display());
+                }
+                rules.push_str(&format!(
+                    "      - record: dashboard:{}\n        expr: {}\n",
+                    rules.matches("record:").count(),
+                    serde_json::to_string(expr).unwrap()
+                ));
+            }
+        }
+    }
+    uids.sort();
+    assert_eq!(
+        uids,
+        ["kafka-overview", "pageview-generator", "pageview-pipeline"]
+    );
+    // promtool parses every query as it parses rules.
+    let checked = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(checked.path(), rules).unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(checked.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}

@@ -364,6 +364,8 @@ pub struct Checkpointer {
     /// for the assigned partitions, then always the one before. Its cursors keep every
     /// partition they ever had, so each manifest covers all partitions of these.
     replaced: Vec<String>,
+    /// Told how long each checkpoint took (metrics).
+    timed: Option<Box<dyn Fn(Duration) + Send>>,
 }
 
 impl Checkpointer {
@@ -387,7 +389,14 @@ impl Checkpointer {
             last: Instant::now(),
             previous: None,
             replaced: recovery.replaced.clone(),
+            timed: None,
         }
+    }
+
+    /// Tells `timed` how long each checkpoint that writes a manifest takes.
+    pub fn timed_by(mut self, timed: impl Fn(Duration) + Send + 'static) -> Self {
+        self.timed = Some(Box::new(timed));
+        self
     }
 
     /// A checkpoint is due every interval, and soon after a window has closed, so that its
@@ -458,6 +467,9 @@ impl Checkpointer {
         }
         self.epoch += 1;
         self.previous = Some(manifest);
+        if let Some(timed) = &self.timed {
+            timed(now.elapsed());
+        }
         Ok(Committed { written, offsets })
     }
 }

@@ -175,6 +175,7 @@ fn open_storage(
     s3: &S3Args,
     pipeline: &PipelineArgs,
     checkpoints: bool,
+    exposed: &Exposed,
 ) -> Result<Arc<dyn Storage>> {
     Ok(match location {
         Location::Local(root) => Arc::new(LocalStorage::open(root)?),
@@ -185,7 +186,11 @@ fn open_storage(
             if checkpoints {
                 used.push(&names.checkpoints);
             }
-            Arc::new(S3Storage::open(&settings, &used)?)
+            let observer = exposed
+                .pipeline
+                .clone()
+                .map(|m| m as Arc<dyn pageview::storage::RequestObserver>);
+            Arc::new(S3Storage::open(&settings, &used, observer)?)
         }
     })
 }
@@ -252,10 +257,10 @@ fn process(args: ProcessArgs) -> Result<ExitCode> {
         .pipeline
         .sink_config(Tags::Fixed(naming::source_tag(&label)))?;
     let mut source = open_input(input)?;
-    let storage = open_storage(&args.storage, &args.s3, &args.pipeline, false)?;
+    let exposed = expose(&args.metrics, None, true, false)?;
+    let storage = open_storage(&args.storage, &args.s3, &args.pipeline, false, &exposed)?;
     let mut router = router(&args.pipeline, &sink_config, storage);
     let stop = stop_flag()?;
-    let exposed = expose(&args.metrics, None, true, false)?;
     exposed.health.set_connected(true);
     let started = Instant::now();
     let progress = Progress::new("processing", exposed.observed());
@@ -296,8 +301,8 @@ fn process_kafka(args: &ProcessArgs) -> Result<ExitCode> {
         stop: &stop,
         drain: &drain,
     };
-    let storage = open_storage(&args.storage, &args.s3, &args.pipeline, true)?;
     let exposed = expose(&args.metrics, None, true, false)?;
+    let storage = open_storage(&args.storage, &args.s3, &args.pipeline, true, &exposed)?;
     let router = consume_group(
         servers,
         &args.kafka,
@@ -366,7 +371,7 @@ fn consume_group(
         if let Some(before) = before {
             router.continue_stats(before);
         }
-        let checkpointer = Checkpointer::new(
+        let mut checkpointer = Checkpointer::new(
             storage.clone(),
             checkpoints(),
             &member,
@@ -374,6 +379,9 @@ fn consume_group(
             Duration::from_millis(kafka.checkpoint_interval_ms),
             recovery,
         );
+        if let Some(metrics) = progress.observed.metrics.clone() {
+            checkpointer = checkpointer.timed_by(move |took| metrics.checkpointed(took));
+        }
         Owned {
             router,
             checkpointer,

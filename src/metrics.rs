@@ -4,7 +4,7 @@
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -16,6 +16,7 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::route::Router;
 use crate::sink::Dataset;
 use crate::stats::Stats;
+use crate::storage::RequestObserver;
 use crate::validate::ErrorKind;
 
 /// Every metric name starts with this.
@@ -29,6 +30,11 @@ struct KindLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DatasetLabel {
     dataset: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabel {
+    action: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -53,6 +59,11 @@ pub struct PipelineMetrics {
     watermark_delay: Seconds,
     partition_watermark: Family<PartitionLabel, Seconds>,
     lag: Family<PartitionLabel, Gauge>,
+    storage_seconds: Family<ActionLabel, Histogram>,
+    storage_errors: Family<ActionLabel, Counter>,
+    checkpoint_seconds: Histogram,
+    checkpoint_age: Seconds,
+    last_checkpoint: Mutex<Option<Instant>>,
     /// What the counters last showed, so each observation adds only what is new.
     seen: Mutex<Stats>,
 }
@@ -73,6 +84,14 @@ impl PipelineMetrics {
             watermark_delay: Seconds::default(),
             partition_watermark: Family::default(),
             lag: Family::default(),
+            // 1 ms to about 65 s.
+            storage_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 17))
+            }),
+            storage_errors: Family::default(),
+            checkpoint_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            checkpoint_age: Seconds::default(),
+            last_checkpoint: Mutex::default(),
             seen: Mutex::default(),
         });
         let m = &metrics;
@@ -145,7 +164,37 @@ impl PipelineMetrics {
             "Records of each Kafka partition not yet read (librdkafka's figure, every 5 s)",
             m.lag.clone(),
         );
+        registry.register_with_unit(
+            "storage_request",
+            "Requests to S3 by action, each attempt timed",
+            Unit::Seconds,
+            m.storage_seconds.clone(),
+        );
+        registry.register(
+            "storage_errors",
+            "S3 requests that failed, by action (retried when waiting can fix them)",
+            m.storage_errors.clone(),
+        );
+        registry.register_with_unit(
+            "checkpoint_duration",
+            "Time to finish, stage, name in a manifest and publish one checkpoint's files",
+            Unit::Seconds,
+            m.checkpoint_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "checkpoint_age",
+            "Time since the last checkpoint",
+            Unit::Seconds,
+            m.checkpoint_age.clone(),
+        );
         metrics
+    }
+
+    /// A checkpoint took `took`.
+    pub fn checkpointed(&self, took: Duration) {
+        self.checkpoint_seconds.observe(took.as_secs_f64());
+        *self.last_checkpoint.lock().expect("never poisoned") = Some(Instant::now());
+        self.checkpoint_age.set(0.0);
     }
 
     /// (partition, records behind) of each partition read from Kafka.
@@ -196,6 +245,9 @@ impl PipelineMetrics {
         }
         *seen = stats.clone();
         drop(seen);
+        if let Some(at) = *self.last_checkpoint.lock().expect("never poisoned") {
+            self.checkpoint_age.set(at.elapsed().as_secs_f64());
+        }
         let watermarks = router.watermarks();
         if let Some(watermark) = watermarks.current() {
             self.watermark.set(watermark as f64 / 1000.0);
@@ -209,6 +261,23 @@ impl PipelineMetrics {
             self.partition_watermark
                 .get_or_create(&label)
                 .set((clock - watermarks.bound_ms()) as f64 / 1000.0);
+        }
+    }
+}
+
+impl RequestObserver for PipelineMetrics {
+    fn request(&self, action: &'static str, took: Duration, ok: bool) {
+        // "upload part of" → "upload_part": the request, as a label value.
+        let action = action
+            .trim_end_matches(" of")
+            .trim_end_matches(" to")
+            .replace(' ', "_");
+        let label = ActionLabel { action };
+        self.storage_seconds
+            .get_or_create(&label)
+            .observe(took.as_secs_f64());
+        if !ok {
+            self.storage_errors.get_or_create(&label).inc();
         }
     }
 }

@@ -862,7 +862,16 @@ fn an_s3_stall_pauses_the_processor_and_loses_nothing() {
     create_topic(&broker.bootstrap);
     let data = Data::new(30_000);
     let storage = Store::s3();
-    let extra = ["--file-max-age-ms", "700", "--s3-timeout-ms", "1500"];
+    let extra = [
+        "--file-max-age-ms",
+        "700",
+        "--s3-timeout-ms",
+        "1500",
+        "--metrics-port",
+        "0",
+        "--metrics-host",
+        "127.0.0.1",
+    ];
     let child = processor(&broker.bootstrap, &storage, &extra);
     produce_first(&data, &broker.bootstrap, &storage);
     data.produce(&broker.bootstrap, FIRST..15_000, Duration::from_millis(50));
@@ -873,9 +882,27 @@ fn an_s3_stall_pauses_the_processor_and_loses_nothing() {
     s3.thaw();
     wait_for_everything(&storage, &data, Duration::from_secs(120));
     let log = child.log();
+    // The failed attempts are counted by request.
+    let address = log
+        .lines()
+        .find_map(|l| l.strip_prefix("pageview: metrics at "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no metrics address: {log}"))
+        .to_string();
+    let metrics = Command::new("curl")
+        .args(["-sf", &address])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8(metrics.stdout).unwrap();
     stop(child);
     assert!(log.contains("pageview: S3 is failing"), "{log}");
     assert!(log.contains("pageview: S3 works again after"), "{log}");
+    let failed: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("pageview_storage_errors_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert!(failed > 0.0, "{metrics}");
     assert_exactly_once(storage.path(), &data, Rows::One);
     assert_no_staging_leftovers(storage.path());
 }

@@ -385,6 +385,12 @@ fn a_kafka_processor_reports_its_lag_per_partition() {
     }
     let (status, _) = get(serving.address, "/readyz");
     assert_eq!(status, 200);
+    let m = serving.metrics();
+    assert!(
+        m["pageview_checkpoint_duration_seconds_count"] >= 1.0,
+        "{m:#?}"
+    );
+    assert!(m["pageview_checkpoint_age_seconds"] < 60.0, "{m:#?}");
 }
 
 /// What kafka-exporter v1.9.0 (the image docker-compose.yml runs) exports, from its README.
@@ -449,7 +455,9 @@ fn exported() -> Vec<String> {
     let mut names = declared(&text);
     use pageview::metrics::{GeneratorMetrics, PipelineMetrics, encode, registry};
     let mut registry = registry();
-    PipelineMetrics::register(&mut registry).observe_lag(&[(0, 0)]);
+    let pipeline = PipelineMetrics::register(&mut registry);
+    pipeline.observe_lag(&[(0, 0)]);
+    pageview::storage::RequestObserver::request(&*pipeline, "put", Duration::ZERO, false);
     GeneratorMetrics::register(&mut registry).delivered(Duration::from_millis(1));
     names.extend(declared(&encode(&registry)));
     names

@@ -111,7 +111,7 @@ fn parquet_bytes(dir: &Path) -> u64 {
 
 /// Time to upload `bytes` as one file, published as the pipeline publishes, then removed.
 fn upload_only(settings: &S3Settings, bucket: &str, bytes: u64) -> Result<Duration> {
-    let storage = S3Storage::open(settings, &[bucket])?;
+    let storage = S3Storage::open(settings, &[bucket], None)?;
     // Incompressible and unlike any page, though nothing on the way compresses.
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let chunk: Vec<u8> = (0..1 << 20)

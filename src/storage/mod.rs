@@ -46,6 +46,12 @@ pub enum StorageError {
     S3Setup { endpoint: String, problem: String },
 }
 
+/// Told of every request to a remote store, for metrics: `action` is the request
+/// ("put", "copy to", "upload part of", …), `ok` whether it succeeded.
+pub trait RequestObserver: Send + Sync {
+    fn request(&self, action: &'static str, took: std::time::Duration, ok: bool);
+}
+
 /// A complete file that no reader sees yet; it survives a crash of its writer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Staged {

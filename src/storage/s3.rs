@@ -28,7 +28,7 @@ use object_store::{
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 
-use super::{PendingFile, Staged, Storage, StorageError, split_key};
+use super::{PendingFile, RequestObserver, Staged, Storage, StorageError, split_key};
 
 /// The prefix staged objects wait under in each bucket.
 pub const S3_STAGING: &str = "_staging";
@@ -92,13 +92,20 @@ impl S3Settings {
 }
 
 /// Prints one line when S3 starts failing and one when it works again, however many
-/// requests wait meanwhile.
-#[derive(Debug, Default)]
+/// requests wait meanwhile; tells the observer of every attempt.
+#[derive(Default)]
 struct Outage {
     since: Mutex<Option<Instant>>,
+    observer: Option<Arc<dyn RequestObserver>>,
 }
 
 impl Outage {
+    fn attempted(&self, action: &'static str, took: Duration, ok: bool) {
+        if let Some(observer) = &self.observer {
+            observer.request(action, took, ok);
+        }
+    }
+
     fn failed(&self, action: &str, key: &str, error: &object_store::Error) {
         let mut since = self.since.lock().expect("never poisoned");
         if since.is_none() {
@@ -141,7 +148,10 @@ where
 {
     let mut wait = FIRST_WAIT;
     loop {
-        match op().await {
+        let started = Instant::now();
+        let result = op().await;
+        outage.attempted(action, started.elapsed(), result.is_ok());
+        match result {
             Ok(value) => {
                 outage.worked();
                 return Ok(value);
@@ -244,8 +254,13 @@ pub struct S3Storage {
 
 impl S3Storage {
     /// Connects to `buckets` and checks each exists and can be listed, so a wrong endpoint,
-    /// missing credentials or a missing bucket fail before any input is read.
-    pub fn open(settings: &S3Settings, buckets: &[&str]) -> Result<Self, StorageError> {
+    /// missing credentials or a missing bucket fail before any input is read. `observer`
+    /// hears of every request after that.
+    pub fn open(
+        settings: &S3Settings,
+        buckets: &[&str],
+        observer: Option<Arc<dyn RequestObserver>>,
+    ) -> Result<Self, StorageError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("pageview-s3")
@@ -283,7 +298,10 @@ impl S3Storage {
         Ok(S3Storage {
             shared: Arc::new(Shared {
                 runtime,
-                outage: Arc::default(),
+                outage: Arc::new(Outage {
+                    since: Mutex::default(),
+                    observer,
+                }),
             }),
             settings: settings.clone(),
             stores,

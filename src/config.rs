@@ -11,6 +11,7 @@ use parquet::basic::{Compression, ZstdLevel};
 
 use crate::generate::{GeneratorConfig, now_ms};
 use crate::kafka::KeyChoice;
+use crate::logging::LogFormat;
 use crate::sink::{SinkConfig, Tags};
 use crate::source::kafka::ConsumerSettings;
 use crate::storage::{Location, S3Settings};
@@ -30,6 +31,13 @@ pub struct Cli {
     /// would use, and exit without connecting to anything (for deployment files and CI).
     #[arg(long, global = true)]
     pub check_config: bool,
+    /// Log lines as text (`pageview: …`) or one JSON object per line.
+    #[arg(long, env = "LOG_FORMAT", global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Which log lines: error, warn, info, debug, trace, or a filter such as
+    /// `pageview=debug,rdkafka=info`.
+    #[arg(long, env = "LOG_LEVEL", global = true, default_value = "info")]
+    pub log_level: String,
 }
 
 #[derive(Debug, Subcommand)]

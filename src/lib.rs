@@ -17,6 +17,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod generate;
 pub mod kafka;
+pub mod logging;
 pub mod metrics;
 pub mod pipeline;
 pub mod report;

@@ -39,6 +39,10 @@ const EXIT_INTERRUPTED: u8 = 130;
 fn main() -> ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
+    if let Err(e) = pageview::logging::init(cli.log_format, &cli.log_level) {
+        eprintln!("pageview: error: {e}");
+        return ExitCode::FAILURE;
+    }
     if cli.check_config {
         return match check_config(&cli.command) {
             Ok(()) => ExitCode::SUCCESS,
@@ -278,8 +282,8 @@ fn process(args: ProcessArgs) -> Result<ExitCode> {
     );
     println!("output: {}", describe(&args.storage, &args.pipeline));
     if ending == Ending::Stopped {
-        eprintln!(
-            "pageview: interrupted after {} records; everything read so far is written",
+        tracing::warn!(
+            "interrupted after {} records; everything read so far is written",
             router.stats().records
         );
         return Ok(ExitCode::from(EXIT_INTERRUPTED));
@@ -335,17 +339,20 @@ fn consume_group(
     let checkpoints = || Checkpoints::new(storage.clone(), &buckets.checkpoints, &kafka.group);
     let mut group = GroupConsumer::join(&kafka.settings(servers), checkpoints())?;
     let member = member_name(kafka);
-    eprintln!(
-        "pageview: consuming {} at {servers} as {member} in group {}; checkpoints every {} ms",
-        kafka.topic, kafka.group, kafka.checkpoint_interval_ms
+    tracing::info!(
+        "consuming {} at {servers} as {member} in group {}; checkpoints every {} ms",
+        kafka.topic,
+        kafka.group,
+        kafka.checkpoint_interval_ms
     );
     let progress = Progress::new("processing", observed);
     let mut start = |assignment: pageview::source::kafka::Assignment, before: Option<Router>| {
         progress.observed.health.set_connected(true);
         let recovery = &assignment.recovery;
-        eprintln!(
-            "pageview: assigned partitions {:?} of {}",
-            assignment.partitions, kafka.topic
+        tracing::info!(
+            "assigned partitions {:?} of {}",
+            assignment.partitions,
+            kafka.topic
         );
         let tags = Tags::Topic {
             topic: kafka.topic.clone(),
@@ -569,7 +576,7 @@ fn generate(args: GenerateArgs) -> Result<ExitCode> {
             generator
                 .write_to(&mut out, &stop)
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            eprintln!("wrote {} events to {}", generator.made(), path.display());
+            tracing::info!("wrote {} events to {}", generator.made(), path.display());
         }
         (None, Some(servers)) => {
             let kafka = &args.kafka;
@@ -582,9 +589,10 @@ fn generate(args: GenerateArgs) -> Result<ExitCode> {
             let exposed = expose(&args.metrics, None, false, true)?;
             exposed.health.set_connected(true);
             let produced = kafka::produce(&mut generator, &settings, &stop, exposed.generator)?;
-            eprintln!(
+            tracing::info!(
                 "produced {} events to {} at {servers}",
-                produced.delivered, kafka.topic
+                produced.delivered,
+                kafka.topic
             );
         }
         (None, None) => unreachable!("clap requires --output or --bootstrap-servers"),
@@ -596,10 +604,10 @@ fn generate(args: GenerateArgs) -> Result<ExitCode> {
 fn ensure_topic(servers: &str, topic: &str, partitions: i32) -> Result<()> {
     match kafka::ensure_topic(servers, topic, partitions)? {
         TopicState::Created { partitions } => {
-            eprintln!("created topic {topic} with {partitions} partitions")
+            tracing::info!("created topic {topic} with {partitions} partitions")
         }
         TopicState::Existed { partitions } => {
-            eprintln!("producing to topic {topic} ({partitions} partitions)")
+            tracing::info!("producing to topic {topic} ({partitions} partitions)")
         }
     }
     Ok(())
@@ -789,12 +797,12 @@ fn expose(
     let listener = match (args.metrics_port, default_port) {
         (Some(port), _) => serve::bind(host, port)?,
         (None, Some(port)) => serve::bind(host, port).or_else(|_| {
-            eprintln!("pageview: metrics: port {port} is taken; picking a free one");
+            tracing::warn!("metrics: port {port} is taken; picking a free one");
             serve::bind(host, 0)
         })?,
         (None, None) => return Ok(exposed),
     };
     let address = serve::start(listener, registry, exposed.health.clone())?;
-    eprintln!("pageview: metrics at http://{address}/metrics (health: /healthz, /readyz)");
+    tracing::info!("metrics at http://{address}/metrics (health: /healthz, /readyz)");
     Ok(exposed)
 }

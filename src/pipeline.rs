@@ -135,8 +135,8 @@ pub fn consume(
             }
             Polled::Rebalanced(Rebalanced::Failed(e)) => return Err(e.into()),
             Polled::Fatal(e) if group.fenced_by_itself(&e) => {
-                eprintln!(
-                    "pageview: kafka: fenced after losing the broker, by this member's own rejoin; joining again"
+                tracing::warn!(
+                    "kafka: fenced after losing the broker, by this member's own rejoin; joining again"
                 );
                 let_go(&mut owned, &mut previous);
                 drop(source);
@@ -151,8 +151,8 @@ pub fn consume(
             continue;
         };
         if quiet.long(now) && group.stuck(owned.as_ref().map(|o| &o.router)) {
-            eprintln!(
-                "pageview: kafka: nothing consumed for {:?} although the broker has records for this member; joining again with a new client",
+            tracing::warn!(
+                "kafka: nothing consumed for {:?} although the broker has records for this member; joining again with a new client",
                 quiet.after
             );
             let_go(&mut owned, &mut previous);

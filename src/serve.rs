@@ -118,7 +118,7 @@ pub fn start(
         .name("pageview-http".into())
         .spawn(move || {
             if let Err(e) = runtime.block_on(async { axum::serve(listener, app).await }) {
-                eprintln!("pageview: the metrics endpoint stopped: {e}");
+                tracing::error!("the metrics endpoint stopped: {e}");
             }
         })
         .map_err(failed)?;

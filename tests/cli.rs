@@ -312,3 +312,36 @@ fn files_of_a_slow_stream_are_published_by_age_before_it_ends() {
     assert_eq!(rows(&out, RAW), 2);
     assert_eq!(rows(&out, DLQ), 1);
 }
+
+#[test]
+fn log_lines_are_json_on_request_and_filtered_by_log_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("events.jsonl");
+    let generate = || {
+        let mut command = pageview();
+        command.args(["generate", "-o", out.to_str().unwrap(), "--events", "10"]);
+        command
+    };
+    let json = generate().env("LOG_FORMAT", "json").output().unwrap();
+    assert!(json.status.success());
+    let line: serde_json::Value = serde_json::from_str(stderr(&json).trim()).unwrap();
+    assert_eq!(line["level"], "INFO");
+    assert!(
+        line["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("wrote 10 events to"),
+        "{line}"
+    );
+    let text = generate().output().unwrap();
+    assert!(stderr(&text).starts_with("pageview: wrote 10 events to"));
+    let quiet = generate().env("LOG_LEVEL", "warn").output().unwrap();
+    assert_eq!(stderr(&quiet), "");
+    let bad = generate().env("LOG_LEVEL", "[{").output().unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("invalid LOG_LEVEL"),
+        "{}",
+        stderr(&bad)
+    );
+}

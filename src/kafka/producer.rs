@@ -164,8 +164,8 @@ pub fn produce(
 /// See [`BrokerWatch`].
 fn keep_brokers(producer: &BaseProducer<Deliveries>, servers: &str) {
     if producer.context().brokers.heal(producer.client(), servers) {
-        eprintln!(
-            "pageview: kafka: the producer had forgotten every broker; bootstrapping again from {servers}"
+        tracing::warn!(
+            "kafka: the producer had forgotten every broker; bootstrapping again from {servers}"
         );
     }
 }

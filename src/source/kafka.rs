@@ -196,7 +196,7 @@ impl ClientContext for GroupContext {
             .as_ref()
             .is_some_and(|(l, at)| *l == line && at.elapsed() < COMPLAINT_EVERY);
         if !repeated {
-            eprintln!("pageview: kafka: {line} (retrying)");
+            tracing::warn!("kafka: {line} (retrying)");
             *last = Some((line, Instant::now()));
         }
     }
@@ -344,8 +344,8 @@ impl GroupConsumer {
             .brokers
             .heal(self.consumer.client(), &self.settings.servers)
         {
-            eprintln!(
-                "pageview: kafka: the client had forgotten every broker; bootstrapping again from {}",
+            tracing::warn!(
+                "kafka: the client had forgotten every broker; bootstrapping again from {}",
                 self.settings.servers
             );
             context.lost_contact.store(true, Ordering::Relaxed);

@@ -109,8 +109,8 @@ impl Outage {
     fn failed(&self, action: &str, key: &str, error: &object_store::Error) {
         let mut since = self.since.lock().expect("never poisoned");
         if since.is_none() {
-            eprintln!(
-                "pageview: S3 is failing ({action} s3://{key}: {error}); the pipeline waits and retries until it works"
+            tracing::warn!(
+                "S3 is failing ({action} s3://{key}: {error}); the pipeline waits and retries until it works"
             );
             *since = Some(Instant::now());
         }
@@ -118,8 +118,8 @@ impl Outage {
 
     fn worked(&self) {
         if let Some(at) = self.since.lock().expect("never poisoned").take() {
-            eprintln!(
-                "pageview: S3 works again after {:.1} s; resuming",
+            tracing::info!(
+                "S3 works again after {:.1} s; resuming",
                 at.elapsed().as_secs_f64()
             );
         }

@@ -121,23 +121,21 @@ fn summary_number(summary: &str, label: &str) -> f64 {
 fn metrics_agree_with_the_files_and_the_summary() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("events.jsonl");
-    let made = run(&[
-        "generate",
-        "-o",
-        input.to_str().unwrap(),
-        "--events",
-        "40k",
-        "--rate",
-        "200",
-        "--simulated-time",
-        "--seed",
-        "11",
-        "--malformed-share",
-        "0.02",
-        "--late-share",
-        "0.01",
-    ]);
-    assert!(made.status.success());
+    generate_file(
+        &input,
+        &[
+            "--events",
+            "40k",
+            "--rate",
+            "200",
+            "--seed",
+            "11",
+            "--malformed-share",
+            "0.02",
+            "--late-share",
+            "0.01",
+        ],
+    );
     let storage = dir.path().join("out");
     let mut command = pageview();
     command

@@ -24,25 +24,23 @@ fn pyarrow_and_duckdb_read_every_dataset() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("events.jsonl");
     let out = dir.path().join("out");
-    let generated = run(&[
-        "generate",
-        "-o",
-        input.to_str().unwrap(),
-        "--events",
-        "100000",
-        "--seed",
-        "5",
-        "--simulated-time",
-        "--start-time-ms",
-        "1700000000000",
-        "--rate",
-        "20",
-        "--malformed-share",
-        "0.05",
-        "--late-share",
-        "0.01",
-    ]);
-    assert!(generated.status.success(), "{}", stderr(&generated));
+    generate_file(
+        &input,
+        &[
+            "--events",
+            "100000",
+            "--seed",
+            "5",
+            "--start-time-ms",
+            "1700000000000",
+            "--rate",
+            "20",
+            "--malformed-share",
+            "0.05",
+            "--late-share",
+            "0.01",
+        ],
+    );
     let processed = process(&input, &out, &[]);
     assert!(processed.status.success(), "{}", stderr(&processed));
 

@@ -34,25 +34,23 @@ fn a_file_processed_to_s3_is_byte_for_byte_what_local_storage_gets() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("events.jsonl");
     // Enough rows that the raw file outgrows one 5 MiB part and goes up in parts.
-    let made = run(&[
-        "generate",
-        "-o",
-        input.to_str().unwrap(),
-        "--events",
-        "1100k",
-        "--rate",
-        "100000",
-        "--simulated-time",
-        "--start-time-ms",
-        "1700000000000",
-        "--seed",
-        "5",
-        "--malformed-share",
-        "0.01",
-        "--late-share",
-        "0.01",
-    ]);
-    assert!(made.status.success(), "{}", stderr(&made));
+    generate_file(
+        &input,
+        &[
+            "--events",
+            "1100k",
+            "--rate",
+            "100000",
+            "--start-time-ms",
+            "1700000000000",
+            "--seed",
+            "5",
+            "--malformed-share",
+            "0.01",
+            "--late-share",
+            "0.01",
+        ],
+    );
     // Files roll by size and at the end only: age is wall-clock time, which differs per run.
     let once = ["--file-max-age-ms", "3600000"];
     let to_s3 = |extra: &[&str]| {

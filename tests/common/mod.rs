@@ -99,6 +99,14 @@ pub fn assert_no_staging_leftovers(root: &Path) {
     assert!(left.is_empty(), "staging leftovers: {left:?}");
 }
 
+/// `pageview generate -o PATH --simulated-time ARGS…`, which must succeed: test input.
+pub fn generate_file(path: &Path, args: &[&str]) {
+    let mut all = vec!["generate", "-o", path.to_str().unwrap(), "--simulated-time"];
+    all.extend_from_slice(args);
+    let made = run(&all);
+    assert!(made.status.success(), "{}", stderr(&made));
+}
+
 /// `pageview process --input INPUT --storage STORAGE EXTRA…`.
 pub fn process(input: &Path, storage: &Path, extra: &[&str]) -> Output {
     let mut args = vec![

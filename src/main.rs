@@ -739,7 +739,6 @@ impl Progress {
 }
 
 /// The endpoints' view of a processor: its metrics and health, when they are served.
-#[derive(Default)]
 struct Observed {
     metrics: Option<Arc<PipelineMetrics>>,
     health: Arc<Health>,

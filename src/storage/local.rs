@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::{PendingFile, Staged, Storage, StorageError};
 
 /// Where staged files wait inside a local root; hidden so that `**/*.parquet` globs skip it.
-pub const STAGING_DIR: &str = ".staging";
+const STAGING_DIR: &str = ".staging";
 /// A file still being written; removed once its process is gone.
 const STAGING_SUFFIX: &str = ".tmp";
 /// A complete, durable file waiting for a checkpoint manifest to name it and for publication.

@@ -13,8 +13,8 @@ mod s3;
 use std::io::{self, Write};
 use std::path::PathBuf;
 
-pub use local::{LocalStorage, STAGING_DIR};
-pub use s3::{S3_STAGING, S3Settings, S3Storage};
+pub use local::LocalStorage;
+pub use s3::{S3Settings, S3Storage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

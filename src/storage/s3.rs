@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 use super::{PendingFile, RequestObserver, Staged, Storage, StorageError, split_key};
 
 /// The prefix staged objects wait under in each bucket.
-pub const S3_STAGING: &str = "_staging";
+const S3_STAGING: &str = "_staging";
 
 /// A staged object of another writer older than this is an orphan. Writers on other machines
 /// cannot be asked whether they still run, and a live one names a staged object in a

@@ -267,13 +267,18 @@ fn process(args: ProcessArgs) -> Result<ExitCode> {
     let stop = stop_flag()?;
     exposed.health.set_connected(true);
     let started = Instant::now();
-    let progress = Progress::new("processing", exposed.observed());
+    // A regular file's size, for how far through it the run is; stdin has none.
+    let size = std::fs::metadata(input)
+        .ok()
+        .filter(|m| m.is_file() && input != Path::new("-"))
+        .map(|m| m.len());
+    let progress = Progress::new("processing", exposed.observed()).of_input(size);
     let ending = drive(
         source.as_mut(),
         &mut router,
         &stop,
         progress.every,
-        &mut |r| progress.show(r),
+        &mut |r, bytes| progress.show(r, bytes),
     )?;
     progress.done(&router);
     print!(
@@ -401,7 +406,7 @@ fn consume_group(
         progress.every,
         &mut |r, lag| {
             progress.observed.observe_lag(lag);
-            progress.show(r)
+            progress.show(r, 0)
         },
     )?;
     if let Some(router) = &router {
@@ -457,9 +462,13 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     let progress = Progress::new("running", exposed.observed());
     // The processor stops when the generator does and the stream it made has drained.
     let never = AtomicBool::new(false);
-    drive(&mut source, &mut router, &never, progress.every, &mut |r| {
-        progress.show(r)
-    })?;
+    drive(
+        &mut source,
+        &mut router,
+        &never,
+        progress.every,
+        &mut |r, _| progress.show(r, 0),
+    )?;
     progress.done(&router);
     generator
         .join()
@@ -684,16 +693,22 @@ fn consume_only(args: ConsumeOnlyArgs) -> Result<ExitCode> {
 }
 
 /// Live progress on stderr, rewritten in place on a terminal and a plain line now and then
-/// otherwise; each tick also brings the metrics and the health up to date.
+/// otherwise; each tick also brings the metrics and the health up to date. Through an input
+/// of known size it shows how far, as a bar on a terminal, and the time left.
 struct Progress {
     label: &'static str,
     terminal: bool,
     every: Duration,
     print_every: Duration,
-    /// Records and time at the previous line, for the rate since then.
-    last: Cell<(u64, Instant)>,
+    /// The size of the input, when it is a file.
+    input_bytes: Option<u64>,
+    /// Records, bytes read and time at the previous line, for the rates since then.
+    last: Cell<(u64, u64, Instant)>,
     observed: Observed,
 }
+
+/// Cells of the progress bar on a terminal.
+const BAR_WIDTH: usize = 20;
 
 impl Progress {
     fn new(label: &'static str, observed: Observed) -> Self {
@@ -707,21 +722,36 @@ impl Progress {
             } else {
                 Duration::from_secs(5)
             },
-            last: Cell::new((0, Instant::now())),
+            input_bytes: None,
+            last: Cell::new((0, 0, Instant::now())),
             observed,
         }
     }
 
-    fn show(&self, router: &Router) {
+    /// Through an input of `bytes`.
+    fn of_input(mut self, bytes: Option<u64>) -> Self {
+        self.input_bytes = bytes;
+        self
+    }
+
+    /// `bytes`: how much of the input has been read.
+    fn show(&self, router: &Router, bytes: u64) {
         self.observed.observe(router);
-        let (records, at) = self.last.get();
+        let (records, bytes_before, at) = self.last.get();
         if at.elapsed() < self.print_every {
             return;
         }
         let stats = router.stats();
-        self.last.set((stats.records, Instant::now()));
-        let rate = (stats.records - records) as f64 / at.elapsed().as_secs_f64().max(1e-9);
-        let line = report::live_line(stats, rate);
+        self.last.set((stats.records, bytes, Instant::now()));
+        let secs = at.elapsed().as_secs_f64().max(1e-9);
+        let rate = (stats.records - records) as f64 / secs;
+        let mut line = String::new();
+        if let Some(total) = self.input_bytes {
+            let width = if self.terminal { BAR_WIDTH } else { 0 };
+            let byte_rate = bytes.saturating_sub(bytes_before) as f64 / secs;
+            line = report::progress(bytes, total, byte_rate, width) + " | ";
+        }
+        line.push_str(&report::live_line(stats, rate));
         let mut err = io::stderr().lock();
         if self.terminal {
             let _ = write!(err, "\r\x1b[2K{}: {line}", self.label);

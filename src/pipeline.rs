@@ -42,14 +42,15 @@ pub enum Ending {
     Stopped,
 }
 
-/// Routes every record of `source`, runs time-based work on the way, calls `progress` about
-/// once per `every`, and at the end closes every window and publishes every file.
+/// Routes every record of `source`, runs time-based work on the way, calls `progress` (with
+/// the bytes read so far) about once per `every`, and at the end closes every window and
+/// publishes every file.
 pub fn drive(
     source: &mut dyn Source,
     router: &mut Router,
     stop: &AtomicBool,
     every: Duration,
-    progress: &mut dyn FnMut(&Router),
+    progress: &mut dyn FnMut(&Router, u64),
 ) -> Result<Ending, PipelineError> {
     let mut cadence = Cadence::new(every);
     let ending = loop {
@@ -70,7 +71,7 @@ pub fn drive(
         router.tick(now)?;
         router.publish_finished()?;
         if cadence.progress_due(now) {
-            progress(router);
+            progress(router, source.bytes_read());
         }
     };
     router.finish()?;

@@ -28,6 +28,37 @@ pub fn live_line(stats: &Stats, rate: f64) -> String {
     line
 }
 
+/// How far through an input of `total` bytes a run is, at `rate` bytes/s: a bar of
+/// `width` cells (none when 0), the share, and the time left.
+pub fn progress(done: u64, total: u64, rate: f64, width: usize) -> String {
+    let share = if total == 0 {
+        1.0
+    } else {
+        (done as f64 / total as f64).min(1.0)
+    };
+    let mut line = String::new();
+    if width > 0 {
+        let filled = (share * width as f64).round() as usize;
+        let _ = write!(
+            line,
+            "[{}{}] ",
+            "#".repeat(filled),
+            "-".repeat(width - filled)
+        );
+    }
+    let _ = write!(
+        line,
+        "{:.0}% of {:.1} MB",
+        share * 100.0,
+        total as f64 / 1e6
+    );
+    let left = total.saturating_sub(done) as f64;
+    if rate > 0.0 && left > 0.0 {
+        let _ = write!(line, ", {:.0} s left", (left / rate).ceil());
+    }
+    line
+}
+
 /// The summary printed when a run ends.
 pub fn summary(stats: &Stats, elapsed: Duration, bytes_read: Option<u64>) -> String {
     let secs = elapsed.as_secs_f64().max(1e-9);
@@ -91,6 +122,17 @@ pub fn human(x: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_shows_the_share_and_the_time_left() {
+        assert_eq!(
+            progress(250, 1000, 50.0, 8),
+            "[##------] 25% of 0.0 MB, 15 s left"
+        );
+        assert_eq!(progress(3_000_000, 3_000_000, 1e6, 0), "100% of 3.0 MB");
+        assert_eq!(progress(5, 0, 0.0, 4), "[####] 100% of 0.0 MB");
+        assert_eq!(progress(10, 4, 1.0, 2), "[##] 100% of 0.0 MB");
+    }
     use crate::validate::ErrorKind;
 
     #[test]

@@ -809,29 +809,33 @@ impl Exposed {
 const RUN_METRICS_PORT: u16 = 9464;
 
 /// Starts `/metrics`, `/healthz` and `/readyz` when a port is given (or `default_port`),
-/// with the processor's and the generator's metrics as asked, and says where.
+/// with the processor's and the generator's metrics as asked, and says where. Without a
+/// port nothing is registered, so nothing is counted that no one can read.
 fn expose(
     args: &MetricsArgs,
     default_port: Option<u16>,
     pipeline: bool,
     generator: bool,
 ) -> Result<Exposed> {
-    let mut registry = metrics::registry();
-    let exposed = Exposed {
-        pipeline: pipeline.then(|| PipelineMetrics::register(&mut registry)),
-        generator: generator.then(|| GeneratorMetrics::register(&mut registry)),
-        health: Arc::default(),
-    };
     let host = &args.metrics_host;
     let listener = match (args.metrics_port, default_port) {
-        (Some(port), _) => serve::bind(host, port)?,
-        (None, Some(port)) => serve::bind(host, port).or_else(|_| {
+        (Some(port), _) => Some(serve::bind(host, port)?),
+        (None, Some(port)) => Some(serve::bind(host, port).or_else(|_| {
             tracing::warn!("metrics: port {port} is taken; picking a free one");
             serve::bind(host, 0)
-        })?,
-        (None, None) => return Ok(exposed),
+        })?),
+        (None, None) => None,
     };
-    let address = serve::start(listener, registry, exposed.health.clone())?;
-    tracing::info!("metrics at http://{address}/metrics (health: /healthz, /readyz)");
+    let mut registry = metrics::registry();
+    let serving = listener.is_some();
+    let exposed = Exposed {
+        pipeline: (serving && pipeline).then(|| PipelineMetrics::register(&mut registry)),
+        generator: (serving && generator).then(|| GeneratorMetrics::register(&mut registry)),
+        health: Arc::default(),
+    };
+    if let Some(listener) = listener {
+        let address = serve::start(listener, registry, exposed.health.clone())?;
+        tracing::info!("metrics at http://{address}/metrics (health: /healthz, /readyz)");
+    }
     Ok(exposed)
 }

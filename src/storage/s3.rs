@@ -477,18 +477,27 @@ impl S3Pending {
         Ok(())
     }
 
+    /// A file smaller than a part: its bytes in one PUT at `path` (`key` names it in
+    /// errors); returns its size.
+    fn put_whole(&mut self, path: &Path, key: &str) -> Result<u64, StorageError> {
+        let (store, payload) = (
+            &self.store,
+            PutPayload::from(std::mem::take(&mut self.buffer)),
+        );
+        self.shared
+            .wait("put", key, || store.put(path, payload.clone()))?;
+        self.done = true;
+        Ok(self.bytes)
+    }
+
     /// Completes the staged object; returns its size.
     fn complete(&mut self) -> Result<u64, StorageError> {
         let path = staged_path(&self.id);
         let key = self.staged_key();
-        let store = self.store.clone();
         if self.upload.is_none() {
-            let payload = PutPayload::from(std::mem::take(&mut self.buffer));
-            self.shared
-                .wait("put", &key, || store.put(&path, payload.clone()))?;
-            self.done = true;
-            return Ok(self.bytes);
+            return self.put_whole(&path, &key);
         }
+        let store = self.store.clone();
         if !self.buffer.is_empty() {
             self.send_part()?;
         }
@@ -546,12 +555,7 @@ impl PendingFile for S3Pending {
         let (bucket, path) = split_key(key);
         debug_assert_eq!(bucket, self.bucket);
         if self.upload.is_none() {
-            let (store, path) = (self.store.clone(), Path::from(path));
-            let payload = PutPayload::from(std::mem::take(&mut self.buffer));
-            self.shared
-                .wait("put", key, || store.put(&path, payload.clone()))?;
-            self.done = true;
-            return Ok(self.bytes);
+            return self.put_whole(&Path::from(path), key);
         }
         let bytes = self.complete()?;
         self.shared.publish(&self.store, bucket, &self.id, path)?;

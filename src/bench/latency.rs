@@ -8,7 +8,7 @@
 //! readable: Kafka both ways, routing, the checkpoint that publishes it, and the rename.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{self, File};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +23,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::sample_rss;
+use super::{parquet_files, sample_rss};
 use crate::generate::{Generator, GeneratorConfig, Pace, now_ms};
 use crate::kafka::{self, producer_config};
 
@@ -196,22 +196,6 @@ fn watch(
         std::thread::sleep(WATCH_EVERY);
     }
     Ok(seen)
-}
-
-fn parquet_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = fs::read_dir(dir) else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(parquet_files(&path));
-        } else if path.extension().is_some_and(|e| e == "parquet") {
-            out.push(path);
-        }
-    }
-    out
 }
 
 fn window_starts(file: &Path) -> Result<Vec<i64>> {

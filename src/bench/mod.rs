@@ -236,6 +236,23 @@ fn run_latency(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
     Ok(())
 }
 
+/// Every Parquet file under `dir`, at any depth: what a run wrote.
+fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(parquet_files(&path));
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            out.push(path);
+        }
+    }
+    out
+}
+
 /// Removes what an earlier run left in an output folder.
 fn clear(out: &Path) -> Result<()> {
     if out.exists() {

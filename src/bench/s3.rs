@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::{Usage, clear, ensure_input, measure, path_str, table_header};
+use super::{Usage, clear, ensure_input, measure, parquet_files, path_str, table_header};
 use crate::config::BenchArgs;
 use crate::report::human;
 use crate::storage::{S3Settings, S3Storage, Storage};
@@ -66,7 +66,10 @@ pub fn run(args: &BenchArgs, exe: &Path) -> Result<()> {
                 &["process", "--input", input, "--storage", path_str(&out)?],
             )?;
             disk = Some(Usage::fastest(disk, run));
-            bytes = parquet_bytes(&out);
+            bytes = parquet_files(&out)
+                .iter()
+                .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+                .sum();
             let mut process = vec!["process", "--input", input];
             process.extend_from_slice(&s3_flags);
             let run = measure(exe, args.cpu, &process)?;
@@ -87,26 +90,6 @@ pub fn run(args: &BenchArgs, exe: &Path) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// The bytes of every Parquet file under `dir`: what a run wrote.
-fn parquet_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|entry| {
-            let path = entry.path();
-            if path.is_dir() {
-                parquet_bytes(&path)
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                entry.metadata().map_or(0, |m| m.len())
-            } else {
-                0
-            }
-        })
-        .sum()
 }
 
 /// Time to upload `bytes` as one file, published as the pipeline publishes, then removed.

@@ -21,10 +21,11 @@ fi
 export PAGEVIEW_PYTHON="$py/bin/python"
 
 # C libraries librdkafka is built against (rdkafka's cmake-build); Debian's docker-compose,
-# which checks docker-compose.yml (tests/deploy.rs) without a Docker engine; and Debian's
-# Prometheus with promtool (tests/metrics.rs), started by the tests on 127.0.0.1 only.
+# which checks docker-compose.yml (tests/deploy.rs) without a Docker engine; Debian's
+# Prometheus with promtool (tests/metrics.rs), started by the tests on 127.0.0.1 only; and
+# Debian's chromium, which loads the status page headless (tests/metrics.rs).
 missing=()
-for pkg in cmake libcurl4-openssl-dev libssl-dev zlib1g-dev libzstd-dev libsasl2-dev docker-compose make prometheus; do
+for pkg in cmake libcurl4-openssl-dev libssl-dev zlib1g-dev libzstd-dev libsasl2-dev docker-compose make prometheus chromium; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -26,6 +26,7 @@ pub mod serve;
 pub mod sink;
 pub mod source;
 pub mod stats;
+pub mod status;
 pub mod storage;
 pub mod validate;
 pub mod window;

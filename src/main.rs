@@ -27,6 +27,7 @@ use pageview::serve::{self, Health};
 use pageview::sink::{SinkConfig, Sinks, Tags, naming};
 use pageview::source::kafka::{GroupConsumer, Polled, Rebalanced};
 use pageview::source::{Poll, StreamSource, open_input};
+use pageview::status::Board;
 use pageview::storage::{LocalStorage, Location, S3Settings, S3Storage, Storage, buckets};
 use pageview::{bench, report};
 
@@ -768,9 +769,10 @@ impl Progress {
     }
 }
 
-/// The endpoints' view of a processor: its metrics and health, when they are served.
+/// The endpoints' view of a processor: its metrics, windows and health, when served.
 struct Observed {
     metrics: Option<Arc<PipelineMetrics>>,
+    board: Arc<Board>,
     health: Arc<Health>,
 }
 
@@ -784,6 +786,9 @@ impl Observed {
     fn observe(&self, router: &Router) {
         if let Some(metrics) = &self.metrics {
             metrics.observe(router, pageview::generate::now_ms());
+            let records = router.stats().records;
+            self.board
+                .show(router.recent_windows(), records, Instant::now());
         }
         self.health.tick();
     }
@@ -793,6 +798,7 @@ impl Observed {
 struct Exposed {
     pipeline: Option<Arc<PipelineMetrics>>,
     generator: Option<Arc<GeneratorMetrics>>,
+    board: Arc<Board>,
     health: Arc<Health>,
 }
 
@@ -800,6 +806,7 @@ impl Exposed {
     fn observed(&self) -> Observed {
         Observed {
             metrics: self.pipeline.clone(),
+            board: self.board.clone(),
             health: self.health.clone(),
         }
     }
@@ -808,7 +815,7 @@ impl Exposed {
 /// The port `run` serves on when none is given; a free one when it is taken.
 const RUN_METRICS_PORT: u16 = 9464;
 
-/// Starts `/metrics`, `/healthz` and `/readyz` when a port is given (or `default_port`),
+/// Starts the status page, `/metrics`, `/healthz` and `/readyz` when a port is given (or `default_port`),
 /// with the processor's and the generator's metrics as asked, and says where. Without a
 /// port nothing is registered, so nothing is counted that no one can read.
 fn expose(
@@ -831,11 +838,19 @@ fn expose(
     let exposed = Exposed {
         pipeline: (serving && pipeline).then(|| PipelineMetrics::register(&mut registry)),
         generator: (serving && generator).then(|| GeneratorMetrics::register(&mut registry)),
+        board: Arc::default(),
         health: Arc::default(),
     };
     if let Some(listener) = listener {
-        let address = serve::start(listener, registry, exposed.health.clone())?;
-        tracing::info!("metrics at http://{address}/metrics (health: /healthz, /readyz)");
+        let address = serve::start(
+            listener,
+            registry,
+            exposed.health.clone(),
+            exposed.board.clone(),
+        )?;
+        tracing::info!(
+            "status page at http://{address}/ (metrics: /metrics, health: /healthz, /readyz)"
+        );
     }
     Ok(exposed)
 }

@@ -8,6 +8,7 @@ use crate::checkpoint::PartitionState;
 use crate::sink::{DeadLetter, Finished, SinkError, Sinks, naming};
 use crate::source::Record;
 use crate::stats::Stats;
+use crate::status::RecentWindows;
 use crate::validate::{ErrorKind, validate};
 use crate::window::{Assignment, ClosedWindow, OpenCount, Windows};
 
@@ -15,6 +16,7 @@ pub struct Router {
     windows: Windows,
     sinks: Sinks,
     stats: Stats,
+    recent: RecentWindows,
     activity: Vec<Activity>,
     idle_timeout: Duration,
     /// Restored partitions still below their core cursor: their records are re-read only to
@@ -58,6 +60,7 @@ impl Router {
             windows,
             sinks,
             stats: Stats::default(),
+            recent: RecentWindows::default(),
             activity: Vec::new(),
             idle_timeout,
             replay: BTreeMap::new(),
@@ -103,9 +106,16 @@ impl Router {
         self.windows.watermarks()
     }
 
-    /// Keeps counting where `before` (a router of an earlier assignment) stopped.
+    /// The windows closed last, for the status page.
+    pub fn recent_windows(&self) -> &RecentWindows {
+        &self.recent
+    }
+
+    /// Keeps counting (and showing windows) where `before`, a router of an earlier
+    /// assignment, stopped.
     pub fn continue_stats(&mut self, before: Router) {
         self.stats = before.stats;
+        self.recent = before.recent;
     }
 
     pub fn route(&mut self, record: Record<'_>) -> Result<(), SinkError> {
@@ -194,6 +204,7 @@ impl Router {
         for window in closed {
             self.stats.windows += 1;
             self.stats.window_rows += window.counts.len() as u64;
+            self.recent.closed(window);
             self.sinks.window(window)?;
         }
         Ok(())

@@ -1,5 +1,6 @@
 //! The HTTP endpoints (`--metrics-port`): `/metrics` for Prometheus, `/healthz` (the process
-//! answers), `/readyz` (it is doing its job). On a thread of its own, so a busy or blocked
+//! answers), `/readyz` (it is doing its job), and the live status page at `/` with the latest
+//! windows and throughput it shows at `/api/status`. On a thread of its own, so a busy or blocked
 //! processing thread never delays a scrape.
 
 use std::net::SocketAddr;
@@ -10,9 +11,11 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use prometheus_client::registry::Registry;
+
+use crate::status::{self, Board};
 
 /// A processing loop that has not ticked for this long is stalled: blocked on storage, or
 /// stuck. The loop ticks about every 100 ms while it runs.
@@ -77,6 +80,7 @@ impl Health {
 struct Shared {
     registry: Registry,
     health: Arc<Health>,
+    board: Arc<Board>,
 }
 
 /// Listens on `host:port` (port 0 picks a free one).
@@ -90,6 +94,7 @@ pub fn start(
     listener: std::net::TcpListener,
     registry: Registry,
     health: Arc<Health>,
+    board: Arc<Board>,
 ) -> Result<SocketAddr, ServeError> {
     let local = listener.local_addr().map_err(|source| ServeError {
         address: "the metrics listener".into(),
@@ -100,8 +105,14 @@ pub fn start(
         source,
     };
     listener.set_nonblocking(true).map_err(failed)?;
-    let shared = Arc::new(Shared { registry, health });
+    let shared = Arc::new(Shared {
+        registry,
+        health,
+        board,
+    });
     let app = Router::new()
+        .route("/", get(|| async { Html(status::PAGE) }))
+        .route("/api/status", get(status))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -132,6 +143,13 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         crate::metrics::encode(&shared.registry),
+    )
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        shared.board.json(),
     )
 }
 

@@ -885,12 +885,12 @@ fn an_s3_stall_pauses_the_processor_and_loses_nothing() {
     // The failed attempts are counted by request.
     let address = log
         .lines()
-        .find_map(|l| l.strip_prefix("pageview: metrics at "))
+        .find_map(|l| l.strip_prefix("pageview: status page at "))
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("no metrics address: {log}"))
         .to_string();
     let metrics = Command::new("curl")
-        .args(["-sf", &address])
+        .args(["-sf", &format!("{address}metrics")])
         .output()
         .unwrap();
     let metrics = String::from_utf8(metrics.stdout).unwrap();

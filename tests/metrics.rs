@@ -1,6 +1,7 @@
 //! The HTTP endpoints of the real binary: `/metrics` agrees with the files written and the
-//! run's own summary, `/healthz` and `/readyz` answer, and Debian's Prometheus scrapes the
-//! series; `promtool` accepts monitoring/prometheus.yml.
+//! run's own summary, the status page shows the same in Debian's headless chromium,
+//! `/healthz` and `/readyz` answer, and Debian's Prometheus scrapes the series; `promtool`
+//! accepts monitoring/prometheus.yml.
 
 mod common;
 
@@ -32,7 +33,7 @@ impl Serving {
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines() {
                     let line = line.unwrap_or_default();
-                    if let Some(rest) = line.strip_prefix("pageview: metrics at http://") {
+                    if let Some(rest) = line.strip_prefix("pageview: status page at http://") {
                         let address = rest.split('/').next().unwrap().parse::<SocketAddr>();
                         let _ = found.send(address.unwrap());
                     }
@@ -156,14 +157,16 @@ fn metrics_agree_with_the_files_and_the_summary() {
     let mut stdin = serving.child.stdin.take().unwrap();
     stdin.write_all(&std::fs::read(&input).unwrap()).unwrap();
     stdin.flush().unwrap();
-    // Everything read, and every raw and DLQ row in a file published by age.
+    // Everything read, and every raw row and closed window in a file published by age.
     let deadline = Instant::now() + Duration::from_secs(60);
     let metrics = loop {
         let m = serving.metrics();
         let all_read = m["pageview_records_read_total"] == 40_000.0;
         let raw_published = m.get("pageview_rows_written_total{dataset=\"raw\"}")
             == m.get("pageview_records_valid_total");
-        if all_read && raw_published {
+        let windows_published = m.get("pageview_rows_written_total{dataset=\"aggregated\"}")
+            == m.get("pageview_window_rows_total");
+        if all_read && raw_published && windows_published {
             break m;
         }
         assert!(Instant::now() < deadline, "metrics never caught up: {m:#?}");
@@ -187,6 +190,7 @@ fn metrics_agree_with_the_files_and_the_summary() {
         metrics["pageview_watermark_seconds"] > 1.6e9,
         "{metrics:#?}"
     );
+    the_page_shows(&serving, &metrics, &storage);
 
     drop(stdin);
     let output = std::mem::replace(&mut serving.child, Command::new("true").spawn().unwrap())
@@ -220,6 +224,118 @@ fn metrics_agree_with_the_files_and_the_summary() {
             );
         }
     }
+}
+
+/// The status page as Debian's headless chromium renders it after a few refreshes: its DOM.
+fn browse(address: SocketAddr) -> String {
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("http://{address}/"))
+        .output()
+        .expect("chromium runs (scripts/test.sh installs Debian's)");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dom = stdout(&out);
+    assert!(
+        dom.contains("data-refreshes="),
+        "the page never refreshed: {dom}"
+    );
+    dom
+}
+
+/// The number shown in the element `id`, or None when it shows none.
+fn shown(dom: &str, id: &str) -> Option<f64> {
+    let pattern = format!(r#"id="{}"[^>]*data-value="([^"]*)""#, regex::escape(id));
+    let found = regex::Regex::new(&pattern).unwrap().captures(dom)?;
+    Some(found[1].parse().unwrap())
+}
+
+/// The numbers in the cells of the table row `id`.
+fn shown_row(dom: &str, id: &str) -> Vec<f64> {
+    let pattern = format!(r#"<tr id="{}">(.*?)</tr>"#, regex::escape(id));
+    let row = regex::Regex::new(&pattern)
+        .unwrap()
+        .captures(dom)
+        .unwrap_or_else(|| panic!("no row {id} in {dom}"));
+    regex::Regex::new(r#"data-value="([^"]*)""#)
+        .unwrap()
+        .captures_iter(&row[1])
+        .map(|c| c[1].parse().unwrap())
+        .collect()
+}
+
+/// The page agrees with `metrics` (taken once the counts stopped moving) and charts the
+/// latest window written to `storage`.
+fn the_page_shows(serving: &Serving, metrics: &BTreeMap<String, f64>, storage: &std::path::Path) {
+    let dom = browse(serving.address);
+    assert!(
+        dom.contains(r#"<span id="state" class="ok">ready</span>"#),
+        "{dom}"
+    );
+    for (id, series) in [
+        ("records", "pageview_records_read_total"),
+        ("valid", "pageview_records_valid_total"),
+        ("late", "pageview_records_late_total"),
+        ("windows", "pageview_windows_emitted_total"),
+        ("window-rows", "pageview_window_rows_total"),
+    ] {
+        assert_eq!(shown(&dom, id), Some(metrics[series]), "{id}");
+    }
+    let late = metrics["pageview_records_late_total"];
+    let dead = sum_of(metrics, "pageview_records_malformed_total") + late;
+    assert_eq!(shown(&dom, "dead-letters"), Some(dead));
+    assert_eq!(shown_row(&dom, "dlq-late_event"), [late]);
+    for (series, value) in metrics {
+        if let Some(kind) = series
+            .strip_prefix("pageview_records_malformed_total{error_kind=\"")
+            .and_then(|k| k.strip_suffix("\"}"))
+        {
+            assert_eq!(shown_row(&dom, &format!("dlq-{kind}")), [*value], "{kind}");
+        }
+    }
+    for dataset in ["raw", "aggregated", "dlq"] {
+        let of = |name: &str| metrics[&format!("{name}{{dataset=\"{dataset}\"}}")];
+        let expected = [
+            of("pageview_files_written_total"),
+            of("pageview_rows_written_total"),
+            of("pageview_written_bytes_total"),
+        ];
+        assert_eq!(shown_row(&dom, &format!("files-{dataset}")), expected);
+    }
+    // Measured a moment apart, so only roughly equal.
+    let delay = shown(&dom, "watermark-delay").unwrap();
+    let delay_then = metrics["pageview_watermark_delay_seconds"];
+    assert!((delay - delay_then).abs() < 30.0, "{delay} vs {delay_then}");
+    assert!(shown(&dom, "throughput").unwrap() >= 0.0);
+    assert_eq!(shown(&dom, "lag"), None, "no lag outside Kafka");
+
+    // The newest window shown is the last one written, with its busiest postcodes.
+    let windows = window_counts(storage);
+    let (&start, counts) = windows.last_key_value().expect("a window was written");
+    let head = regex::Regex::new(r#"id="window-0" data-start="(\d+)" data-events="(\d+)""#)
+        .unwrap()
+        .captures(&dom)
+        .unwrap_or_else(|| panic!("no latest window in {dom}"));
+    assert_eq!(head[1].parse::<i64>().unwrap(), start);
+    let events: i64 = counts.iter().map(|(_, n)| n).sum();
+    assert_eq!(head[2].parse::<i64>().unwrap(), events);
+    let rest = &dom[head.get(0).unwrap().end()..];
+    let window = &rest[..rest.find(r#"id="window-1""#).unwrap_or(rest.len())];
+    let bars: Vec<(String, i64)> =
+        regex::Regex::new(r#"class="bar" data-postcode="([^"]+)" data-value="(\d+)""#)
+            .unwrap()
+            .captures_iter(window)
+            .map(|c| (c[1].to_string(), c[2].parse().unwrap()))
+            .collect();
+    let mut busiest = counts.clone();
+    busiest.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    busiest.truncate(10);
+    assert_eq!(bars, busiest);
 }
 
 #[test]
@@ -383,6 +499,13 @@ fn a_kafka_processor_reports_its_lag_per_partition() {
     }
     let (status, _) = get(serving.address, "/readyz");
     assert_eq!(status, 200);
+    // The status page shows the same lag, in total and per partition.
+    let dom = browse(serving.address);
+    assert_eq!(shown(&dom, "lag"), Some(0.0), "{dom}");
+    for partition in 0..3 {
+        let row = shown_row(&dom, &format!("partition-{partition}"));
+        assert_eq!(row.first(), Some(&0.0), "partition {partition}: {dom}");
+    }
     let m = serving.metrics();
     assert!(
         m["pageview_checkpoint_duration_seconds_count"] >= 1.0,

@@ -167,5 +167,24 @@ pub fn dead_letters_of(root: &Path, kind: &str) -> usize {
         })
         .sum()
 }
+/// The aggregated dataset: window start (ms) → (postcode, count), in file order.
+pub fn window_counts(root: &Path) -> std::collections::BTreeMap<i64, Vec<(String, i64)>> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Int64Type, TimestampMillisecondType};
+    let mut windows = std::collections::BTreeMap::<i64, Vec<(String, i64)>>::new();
+    for (_, batch) in read_dataset(root, AGGREGATED) {
+        let starts = batch.column(0).as_primitive::<TimestampMillisecondType>();
+        let postcodes = batch.column(2).as_string::<i32>();
+        let counts = batch.column(3).as_primitive::<Int64Type>();
+        for i in 0..batch.num_rows() {
+            windows
+                .entry(starts.value(i))
+                .or_default()
+                .push((postcodes.value(i).to_string(), counts.value(i)));
+        }
+    }
+    windows
+}
+
 pub mod kafka;
 pub mod s3;

@@ -12,7 +12,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use crate::generate::{GeneratorConfig, now_ms};
 use crate::kafka::KeyChoice;
 use crate::logging::LogFormat;
-use crate::sink::{SinkConfig, Tags};
+use crate::sink::{Dataset, SinkConfig, Tags};
 use crate::source::kafka::ConsumerSettings;
 use crate::storage::{Location, S3Settings};
 use crate::window::{WindowSpec, Windows};
@@ -53,6 +53,9 @@ pub enum Command {
     Buckets(BucketsCommand),
     /// Time `process` on generated files of several sizes against a parse-only loop.
     Bench(BenchArgs),
+    /// Summarise what the pipeline wrote: files, rows and bytes per dataset, the latest
+    /// windows with their counts per postcode, and dead letters by reason with samples.
+    Inspect(InspectArgs),
     /// Read a JSONL file and only parse each line's JSON: the limit `bench` compares with.
     #[command(hide = true)]
     ParseOnly(ParseOnlyArgs),
@@ -91,6 +94,28 @@ pub struct BucketsCreateArgs {
     /// Days a dead letter is kept before S3 deletes it.
     #[arg(long, env = "DLQ_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=36_500))]
     pub dlq_retention_days: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Where the datasets are: a folder (one subfolder per bucket, as `run --data-dir` and
+    /// `process --storage DIR` write) or `s3`.
+    #[arg(long, env = "STORAGE", default_value = "pageview-data", value_parser = Location::parse)]
+    pub storage: Location,
+    #[command(flatten)]
+    pub s3: S3Args,
+    #[command(flatten)]
+    pub buckets: BucketArgs,
+    /// How many of the latest windows to show.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub windows: u32,
+    /// Show only the window holding this time, with every postcode: `2026-11-30T05:42:00Z`,
+    /// `2026-11-30 05:42` (UTC), or ms since the epoch.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub window: Option<i64>,
+    /// Sample payloads shown per dead-letter reason.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub samples: u32,
 }
 
 #[derive(Debug, Args)]
@@ -470,6 +495,16 @@ pub struct Buckets {
     pub checkpoints: String,
 }
 
+impl Buckets {
+    pub fn of(&self, dataset: Dataset) -> &str {
+        match dataset {
+            Dataset::Raw => &self.raw,
+            Dataset::Aggregated => &self.aggregated,
+            Dataset::Dlq => &self.dlq,
+        }
+    }
+}
+
 impl BucketArgs {
     pub fn resolve(&self) -> Result<Buckets, ConfigError> {
         let env = &self.environment;
@@ -574,6 +609,31 @@ fn parse_share(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A time in ms since the epoch: RFC 3339 (`2026-11-30T05:42:00Z`, `…+01:00`), a UTC date
+/// and time (`2026-11-30T05:42`, `2026-11-30 05:42:30`), or a number of ms.
+fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    let formats = [
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ];
+    let utc = s.strip_suffix('Z').unwrap_or(s);
+    formats
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(utc, f).ok())
+        .map(|t| t.and_utc().timestamp_millis())
+        .ok_or_else(|| {
+            format!("{s:?} is not a time like 2026-11-30T05:42:00Z, 2026-11-30 05:42 or ms since the epoch")
+        })
+}
+
 /// `250ms`, `30s`, `2m`.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -606,6 +666,24 @@ pub fn parse_count(s: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn times_are_rfc3339_utc_or_ms() {
+        let ms = 1_796_017_320_000;
+        for s in [
+            "2026-11-30T05:42:00Z",
+            "2026-11-30T06:42:00+01:00",
+            "2026-11-30T05:42",
+            "2026-11-30T05:42Z",
+            "2026-11-30 05:42:00",
+            "2026-11-30 05:42",
+            "1796017320000",
+        ] {
+            assert_eq!(super::parse_time(s), Ok(ms), "{s}");
+        }
+        let error = super::parse_time("yesterday").unwrap_err();
+        assert!(error.contains("\"yesterday\" is not a time"), "{error}");
+    }
+
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {

@@ -16,6 +16,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod generate;
+pub mod inspect;
 pub mod kafka;
 pub mod logging;
 pub mod metrics;

@@ -15,8 +15,8 @@ use clap::Parser;
 use pageview::checkpoint::{Checkpointer, Checkpoints};
 use pageview::config::{
     BucketsCommand, Cli, Command, ConfigError, ConsumeOnlyArgs, ConsumerArgs, GENERATE_DEFAULTS,
-    GenerateArgs, MetricsArgs, ParseOnlyArgs, PipelineArgs, ProcessArgs, RUN_DEFAULTS, RunArgs,
-    S3Args,
+    GenerateArgs, InspectArgs, MetricsArgs, ParseOnlyArgs, PipelineArgs, ProcessArgs, RUN_DEFAULTS,
+    RunArgs, S3Args,
 };
 use pageview::generate::{Generator, GeneratorConfig};
 use pageview::kafka::{self, KeyChoice, ProducerSettings, TopicState};
@@ -59,6 +59,7 @@ fn main() -> ExitCode {
         Command::Process(args) => process(args),
         Command::Buckets(command) => create_buckets(command),
         Command::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Inspect(args) => inspect(args),
         Command::ParseOnly(args) => parse_only(args),
         Command::ConsumeOnly(args) => consume_only(args),
     };
@@ -120,6 +121,13 @@ fn check_config(command: &Command) -> Result<()> {
                 names.checkpoints,
                 settings.endpoint_name()
             )
+        }
+        Command::Inspect(args) => {
+            args.buckets.resolve()?;
+            if args.storage == Location::S3 {
+                args.s3.settings()?;
+            }
+            format!("inspect {}", args.storage)
         }
         Command::Bench(_) | Command::ParseOnly(_) | Command::ConsumeOnly(_) => "benchmark".into(),
     };
@@ -229,6 +237,37 @@ fn router(pipeline: &PipelineArgs, sink_config: &SinkConfig, storage: Arc<dyn St
         Sinks::new(storage, sink_config),
         pipeline.idle_timeout,
     )
+}
+
+/// `inspect`: reads what is there and changes nothing, so a folder must already exist.
+fn inspect(args: InspectArgs) -> Result<ExitCode> {
+    let buckets = args.buckets.resolve()?;
+    let storage: Arc<dyn Storage> = match &args.storage {
+        Location::Local(root) => {
+            if !root.is_dir() {
+                anyhow::bail!(
+                    "{} is not a folder: nothing was written there (give the folder `run \
+                     --data-dir` or `process --storage` wrote to)",
+                    root.display()
+                );
+            }
+            Arc::new(LocalStorage::open(root)?)
+        }
+        Location::S3 => {
+            let settings = args.s3.settings()?;
+            let used = [&*buckets.raw, &*buckets.aggregated, &*buckets.dlq];
+            Arc::new(S3Storage::open(&settings, &used, None)?)
+        }
+    };
+    let request = pageview::inspect::Request {
+        windows: args.windows as usize,
+        window_at: args.window,
+        samples: args.samples as usize,
+    };
+    let inspection = pageview::inspect::inspect(&storage, &buckets, &request)?;
+    println!("{}\n", args.storage);
+    print!("{inspection}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn create_buckets(command: BucketsCommand) -> Result<ExitCode> {

@@ -119,9 +119,48 @@ pub fn human(x: f64) -> String {
     }
 }
 
+/// `1234567` → `1,234,567`.
+pub fn grouped(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+/// `12.3 MB`.
+pub fn size(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut x = bytes as f64;
+    let mut unit = 0;
+    while x >= 1000.0 && unit < units.len() - 1 {
+        x /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{x:.1} {}", units[unit])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_grouped_and_sizes_in_units() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1_234_567), "1,234,567");
+        assert_eq!(grouped(-1000), "-1,000");
+        assert_eq!(size(999), "999 B");
+        assert_eq!(size(12_345_678), "12.3 MB");
+    }
 
     #[test]
     fn progress_shows_the_share_and_the_time_left() {

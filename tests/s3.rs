@@ -1,5 +1,6 @@
-//! `--storage s3` and `buckets create` against LocalStack: the same bytes as on local disk,
-//! multipart uploads that leave nothing behind, rules read back, and clear start-up errors.
+//! `--storage s3` and `buckets create` against LocalStack: the same bytes as on local disk
+//! (and the same `inspect` report), multipart uploads that leave nothing behind, rules read
+//! back, and clear start-up errors.
 //! Kafka → S3 (kill -9, an S3 stall) is in kafka_process.rs, with the Kafka machinery.
 
 mod common;
@@ -112,6 +113,19 @@ fn a_file_processed_to_s3_is_byte_for_byte_what_local_storage_gets() {
         files(&mirrored) == on_disk,
         "a re-run leaves the same objects"
     );
+
+    // `inspect` reads S3 as it reads the folder: the same report under a different heading.
+    let report = |out: std::process::Output| {
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        let (heading, body) = text.split_once('\n').unwrap();
+        (heading.to_string(), body.to_string())
+    };
+    let (heading, on_s3) = report(s3.pageview(&["inspect", "--storage", "s3"]));
+    assert_eq!(heading, "S3");
+    let (_, on_disk) = report(run(&["inspect", "--storage", local.to_str().unwrap()]));
+    assert_eq!(on_s3, on_disk);
+    assert!(on_s3.contains("latest windows (1)"), "{on_s3}");
 }
 
 #[test]

@@ -11,7 +11,10 @@ mod local;
 mod s3;
 
 use std::io::{self, Write};
+use std::ops::Range;
 use std::path::PathBuf;
+
+use bytes::Bytes;
 
 pub use local::LocalStorage;
 pub use s3::{S3Settings, S3Storage};
@@ -60,6 +63,14 @@ pub struct Staged {
     pub bytes: u64,
 }
 
+/// One object of a bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Its path inside the bucket, `/`-separated: `dt=…/part-….parquet`.
+    pub path: String,
+    pub bytes: u64,
+}
+
 /// Somewhere files can be published atomically; the seam for local disk and S3.
 pub trait Storage: Send + Sync {
     /// Starts a file for `bucket` whose bytes stay invisible until [`PendingFile::publish`].
@@ -77,6 +88,12 @@ pub trait Storage: Send + Sync {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
     /// The names of the objects directly under the folder `prefix`, in no particular order.
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
+    /// Every published object in `bucket`, at any depth, sorted by path; staged files are
+    /// not listed.
+    fn list_files(&self, bucket: &str) -> Result<Vec<Listed>, StorageError>;
+    /// The bytes `range` of the object at `key`: a Parquet footer or column chunk, without
+    /// fetching the rest.
+    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StorageError>;
     /// Removes the object at `key`; one that is already gone is fine.
     fn delete(&self, key: &str) -> Result<(), StorageError>;
 }

@@ -15,10 +15,13 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::{self, Write};
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use futures_util::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
@@ -28,7 +31,7 @@ use object_store::{
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 
-use super::{PendingFile, RequestObserver, Staged, Storage, StorageError, split_key};
+use super::{Listed, PendingFile, RequestObserver, Staged, Storage, StorageError, split_key};
 
 /// The prefix staged objects wait under in each bucket.
 const S3_STAGING: &str = "_staging";
@@ -395,6 +398,31 @@ impl Storage for S3Storage {
             .iter()
             .filter_map(|o| o.location.filename().map(str::to_string))
             .collect())
+    }
+
+    fn list_files(&self, bucket: &str) -> Result<Vec<Listed>, StorageError> {
+        let store = self.store(bucket);
+        let listed = self
+            .shared
+            .wait("list", bucket, || store.list(None).try_collect::<Vec<_>>())?;
+        let staging = format!("{S3_STAGING}/");
+        let mut files: Vec<Listed> = listed
+            .into_iter()
+            .filter(|o| !o.location.as_ref().starts_with(&staging))
+            .map(|o| Listed {
+                path: o.location.to_string(),
+                bytes: o.size,
+            })
+            .collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(files)
+    }
+
+    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StorageError> {
+        let (bucket, path) = split_key(key);
+        let (store, path) = (self.store(bucket), Path::from(path));
+        self.shared
+            .wait("get", key, || store.get_range(&path, range.clone()))
     }
 
     fn delete(&self, key: &str) -> Result<(), StorageError> {

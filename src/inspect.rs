@@ -1,0 +1,628 @@
+//! What the pipeline wrote (a folder or S3) → a summary to read: per dataset the files, rows
+//! and bytes; the latest windows with their counts per postcode; dead letters by reason with
+//! sample payloads. Reads the Parquet itself, through `Storage`: footers for row counts, and
+//! only the aggregated and dead-letter files' columns.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int64Type, TimestampMillisecondType};
+use bytes::{Buf, Bytes};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::errors::ParquetError;
+use parquet::file::reader::{ChunkReader, Length};
+
+use crate::config::Buckets;
+use crate::report::{grouped, size};
+use crate::sink::{Dataset, naming};
+use crate::storage::{Listed, Storage, StorageError};
+
+/// What to show.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// How many of the latest windows.
+    pub windows: usize,
+    /// Only the window holding this time (ms), with every postcode.
+    pub window_at: Option<i64>,
+    /// Payloads shown per dead-letter reason.
+    pub samples: usize,
+}
+
+/// Postcodes shown per window, unless one window is asked for.
+const POSTCODES_SHOWN: usize = 10;
+/// A sample payload is cut to this many characters.
+const SAMPLE_CHARS: usize = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{key} is not a readable {dataset} file: {source}")]
+    Unreadable {
+        dataset: Dataset,
+        key: String,
+        source: ParquetError,
+    },
+    #[error("no window holds {at}: {written}")]
+    NoWindow { at: String, written: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetSummary {
+    pub dataset: Dataset,
+    pub bucket: String,
+    pub files: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    /// The first and last partition (`dt=…`), in path order; none when unpartitioned.
+    pub partitions: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub start: i64,
+    pub end: i64,
+    /// Most events first, ties by postcode; rows of one postcode in several files (one per
+    /// member of a consumer group) are added up.
+    pub counts: Vec<(String, i64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    pub kind: String,
+    pub count: u64,
+    pub samples: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    pub datasets: Vec<DatasetSummary>,
+    /// Newest first.
+    pub windows: Vec<Window>,
+    /// All postcodes of each window are shown, not only the busiest.
+    pub every_postcode: bool,
+    /// Most dead letters first.
+    pub reasons: Vec<Reason>,
+}
+
+/// Reads what `buckets` hold in `storage`.
+pub fn inspect(
+    storage: &Arc<dyn Storage>,
+    buckets: &Buckets,
+    request: &Request,
+) -> Result<Inspection, InspectError> {
+    let mut datasets = Vec::new();
+    let mut listings = Vec::new();
+    for dataset in Dataset::ALL {
+        let bucket = buckets.of(dataset).to_string();
+        let files: Vec<Listed> = storage
+            .list_files(&bucket)?
+            .into_iter()
+            .filter(|f| f.path.ends_with(".parquet"))
+            .collect();
+        let mut summary = DatasetSummary {
+            dataset,
+            bucket: bucket.clone(),
+            files: files.len() as u64,
+            rows: 0,
+            bytes: files.iter().map(|f| f.bytes).sum(),
+            partitions: files
+                .first()
+                .zip(files.last())
+                .map(|(a, b)| (partition_of(&a.path).into(), partition_of(&b.path).into()))
+                .filter(|(first, _): &(String, String)| !first.is_empty()),
+        };
+        for file in &files {
+            summary.rows += open(storage, dataset, &bucket, file)?.rows();
+        }
+        datasets.push(summary);
+        listings.push((dataset, bucket, files));
+    }
+    let (_, bucket, aggregated) = &listings[Dataset::Aggregated.index()];
+    let windows = latest_windows(storage, bucket, aggregated, request)?;
+    let (_, bucket, dlq) = &listings[Dataset::Dlq.index()];
+    let reasons = dead_letters(storage, bucket, dlq, request.samples)?;
+    Ok(Inspection {
+        datasets,
+        windows,
+        every_postcode: request.window_at.is_some(),
+        reasons,
+    })
+}
+
+/// `dt=…/event_hour=…` of `dt=…/event_hour=…/part-….parquet`.
+fn partition_of(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(partition, _)| partition)
+}
+
+/// The windows asked for: the window holding `window_at`, or the latest `windows`. Reads the
+/// aggregated files a day partition at a time, newest first, until it has enough.
+fn latest_windows(
+    storage: &Arc<dyn Storage>,
+    bucket: &str,
+    files: &[Listed],
+    request: &Request,
+) -> Result<Vec<Window>, InspectError> {
+    let mut days: BTreeMap<&str, Vec<&Listed>> = BTreeMap::new();
+    for file in files {
+        days.entry(partition_of(&file.path)).or_default().push(file);
+    }
+    let mut counts = WindowCounts::default();
+    if let Some(at) = request.window_at {
+        // A window holding `at` starts at most a day (the longest window) before it.
+        let wanted = [
+            naming::date_partition(at),
+            naming::date_partition(at - DAY_MS),
+        ];
+        for (_, day) in days.iter().filter(|(d, _)| wanted.iter().any(|w| w == *d)) {
+            counts.read(storage, bucket, day)?;
+        }
+        return match counts.holding(at) {
+            Some(window) => Ok(vec![window]),
+            None => Err(InspectError::NoWindow {
+                at: utc(at),
+                written: match days.first_key_value().zip(days.last_key_value()) {
+                    Some(((first, _), (last, _))) if first == last => {
+                        format!("windows were written for {first} only")
+                    }
+                    Some(((first, _), (last, _))) => {
+                        format!("windows were written for {first} … {last}")
+                    }
+                    None => "no window was written".into(),
+                },
+            }),
+        };
+    }
+    for (_, day) in days.iter().rev() {
+        if counts.len() >= request.windows {
+            break;
+        }
+        counts.read(storage, bucket, day)?;
+    }
+    Ok(counts.latest(request.windows))
+}
+
+const DAY_MS: i64 = 24 * 3_600_000;
+
+/// Aggregated rows added up per window and postcode.
+#[derive(Debug, Default)]
+struct WindowCounts(BTreeMap<i64, (i64, BTreeMap<String, i64>)>);
+
+impl WindowCounts {
+    fn read(
+        &mut self,
+        storage: &Arc<dyn Storage>,
+        bucket: &str,
+        files: &[&Listed],
+    ) -> Result<(), InspectError> {
+        for file in files {
+            let parquet = open(storage, Dataset::Aggregated, bucket, file)?;
+            for batch in
+                parquet.read(&["window_start", "window_end", "postcode", "pageview_count"])?
+            {
+                let starts = batch.column(0).as_primitive::<TimestampMillisecondType>();
+                let ends = batch.column(1).as_primitive::<TimestampMillisecondType>();
+                let postcodes = batch.column(2).as_string::<i32>();
+                let counts = batch.column(3).as_primitive::<Int64Type>();
+                for i in 0..batch.num_rows() {
+                    self.add(
+                        starts.value(i),
+                        ends.value(i),
+                        postcodes.value(i),
+                        counts.value(i),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, start: i64, end: i64, postcode: &str, count: i64) {
+        let (_, postcodes) = self.0.entry(start).or_insert((end, BTreeMap::new()));
+        *postcodes.entry(postcode.to_string()).or_default() += count;
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn window(start: i64, (end, postcodes): &(i64, BTreeMap<String, i64>)) -> Window {
+        let mut counts: Vec<(String, i64)> =
+            postcodes.iter().map(|(p, n)| (p.clone(), *n)).collect();
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Window {
+            start,
+            end: *end,
+            counts,
+        }
+    }
+
+    fn holding(&self, at: i64) -> Option<Window> {
+        let (start, window) = self.0.range(..=at).next_back()?;
+        (at < window.0).then(|| Self::window(*start, window))
+    }
+
+    /// The newest `n`, newest first.
+    fn latest(&self, n: usize) -> Vec<Window> {
+        self.0
+            .iter()
+            .rev()
+            .take(n)
+            .map(|(start, window)| Self::window(*start, window))
+            .collect()
+    }
+}
+
+/// Dead letters counted by reason, with the first `samples` payloads of each in path order.
+fn dead_letters(
+    storage: &Arc<dyn Storage>,
+    bucket: &str,
+    files: &[Listed],
+    samples: usize,
+) -> Result<Vec<Reason>, InspectError> {
+    let mut reasons: BTreeMap<String, Reason> = BTreeMap::new();
+    for file in files {
+        let parquet = open(storage, Dataset::Dlq, bucket, file)?;
+        for batch in parquet.read(&["error_kind", "payload"])? {
+            let kinds = batch.column(0).as_string::<i32>();
+            let payloads = batch.column(1).as_binary::<i32>();
+            for i in 0..batch.num_rows() {
+                let kind = kinds.value(i);
+                let reason = reasons.entry(kind.to_string()).or_insert_with(|| Reason {
+                    kind: kind.to_string(),
+                    count: 0,
+                    samples: Vec::new(),
+                });
+                reason.count += 1;
+                if reason.samples.len() < samples {
+                    reason.samples.push(sample(payloads.value(i)));
+                }
+            }
+        }
+    }
+    let mut reasons: Vec<Reason> = reasons.into_values().collect();
+    reasons.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.kind.cmp(&b.kind)));
+    Ok(reasons)
+}
+
+/// A payload as one printable line: control characters escaped, invalid UTF-8 shown as
+/// U+FFFD, cut short.
+fn sample(payload: &[u8]) -> String {
+    let mut line = String::new();
+    for (i, c) in String::from_utf8_lossy(payload).chars().enumerate() {
+        if i == SAMPLE_CHARS {
+            line.push('…');
+            break;
+        }
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    line
+}
+
+/// One Parquet file in storage, its footer read.
+struct ParquetObject {
+    object: Object,
+    dataset: Dataset,
+    metadata: ArrowReaderMetadata,
+}
+
+fn open(
+    storage: &Arc<dyn Storage>,
+    dataset: Dataset,
+    bucket: &str,
+    file: &Listed,
+) -> Result<ParquetObject, InspectError> {
+    let object = Object {
+        storage: storage.clone(),
+        key: format!("{bucket}/{}", file.path),
+        size: file.bytes,
+    };
+    let metadata = ArrowReaderMetadata::load(&object, ArrowReaderOptions::default())
+        .map_err(|source| object.unreadable(dataset, source))?;
+    Ok(ParquetObject {
+        object,
+        dataset,
+        metadata,
+    })
+}
+
+impl ParquetObject {
+    fn rows(&self) -> u64 {
+        self.metadata.metadata().file_metadata().num_rows().max(0) as u64
+    }
+
+    /// The `columns`, in that order, of every row.
+    fn read(self, columns: &[&str]) -> Result<Vec<RecordBatch>, InspectError> {
+        let ParquetObject {
+            object,
+            dataset,
+            metadata,
+        } = self;
+        let fail = |source| object.unreadable(dataset, source);
+        let schema = metadata.schema().clone();
+        let indices = columns
+            .iter()
+            .map(|name| {
+                schema
+                    .index_of(name)
+                    .map_err(|_| fail(ParquetError::General(format!("it has no column {name}"))))
+            })
+            .collect::<Result<Vec<usize>, _>>()?;
+        let mask = parquet::arrow::ProjectionMask::roots(
+            metadata.metadata().file_metadata().schema_descr(),
+            indices.iter().copied(),
+        );
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(object.clone(), metadata)
+            .with_projection(mask)
+            .build()
+            .map_err(fail)?;
+        // The projection keeps the file's column order; put the columns in the order asked.
+        let mut sorted = indices.clone();
+        sorted.sort_unstable();
+        let order: Vec<usize> = indices
+            .iter()
+            .map(|i| sorted.binary_search(i).expect("an index asked for"))
+            .collect();
+        let mut batches = Vec::new();
+        for batch in reader {
+            let batch = batch.map_err(|e| fail(e.into()))?;
+            batches.push(batch.project(&order).map_err(|e| fail(e.into()))?);
+        }
+        Ok(batches)
+    }
+}
+
+/// An object read by ranges, so a footer or a column costs only its own bytes.
+#[derive(Clone)]
+struct Object {
+    storage: Arc<dyn Storage>,
+    key: String,
+    size: u64,
+}
+
+impl Object {
+    fn unreadable(&self, dataset: Dataset, source: ParquetError) -> InspectError {
+        InspectError::Unreadable {
+            dataset,
+            key: self.key.clone(),
+            source,
+        }
+    }
+}
+
+impl Length for Object {
+    fn len(&self) -> u64 {
+        self.size
+    }
+}
+
+impl ChunkReader for Object {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        Ok(self
+            .get_bytes(start, (self.size - start.min(self.size)) as usize)?
+            .reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        self.storage
+            .get_range(&self.key, start..start + length as u64)
+            .map_err(|e| ParquetError::External(Box::new(e)))
+    }
+}
+
+/// `2026-11-30 05:42:00 UTC`.
+fn utc(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || format!("{ms} ms"),
+        |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    )
+}
+
+/// Cells of the widest bar.
+const BAR_WIDTH: usize = 30;
+
+impl std::fmt::Display for Inspection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = String::new();
+        let bucket_width = self
+            .datasets
+            .iter()
+            .map(|d| d.bucket.len())
+            .max()
+            .unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "{:<10}  {:<bucket_width$}  {:>6}  {:>13}  {:>9}  partitions",
+            "dataset", "bucket", "files", "rows", "bytes"
+        );
+        for d in &self.datasets {
+            let partitions = match &d.partitions {
+                Some((first, last)) if first == last => first.clone(),
+                Some((first, last)) => format!("{first} … {last}"),
+                None => "-".into(),
+            };
+            let _ = writeln!(
+                out,
+                "{:<10}  {:<bucket_width$}  {:>6}  {:>13}  {:>9}  {partitions}",
+                d.dataset.as_str(),
+                d.bucket,
+                grouped(d.files as i64),
+                grouped(d.rows as i64),
+                size(d.bytes)
+            );
+        }
+        out.push('\n');
+        if self.windows.is_empty() {
+            out.push_str("windows: none closed yet\n");
+        } else if !self.every_postcode {
+            let _ = writeln!(out, "latest windows ({}), newest first", self.windows.len());
+        }
+        for window in &self.windows {
+            let events: i64 = window.counts.iter().map(|(_, n)| n).sum();
+            let _ = writeln!(
+                out,
+                "{} … {}  {} events, {} postcodes",
+                utc(window.start),
+                &utc(window.end)[11..],
+                grouped(events),
+                grouped(window.counts.len() as i64)
+            );
+            let shown = if self.every_postcode {
+                window.counts.len()
+            } else {
+                POSTCODES_SHOWN
+            };
+            let max = window.counts.first().map_or(1, |(_, n)| (*n).max(1));
+            let postcode_width = window
+                .counts
+                .iter()
+                .map(|(p, _)| p.len())
+                .max()
+                .unwrap_or(0);
+            for (postcode, count) in window.counts.iter().take(shown) {
+                let cells = ((*count as f64 / max as f64) * BAR_WIDTH as f64).round() as usize;
+                let _ = writeln!(
+                    out,
+                    "  {postcode:<postcode_width$}  {:>11}  {}",
+                    grouped(*count),
+                    "#".repeat(cells.max(1))
+                );
+            }
+            if window.counts.len() > shown {
+                let _ = writeln!(
+                    out,
+                    "  … {} more postcodes (--window {} shows every one)",
+                    window.counts.len() - shown,
+                    chrono::DateTime::from_timestamp_millis(window.start)
+                        .map_or(window.start.to_string(), |t| t
+                            .format("%Y-%m-%dT%H:%M:%SZ")
+                            .to_string())
+                );
+            }
+        }
+        out.push('\n');
+        let dead: u64 = self.reasons.iter().map(|r| r.count).sum();
+        if dead == 0 {
+            out.push_str("dead letters: none\n");
+        } else {
+            let _ = writeln!(out, "dead letters by reason ({})", grouped(dead as i64));
+            let kind_width = self.reasons.iter().map(|r| r.kind.len()).max().unwrap_or(0);
+            for reason in &self.reasons {
+                let _ = writeln!(
+                    out,
+                    "  {:<kind_width$}  {:>11}",
+                    reason.kind,
+                    grouped(reason.count as i64)
+                );
+                for sample in &reason.samples {
+                    let _ = writeln!(out, "      {sample}");
+                }
+            }
+        }
+        f.write_str(&out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_of_one_window_from_several_files_add_up_and_sort_by_count() {
+        let mut counts = WindowCounts::default();
+        counts.add(0, 60_000, "B2", 2);
+        counts.add(0, 60_000, "A1", 1);
+        counts.add(60_000, 120_000, "A1", 7);
+        counts.add(0, 60_000, "A1", 3);
+        assert_eq!(counts.len(), 2);
+        let first = counts.holding(59_999).unwrap();
+        assert_eq!(first.counts, [("A1".to_string(), 4), ("B2".to_string(), 2)]);
+        assert_eq!(counts.holding(60_000).unwrap().start, 60_000);
+        assert_eq!(counts.holding(120_000), None);
+        assert_eq!(counts.holding(-1), None);
+        let latest: Vec<i64> = counts.latest(5).iter().map(|w| w.start).collect();
+        assert_eq!(latest, [60_000, 0]);
+    }
+
+    #[test]
+    fn samples_are_one_escaped_line_cut_short() {
+        assert_eq!(sample(b"{\"a\":\n1}"), r#"{"a":\n1}"#);
+        assert_eq!(sample(b"\xff"), "\u{fffd}");
+        let long = sample(&[b'x'; 300]);
+        assert_eq!(long.chars().count(), SAMPLE_CHARS + 1);
+        assert!(long.ends_with('…'));
+    }
+
+    #[test]
+    fn a_path_s_partition_is_its_folder() {
+        assert_eq!(
+            partition_of("dt=2026-11-30/event_hour=05/part-a.parquet"),
+            "dt=2026-11-30/event_hour=05"
+        );
+        assert_eq!(partition_of("part-a.parquet"), "");
+    }
+
+    #[test]
+    fn the_report_shows_the_busiest_postcodes_and_says_how_to_see_the_rest() {
+        let counts: Vec<(String, i64)> = (0..12).map(|i| (format!("P{i:02}"), 100 - i)).collect();
+        let inspection = Inspection {
+            datasets: vec![DatasetSummary {
+                dataset: Dataset::Raw,
+                bucket: "raw-bucket".into(),
+                files: 2,
+                rows: 1234,
+                bytes: 5_000,
+                partitions: Some((
+                    "dt=2026-11-30/event_hour=05".into(),
+                    "dt=2026-11-30/event_hour=06".into(),
+                )),
+            }],
+            windows: vec![Window {
+                start: 1_764_481_320_000,
+                end: 1_764_481_380_000,
+                counts,
+            }],
+            every_postcode: false,
+            reasons: vec![Reason {
+                kind: "invalid_json".into(),
+                count: 3,
+                samples: vec!["{oops".into()],
+            }],
+        };
+        let text = inspection.to_string();
+        assert!(text.contains("raw         raw-bucket       2          1,234     5.0 kB  dt=2026-11-30/event_hour=05 … dt=2026-11-30/event_hour=06"), "{text}");
+        assert!(
+            text.contains("2025-11-30 05:42:00 UTC … 05:43:00 UTC  1,134 events, 12 postcodes"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  P00          100  ##############################\n"),
+            "{text}"
+        );
+        assert!(!text.contains("P10"), "{text}");
+        assert!(
+            text.contains("… 2 more postcodes (--window 2025-11-30T05:42:00Z shows every one)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dead letters by reason (3)\n  invalid_json            3\n      {oops\n"),
+            "{text}"
+        );
+        let every = Inspection {
+            every_postcode: true,
+            ..inspection
+        };
+        assert!(every.to_string().contains("P11"));
+    }
+}

@@ -1,0 +1,225 @@
+//! `pageview inspect` on what `process` wrote: every figure it prints agrees with the Parquet
+//! files read back here, and bad input (a missing folder, a time with no window, a corrupt
+//! file) fails with one line that names it. The same report from S3 is in s3.rs.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use pageview::report::grouped;
+
+/// Processes 30k events (five minutes of event time, with malformed and late ones) into a
+/// folder under `dir` and returns it.
+fn written(dir: &Path) -> std::path::PathBuf {
+    let input = dir.join("events.jsonl");
+    generate_file(
+        &input,
+        &[
+            "--events",
+            "30k",
+            "--rate",
+            "100",
+            "--start-time-ms",
+            "1700000000000",
+            "--seed",
+            "3",
+            "--malformed-share",
+            "0.05",
+            "--late-share",
+            "0.02",
+        ],
+    );
+    let storage = dir.join("out");
+    let out = process(&input, &storage, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    storage
+}
+
+fn inspect(args: &[&str]) -> String {
+    let out = run(&[&["inspect"], args].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+}
+
+/// `1,234` → 1234.
+fn number(s: &str) -> u64 {
+    s.replace(',', "")
+        .parse()
+        .unwrap_or_else(|_| panic!("{s} is not a number"))
+}
+
+/// The postcode lines under the window heading that starts with `heading`: (postcode, count).
+fn postcode_lines(report: &str, heading: &str) -> Vec<(String, i64)> {
+    report
+        .lines()
+        .skip_while(|l| !l.starts_with(heading))
+        .skip(1)
+        .take_while(|l| l.starts_with("  ") && !l.starts_with("  …"))
+        .map(|l| {
+            let mut words = l.split_whitespace();
+            let postcode = words.next().unwrap().to_string();
+            (postcode, number(words.next().unwrap()) as i64)
+        })
+        .collect()
+}
+
+/// Most events first, ties by postcode.
+fn busiest(counts: &[(String, i64)]) -> Vec<(String, i64)> {
+    let mut sorted = counts.to_vec();
+    sorted.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    sorted
+}
+
+#[test]
+fn the_report_agrees_with_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = written(dir.path());
+    let root = storage.to_str().unwrap();
+    let report = inspect(&["--storage", root, "--samples", "1"]);
+
+    for (name, bucket) in [("raw", RAW), ("aggregated", AGGREGATED), ("dlq", DLQ)] {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} line in {report}"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words[1], bucket);
+        let files = parquet_files(&storage.join(bucket)).len() as u64;
+        assert_eq!(
+            (number(words[2]), number(words[3])),
+            (files, rows(&storage, bucket) as u64),
+            "{line}"
+        );
+    }
+
+    // The three newest windows, each with its ten busiest postcodes.
+    let windows = window_counts(&storage);
+    assert!(windows.len() >= 5, "{windows:?}");
+    assert!(
+        report.contains("latest windows (3), newest first"),
+        "{report}"
+    );
+    for (&start, counts) in windows.iter().rev().take(3) {
+        let heading = utc(start);
+        let events: i64 = counts.iter().map(|(_, n)| n).sum();
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(&heading))
+            .unwrap_or_else(|| panic!("no window {heading} in {report}"));
+        assert!(
+            line.contains(&format!(
+                " {} events, {} postcodes",
+                grouped(events),
+                counts.len()
+            )),
+            "{line}"
+        );
+        let mut top = busiest(counts);
+        top.truncate(10);
+        assert_eq!(postcode_lines(&report, &heading), top);
+    }
+    let oldest = windows.keys().next().unwrap();
+    assert!(
+        !report.contains(&utc(*oldest)),
+        "only the latest three: {report}"
+    );
+
+    // Dead letters by reason, each with a sample of its payloads.
+    let mut total = 0;
+    let reasons: Vec<(String, u64)> = report
+        .lines()
+        .skip_while(|l| !l.starts_with("dead letters by reason"))
+        .skip(1)
+        .filter(|l| !l.starts_with("      "))
+        .map(|l| {
+            let (kind, count) = l.trim().split_once(' ').unwrap();
+            (kind.to_string(), number(count.trim()))
+        })
+        .collect();
+    assert!(reasons.len() >= 5, "{report}");
+    for (kind, count) in &reasons {
+        assert_eq!(*count, dead_letters_of(&storage, kind) as u64, "{kind}");
+        total += count;
+    }
+    assert_eq!(total, rows(&storage, DLQ) as u64);
+    let sample = report
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("missing_field"))
+        .nth(1)
+        .unwrap()
+        .trim()
+        .trim_end_matches('…');
+    assert!(sample.starts_with("{\""), "a payload as it came: {sample}");
+}
+
+#[test]
+fn one_window_shows_every_postcode() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = written(dir.path());
+    let windows = window_counts(&storage);
+    let (&start, counts) = windows.iter().nth(1).unwrap();
+    // Any time inside the window picks it: here 30 s in, as RFC 3339.
+    let at = utc(start + 30_000).replace(" UTC", "Z").replace(' ', "T");
+    let report = inspect(&["--storage", storage.to_str().unwrap(), "--window", &at]);
+    assert!(!report.contains("latest windows"), "{report}");
+    assert_eq!(postcode_lines(&report, &utc(start)), busiest(counts));
+
+    let out = run(&[
+        "inspect",
+        "--storage",
+        storage.to_str().unwrap(),
+        "--window",
+        "2001-01-01 00:00",
+    ]);
+    assert!(!out.status.success());
+    let error = stderr(&out);
+    assert!(
+        error.starts_with("pageview: error: no window holds 2001-01-01 00:00:00 UTC: windows were written for dt=2023-11-14"),
+        "{error}"
+    );
+    assert_eq!(error.lines().count(), 1, "{error}");
+}
+
+#[test]
+fn bad_input_fails_with_one_line_that_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nothing-here");
+    let out = run(&["inspect", "--storage", missing.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("nothing-here is not a folder"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!missing.exists(), "inspect creates nothing");
+
+    let out = run(&["inspect", "--window", "soon"]);
+    assert!(
+        stderr(&out).contains("\"soon\" is not a time"),
+        "{}",
+        stderr(&out)
+    );
+
+    let storage = written(dir.path());
+    let corrupt = storage
+        .join(AGGREGATED)
+        .join("dt=2023-11-14/part-x-1-2.parquet");
+    std::fs::write(&corrupt, b"not parquet at all").unwrap();
+    let out = run(&["inspect", "--storage", storage.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let error = stderr(&out);
+    assert!(
+        error.starts_with(&format!("pageview: error: {AGGREGATED}/dt=2023-11-14/part-x-1-2.parquet is not a readable aggregated file:")),
+        "{error}"
+    );
+    assert_eq!(error.lines().count(), 1, "{error}");
+}
+
+/// `2023-11-14 22:13:00 UTC`, the way the report writes a window's start.
+fn utc(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .format("%Y-%m-%d %H:%M:%S UTC")
+        .to_string()
+}

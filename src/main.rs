@@ -789,7 +789,8 @@ impl Progress {
         if let Some(total) = self.input_bytes {
             let width = if self.terminal { BAR_WIDTH } else { 0 };
             let byte_rate = bytes.saturating_sub(bytes_before) as f64 / secs;
-            line = report::progress(bytes, total, byte_rate, width) + " | ";
+            let of = format!("{:.1} MB", total as f64 / 1e6);
+            line = report::progress(bytes, total, &of, byte_rate, width) + " | ";
         }
         line.push_str(&report::live_line(stats, rate));
         let mut err = io::stderr().lock();

@@ -28,9 +28,9 @@ pub fn live_line(stats: &Stats, rate: f64) -> String {
     line
 }
 
-/// How far through an input of `total` bytes a run is, at `rate` bytes/s: a bar of
-/// `width` cells (none when 0), the share, and the time left.
-pub fn progress(done: u64, total: u64, rate: f64, width: usize) -> String {
+/// How far through `total` units of work (`of` names the total: `138.8 MB`) a run is, at
+/// `rate` units/s: a bar of `width` cells (none when 0), the share, and the time left.
+pub fn progress(done: u64, total: u64, of: &str, rate: f64, width: usize) -> String {
     let share = if total == 0 {
         1.0
     } else {
@@ -46,15 +46,15 @@ pub fn progress(done: u64, total: u64, rate: f64, width: usize) -> String {
             "-".repeat(width - filled)
         );
     }
-    let _ = write!(
-        line,
-        "{:.0}% of {:.1} MB",
-        share * 100.0,
-        total as f64 / 1e6
-    );
+    let _ = write!(line, "{:.0}% of {of}", share * 100.0);
     let left = total.saturating_sub(done) as f64;
     if rate > 0.0 && left > 0.0 {
-        let _ = write!(line, ", {:.0} s left", (left / rate).ceil());
+        let secs = (left / rate).ceil();
+        if secs < 120.0 {
+            let _ = write!(line, ", {secs:.0} s left");
+        } else {
+            let _ = write!(line, ", {:.0} min left", (secs / 60.0).round());
+        }
     }
     line
 }
@@ -165,12 +165,19 @@ mod tests {
     #[test]
     fn progress_shows_the_share_and_the_time_left() {
         assert_eq!(
-            progress(250, 1000, 50.0, 8),
+            progress(250, 1000, "0.0 MB", 50.0, 8),
             "[##------] 25% of 0.0 MB, 15 s left"
         );
-        assert_eq!(progress(3_000_000, 3_000_000, 1e6, 0), "100% of 3.0 MB");
-        assert_eq!(progress(5, 0, 0.0, 4), "[####] 100% of 0.0 MB");
-        assert_eq!(progress(10, 4, 1.0, 2), "[##] 100% of 0.0 MB");
+        assert_eq!(
+            progress(3_000_000, 3_000_000, "3.0 MB", 1e6, 0),
+            "100% of 3.0 MB"
+        );
+        assert_eq!(progress(5, 0, "0.0 MB", 0.0, 4), "[####] 100% of 0.0 MB");
+        assert_eq!(progress(10, 4, "0.0 MB", 1.0, 2), "[##] 100% of 0.0 MB");
+        assert_eq!(
+            progress(0, 600, "6 runs", 1.0, 0),
+            "0% of 6 runs, 10 min left"
+        );
     }
     use crate::validate::ErrorKind;
 

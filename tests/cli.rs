@@ -345,3 +345,43 @@ fn log_lines_are_json_on_request_and_filtered_by_log_level() {
         stderr(&bad)
     );
 }
+
+#[test]
+fn bench_says_how_far_it_is_while_its_children_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = dir.path().join("bench");
+    let out = run(&[
+        "bench",
+        "--sizes",
+        "2k,6k",
+        "--repeat",
+        "1",
+        "--dir",
+        bench.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Not on a terminal: a line per child, its share of the work counted in events read
+    // (the time left varies, so it is cut off here).
+    let progress: Vec<String> = stderr(&out)
+        .lines()
+        .filter_map(|l| l.strip_prefix("bench: "))
+        .map(|l| {
+            let (share, what) = l.split_once(" | ").unwrap();
+            format!("{} | {what}", share.split(',').next().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        progress,
+        [
+            "0% of 16.0k events' work | parse-only 2000",
+            "12% of 16.0k events' work | process 2000",
+            "25% of 16.0k events' work | parse-only 6000",
+            "62% of 16.0k events' work | process 6000",
+        ]
+    );
+    let rows = stdout(&out)
+        .lines()
+        .filter(|l| l.starts_with("| 2000 |") || l.starts_with("| 6000 |"))
+        .count();
+    assert_eq!(rows, 2, "{}", stdout(&out));
+}

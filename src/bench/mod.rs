@@ -3,10 +3,11 @@
 //! memory of each child process.
 
 use std::fs::{self, File};
-use std::io::BufWriter;
+use std::io::{BufWriter, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -14,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use crate::config::BenchArgs;
 use crate::generate::{Generator, GeneratorConfig};
 use crate::kafka::{self, KeyChoice, ProducerSettings};
-use crate::report::human;
+use crate::report::{self, human};
 
 mod latency;
 mod s3;
@@ -61,6 +62,72 @@ impl Usage {
     }
 }
 
+/// Where a benchmark is, on stderr while its children run with their own output discarded:
+/// a bar with the time left, redrawn twice a second on a terminal, and a plain line per child
+/// otherwise. Work is counted in events read, so a 10M run weighs as ten 1M runs.
+pub(super) struct Runs {
+    total: u64,
+    done: u64,
+    started: Instant,
+    terminal: bool,
+}
+
+/// Cells of the progress bar on a terminal.
+const BAR_WIDTH: usize = 20;
+const REDRAW_EVERY: Duration = Duration::from_millis(500);
+
+impl Runs {
+    /// `total`: the events every planned child reads, summed.
+    pub(super) fn new(total: u64) -> Self {
+        Runs {
+            total,
+            done: 0,
+            started: Instant::now(),
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Runs `child`, which reads `events` events; `what` names it (`process 10M`).
+    pub(super) fn run<T>(
+        &mut self,
+        what: &str,
+        events: u64,
+        child: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let rate = self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+        let width = if self.terminal { BAR_WIDTH } else { 0 };
+        let of = format!("{} events' work", human(self.total as f64));
+        let head = format!(
+            "bench: {} | {what}",
+            report::progress(self.done, self.total, &of, rate, width)
+        );
+        let result = if self.terminal {
+            let stop = Arc::new(AtomicBool::new(false));
+            let ticker = {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let started = Instant::now();
+                    while !stop.load(Ordering::Relaxed) {
+                        eprint!("\r\x1b[2K{head}, {:.0} s", started.elapsed().as_secs_f64());
+                        std::thread::park_timeout(REDRAW_EVERY);
+                    }
+                    eprint!("\r\x1b[2K");
+                })
+            };
+            let result = child();
+            stop.store(true, Ordering::Relaxed);
+            ticker.thread().unpark();
+            let _ = ticker.join();
+            result
+        } else {
+            eprintln!("{head}");
+            child()
+        };
+        self.done += events;
+        result
+    }
+}
+
 pub fn run(args: &BenchArgs) -> Result<()> {
     fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
@@ -84,6 +151,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "parse-only events/s",
         "processed/limit",
     ]);
+    let mut runs = Runs::new(args.sizes.iter().sum::<u64>() * 2 * args.repeat as u64);
     for &events in &args.sizes {
         let input = ensure_input(&args.dir, events)?;
         let input_bytes = fs::metadata(&input)?.len();
@@ -91,16 +159,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let input = path_str(&input)?;
         let (mut limit, mut processed) = (None, None);
         // Alternating the two spreads any disturbance from the machine over both.
+        let size = human(events as f64);
         for _ in 0..args.repeat {
-            let run = measure(&exe, args.cpu, &["parse-only", "--input", input])?;
+            let run = runs.run(&format!("parse-only {size}"), events, || {
+                measure(&exe, args.cpu, &["parse-only", "--input", input])
+            })?;
             limit = Some(Usage::fastest(limit, run));
             clear(&out)?;
             let storage = path_str(&out)?;
-            let run = measure(
-                &exe,
-                args.cpu,
-                &["process", "--input", input, "--storage", storage],
-            )?;
+            let run = runs.run(&format!("process {size}"), events, || {
+                let process = ["process", "--input", input, "--storage", storage];
+                measure(&exe, args.cpu, &process)
+            })?;
             processed = Some(Usage::fastest(processed, run));
         }
         let (limit, processed) = (limit.expect("repeat >= 1"), processed.expect("repeat >= 1"));
@@ -138,6 +208,7 @@ fn run_kafka(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
         "RSS at ¼, ½, ¾ of the run MiB",
         "processed/limit",
     ]);
+    let mut runs = Runs::new(args.sizes.iter().sum::<u64>() * 2 * args.repeat as u64);
     for &events in &args.sizes {
         let topic = format!("pageview-bench-{events}-{}", crate::generate::now_ms());
         kafka::ensure_topic(servers, &topic, 3)?;
@@ -162,14 +233,19 @@ fn run_kafka(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
             consume.extend_from_slice(&consumer);
             let consume_group = group("consume");
             consume.push(&consume_group);
-            let run = measure(exe, args.cpu, &consume)?;
+            let size = human(events as f64);
+            let run = runs.run(&format!("consume-only {size}"), events, || {
+                measure(exe, args.cpu, &consume)
+            })?;
             limit = Some(Usage::fastest(limit, run));
             clear(&out)?;
             let mut process = vec!["process", "--stop-at-end", "--storage", path_str(&out)?];
             process.extend_from_slice(&consumer);
             let process_group = group("process");
             process.push(&process_group);
-            let run = measure(exe, args.cpu, &process)?;
+            let run = runs.run(&format!("process {size}"), events, || {
+                measure(exe, args.cpu, &process)
+            })?;
             processed = Some(Usage::fastest(processed, run));
         }
         let (limit, processed) = (limit.expect("repeat >= 1"), processed.expect("repeat >= 1"));
@@ -286,7 +362,7 @@ fn ensure_input(dir: &Path, events: u64) -> Result<PathBuf> {
 }
 
 /// Runs `exe args…` to completion (pinned to one CPU if asked), its output discarded: its
-/// progress lines would only interleave with the table.
+/// progress lines would only interleave with the table (`Runs` shows the benchmark's).
 fn measure(exe: &Path, cpu: Option<u32>, args: &[&str]) -> Result<Usage> {
     let mut command = match cpu {
         Some(cpu) => {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::{Usage, clear, ensure_input, measure, parquet_files, path_str, table_header};
+use super::{Runs, Usage, clear, ensure_input, measure, parquet_files, path_str, table_header};
 use crate::config::BenchArgs;
 use crate::report::human;
 use crate::storage::{S3Settings, S3Storage, Storage};
@@ -52,19 +52,24 @@ pub fn run(args: &BenchArgs, exe: &Path) -> Result<()> {
         "upload-only MB/s",
         "S3 ÷ max(disk, upload-only)",
     ]);
+    let mut runs = Runs::new(args.sizes.iter().sum::<u64>() * 2 * args.repeat as u64);
     for &events in &args.sizes {
         let input = ensure_input(&args.dir, events)?;
         let input = path_str(&input)?;
         let out = args.dir.join(format!("out-s3-{events}"));
         let (mut disk, mut to_s3, mut upload) = (None, None, None::<Duration>);
         let mut bytes = 0;
+        let size = human(events as f64);
         for _ in 0..args.repeat {
             clear(&out)?;
-            let run = measure(
-                exe,
-                args.cpu,
-                &["process", "--input", input, "--storage", path_str(&out)?],
-            )?;
+            let storage = path_str(&out)?;
+            let run = runs.run(&format!("process {size} to disk"), events, || {
+                measure(
+                    exe,
+                    args.cpu,
+                    &["process", "--input", input, "--storage", storage],
+                )
+            })?;
             disk = Some(Usage::fastest(disk, run));
             bytes = parquet_files(&out)
                 .iter()
@@ -72,7 +77,9 @@ pub fn run(args: &BenchArgs, exe: &Path) -> Result<()> {
                 .sum();
             let mut process = vec!["process", "--input", input];
             process.extend_from_slice(&s3_flags);
-            let run = measure(exe, args.cpu, &process)?;
+            let run = runs.run(&format!("process {size} to S3"), events, || {
+                measure(exe, args.cpu, &process)
+            })?;
             to_s3 = Some(Usage::fastest(to_s3, run));
             let took = upload_only(&settings, &buckets.raw, bytes)?;
             upload = Some(upload.map_or(took, |best| best.min(took)));

@@ -190,8 +190,12 @@ fn open_storage(
     checkpoints: bool,
     exposed: &Exposed,
 ) -> Result<Arc<dyn Storage>> {
+    let observer = exposed
+        .pipeline
+        .clone()
+        .map(|m| m as Arc<dyn pageview::storage::RequestObserver>);
     Ok(match location {
-        Location::Local(root) => Arc::new(LocalStorage::open(root)?),
+        Location::Local(root) => Arc::new(LocalStorage::open(root)?.observed_by(observer)),
         Location::S3 => {
             let settings = s3_settings(s3, pipeline)?;
             let names = pipeline.buckets.resolve()?;
@@ -199,10 +203,6 @@ fn open_storage(
             if checkpoints {
                 used.push(&names.checkpoints);
             }
-            let observer = exposed
-                .pipeline
-                .clone()
-                .map(|m| m as Arc<dyn pageview::storage::RequestObserver>);
             Arc::new(S3Storage::open(&settings, &used, observer)?)
         }
     })

@@ -157,7 +157,8 @@ fn metrics_agree_with_the_files_and_the_summary() {
     let mut stdin = serving.child.stdin.take().unwrap();
     stdin.write_all(&std::fs::read(&input).unwrap()).unwrap();
     stdin.flush().unwrap();
-    // Everything read, and every raw row and closed window in a file published by age.
+    // Everything read, and every raw row, dead letter and closed window in a file published
+    // by age: nothing more is written until stdin closes.
     let deadline = Instant::now() + Duration::from_secs(60);
     let metrics = loop {
         let m = serving.metrics();
@@ -166,7 +167,11 @@ fn metrics_agree_with_the_files_and_the_summary() {
             == m.get("pageview_records_valid_total");
         let windows_published = m.get("pageview_rows_written_total{dataset=\"aggregated\"}")
             == m.get("pageview_window_rows_total");
-        if all_read && raw_published && windows_published {
+        let dead_letters =
+            sum_of(&m, "pageview_records_malformed_total") + m["pageview_records_late_total"];
+        let dlq_published =
+            m.get("pageview_rows_written_total{dataset=\"dlq\"}") == Some(&dead_letters);
+        if all_read && raw_published && windows_published && dlq_published {
             break m;
         }
         assert!(Instant::now() < deadline, "metrics never caught up: {m:#?}");
@@ -188,6 +193,12 @@ fn metrics_agree_with_the_files_and_the_summary() {
     );
     assert!(
         metrics["pageview_watermark_seconds"] > 1.6e9,
+        "{metrics:#?}"
+    );
+    // Local storage times each file's write (fsync and rename), one per published file.
+    assert_eq!(
+        metrics["pageview_storage_request_seconds_count{action=\"write\"}"],
+        sum_of(&metrics, "pageview_files_written_total"),
         "{metrics:#?}"
     );
     the_page_shows(&serving, &metrics, &storage);

@@ -5,11 +5,13 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Listed, PendingFile, Staged, Storage, StorageError};
+use super::{Listed, PendingFile, RequestObserver, Staged, Storage, StorageError};
 
 /// Where staged files wait inside a local root; hidden so that `**/*.parquet` globs skip it.
 const STAGING_DIR: &str = ".staging";
@@ -19,11 +21,37 @@ const STAGING_SUFFIX: &str = ".tmp";
 const STAGED_SUFFIX: &str = ".ready";
 
 /// A folder on local disk; each bucket is a subfolder.
-#[derive(Debug)]
 pub struct LocalStorage {
     root: PathBuf,
     staging: PathBuf,
     next_id: AtomicU64,
+    observer: Observer,
+}
+
+impl std::fmt::Debug for LocalStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalStorage")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Told how long each durable write took (a file, a rename, a small object): fsyncs are where
+/// a slow or failing disk shows.
+type Observer = Option<Arc<dyn RequestObserver>>;
+
+/// Runs `op`, telling `observer` how long it took and whether it worked.
+fn timed<T>(
+    observer: &Observer,
+    action: &'static str,
+    op: impl FnOnce() -> Result<T, StorageError>,
+) -> Result<T, StorageError> {
+    let started = Instant::now();
+    let result = op();
+    if let Some(observer) = observer {
+        observer.request(action, started.elapsed(), result.is_ok());
+    }
+    result
 }
 
 impl LocalStorage {
@@ -45,7 +73,14 @@ impl LocalStorage {
             root: root.to_path_buf(),
             staging,
             next_id: AtomicU64::new(0),
+            observer: None,
         })
+    }
+
+    /// `observer` hears of every durable write from now on.
+    pub fn observed_by(mut self, observer: Observer) -> Self {
+        self.observer = observer;
+        self
     }
 }
 
@@ -145,12 +180,16 @@ impl Storage for LocalStorage {
             file: Some(BufWriter::with_capacity(256 * 1024, file)),
             staged: path,
             root: self.root.clone(),
+            observer: self.observer.clone(),
         }))
     }
 
     fn publish_staged(&self, staged: &str, key: &str) -> Result<(), StorageError> {
         let target = self.root.join(key);
-        match rename_durably(&self.staging.join(staged), &target) {
+        let renamed = timed(&self.observer, "rename", || {
+            rename_durably(&self.staging.join(staged), &target)
+        });
+        match renamed {
             Err(StorageError::Write { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                 if target.exists() {
                     Ok(())
@@ -172,16 +211,18 @@ impl Storage for LocalStorage {
 
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
         let path = self.staging_path(STAGING_SUFFIX);
-        let written = File::create(&path).and_then(|mut f| {
-            f.write_all(bytes)?;
-            f.sync_all()
-        });
-        if let Err(source) = written {
-            let _ = fs::remove_file(&path);
-            return Err(StorageError::Write { path, source });
-        }
-        rename_durably(&path, &self.root.join(key)).inspect_err(|_| {
-            let _ = fs::remove_file(&path);
+        timed(&self.observer, "put", || {
+            let written = File::create(&path).and_then(|mut f| {
+                f.write_all(bytes)?;
+                f.sync_all()
+            });
+            if let Err(source) = written {
+                let _ = fs::remove_file(&path);
+                return Err(StorageError::Write { path, source });
+            }
+            rename_durably(&path, &self.root.join(key)).inspect_err(|_| {
+                let _ = fs::remove_file(&path);
+            })
         })
     }
 
@@ -247,6 +288,7 @@ struct LocalPending {
     file: Option<BufWriter<File>>,
     staged: PathBuf,
     root: PathBuf,
+    observer: Observer,
 }
 
 impl LocalPending {
@@ -293,19 +335,26 @@ impl LocalPending {
 
 impl PendingFile for LocalPending {
     fn publish(mut self: Box<Self>, key: &str) -> Result<u64, StorageError> {
-        let size = self.complete()?;
-        rename_durably(&self.staged, &self.root.join(key))
-            .inspect_err(|_| {
-                let _ = fs::remove_file(&self.staged);
-            })
-            .map(|()| size)
+        let observer = self.observer.clone();
+        timed(&observer, "write", || {
+            let size = self.complete()?;
+            rename_durably(&self.staged, &self.root.join(key))
+                .inspect_err(|_| {
+                    let _ = fs::remove_file(&self.staged);
+                })
+                .map(|()| size)
+        })
     }
 
     fn stage(mut self: Box<Self>) -> Result<Staged, StorageError> {
-        let bytes = self.complete()?;
+        let observer = self.observer.clone();
         let ready = self.staged.with_extension(&STAGED_SUFFIX[1..]);
-        rename_durably(&self.staged, &ready).inspect_err(|_| {
-            let _ = fs::remove_file(&self.staged);
+        let bytes = timed(&observer, "write", || {
+            let bytes = self.complete()?;
+            rename_durably(&self.staged, &ready).inspect_err(|_| {
+                let _ = fs::remove_file(&self.staged);
+            })?;
+            Ok(bytes)
         })?;
         let id = ready
             .file_name()

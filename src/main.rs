@@ -190,10 +190,7 @@ fn open_storage(
     checkpoints: bool,
     exposed: &Exposed,
 ) -> Result<Arc<dyn Storage>> {
-    let observer = exposed
-        .pipeline
-        .clone()
-        .map(|m| m as Arc<dyn pageview::storage::RequestObserver>);
+    let observer = exposed.storage_observer();
     Ok(match location {
         Location::Local(root) => Arc::new(LocalStorage::open(root)?.observed_by(observer)),
         Location::S3 => {
@@ -487,10 +484,10 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     let sink_config = args
         .pipeline
         .sink_config(Tags::Fixed(naming::source_tag(&label)))?;
-    let storage = Arc::new(LocalStorage::open(&args.data_dir)?);
-    let mut router = router(&args.pipeline, &sink_config, storage);
-    let stop = stop_flag()?;
     let exposed = expose(&args.metrics, Some(RUN_METRICS_PORT), true, false)?;
+    let storage = LocalStorage::open(&args.data_dir)?.observed_by(exposed.storage_observer());
+    let mut router = router(&args.pipeline, &sink_config, Arc::new(storage));
+    let stop = stop_flag()?;
     exposed.health.set_connected(true);
     introduce(&args, &config, "");
     let (chunks, mut source) = StreamSource::embedded("pageview-events");
@@ -550,11 +547,12 @@ fn introduce(args: &RunArgs, config: &GeneratorConfig, through: &str) {
 fn run_kafka(args: &RunArgs, config: GeneratorConfig, servers: &str) -> Result<ExitCode> {
     let topic = &args.consumer.topic;
     args.pipeline.buckets.resolve()?;
-    let storage = Arc::new(LocalStorage::open(&args.data_dir)?);
+    let exposed = expose(&args.metrics, Some(RUN_METRICS_PORT), true, true)?;
+    let storage = LocalStorage::open(&args.data_dir)?.observed_by(exposed.storage_observer());
+    let storage = Arc::new(storage);
     ensure_topic(servers, topic, RUN_PARTITIONS)?;
     let stop = stop_flag()?;
     let drain = Arc::new(AtomicBool::new(false));
-    let exposed = expose(&args.metrics, Some(RUN_METRICS_PORT), true, true)?;
     introduce(args, &config, &format!(" through {topic} at {servers}"));
     let settings = ProducerSettings {
         servers: servers.to_string(),
@@ -843,6 +841,12 @@ struct Exposed {
 }
 
 impl Exposed {
+    /// What storage tells of its requests: the processor's metrics, when served.
+    fn storage_observer(&self) -> Option<Arc<dyn pageview::storage::RequestObserver>> {
+        let metrics = self.pipeline.clone()?;
+        Some(metrics)
+    }
+
     fn observed(&self) -> Observed {
         Observed {
             metrics: self.pipeline.clone(),
@@ -855,9 +859,9 @@ impl Exposed {
 /// The port `run` serves on when none is given; a free one when it is taken.
 const RUN_METRICS_PORT: u16 = 9464;
 
-/// Starts the status page, `/metrics`, `/healthz` and `/readyz` when a port is given (or `default_port`),
-/// with the processor's and the generator's metrics as asked, and says where. Without a
-/// port nothing is registered, so nothing is counted that no one can read.
+/// Starts the status page, `/metrics`, `/healthz` and `/readyz` when a port is given (or
+/// `default_port`), with the processor's and the generator's metrics as asked, and says
+/// where. Without a port nothing is registered, so nothing is counted that no one can read.
 fn expose(
     args: &MetricsArgs,
     default_port: Option<u16>,
@@ -888,6 +892,12 @@ fn expose(
             exposed.health.clone(),
             exposed.board.clone(),
         )?;
+        // Listening on every interface: this machine's own name is the one to open.
+        let address = if address.ip().is_unspecified() {
+            format!("localhost:{}", address.port())
+        } else {
+            address.to_string()
+        };
         tracing::info!(
             "status page at http://{address}/ (metrics: /metrics, health: /healthz, /readyz)"
         );

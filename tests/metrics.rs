@@ -525,6 +525,60 @@ fn a_kafka_processor_reports_its_lag_per_partition() {
     assert!(m["pageview_checkpoint_age_seconds"] < 60.0, "{m:#?}");
 }
 
+#[test]
+fn run_through_kafka_serves_both_sides_and_the_page_shows_them() {
+    let broker = common::kafka::Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = pageview();
+    command
+        .args([
+            "run",
+            "--kafka",
+            &broker.bootstrap,
+            "--rate",
+            "500",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .args(["--metrics-port", "0", "--metrics-host", "127.0.0.1"])
+        .stdout(Stdio::null());
+    let serving = Serving::spawn(command);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let sent = "pageview_generator_events_sent_total";
+    let read = "pageview_records_read_total";
+    let before = loop {
+        let m = serving.metrics();
+        let lag = m.keys().any(|k| k.starts_with("pageview_consumer_lag{"));
+        if m.get(sent) > Some(&0.0) && m.get(read) > Some(&0.0) && lag {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing sent, read and lagging: {m:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        before["pageview_generator_send_latency_seconds_count"] > 0.0,
+        "{before:#?}"
+    );
+    assert_eq!(before["pageview_generator_events_failed_total"], 0.0);
+    // The counts move while the page loads: what it shows lies between two scrapes.
+    let dom = browse(serving.address);
+    let after = serving.metrics();
+    for (id, series) in [("generator-sent", sent), ("records", read)] {
+        let shown = shown(&dom, id).unwrap_or_else(|| panic!("no {id} in {dom}"));
+        assert!(
+            before[series] <= shown && shown <= after[series],
+            "{id}: {shown} not within {} … {}",
+            before[series],
+            after[series]
+        );
+    }
+    assert_eq!(shown(&dom, "generator-failed"), Some(0.0));
+    assert!(shown(&dom, "lag").is_some(), "lag from the group: {dom}");
+}
+
 /// What kafka-exporter v1.9.0 (the image docker-compose.yml runs) exports, from its README.
 const KAFKA_EXPORTER: [&str; 14] = [
     "kafka_brokers",

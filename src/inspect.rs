@@ -121,11 +121,11 @@ pub fn inspect(
             summary.rows += open(storage, dataset, &bucket, file)?.rows();
         }
         datasets.push(summary);
-        listings.push((dataset, bucket, files));
+        listings.push((bucket, files));
     }
-    let (_, bucket, aggregated) = &listings[Dataset::Aggregated.index()];
+    let (bucket, aggregated) = &listings[Dataset::Aggregated.index()];
     let windows = latest_windows(storage, bucket, aggregated, request)?;
-    let (_, bucket, dlq) = &listings[Dataset::Dlq.index()];
+    let (bucket, dlq) = &listings[Dataset::Dlq.index()];
     let reasons = dead_letters(storage, bucket, dlq, request.samples)?;
     Ok(Inspection {
         datasets,
@@ -340,7 +340,8 @@ impl ParquetObject {
         self.metadata.metadata().file_metadata().num_rows().max(0) as u64
     }
 
-    /// The `columns`, in that order, of every row.
+    /// The `columns` (of those its dataset's files have), in that order, of every row; a
+    /// column of another type is an error, not a panic later.
     fn read(self, columns: &[&str]) -> Result<Vec<RecordBatch>, InspectError> {
         let ParquetObject {
             object,
@@ -348,13 +349,24 @@ impl ParquetObject {
             metadata,
         } = self;
         let fail = |source| object.unreadable(dataset, source);
-        let schema = metadata.schema().clone();
+        let (schema, ours) = (metadata.schema().clone(), dataset.schema());
         let indices = columns
             .iter()
             .map(|name| {
-                schema
+                let wrong = |problem: String| fail(ParquetError::General(problem));
+                let index = schema
                     .index_of(name)
-                    .map_err(|_| fail(ParquetError::General(format!("it has no column {name}"))))
+                    .map_err(|_| wrong(format!("it has no column {name}")))?;
+                let (found, expected) = (
+                    schema.field(index).data_type(),
+                    ours.field_with_name(name)
+                        .expect("asked for our columns")
+                        .data_type(),
+                );
+                if found != expected {
+                    return Err(wrong(format!("its {name} is {found}, not {expected}")));
+                }
+                Ok(index)
             })
             .collect::<Result<Vec<usize>, _>>()?;
         let mask = parquet::arrow::ProjectionMask::roots(

@@ -214,6 +214,43 @@ fn bad_input_fails_with_one_line_that_names_it() {
         "{error}"
     );
     assert_eq!(error.lines().count(), 1, "{error}");
+
+    // A Parquet file of another shape: named, not a panic.
+    std::fs::remove_file(&corrupt).unwrap();
+    let foreign = storage.join(DLQ).join("part-foreign.parquet");
+    let schema = std::sync::Arc::new(arrow_schema::Schema::new(vec![
+        arrow_schema::Field::new("payload", arrow_schema::DataType::Binary, false),
+        arrow_schema::Field::new("error_kind", arrow_schema::DataType::Int64, false),
+    ]));
+    let batch = arrow_array::RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            std::sync::Arc::new(arrow_array::BinaryArray::from(vec![&b"x"[..]])),
+            std::sync::Arc::new(arrow_array::Int64Array::from(vec![7])),
+        ],
+    )
+    .unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&foreign).unwrap(),
+        schema,
+        None,
+    )
+    .unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let out = run(&["inspect", "--storage", storage.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let error = stderr(&out);
+    assert!(
+        error.starts_with(&format!(
+            "pageview: error: {DLQ}/part-foreign.parquet is not a readable dlq file:"
+        )),
+        "{error}"
+    );
+    assert!(
+        error.contains("its error_kind is Int64, not Utf8"),
+        "{error}"
+    );
 }
 
 /// `2023-11-14 22:13:00 UTC`, the way the report writes a window's start.

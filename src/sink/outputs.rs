@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 use parquet::basic::Compression;
 use parquet::errors::ParquetError;
 
-use super::aggregated::AggregatedSink;
-use super::dlq::{DeadLetter, DlqSink};
+use arrow_schema::SchemaRef;
+
+use super::aggregated::{AggregatedRows, AggregatedSink};
+use super::dlq::{DeadLetter, DlqRows, DlqSink};
 use super::naming;
-use super::raw::RawSink;
-use super::rolling::FileSettings;
+use super::raw::{RawRows, RawSink};
+use super::rolling::{FileSettings, RowBuffer};
 use crate::config::Buckets;
 use crate::storage::{PendingFile, Storage, StorageError};
 use crate::validate::Pageview;
@@ -37,6 +39,15 @@ impl Dataset {
 
     pub fn index(self) -> usize {
         self as usize
+    }
+
+    /// The columns of this dataset's files.
+    pub fn schema(self) -> SchemaRef {
+        match self {
+            Dataset::Raw => RawRows::schema(),
+            Dataset::Aggregated => AggregatedRows::schema(),
+            Dataset::Dlq => DlqRows::schema(),
+        }
     }
 }
 

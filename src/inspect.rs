@@ -97,7 +97,8 @@ pub fn inspect(
     request: &Request,
 ) -> Result<Inspection, InspectError> {
     let mut datasets = Vec::new();
-    let mut listings = Vec::new();
+    // The aggregated and dead-letter files, footers read, to read their columns next.
+    let mut opened = Vec::new();
     for dataset in Dataset::ALL {
         let bucket = buckets.of(dataset).to_string();
         let files: Vec<Listed> = storage
@@ -117,16 +118,21 @@ pub fn inspect(
                 .map(|(a, b)| (partition_of(&a.path).into(), partition_of(&b.path).into()))
                 .filter(|(first, _): &(String, String)| !first.is_empty()),
         };
+        let mut kept = Vec::new();
         for file in &files {
-            summary.rows += open(storage, dataset, &bucket, file)?.rows();
+            let parquet = open(storage, dataset, &bucket, file)?;
+            summary.rows += parquet.rows();
+            if dataset != Dataset::Raw {
+                kept.push((file.path.clone(), parquet));
+            }
         }
         datasets.push(summary);
-        listings.push((bucket, files));
+        opened.push(kept);
     }
-    let (bucket, aggregated) = &listings[Dataset::Aggregated.index()];
-    let windows = latest_windows(storage, bucket, aggregated, request)?;
-    let (bucket, dlq) = &listings[Dataset::Dlq.index()];
-    let reasons = dead_letters(storage, bucket, dlq, request.samples)?;
+    let dlq = opened.pop().expect("opened per dataset");
+    let aggregated = opened.pop().expect("opened per dataset");
+    let windows = latest_windows(&aggregated, request)?;
+    let reasons = dead_letters(&dlq, request.samples)?;
     Ok(Inspection {
         datasets,
         windows,
@@ -143,14 +149,12 @@ fn partition_of(path: &str) -> &str {
 /// The windows asked for: the window holding `window_at`, or the latest `windows`. Reads the
 /// aggregated files a day partition at a time, newest first, until it has enough.
 fn latest_windows(
-    storage: &Arc<dyn Storage>,
-    bucket: &str,
-    files: &[Listed],
+    files: &[(String, ParquetObject)],
     request: &Request,
 ) -> Result<Vec<Window>, InspectError> {
-    let mut days: BTreeMap<&str, Vec<&Listed>> = BTreeMap::new();
-    for file in files {
-        days.entry(partition_of(&file.path)).or_default().push(file);
+    let mut days: BTreeMap<&str, Vec<&ParquetObject>> = BTreeMap::new();
+    for (path, file) in files {
+        days.entry(partition_of(path)).or_default().push(file);
     }
     let mut counts = WindowCounts::default();
     if let Some(at) = request.window_at {
@@ -160,7 +164,7 @@ fn latest_windows(
             naming::date_partition(at - DAY_MS),
         ];
         for (_, day) in days.iter().filter(|(d, _)| wanted.iter().any(|w| w == *d)) {
-            counts.read(storage, bucket, day)?;
+            counts.read(day)?;
         }
         return match counts.holding(at) {
             Some(window) => Ok(vec![window]),
@@ -182,7 +186,7 @@ fn latest_windows(
         if counts.len() >= request.windows {
             break;
         }
-        counts.read(storage, bucket, day)?;
+        counts.read(day)?;
     }
     Ok(counts.latest(request.windows))
 }
@@ -194,17 +198,9 @@ const DAY_MS: i64 = 24 * 3_600_000;
 struct WindowCounts(BTreeMap<i64, (i64, BTreeMap<String, i64>)>);
 
 impl WindowCounts {
-    fn read(
-        &mut self,
-        storage: &Arc<dyn Storage>,
-        bucket: &str,
-        files: &[&Listed],
-    ) -> Result<(), InspectError> {
+    fn read(&mut self, files: &[&ParquetObject]) -> Result<(), InspectError> {
         for file in files {
-            let parquet = open(storage, Dataset::Aggregated, bucket, file)?;
-            for batch in
-                parquet.read(&["window_start", "window_end", "postcode", "pageview_count"])?
-            {
+            for batch in file.read(&["window_start", "window_end", "postcode", "pageview_count"])? {
                 let starts = batch.column(0).as_primitive::<TimestampMillisecondType>();
                 let ends = batch.column(1).as_primitive::<TimestampMillisecondType>();
                 let postcodes = batch.column(2).as_string::<i32>();
@@ -259,28 +255,36 @@ impl WindowCounts {
 }
 
 /// Dead letters counted by reason, with the first `samples` payloads of each in path order.
+/// A file's payloads are read only while a reason in it still lacks samples: the first few
+/// files usually supply them all, and the payload is most of a dead letter's bytes.
 fn dead_letters(
-    storage: &Arc<dyn Storage>,
-    bucket: &str,
-    files: &[Listed],
+    files: &[(String, ParquetObject)],
     samples: usize,
 ) -> Result<Vec<Reason>, InspectError> {
     let mut reasons: BTreeMap<String, Reason> = BTreeMap::new();
-    for file in files {
-        let parquet = open(storage, Dataset::Dlq, bucket, file)?;
-        for batch in parquet.read(&["error_kind", "payload"])? {
-            let kinds = batch.column(0).as_string::<i32>();
-            let payloads = batch.column(1).as_binary::<i32>();
-            for i in 0..batch.num_rows() {
-                let kind = kinds.value(i);
+    for (_, file) in files {
+        let batches = file.read(&["error_kind"])?;
+        let mut wanting = false;
+        for batch in &batches {
+            for kind in batch.column(0).as_string::<i32>().iter().flatten() {
                 let reason = reasons.entry(kind.to_string()).or_insert_with(|| Reason {
                     kind: kind.to_string(),
                     count: 0,
                     samples: Vec::new(),
                 });
                 reason.count += 1;
-                if reason.samples.len() < samples {
-                    reason.samples.push(sample(payloads.value(i)));
+                wanting |= reason.samples.len() < samples;
+            }
+        }
+        if wanting {
+            for batch in file.read(&["error_kind", "payload"])? {
+                let kinds = batch.column(0).as_string::<i32>();
+                let payloads = batch.column(1).as_binary::<i32>();
+                for i in 0..batch.num_rows() {
+                    let reason = reasons.get_mut(kinds.value(i)).expect("counted above");
+                    if reason.samples.len() < samples {
+                        reason.samples.push(sample(payloads.value(i)));
+                    }
                 }
             }
         }
@@ -342,13 +346,13 @@ impl ParquetObject {
 
     /// The `columns` (of those its dataset's files have), in that order, of every row; a
     /// column of another type is an error, not a panic later.
-    fn read(self, columns: &[&str]) -> Result<Vec<RecordBatch>, InspectError> {
+    fn read(&self, columns: &[&str]) -> Result<Vec<RecordBatch>, InspectError> {
         let ParquetObject {
             object,
             dataset,
             metadata,
         } = self;
-        let fail = |source| object.unreadable(dataset, source);
+        let fail = |source| object.unreadable(*dataset, source);
         let (schema, ours) = (metadata.schema().clone(), dataset.schema());
         let indices = columns
             .iter()
@@ -373,10 +377,11 @@ impl ParquetObject {
             metadata.metadata().file_metadata().schema_descr(),
             indices.iter().copied(),
         );
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(object.clone(), metadata)
-            .with_projection(mask)
-            .build()
-            .map_err(fail)?;
+        let reader =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(object.clone(), metadata.clone())
+                .with_projection(mask)
+                .build()
+                .map_err(fail)?;
         // The projection keeps the file's column order; put the columns in the order asked.
         let mut sorted = indices.clone();
         sorted.sort_unstable();

@@ -182,6 +182,28 @@ fn one_window_shows_every_postcode() {
 }
 
 #[test]
+fn samples_come_from_whichever_file_holds_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("out");
+    // Two runs, two DLQ files: the second holds a reason the first has not.
+    for (name, lines) in [
+        ("a", "not json\nnot json either\nstill not\n"),
+        ("b", "{\"user_id\": 1}\n{\"user_id\": 2}\nnot json at all\n"),
+    ] {
+        let input = dir.path().join(format!("{name}.jsonl"));
+        std::fs::write(&input, lines).unwrap();
+        let out = process(&input, &storage, &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let report = inspect(&["--storage", storage.to_str().unwrap(), "--samples", "2"]);
+    let reasons = report.split_once("dead letters by reason (6)\n").unwrap().1;
+    assert_eq!(
+        reasons,
+        "  invalid_json             4\n      not json\n      not json either\n  missing_field            2\n      {\"user_id\": 1}\n      {\"user_id\": 2}\n"
+    );
+}
+
+#[test]
 fn bad_input_fails_with_one_line_that_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nothing-here");

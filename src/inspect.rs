@@ -377,11 +377,28 @@ impl ParquetObject {
             metadata.metadata().file_metadata().schema_descr(),
             indices.iter().copied(),
         );
-        let reader =
-            ParquetRecordBatchReaderBuilder::new_with_metadata(object.clone(), metadata.clone())
-                .with_projection(mask)
-                .build()
-                .map_err(fail)?;
+        let parquet = metadata.metadata();
+        let mut chunks = Vec::new();
+        for row_group in parquet.row_groups() {
+            for (leaf, column) in row_group.columns().iter().enumerate() {
+                if mask.leaf_included(leaf) {
+                    let (start, length) = column.byte_range();
+                    let bytes = object
+                        .storage
+                        .get_range(&object.key, start..start + length)
+                        .map_err(|e| fail(ParquetError::External(Box::new(e))))?;
+                    chunks.push((start, bytes));
+                }
+            }
+        }
+        let fetched = Fetched {
+            chunks,
+            size: object.size,
+        };
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(fetched, metadata.clone())
+            .with_projection(mask)
+            .build()
+            .map_err(fail)?;
         // The projection keeps the file's column order; put the columns in the order asked.
         let mut sorted = indices.clone();
         sorted.sort_unstable();
@@ -398,8 +415,53 @@ impl ParquetObject {
     }
 }
 
-/// An object read by ranges, so a footer or a column costs only its own bytes.
-#[derive(Clone)]
+/// The column chunks one read needs, each fetched whole: the reader asks for every page's
+/// header and body separately, which would otherwise be a request (or a file read) each.
+struct Fetched {
+    /// (offset in the file, bytes).
+    chunks: Vec<(u64, Bytes)>,
+    size: u64,
+}
+
+impl Fetched {
+    /// The fetched bytes from `start` to the end of its chunk.
+    fn from(&self, start: u64) -> parquet::errors::Result<Bytes> {
+        self.chunks
+            .iter()
+            .find(|(at, bytes)| *at <= start && start < at + bytes.len() as u64)
+            .map(|(at, bytes)| bytes.slice((start - at) as usize..))
+            .ok_or_else(|| {
+                ParquetError::General(format!("byte {start} lies outside the columns read"))
+            })
+    }
+}
+
+impl Length for Fetched {
+    fn len(&self) -> u64 {
+        self.size
+    }
+}
+
+impl ChunkReader for Fetched {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        Ok(self.from(start)?.reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        let bytes = self.from(start)?;
+        if bytes.len() < length {
+            return Err(ParquetError::General(format!(
+                "bytes {start}..{} run past the column read",
+                start + length as u64
+            )));
+        }
+        Ok(bytes.slice(..length))
+    }
+}
+
+/// An object read by ranges, so its footer costs only its own bytes.
 struct Object {
     storage: Arc<dyn Storage>,
     key: String,

@@ -383,6 +383,13 @@ impl ParquetObject {
             for (leaf, column) in row_group.columns().iter().enumerate() {
                 if mask.leaf_included(leaf) {
                     let (start, length) = column.byte_range();
+                    if start.saturating_add(length) > object.size {
+                        return Err(fail(ParquetError::General(format!(
+                            "its footer places a column at bytes {start}..+{length}, past its \
+                             {} bytes",
+                            object.size
+                        ))));
+                    }
                     let bytes = object
                         .storage
                         .get_range(&object.key, start..start + length)

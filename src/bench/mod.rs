@@ -77,10 +77,11 @@ const BAR_WIDTH: usize = 20;
 const REDRAW_EVERY: Duration = Duration::from_millis(500);
 
 impl Runs {
-    /// `total`: the events every planned child reads, summed.
-    pub(super) fn new(total: u64) -> Self {
+    /// Every size is read by two children per round: the one measured and the one it is
+    /// compared with.
+    pub(super) fn paired(args: &BenchArgs) -> Self {
         Runs {
-            total,
+            total: args.sizes.iter().sum::<u64>() * 2 * u64::from(args.repeat),
             done: 0,
             started: Instant::now(),
             terminal: std::io::stderr().is_terminal(),
@@ -151,7 +152,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "parse-only events/s",
         "processed/limit",
     ]);
-    let mut runs = Runs::new(args.sizes.iter().sum::<u64>() * 2 * args.repeat as u64);
+    let mut runs = Runs::paired(args);
     for &events in &args.sizes {
         let input = ensure_input(&args.dir, events)?;
         let input_bytes = fs::metadata(&input)?.len();
@@ -208,7 +209,7 @@ fn run_kafka(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
         "RSS at ¼, ½, ¾ of the run MiB",
         "processed/limit",
     ]);
-    let mut runs = Runs::new(args.sizes.iter().sum::<u64>() * 2 * args.repeat as u64);
+    let mut runs = Runs::paired(args);
     for &events in &args.sizes {
         let topic = format!("pageview-bench-{events}-{}", crate::generate::now_ms());
         kafka::ensure_topic(servers, &topic, 3)?;

@@ -52,7 +52,7 @@ pub fn run(args: &BenchArgs, exe: &Path) -> Result<()> {
         "upload-only MB/s",
         "S3 ÷ max(disk, upload-only)",
     ]);
-    let mut runs = Runs::new(args.sizes.iter().sum::<u64>() * 2 * args.repeat as u64);
+    let mut runs = Runs::paired(args);
     for &events in &args.sizes {
         let input = ensure_input(&args.dir, events)?;
         let input = path_str(&input)?;

@@ -318,6 +318,12 @@ impl S3Storage {
             .get(bucket)
             .unwrap_or_else(|| panic!("bucket {bucket} was not opened"))
     }
+
+    /// The store of `key`'s bucket, and the path in it.
+    fn locate(&self, key: &str) -> (&Arc<AmazonS3>, Path) {
+        let (bucket, path) = split_key(key);
+        (self.store(bucket), Path::from(path))
+    }
 }
 
 impl Storage for S3Storage {
@@ -366,8 +372,7 @@ impl Storage for S3Storage {
     }
 
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
-        let (bucket, path) = split_key(key);
-        let (store, path) = (self.store(bucket), Path::from(path));
+        let (store, path) = self.locate(key);
         let payload = PutPayload::from(bytes.to_vec());
         self.shared
             .wait("put", key, || store.put(&path, payload.clone()))
@@ -375,8 +380,7 @@ impl Storage for S3Storage {
     }
 
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        let (bucket, path) = split_key(key);
-        let (store, path) = (self.store(bucket), Path::from(path));
+        let (store, path) = self.locate(key);
         let got = self.shared.wait("get", key, || async {
             store.get(&path).await?.bytes().await
         });
@@ -388,8 +392,7 @@ impl Storage for S3Storage {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
-        let (bucket, path) = split_key(prefix);
-        let (store, path) = (self.store(bucket), Path::from(path));
+        let (store, path) = self.locate(prefix);
         let listed = self
             .shared
             .wait("list", prefix, || store.list_with_delimiter(Some(&path)))?;
@@ -419,15 +422,13 @@ impl Storage for S3Storage {
     }
 
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StorageError> {
-        let (bucket, path) = split_key(key);
-        let (store, path) = (self.store(bucket), Path::from(path));
+        let (store, path) = self.locate(key);
         self.shared
             .wait("get", key, || store.get_range(&path, range.clone()))
     }
 
     fn delete(&self, key: &str) -> Result<(), StorageError> {
-        let (bucket, path) = split_key(key);
-        let (store, path) = (self.store(bucket), Path::from(path));
+        let (store, path) = self.locate(key);
         self.shared.wait("delete", key, || store.delete(&path))
     }
 }

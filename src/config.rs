@@ -666,24 +666,6 @@ pub fn parse_count(s: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn times_are_rfc3339_utc_or_ms() {
-        let ms = 1_796_017_320_000;
-        for s in [
-            "2026-11-30T05:42:00Z",
-            "2026-11-30T06:42:00+01:00",
-            "2026-11-30T05:42",
-            "2026-11-30T05:42Z",
-            "2026-11-30 05:42:00",
-            "2026-11-30 05:42",
-            "1796017320000",
-        ] {
-            assert_eq!(super::parse_time(s), Ok(ms), "{s}");
-        }
-        let error = super::parse_time("yesterday").unwrap_err();
-        assert!(error.contains("\"yesterday\" is not a time"), "{error}");
-    }
-
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
@@ -697,6 +679,24 @@ mod tests {
             Command::Process(p) => p.pipeline,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc_or_ms() {
+        let ms = 1_796_017_320_000;
+        for s in [
+            "2026-11-30T05:42:00Z",
+            "2026-11-30T06:42:00+01:00",
+            "2026-11-30T05:42",
+            "2026-11-30T05:42Z",
+            "2026-11-30 05:42:00",
+            "2026-11-30 05:42",
+            "1796017320000",
+        ] {
+            assert_eq!(parse_time(s), Ok(ms), "{s}");
+        }
+        let error = parse_time("yesterday").unwrap_err();
+        assert!(error.contains("\"yesterday\" is not a time"), "{error}");
     }
 
     #[test]

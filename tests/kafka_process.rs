@@ -885,23 +885,13 @@ fn an_s3_stall_pauses_the_processor_and_loses_nothing() {
     // The failed attempts are counted by request.
     let address = log
         .lines()
-        .find_map(|l| l.strip_prefix("pageview: status page at "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no metrics address: {log}"))
-        .to_string();
-    let metrics = Command::new("curl")
-        .args(["-sf", &format!("{address}metrics")])
-        .output()
-        .unwrap();
-    let metrics = String::from_utf8(metrics.stdout).unwrap();
+        .find_map(status_address)
+        .unwrap_or_else(|| panic!("no metrics address: {log}"));
+    let (_, metrics) = http_get(address, "/metrics");
     stop(child);
     assert!(log.contains("pageview: S3 is failing"), "{log}");
     assert!(log.contains("pageview: S3 works again after"), "{log}");
-    let failed: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("pageview_storage_errors_total{"))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum();
+    let failed = sum_of(&parse_metrics(&metrics), "pageview_storage_errors_total");
     assert!(failed > 0.0, "{metrics}");
     assert_exactly_once(storage.path(), &data, Rows::One);
     assert_no_staging_leftovers(storage.path());

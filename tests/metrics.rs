@@ -6,8 +6,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -33,9 +33,8 @@ impl Serving {
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines() {
                     let line = line.unwrap_or_default();
-                    if let Some(rest) = line.strip_prefix("pageview: status page at http://") {
-                        let address = rest.split('/').next().unwrap().parse::<SocketAddr>();
-                        let _ = found.send(address.unwrap());
+                    if let Some(address) = status_address(&line) {
+                        let _ = found.send(address);
                     }
                     log.lock().unwrap().push(line);
                 }
@@ -52,9 +51,9 @@ impl Serving {
     }
 
     fn metrics(&self) -> BTreeMap<String, f64> {
-        let (status, body) = get(self.address, "/metrics");
+        let (status, body) = http_get(self.address, "/metrics");
         assert_eq!(status, 200, "{body}");
-        parse(&body)
+        parse_metrics(&body)
     }
 }
 
@@ -66,46 +65,6 @@ impl Drop for Serving {
             eprintln!("log: {:#?}", self.log.lock().unwrap());
         }
     }
-}
-
-/// `GET path` over HTTP/1.1: (status, body).
-fn get(address: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// Series (name with labels) → value, from Prometheus text.
-fn parse(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
-fn sum_of(metrics: &BTreeMap<String, f64>, name: &str) -> f64 {
-    metrics
-        .iter()
-        .filter(|(k, _)| k.split('{').next() == Some(name))
-        .map(|(_, v)| v)
-        .sum()
 }
 
 /// The number after `label` in the summary line that starts with it.
@@ -153,7 +112,7 @@ fn metrics_agree_with_the_files_and_the_summary() {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());
     let mut serving = Serving::spawn(command);
-    assert_eq!(get(serving.address, "/healthz"), (200, "ok\n".into()));
+    assert_eq!(http_get(serving.address, "/healthz"), (200, "ok\n".into()));
     let mut stdin = serving.child.stdin.take().unwrap();
     stdin.write_all(&std::fs::read(&input).unwrap()).unwrap();
     stdin.flush().unwrap();
@@ -177,7 +136,7 @@ fn metrics_agree_with_the_files_and_the_summary() {
         assert!(Instant::now() < deadline, "metrics never caught up: {m:#?}");
         std::thread::sleep(Duration::from_millis(200));
     };
-    let (status, body) = get(serving.address, "/readyz");
+    let (status, body) = http_get(serving.address, "/readyz");
     assert_eq!((status, body.as_str()), (200, "ready\n"));
     let raw_rows: usize = read_dataset(&storage, RAW)
         .iter()
@@ -508,7 +467,7 @@ fn a_kafka_processor_reports_its_lag_per_partition() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    let (status, _) = get(serving.address, "/readyz");
+    let (status, _) = http_get(serving.address, "/readyz");
     assert_eq!(status, 200);
     // The status page shows the same lag, in total and per partition.
     let dom = browse(serving.address);
@@ -632,11 +591,11 @@ fn exported() -> Vec<String> {
         .unwrap();
     stdin.flush().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut text = get(serving.address, "/metrics").1;
+    let mut text = http_get(serving.address, "/metrics").1;
     while !text.contains("pageview_records_read_total 2") {
         assert!(Instant::now() < deadline, "{text}");
         std::thread::sleep(Duration::from_millis(200));
-        text = get(serving.address, "/metrics").1;
+        text = http_get(serving.address, "/metrics").1;
     }
     let mut names = declared(&text);
     use pageview::metrics::{GeneratorMetrics, PipelineMetrics, encode, registry};

@@ -2,9 +2,13 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -184,6 +188,53 @@ pub fn window_counts(root: &Path) -> std::collections::BTreeMap<i64, Vec<(String
         }
     }
     windows
+}
+
+/// Where the line `pageview: status page at http://ADDRESS/ …` says the binary serves.
+pub fn status_address(line: &str) -> Option<SocketAddr> {
+    let rest = line.strip_prefix("pageview: status page at http://")?;
+    rest.split('/').next()?.parse().ok()
+}
+
+/// `GET path` over HTTP/1.1: (status, body).
+pub fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Series (name with labels) → value, from Prometheus text.
+pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The sum of every series of metric `name`, whatever its labels.
+pub fn sum_of(metrics: &BTreeMap<String, f64>, name: &str) -> f64 {
+    metrics
+        .iter()
+        .filter(|(k, _)| k.split('{').next() == Some(name))
+        .map(|(_, v)| v)
+        .sum()
 }
 
 pub mod kafka;

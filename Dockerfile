@@ -1,11 +1,8 @@
 # The pageview binary in a small runtime image; every service of docker-compose.yml that is
 # ours (generator, processor, bucket setup) runs this same binary with its own command.
 FROM rust:1.95-bookworm AS build
-# librdkafka is built from source (rdkafka's cmake-build) against these.
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends \
-        cmake libcurl4-openssl-dev libssl-dev zlib1g-dev libzstd-dev libsasl2-dev \
-    && rm -rf /var/lib/apt/lists/*
+# Nothing to install: librdkafka and the C libraries it links (OpenSSL, zlib, zstd) are built
+# from crate sources with the image's C compiler, make and perl (see Cargo.toml).
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
@@ -15,10 +12,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && cp target/release/pageview /pageview
 
 FROM debian:bookworm-slim
-# zlib is the binary's one shared library beyond libc; CA certificates for AWS over TLS;
-# curl for health checks.
+# The binary links only libc (and libgcc, libm); CA certificates for AWS and for Kafka over
+# TLS; curl for health checks.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates zlib1g curl \
+    && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /data --create-home pageview
 COPY --from=build /pageview /usr/local/bin/pageview

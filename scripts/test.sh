@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test. Installs what the tests need into ~/.cache/pageview (Python with
-# pyarrow and duckdb, the Apache Kafka broker's jars, LocalStack) and the C libraries rdkafka
-# builds against, and builds there too, so later runs are fast and the clone stays clean.
+# pyarrow and duckdb, the Apache Kafka broker's jars, LocalStack), and builds there too, so
+# later runs are fast and the clone stays clean. The build itself needs no system library:
+# librdkafka's C dependencies are built from crate sources.
 # Tests start and stop their own services (a Kafka broker or LocalStack on 127.0.0.1 per
 # test, stopped by PID).
 set -euo pipefail
@@ -20,12 +21,12 @@ if ! "$py/bin/python" -c 'import pyarrow, duckdb' 2>/dev/null; then
 fi
 export PAGEVIEW_PYTHON="$py/bin/python"
 
-# C libraries librdkafka is built against (rdkafka's cmake-build); Debian's docker-compose,
-# which checks docker-compose.yml (tests/deploy.rs) without a Docker engine; Debian's
-# Prometheus with promtool (tests/metrics.rs), started by the tests on 127.0.0.1 only; and
-# Debian's chromium, which loads the status page headless (tests/metrics.rs).
+# Debian's docker-compose, which checks docker-compose.yml (tests/deploy.rs) without a Docker
+# engine; Debian's Prometheus with promtool (tests/metrics.rs), started by the tests on
+# 127.0.0.1 only; and Debian's chromium, which loads the status page headless
+# (tests/metrics.rs).
 missing=()
-for pkg in cmake libcurl4-openssl-dev libssl-dev zlib1g-dev libzstd-dev libsasl2-dev docker-compose make prometheus chromium; do
+for pkg in docker-compose make prometheus chromium; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -11,6 +11,7 @@ use parquet::basic::{Compression, ZstdLevel};
 
 use crate::generate::{GeneratorConfig, now_ms};
 use crate::kafka::KeyChoice;
+use crate::kafka::security::{Cluster, Mechanism, Protocol, RESERVED, Sasl, Secret, Security, Tls};
 use crate::logging::LogFormat;
 use crate::sink::{Dataset, SinkConfig, Tags};
 use crate::source::kafka::ConsumerSettings;
@@ -166,6 +167,253 @@ pub struct ProducerArgs {
     /// Message key.
     #[arg(long, value_enum, default_value_t = KeyChoice::None)]
     pub key: KeyChoice,
+    #[command(flatten)]
+    pub security: KafkaSecurityArgs,
+}
+
+/// How clients authenticate to Kafka and encrypt what they send: TLS, SASL, or both, as
+/// managed clusters (MSK, Confluent Cloud, Aiven) need.
+#[derive(Debug, Args)]
+pub struct KafkaSecurityArgs {
+    /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL [default: SASL_SSL when a SASL mechanism
+    /// is set, PLAINTEXT otherwise].
+    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_enum, ignore_case = true)]
+    pub kafka_security_protocol: Option<Protocol>,
+    /// PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER (a token from librdkafka's
+    /// `sasl.oauthbearer.*` options) or AWS_MSK_IAM (tokens signed with the AWS credentials
+    /// of the environment, for AWS_REGION).
+    #[arg(long, env = "KAFKA_SASL_MECHANISM", value_enum, ignore_case = true)]
+    pub kafka_sasl_mechanism: Option<Mechanism>,
+    /// SASL username (PLAIN and SCRAM; Confluent Cloud's API key).
+    #[arg(long, env = "KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+    /// SASL password (Confluent Cloud's API secret); prefer the file for secrets.
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub kafka_sasl_password: Option<String>,
+    /// A file holding the SASL password (a mounted Kubernetes secret); one trailing newline
+    /// is not part of it.
+    #[arg(
+        long,
+        env = "KAFKA_SASL_PASSWORD_FILE",
+        conflicts_with = "kafka_sasl_password"
+    )]
+    pub kafka_sasl_password_file: Option<PathBuf>,
+    /// PEM file of the CA certificates the broker's certificate must chain to [default: the
+    /// system's]. The broker's host name is verified against its certificate.
+    #[arg(long, env = "KAFKA_SSL_CA_LOCATION")]
+    pub kafka_ssl_ca_location: Option<PathBuf>,
+    /// PEM file of this client's certificate, for brokers that authenticate clients by TLS.
+    #[arg(
+        long,
+        env = "KAFKA_SSL_CERTIFICATE_LOCATION",
+        requires = "kafka_ssl_key_location"
+    )]
+    pub kafka_ssl_certificate_location: Option<PathBuf>,
+    /// PEM file of the client certificate's private key.
+    #[arg(
+        long,
+        env = "KAFKA_SSL_KEY_LOCATION",
+        requires = "kafka_ssl_certificate_location"
+    )]
+    pub kafka_ssl_key_location: Option<PathBuf>,
+    /// Password of the private key, when it is encrypted.
+    #[arg(long, env = "KAFKA_SSL_KEY_PASSWORD", hide_env_values = true)]
+    pub kafka_ssl_key_password: Option<String>,
+    /// Any other librdkafka property, `KEY=VALUE`; repeatable, or `;`-separated in the
+    /// variable. Properties pageview relies on (group, commits, acks, …) are refused.
+    #[arg(
+        long = "kafka-option",
+        env = "KAFKA_OPTIONS",
+        value_name = "KEY=VALUE",
+        value_delimiter = ';',
+        hide_env_values = true
+    )]
+    pub kafka_options: Vec<String>,
+}
+
+impl KafkaSecurityArgs {
+    /// The cluster at `servers`, reached as these settings say. MSK IAM tokens are signed for
+    /// `AWS_REGION` (or `AWS_DEFAULT_REGION`), the cluster's region.
+    pub fn cluster(&self, servers: &str) -> Result<Cluster, ConfigError> {
+        let invalid = |setting, problem: String| ConfigError::Invalid { setting, problem };
+        if servers.trim().is_empty() {
+            return Err(invalid("KAFKA_BOOTSTRAP_SERVERS", "is empty".into()));
+        }
+        let mechanism = self.kafka_sasl_mechanism;
+        let protocol = self.kafka_security_protocol.unwrap_or(match mechanism {
+            Some(_) => Protocol::SaslSsl,
+            None => Protocol::Plaintext,
+        });
+        let sasl = match (protocol.is_sasl(), mechanism) {
+            (true, None) => {
+                return Err(invalid(
+                    "KAFKA_SASL_MECHANISM",
+                    format!(
+                        "{} needs one: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or AWS_MSK_IAM",
+                        protocol.as_str()
+                    ),
+                ));
+            }
+            (false, Some(m)) => {
+                return Err(invalid(
+                    "KAFKA_SASL_MECHANISM",
+                    format!(
+                        "{} is set, but KAFKA_SECURITY_PROTOCOL is {}, which has no SASL (use SASL_SSL or SASL_PLAINTEXT)",
+                        m.as_str(),
+                        protocol.as_str()
+                    ),
+                ));
+            }
+            (false, None) => None,
+            (true, Some(m)) if m.needs_password() => Some(self.password_identity(m)?),
+            (true, Some(Mechanism::AwsMskIam)) => {
+                let region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+                    .iter()
+                    .find_map(|name| std::env::var(name).ok().filter(|r| !r.is_empty()))
+                    .ok_or_else(|| {
+                        invalid(
+                            "AWS_REGION",
+                            "is not set; AWS_MSK_IAM signs its tokens for the cluster's region"
+                                .into(),
+                        )
+                    })?;
+                Some(Sasl::AwsMskIam { region })
+            }
+            (true, Some(_)) => Some(Sasl::OAuthBearer),
+        };
+        if !mechanism.is_some_and(Mechanism::needs_password)
+            && (self.kafka_sasl_username.is_some()
+                || self.kafka_sasl_password.is_some()
+                || self.kafka_sasl_password_file.is_some())
+        {
+            return Err(invalid(
+                "KAFKA_SASL_USERNAME",
+                "a username or password is set, but KAFKA_SASL_MECHANISM is not PLAIN or SCRAM"
+                    .into(),
+            ));
+        }
+        let tls = Tls {
+            ca: readable(&self.kafka_ssl_ca_location, "KAFKA_SSL_CA_LOCATION")?,
+            certificate: readable(
+                &self.kafka_ssl_certificate_location,
+                "KAFKA_SSL_CERTIFICATE_LOCATION",
+            )?,
+            key: readable(&self.kafka_ssl_key_location, "KAFKA_SSL_KEY_LOCATION")?,
+            key_password: self.kafka_ssl_key_password.clone().map(Secret::new),
+        };
+        if !protocol.is_tls() && (tls != Tls::default()) {
+            return Err(invalid(
+                "KAFKA_SECURITY_PROTOCOL",
+                format!(
+                    "is {}, which has no TLS, but TLS files are set (use SSL or SASL_SSL)",
+                    protocol.as_str()
+                ),
+            ));
+        }
+        let options = self
+            .kafka_options
+            .iter()
+            .filter(|option| !option.trim().is_empty())
+            .map(|option| pass_through(option))
+            .collect::<Result<_, _>>()?;
+        let security = Security {
+            protocol,
+            sasl,
+            tls,
+            options,
+        };
+        let cluster = Cluster {
+            servers: servers.to_string(),
+            security,
+        };
+        crate::kafka::check_client_config(&cluster)
+            .map_err(|problem| invalid("KAFKA_OPTIONS", problem))?;
+        Ok(cluster)
+    }
+
+    fn password_identity(&self, mechanism: Mechanism) -> Result<Sasl, ConfigError> {
+        let invalid = |setting, problem: String| ConfigError::Invalid { setting, problem };
+        let username = self
+            .kafka_sasl_username
+            .clone()
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| {
+                invalid(
+                    "KAFKA_SASL_USERNAME",
+                    format!("{} needs a username", mechanism.as_str()),
+                )
+            })?;
+        let password = match (&self.kafka_sasl_password, &self.kafka_sasl_password_file) {
+            (Some(password), _) => password.clone(),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    invalid(
+                        "KAFKA_SASL_PASSWORD_FILE",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let text = text.strip_suffix('\n').unwrap_or(&text);
+                text.strip_suffix('\r').unwrap_or(text).to_string()
+            }
+            (None, None) => String::new(),
+        };
+        if password.is_empty() {
+            return Err(invalid(
+                "KAFKA_SASL_PASSWORD",
+                format!(
+                    "{} needs a password (KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE)",
+                    mechanism.as_str()
+                ),
+            ));
+        }
+        Ok(Sasl::Password {
+            mechanism,
+            username,
+            password: Secret::new(password),
+        })
+    }
+}
+
+/// A file setting, checked readable now rather than when a client first connects.
+fn readable(path: &Option<PathBuf>, setting: &'static str) -> Result<Option<PathBuf>, ConfigError> {
+    if let Some(path) = path
+        && let Err(e) = std::fs::File::open(path)
+    {
+        return Err(ConfigError::Invalid {
+            setting,
+            problem: format!("cannot read {}: {e}", path.display()),
+        });
+    }
+    Ok(path.clone())
+}
+
+/// `KEY=VALUE` → a pass-through option; the value is never quoted back, it may be a secret.
+fn pass_through(option: &str) -> Result<(String, Secret), ConfigError> {
+    let invalid = |problem: String| ConfigError::Invalid {
+        setting: "KAFKA_OPTIONS",
+        problem,
+    };
+    let Some((key, value)) = option.split_once('=') else {
+        return Err(invalid(format!(
+            "an option must be KEY=VALUE; one starting {:?} has no `=`",
+            option.chars().take(24).collect::<String>()
+        )));
+    };
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(invalid("an option has an empty key".into()));
+    }
+    if let Some((_, instead)) = RESERVED.iter().find(|(reserved, _)| *reserved == key) {
+        return Err(invalid(if instead.starts_with("nothing") {
+            format!(
+                "{key} is pageview's own and cannot be set ({})",
+                &instead["nothing: ".len()..]
+            )
+        } else {
+            format!("{key} has a setting of its own: {instead}")
+        }));
+    }
+    Ok((key.to_string(), Secret::new(value.to_string())))
 }
 
 #[derive(Debug, Args)]
@@ -275,17 +523,19 @@ pub struct ConsumerArgs {
     /// also rejoins after that long without an answer from the broker.
     #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 45_000, value_parser = clap::value_parser!(u32).range(6_000..=300_000))]
     pub session_timeout_ms: u32,
+    #[command(flatten)]
+    pub security: KafkaSecurityArgs,
 }
 
 impl ConsumerArgs {
-    pub fn settings(&self, servers: &str) -> ConsumerSettings {
-        ConsumerSettings {
-            servers: servers.to_string(),
+    pub fn settings(&self, servers: &str) -> Result<ConsumerSettings, ConfigError> {
+        Ok(ConsumerSettings {
+            cluster: self.security.cluster(servers)?,
             topic: self.topic.clone(),
             group: self.group.clone(),
             instance_id: self.group_instance_id.clone(),
             session_timeout: Duration::from_millis(self.session_timeout_ms.into()),
-        }
+        })
     }
 }
 

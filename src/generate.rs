@@ -136,10 +136,19 @@ impl Generator {
 
     /// Writes events as JSONL until done or `stop` is set, pacing to the rate in real time.
     pub fn write_to(&mut self, out: &mut impl Write, stop: &AtomicBool) -> io::Result<()> {
+        self.write_paced(out, stop, &Pace::new(self.rate(), self.is_real_time()))
+    }
+
+    /// [`Generator::write_to`] on `pace`'s clock. The wait comes before the end, so the last
+    /// of `--events N` takes its share of time too and the whole takes `N / rate`.
+    fn write_paced<C: Clock>(
+        &mut self,
+        out: &mut impl Write,
+        stop: &AtomicBool,
+        pace: &Pace<C>,
+    ) -> io::Result<()> {
         let mut line = Vec::with_capacity(256);
-        let pace = Pace::new(self.rate(), self.is_real_time());
-        while !self.is_done() && !stop.load(Ordering::Relaxed) {
-            pace.wait_for(self.made);
+        while pace.wait_for(self.made, stop, || {}) && !self.is_done() {
             line.clear();
             self.next_line(&mut line);
             line.push(b'\n');
@@ -159,10 +168,10 @@ impl Generator {
         stop: &AtomicBool,
     ) {
         let pace = Pace::new(self.rate(), self.is_real_time());
-        while !self.is_done() && !stop.load(Ordering::Relaxed) {
+        while pace.wait_for(self.made, stop, || {}) && !self.is_done() {
             let mut chunk = Vec::with_capacity(CHUNK_LINES * 128);
             // In real time a chunk holds what is due now, so events reach the processor at once.
-            let due = pace.due(self.made).max(self.made + 1);
+            let due = pace.due(self.made + 1);
             let mut lines = 0;
             while lines < CHUNK_LINES && self.made < due && !self.is_done() {
                 self.next_line(&mut chunk);
@@ -172,7 +181,6 @@ impl Generator {
             if chunks.send(Ok(chunk)).is_err() {
                 return;
             }
-            pace.wait_for(self.made);
         }
     }
 }
@@ -236,17 +244,48 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Wall-clock pacing for real-time generation; does nothing in simulated time.
-pub(crate) struct Pace {
-    started: Instant,
+/// The pace's view of time, so its logic can be tested with a clock the test controls.
+pub(crate) trait Clock {
+    /// Time since the clock was started.
+    fn elapsed(&self) -> Duration;
+    fn sleep(&self, duration: Duration);
+}
+
+pub(crate) struct WallClock(Instant);
+
+impl Clock for WallClock {
+    fn elapsed(&self) -> Duration {
+        self.0.elapsed()
+    }
+
+    fn sleep(&self, duration: Duration) {
+        std::thread::sleep(duration);
+    }
+}
+
+/// The longest one sleep of a wait lasts, so a stop is seen and a producer polled while an
+/// event of a slow rate (one every 100 s at 0.01/s) is not yet due.
+const WAIT_SLICE: Duration = Duration::from_millis(200);
+
+/// Wall-clock pacing for real-time generation: event `i` is due `i / rate` seconds after
+/// the start, so `N` events at `r`/s take `N / r` seconds at every rate. Does nothing in
+/// simulated time.
+pub(crate) struct Pace<C = WallClock> {
+    clock: C,
     rate: f64,
     real_time: bool,
 }
 
 impl Pace {
     pub(crate) fn new(rate: f64, real_time: bool) -> Self {
+        Pace::with_clock(WallClock(Instant::now()), rate, real_time)
+    }
+}
+
+impl<C: Clock> Pace<C> {
+    pub(crate) fn with_clock(clock: C, rate: f64, real_time: bool) -> Self {
         Pace {
-            started: Instant::now(),
+            clock,
             rate,
             real_time,
         }
@@ -256,24 +295,37 @@ impl Pace {
         self.real_time
     }
 
+    /// When event number `made` is due, after the start.
+    fn due_at(&self, made: u64) -> Duration {
+        Duration::from_secs_f64(made as f64 / self.rate)
+    }
+
     /// How many events should have been made by now.
     fn due(&self, made: u64) -> u64 {
         if !self.real_time {
             return u64::MAX;
         }
-        let due = (self.started.elapsed().as_secs_f64() * self.rate) as u64;
+        let due = (self.clock.elapsed().as_secs_f64() * self.rate) as u64;
         due.max(made)
     }
 
-    /// Sleeps until event number `made` is due.
-    pub(crate) fn wait_for(&self, made: u64) {
+    /// Waits until event number `made` is due, calling `between` after each slice of the
+    /// wait (a producer polls its deliveries there); false when `stop` was set first.
+    pub(crate) fn wait_for(&self, made: u64, stop: &AtomicBool, mut between: impl FnMut()) -> bool {
         if !self.real_time {
-            return;
+            return !stop.load(Ordering::Relaxed);
         }
-        let at = Duration::from_secs_f64(made as f64 / self.rate);
-        let elapsed = self.started.elapsed();
-        if at > elapsed {
-            std::thread::sleep((at - elapsed).min(Duration::from_millis(200)));
+        let at = self.due_at(made);
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            let elapsed = self.clock.elapsed();
+            if elapsed >= at {
+                return true;
+            }
+            self.clock.sleep((at - elapsed).min(WAIT_SLICE));
+            between();
         }
     }
 }
@@ -282,7 +334,114 @@ impl Pace {
 mod tests {
     use super::*;
     use crate::validate::{ErrorKind, validate};
+    use std::cell::{Cell, RefCell};
     use std::collections::HashMap;
+    use std::rc::Rc;
+
+    /// A clock that moves only when slept on, remembering each sleep.
+    #[derive(Clone, Default)]
+    struct TestClock {
+        now: Rc<Cell<Duration>>,
+        sleeps: Rc<RefCell<Vec<Duration>>>,
+    }
+
+    impl Clock for TestClock {
+        fn elapsed(&self) -> Duration {
+            self.now.get()
+        }
+
+        fn sleep(&self, duration: Duration) {
+            self.now.set(self.now.get() + duration);
+            self.sleeps.borrow_mut().push(duration);
+        }
+    }
+
+    /// Notes the clock's time as each line is written.
+    struct Stamped {
+        clock: TestClock,
+        lines_at: Vec<Duration>,
+    }
+
+    impl Write for Stamped {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let lines = buf.iter().filter(|&&b| b == b'\n').count();
+            let now = self.clock.elapsed();
+            self.lines_at.extend(std::iter::repeat_n(now, lines));
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn close(a: Duration, b: Duration) -> bool {
+        a.abs_diff(b) < Duration::from_micros(1)
+    }
+
+    #[test]
+    fn real_time_events_keep_their_rate_at_every_rate() {
+        for rate in [0.01, 0.3, 1.16, 4.9, 5.0, 7.5, 1000.0] {
+            let clock = TestClock::default();
+            let pace = Pace::with_clock(clock.clone(), rate, true);
+            let mut generator = Generator::new(GeneratorConfig {
+                rate,
+                events: Some(10),
+                simulated_start_ms: None,
+                ..config(0.0)
+            });
+            let mut out = Stamped {
+                clock: clock.clone(),
+                lines_at: Vec::new(),
+            };
+            generator
+                .write_paced(&mut out, &AtomicBool::new(false), &pace)
+                .unwrap();
+            assert_eq!(out.lines_at.len(), 10, "at {rate}/s");
+            for (i, at) in out.lines_at.iter().enumerate() {
+                let due = Duration::from_secs_f64(i as f64 / rate);
+                assert!(
+                    close(*at, due),
+                    "at {rate}/s event {i} at {at:?}, due {due:?}"
+                );
+            }
+            let took = clock.elapsed();
+            assert!(
+                close(took, Duration::from_secs_f64(10.0 / rate)),
+                "at {rate}/s 10 events took {took:?}"
+            );
+            assert!(clock.sleeps.borrow().iter().all(|s| *s <= WAIT_SLICE));
+        }
+    }
+
+    #[test]
+    fn a_stop_ends_a_long_wait_within_a_slice() {
+        let clock = TestClock::default();
+        let pace = Pace::with_clock(clock.clone(), 0.01, true);
+        let stop = AtomicBool::new(false);
+        let mut slices = 0;
+        let waited = pace.wait_for(1, &stop, || {
+            slices += 1;
+            if slices == 3 {
+                stop.store(true, Ordering::Relaxed);
+            }
+        });
+        assert!(!waited, "stopped before event 1 was due at 100 s");
+        assert_eq!(clock.elapsed(), 3 * WAIT_SLICE);
+        assert!(
+            pace.wait_for(0, &AtomicBool::new(false), || {}),
+            "event 0 is due at once"
+        );
+    }
+
+    #[test]
+    fn simulated_time_never_waits() {
+        let clock = TestClock::default();
+        let pace = Pace::with_clock(clock.clone(), 0.01, false);
+        assert!(pace.wait_for(1_000_000, &AtomicBool::new(false), || {}));
+        assert_eq!(clock.elapsed(), Duration::ZERO);
+        assert_eq!(pace.due(5), u64::MAX);
+    }
 
     fn config(malformed_share: f64) -> GeneratorConfig {
         GeneratorConfig {

@@ -19,13 +19,13 @@ use pageview::config::{
     RunArgs, S3Args,
 };
 use pageview::generate::{Generator, GeneratorConfig};
-use pageview::kafka::{self, KeyChoice, ProducerSettings, TopicState};
+use pageview::kafka::{self, Cluster, KeyChoice, ProducerSettings, TopicState};
 use pageview::metrics::{self, GeneratorMetrics, PipelineMetrics};
 use pageview::pipeline::{Ending, Owned, Until, consume, drive};
 use pageview::route::Router;
 use pageview::serve::{self, Health};
 use pageview::sink::{SinkConfig, Sinks, Tags, naming};
-use pageview::source::kafka::{GroupConsumer, Polled, Rebalanced};
+use pageview::source::kafka::{ConsumerSettings, GroupConsumer, Polled, Rebalanced};
 use pageview::source::{Poll, StreamSource, open_input};
 use pageview::status::Board;
 use pageview::storage::{LocalStorage, Location, S3Settings, S3Storage, Storage, buckets};
@@ -85,13 +85,23 @@ fn check_config(command: &Command) -> Result<()> {
         Command::Run(args) => {
             args.generator.settings(&RUN_DEFAULTS)?;
             args.pipeline.sink_config(Tags::Fixed("check".into()))?;
+            if let Some(servers) = &args.kafka {
+                args.consumer.settings(servers)?;
+            }
             format!("run into {}", args.data_dir.display())
         }
         Command::Generate(args) => {
             args.generator.settings(&GENERATE_DEFAULTS)?;
             match (&args.output, &args.kafka.bootstrap_servers) {
                 (Some(path), _) => format!("generate to {}", path.display()),
-                (None, Some(servers)) => format!("generate to {} at {servers}", args.kafka.topic),
+                (None, Some(servers)) => {
+                    let cluster = args.kafka.security.cluster(servers)?;
+                    format!(
+                        "generate to {} at {servers} ({})",
+                        args.kafka.topic,
+                        cluster.security.describe()
+                    )
+                }
                 (None, None) => unreachable!("clap requires --output or --bootstrap-servers"),
             }
         }
@@ -100,8 +110,10 @@ fn check_config(command: &Command) -> Result<()> {
             let from = match (&args.input, &args.bootstrap_servers) {
                 (Some(input), _) => input.display().to_string(),
                 (None, Some(servers)) => format!(
-                    "{} at {servers} as group {}",
-                    args.kafka.topic, args.kafka.group
+                    "{} at {servers} ({}) as group {}",
+                    args.kafka.topic,
+                    args.kafka.settings(servers)?.cluster.security.describe(),
+                    args.kafka.group
                 ),
                 (None, None) => unreachable!("clap requires --input or --bootstrap-servers"),
             };
@@ -340,6 +352,7 @@ fn process_kafka(args: &ProcessArgs) -> Result<ExitCode> {
         .bootstrap_servers
         .as_deref()
         .expect("clap requires --input or --bootstrap-servers");
+    let settings = args.kafka.settings(servers)?;
     let stop = stop_flag()?;
     let drain = AtomicBool::new(args.stop_at_end);
     let started = Instant::now();
@@ -350,7 +363,7 @@ fn process_kafka(args: &ProcessArgs) -> Result<ExitCode> {
     let exposed = expose(&args.metrics, None, true, false)?;
     let storage = open_storage(&args.storage, &args.s3, &args.pipeline, true, &exposed)?;
     let router = consume_group(
-        servers,
+        &settings,
         &args.kafka,
         &args.pipeline,
         storage,
@@ -370,7 +383,7 @@ fn process_kafka(args: &ProcessArgs) -> Result<ExitCode> {
 /// Joins the group and processes what it is assigned into `storage` until `until` says
 /// stop; the router of the last assignment, for its counters.
 fn consume_group(
-    servers: &str,
+    settings: &ConsumerSettings,
     kafka: &ConsumerArgs,
     pipeline: &PipelineArgs,
     storage: Arc<dyn Storage>,
@@ -379,11 +392,19 @@ fn consume_group(
 ) -> Result<Option<Router>> {
     let buckets = pipeline.buckets.resolve()?;
     let checkpoints = || Checkpoints::new(storage.clone(), &buckets.checkpoints, &kafka.group);
-    let mut group = GroupConsumer::join(&kafka.settings(servers), checkpoints())?;
+    let cluster = &settings.cluster;
+    tracing::info!(
+        "connecting to Kafka at {} ({}) for {}",
+        cluster.servers,
+        cluster.security.describe(),
+        kafka.topic
+    );
+    let mut group = GroupConsumer::join(settings, checkpoints())?;
     let member = member_name(kafka);
     tracing::info!(
-        "consuming {} at {servers} as {member} in group {}; checkpoints every {} ms",
+        "consuming {} at {} as {member} in group {}; checkpoints every {} ms",
         kafka.topic,
+        cluster.servers,
         kafka.group,
         kafka.checkpoint_interval_ms
     );
@@ -448,6 +469,7 @@ fn consume_group(
     )?;
     if let Some(router) = &router {
         progress.done(router);
+        router.ensure_dlq_file()?;
     }
     leave_group(group);
     Ok(router)
@@ -546,16 +568,17 @@ fn introduce(args: &RunArgs, config: &GeneratorConfig, through: &str) {
 /// as `process` does. With `--events`, it stops once everything produced has been read.
 fn run_kafka(args: &RunArgs, config: GeneratorConfig, servers: &str) -> Result<ExitCode> {
     let topic = &args.consumer.topic;
+    let consumer = args.consumer.settings(servers)?;
     args.pipeline.buckets.resolve()?;
     let exposed = expose(&args.metrics, Some(RUN_METRICS_PORT), true, true)?;
     let storage = LocalStorage::open(&args.data_dir)?.observed_by(exposed.storage_observer());
     let storage = Arc::new(storage);
-    ensure_topic(servers, topic, RUN_PARTITIONS)?;
+    ensure_topic(&consumer.cluster, topic, RUN_PARTITIONS)?;
     let stop = stop_flag()?;
     let drain = Arc::new(AtomicBool::new(false));
     introduce(args, &config, &format!(" through {topic} at {servers}"));
     let settings = ProducerSettings {
-        servers: servers.to_string(),
+        cluster: consumer.cluster.clone(),
         topic: topic.clone(),
         key: KeyChoice::None,
     };
@@ -574,7 +597,7 @@ fn run_kafka(args: &RunArgs, config: GeneratorConfig, servers: &str) -> Result<E
         drain: &drain,
     };
     let consumed = consume_group(
-        servers,
+        &consumer,
         &args.consumer,
         &args.pipeline,
         storage,
@@ -607,11 +630,16 @@ fn run_kafka(args: &RunArgs, config: GeneratorConfig, servers: &str) -> Result<E
 fn generate(args: GenerateArgs) -> Result<ExitCode> {
     let config = args.generator.settings(&GENERATE_DEFAULTS)?;
     let stop = stop_flag()?;
-    let mut generator = Generator::new(config);
+    let announce = |to: &str| {
+        if config.simulated_start_ms.is_none() {
+            tracing::info!("{}", report::generating(config.rate, config.events, to));
+        }
+    };
     match (&args.output, &args.kafka.bootstrap_servers) {
         (Some(path), _) if path == Path::new("-") => {
+            announce("stdout");
             let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
-            match generator.write_to(&mut out, &stop) {
+            match Generator::new(config).write_to(&mut out, &stop) {
                 Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
                 other => other.context("cannot write to stdout")?,
             }
@@ -619,7 +647,9 @@ fn generate(args: GenerateArgs) -> Result<ExitCode> {
         (Some(path), _) => {
             let file =
                 File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            announce(&path.display().to_string());
             let mut out = BufWriter::with_capacity(1 << 20, file);
+            let mut generator = Generator::new(config);
             generator
                 .write_to(&mut out, &stop)
                 .with_context(|| format!("cannot write {}", path.display()))?;
@@ -627,14 +657,21 @@ fn generate(args: GenerateArgs) -> Result<ExitCode> {
         }
         (None, Some(servers)) => {
             let kafka = &args.kafka;
-            ensure_topic(servers, &kafka.topic, kafka.partitions)?;
+            let cluster = kafka.security.cluster(servers)?;
+            tracing::info!(
+                "connecting to Kafka at {servers} ({})",
+                cluster.security.describe()
+            );
+            ensure_topic(&cluster, &kafka.topic, kafka.partitions)?;
             let settings = ProducerSettings {
-                servers: servers.clone(),
+                cluster,
                 topic: kafka.topic.clone(),
                 key: kafka.key,
             };
             let exposed = expose(&args.metrics, None, false, true)?;
             exposed.health.set_connected(true);
+            announce(&format!("{} at {servers}", kafka.topic));
+            let mut generator = Generator::new(config);
             let produced = kafka::produce(&mut generator, &settings, &stop, exposed.generator)?;
             tracing::info!(
                 "produced {} events to {} at {servers}",
@@ -648,8 +685,8 @@ fn generate(args: GenerateArgs) -> Result<ExitCode> {
 }
 
 /// Creates the topic if it is missing, and says which it was.
-fn ensure_topic(servers: &str, topic: &str, partitions: i32) -> Result<()> {
-    match kafka::ensure_topic(servers, topic, partitions)? {
+fn ensure_topic(cluster: &Cluster, topic: &str, partitions: i32) -> Result<()> {
+    match kafka::ensure_topic(cluster, topic, partitions)? {
         TopicState::Created { partitions } => {
             tracing::info!("created topic {topic} with {partitions} partitions")
         }
@@ -691,7 +728,7 @@ fn consume_only(args: ConsumeOnlyArgs) -> Result<ExitCode> {
         std::env::temp_dir().join(format!("pageview-consume-only-{}", std::process::id()));
     let storage: Arc<dyn Storage> = Arc::new(LocalStorage::open(&scratch)?);
     let checkpoints = Checkpoints::new(storage, "consume-only", &args.kafka.group);
-    let group = GroupConsumer::join(&args.kafka.settings(&args.bootstrap_servers), checkpoints)?;
+    let group = GroupConsumer::join(&args.kafka.settings(&args.bootstrap_servers)?, checkpoints)?;
     let ends = group.ends()?;
     let started = Instant::now();
     let (mut records, mut bytes) = (0u64, 0u64);

@@ -17,6 +17,8 @@ use crate::source::{Poll, Source, SourceError};
 const TICK: Duration = Duration::from_millis(100);
 /// At most this many records between clock reads, so a fast stream reads the clock rarely.
 const MAX_RECORDS_PER_TICK: u32 = 4096;
+/// How often a group member without partitions says what it waits for.
+const UNASSIGNED_NOTE_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -115,6 +117,8 @@ pub fn consume(
         stall_after(group.settings().session_timeout),
         Instant::now(),
     );
+    // When to say again what a member without partitions waits for.
+    let mut unassigned_note = Instant::now() + UNASSIGNED_NOTE_EVERY;
     loop {
         let idle = match source.poll(TICK) {
             Polled::Record(record) => {
@@ -130,6 +134,7 @@ pub fn consume(
                 continue;
             }
             Polled::Rebalanced(Rebalanced::Assigned(assignment)) => {
+                unassigned_note = Instant::now() + UNASSIGNED_NOTE_EVERY;
                 let carried = owned.take().map(|o| o.router).or(previous.take());
                 owned = Some(start(assignment, carried));
                 continue;
@@ -161,6 +166,10 @@ pub fn consume(
             group.rejoin()?;
             source = group.source();
             continue;
+        }
+        if owned.is_none() && now >= unassigned_note {
+            tracing::info!("{}", group.waiting_for());
+            unassigned_note = now + UNASSIGNED_NOTE_EVERY;
         }
         if ends.is_none() && until.drain.load(Ordering::Relaxed) {
             // Unanswered (the broker is away): asked again at the next tick.

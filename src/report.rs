@@ -49,14 +49,33 @@ pub fn progress(done: u64, total: u64, of: &str, rate: f64, width: usize) -> Str
     let _ = write!(line, "{:.0}% of {of}", share * 100.0);
     let left = total.saturating_sub(done) as f64;
     if rate > 0.0 && left > 0.0 {
-        let secs = (left / rate).ceil();
-        if secs < 120.0 {
-            let _ = write!(line, ", {secs:.0} s left");
-        } else {
-            let _ = write!(line, ", {:.0} min left", (secs / 60.0).round());
-        }
+        let _ = write!(line, ", {} left", span((left / rate).ceil()));
     }
     line
+}
+
+/// A length of time as a person reads it: `8.6 s`, `15 s`, `10 min`, `23.9 h`, `11.6 days`.
+pub fn span(secs: f64) -> String {
+    if secs < 10.0 && secs.fract() != 0.0 {
+        format!("{secs:.1} s")
+    } else if secs < 120.0 {
+        format!("{secs:.0} s")
+    } else if secs < 7200.0 {
+        format!("{:.0} min", secs / 60.0)
+    } else if secs < 48.0 * 3600.0 {
+        format!("{:.1} h", secs / 3600.0)
+    } else {
+        format!("{:.1} days", secs / 86_400.0)
+    }
+}
+
+/// What a real-time generator is about to do: its rate, and how long `events` take at it.
+pub fn generating(rate: f64, events: Option<u64>, to: &str) -> String {
+    let length = match events {
+        Some(n) => format!("{n} events take {}", span(n as f64 / rate)),
+        None => "until stopped (Ctrl-C)".into(),
+    };
+    format!("generating {rate} events/s in real time to {to}: {length}")
 }
 
 /// The summary printed when a run ends.
@@ -151,6 +170,7 @@ pub fn size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::validate::ErrorKind;
 
     #[test]
     fn numbers_are_grouped_and_sizes_in_units() {
@@ -179,7 +199,27 @@ mod tests {
             "0% of 6 runs, 10 min left"
         );
     }
-    use crate::validate::ErrorKind;
+
+    #[test]
+    fn spans_and_what_a_generator_will_take() {
+        assert_eq!(span(8.62), "8.6 s");
+        assert_eq!(span(15.0), "15 s");
+        assert_eq!(span(600.0), "10 min");
+        assert_eq!(span(86_207.0), "23.9 h");
+        assert_eq!(span(1e6), "11.6 days");
+        assert_eq!(
+            generating(1.16, Some(10), "events.jsonl"),
+            "generating 1.16 events/s in real time to events.jsonl: 10 events take 8.6 s"
+        );
+        assert_eq!(
+            generating(1.16, Some(100_000), "stdout"),
+            "generating 1.16 events/s in real time to stdout: 100000 events take 23.9 h"
+        );
+        assert_eq!(
+            generating(0.01, None, "stdout"),
+            "generating 0.01 events/s in real time to stdout: until stopped (Ctrl-C)"
+        );
+    }
 
     #[test]
     fn lines_show_what_happened() {

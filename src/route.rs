@@ -270,7 +270,13 @@ impl Router {
         let closed = self.windows.drain_all();
         self.emit(&closed)?;
         self.sinks.finish_all()?;
-        self.publish_finished()
+        self.publish_finished()?;
+        self.ensure_dlq_file()
+    }
+
+    /// See [`Sinks::ensure_dlq_file`]; for the end of a run, once its files are published.
+    pub fn ensure_dlq_file(&self) -> Result<(), SinkError> {
+        self.sinks.ensure_dlq_file()
     }
 
     /// True when a window closed since the last seal, so a checkpoint should come now.

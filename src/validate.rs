@@ -353,12 +353,16 @@ fn parse_fields<'a, R: ReadValue<'a>>(text: &'a str) -> Result<Fields<'a>, Rejec
 }
 
 fn json_error_message(e: &sonic_rs::Error, text: &str) -> String {
+    // sonic-rs follows a syntax error with an excerpt of the text on further lines (tabs and
+    // a caret); the dead letter holds the payload itself, and its message stays one line.
+    let shown = e.to_string();
+    let shown = shown.lines().next().unwrap_or_default().trim_end();
     if text.trim().is_empty() {
         "payload is empty".to_string()
     } else if !e.is_syntax() && !e.is_eof() {
-        format!("payload is not a JSON object: {e}")
+        format!("payload is not a JSON object: {shown}")
     } else {
-        format!("payload is not valid JSON: {e}")
+        format!("payload is not valid JSON: {shown}")
     }
 }
 
@@ -687,6 +691,18 @@ mod tests {
             .unwrap_err()
             .message;
         assert!(msg.contains("duplicate field `user_id`"), "{msg}");
+        let msg = validate(b"{\"user_id\": 1, \"postcode\": \"SW")
+            .unwrap_err()
+            .message;
+        assert_eq!(
+            msg,
+            "payload is not valid JSON: EOF while parsing at line 1 column 30"
+        );
+        let msg = validate(b"[1, 2]").unwrap_err().message;
+        assert!(
+            msg.starts_with("payload is not a JSON object: invalid type"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -893,6 +909,13 @@ mod tests {
         #[test]
         fn any_bytes_give_an_answer_never_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = validate(&bytes);
+        }
+
+        #[test]
+        fn every_message_is_one_printable_line(text in near_json()) {
+            if let Err(r) = validate(text.as_bytes()) {
+                prop_assert!(!r.message.chars().any(char::is_control), "{:?}", r.message);
+            }
         }
     }
 }

@@ -10,21 +10,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// The error is one line that names the problem.
-fn assert_one_line_error(output: &std::process::Output, names: &str) {
-    assert!(!output.status.success(), "should fail");
-    let err = stderr(output);
-    let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert!(lines[0].contains(names), "{err:?} should name {names:?}");
-    assert!(
-        lines.len() == 1
-            || lines[1..]
-                .iter()
-                .all(|l| l.contains("--help") || l.starts_with("Usage") || l.starts_with("  ")),
-        "one error line, then at most a usage hint: {err:?}"
-    );
-}
-
 #[test]
 fn a_missing_input_is_named_and_nothing_is_created() {
     let dir = tempfile::tempdir().unwrap();
@@ -319,7 +304,14 @@ fn log_lines_are_json_on_request_and_filtered_by_log_level() {
     let out = dir.path().join("events.jsonl");
     let generate = || {
         let mut command = pageview();
-        command.args(["generate", "-o", out.to_str().unwrap(), "--events", "10"]);
+        command.args([
+            "generate",
+            "-o",
+            out.to_str().unwrap(),
+            "--events",
+            "10",
+            "--simulated-time",
+        ]);
         command
     };
     let json = generate().env("LOG_FORMAT", "json").output().unwrap();
@@ -343,6 +335,23 @@ fn log_lines_are_json_on_request_and_filtered_by_log_level() {
         stderr(&bad).contains("invalid LOG_LEVEL"),
         "{}",
         stderr(&bad)
+    );
+}
+
+#[test]
+fn a_real_time_generator_says_what_it_does_and_for_how_long() {
+    let output = run(&["generate", "-o", "-", "--rate", "40", "--events", "10"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output).lines().count(), 10);
+    assert_eq!(
+        stderr(&output),
+        "pageview: generating 40 events/s in real time to stdout: 10 events take 0.2 s\n"
+    );
+    let simulated = run(&["generate", "-o", "-", "--events", "10", "--simulated-time"]);
+    assert_eq!(
+        stderr(&simulated),
+        "",
+        "simulated time does not wait: nothing to say"
     );
 }
 

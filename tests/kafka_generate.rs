@@ -151,8 +151,21 @@ fn an_unreachable_broker_is_named() {
     ]);
     assert!(!output.status.success());
     let err = stderr(&output);
-    assert!(err.contains("cannot reach Kafka at 127.0.0.1:1"), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
+    // It says at once what it connects to, then why it gave up, in one line.
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].contains("connecting to Kafka at 127.0.0.1:1 (PLAINTEXT)"),
+        "{err}"
+    );
+    assert!(
+        lines[1].contains("cannot reach Kafka at 127.0.0.1:1"),
+        "{err}"
+    );
+    assert!(
+        lines[1].contains("Connection refused"),
+        "the client's own complaint: {err}"
+    );
 }
 
 #[test]

@@ -716,9 +716,59 @@ fn an_unreachable_broker_is_named_and_nothing_is_written() {
     ]);
     assert!(!output.status.success());
     let err = stderr(&output);
-    assert!(err.contains("cannot reach Kafka at 127.0.0.1:1"), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
+    // It says at once what it connects to, then why it gave up, in one line.
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].contains("connecting to Kafka at 127.0.0.1:1 (PLAINTEXT)"),
+        "{err}"
+    );
+    assert!(
+        lines[1].contains("cannot reach Kafka at 127.0.0.1:1"),
+        "{err}"
+    );
+    assert!(
+        lines[1].contains("Connection refused"),
+        "the client's own complaint: {err}"
+    );
     assert!(parquet_files(storage.path()).is_empty());
+}
+
+#[test]
+fn a_member_without_partitions_says_what_it_waits_for() {
+    let broker = Broker::start();
+    let storage = Store::local();
+    // A topic no one created: the group has nothing to assign.
+    let waiting = processor(
+        &broker.bootstrap,
+        &storage,
+        &["--topic", "nobody-made-this"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !waiting
+        .log()
+        .contains("waiting for partitions of nobody-made-this")
+    {
+        assert!(Instant::now() < deadline, "{}", waiting.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = waiting.log();
+    let first = log.lines().next().unwrap_or_default();
+    assert!(
+        first.contains(&format!(
+            "connecting to Kafka at {} (PLAINTEXT)",
+            broker.bootstrap
+        )),
+        "said at once: {log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "from group pageview-processor at {}",
+            broker.bootstrap
+        )),
+        "{log}"
+    );
+    stop(waiting);
 }
 
 #[test]

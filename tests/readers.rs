@@ -3,8 +3,9 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::*;
 
@@ -88,4 +89,95 @@ fn pyarrow_and_duckdb_read_every_dataset() {
     // Every valid event is in raw; the on-time ones are counted in windows.
     let late = by_kind["late_event"].as_u64().unwrap();
     assert_eq!(py["agg_count_sum"].as_u64().unwrap(), raw as u64 - late);
+}
+
+/// Runs the README's SQL and Python snippets in `workdir`; each query with its rows.
+fn readme_snippets(workdir: &Path) -> Vec<(String, Vec<Vec<String>>)> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let output = Command::new(python())
+        .arg(format!("{root}/tests/readme_snippets.py"))
+        .arg(format!("{root}/README.md"))
+        .arg(workdir)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let got: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(got["python_snippets"].as_u64().unwrap() >= 1, "{got}");
+    let queries: Vec<(String, Vec<Vec<String>>)> = got["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| {
+            let rows = q["rows"].as_array().unwrap().iter();
+            let rows = rows.map(|r| serde_json::from_value(r.clone()).unwrap());
+            (q["query"].as_str().unwrap().to_string(), rows.collect())
+        })
+        .collect();
+    assert!(queries.len() >= 3, "{queries:?}");
+    queries
+}
+
+/// The rows of the README query that reads the dead letters.
+fn dead_letter_rows(queries: &[(String, Vec<Vec<String>>)]) -> &[Vec<String>] {
+    let (_, rows) = queries
+        .iter()
+        .find(|(q, _)| q.contains("dlq"))
+        .expect("the README queries the dead letters");
+    rows
+}
+
+#[test]
+fn the_readme_snippets_work_on_what_its_first_command_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    // `pageview run` exactly as the README's first command runs it, from the folder it
+    // writes `pageview-data` into.
+    let child = pageview()
+        .arg("run")
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let data = dir.path().join("pageview-data");
+    assert!(
+        dead_letters_of(&data, "invalid_utf8") > 0,
+        "a default run writes payloads that are not UTF-8, which the DLQ query must show"
+    );
+
+    let queries = readme_snippets(dir.path());
+    let kinds: Vec<&str> = dead_letter_rows(&queries)
+        .iter()
+        .map(|row| row[0].as_str())
+        .collect();
+    assert!(kinds.contains(&"invalid_utf8"), "{kinds:?}");
+    for (query, rows) in &queries {
+        assert!(!rows.is_empty(), "no rows from {query}");
+    }
+}
+
+#[test]
+fn the_readme_snippets_work_on_a_run_without_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    generate_file(&input, &["--events", "5000", "--seed", "3", "--rate", "50"]);
+    let processed = process(&input, &dir.path().join("pageview-data"), &[]);
+    assert!(processed.status.success(), "{}", stderr(&processed));
+    let data = dir.path().join("pageview-data");
+    assert_eq!(rows(&data, DLQ), 0);
+
+    let queries = readme_snippets(dir.path());
+    assert!(dead_letter_rows(&queries).is_empty());
+
+    // A second run that dead-letters something: its file sits beside the empty one.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, b"not json\n").unwrap();
+    let processed = process(&bad, &data, &[]);
+    assert!(processed.status.success(), "{}", stderr(&processed));
+    let queries = readme_snippets(dir.path());
+    assert_eq!(dead_letter_rows(&queries)[0][..2], ["invalid_json", "1"]);
 }

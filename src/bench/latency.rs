@@ -25,7 +25,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use super::{parquet_files, sample_rss};
 use crate::generate::{Generator, GeneratorConfig, Pace, now_ms};
-use crate::kafka::{self, producer_config};
+use crate::kafka::{self, Cluster, producer_config};
 
 const PARTITIONS: i32 = 3;
 /// The bucket the processor writes windows to, whatever the environment says.
@@ -54,7 +54,7 @@ pub fn measure(
     dir: &Path,
 ) -> Result<Latencies> {
     let topic = format!("pageview-latency-{}", now_ms());
-    kafka::ensure_topic(servers, &topic, PARTITIONS)?;
+    kafka::ensure_topic(&Cluster::plaintext(servers), &topic, PARTITIONS)?;
     let out = dir.join("out-latency");
     super::clear(&out)?;
     let mut child = Command::new(exe)
@@ -112,7 +112,7 @@ fn produce(
     stop: &AtomicBool,
     sent: &Mutex<Vec<Vec<i64>>>,
 ) -> Result<()> {
-    let producer: BaseProducer = producer_config(servers).create()?;
+    let producer: BaseProducer = producer_config(&Cluster::plaintext(servers)).create()?;
     let mut generator = Generator::new(GeneratorConfig {
         rate,
         events: None,
@@ -125,8 +125,9 @@ fn produce(
     let pace = Pace::new(rate, true);
     let mut line = Vec::with_capacity(256);
     let mut n: u64 = 0;
-    while !stop.load(Ordering::Relaxed) {
-        pace.wait_for(n);
+    while pace.wait_for(n, stop, || {
+        producer.poll(Duration::ZERO);
+    }) {
         line.clear();
         let time = now_ms();
         generator.next_line(&mut line);

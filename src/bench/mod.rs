@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::config::BenchArgs;
 use crate::generate::{Generator, GeneratorConfig};
-use crate::kafka::{self, KeyChoice, ProducerSettings};
+use crate::kafka::{self, Cluster, KeyChoice, ProducerSettings};
 use crate::report::{self, human};
 
 mod latency;
@@ -212,10 +212,10 @@ fn run_kafka(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
     let mut runs = Runs::paired(args);
     for &events in &args.sizes {
         let topic = format!("pageview-bench-{events}-{}", crate::generate::now_ms());
-        kafka::ensure_topic(servers, &topic, 3)?;
+        kafka::ensure_topic(&Cluster::plaintext(servers), &topic, 3)?;
         eprintln!("producing {} events to {topic} …", human(events as f64));
         let settings = ProducerSettings {
-            servers: servers.to_string(),
+            cluster: Cluster::plaintext(servers),
             topic: topic.clone(),
             key: KeyChoice::None,
         };

@@ -5,13 +5,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::client::ClientContext;
+use rdkafka::client::{ClientContext, OAuthToken};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError as ClientError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message};
 
-use super::{BrokerWatch, KafkaError, STATS_INTERVAL_MS};
+use super::{BrokerWatch, Cluster, Connection, KafkaError, STATS_INTERVAL_MS};
 use crate::generate::{Generator, Pace};
 use crate::metrics::GeneratorMetrics;
 
@@ -26,7 +27,7 @@ pub enum KeyChoice {
 
 #[derive(Debug, Clone)]
 pub struct ProducerSettings {
-    pub servers: String,
+    pub cluster: Cluster,
     pub topic: String,
     pub key: KeyChoice,
 }
@@ -38,18 +39,36 @@ pub struct Produced {
 }
 
 /// Counts the broker's answers; librdkafka calls it from `poll`.
-#[derive(Default)]
 struct Deliveries {
     delivered: AtomicU64,
     failed: AtomicU64,
     first_failure: Mutex<Option<String>>,
     brokers: BrokerWatch,
+    connection: Connection,
     metrics: Option<Arc<GeneratorMetrics>>,
 }
 
 impl ClientContext for Deliveries {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
     fn stats_raw(&self, statistics: &[u8]) {
         self.brokers.observe(statistics);
+    }
+
+    /// librdkafka retries every error itself; a misconfiguration ends [`produce`].
+    fn error(&self, error: ClientError, reason: &str) {
+        self.connection.observe(&error, reason);
+    }
+
+    fn log(&self, _: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.connection.observe_log(facility, message);
+    }
+
+    fn generate_oauth_token(
+        &self,
+        _: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        self.connection.token()
     }
 }
 
@@ -81,18 +100,16 @@ impl ProducerContext for Deliveries {
 }
 
 /// The generator's producer settings (the original's: acks=all, idempotent, gzip).
-pub fn producer_config(servers: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", servers)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("compression.type", "gzip")
-        .set("linger.ms", "5")
+pub fn producer_config(cluster: &Cluster) -> ClientConfig {
+    cluster.client_config(&[
+        ("acks", "all"),
+        ("enable.idempotence", "true"),
+        ("compression.type", "gzip"),
+        ("linger.ms", "5"),
         // 0 = no delivery deadline: an outage delays messages, it does not fail them.
-        .set("message.timeout.ms", "0")
-        .set("statistics.interval.ms", STATS_INTERVAL_MS);
-    config
+        ("message.timeout.ms", "0"),
+        ("statistics.interval.ms", STATS_INTERVAL_MS),
+    ])
 }
 
 /// How long a full local queue is polled before the send is tried again.
@@ -107,15 +124,26 @@ pub fn produce(
     metrics: Option<Arc<GeneratorMetrics>>,
 ) -> Result<Produced, KafkaError> {
     let deliveries = Deliveries {
+        delivered: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        first_failure: Mutex::new(None),
+        brokers: BrokerWatch::default(),
+        connection: Connection::new(&settings.cluster),
         metrics: metrics.clone(),
-        ..Deliveries::default()
     };
     let producer: BaseProducer<Deliveries> =
-        producer_config(&settings.servers).create_with_context(deliveries)?;
+        producer_config(&settings.cluster).create_with_context(deliveries)?;
+    let misconfigured = || producer.context().connection.problem();
     let pace = Pace::new(generator.rate(), generator.is_real_time());
     let mut line = Vec::with_capacity(256);
-    while !generator.is_done() && !stop.load(Ordering::Relaxed) {
-        pace.wait_for(generator.made());
+    let between = || {
+        producer.poll(Duration::ZERO);
+        keep_brokers(&producer, &settings.cluster.servers);
+    };
+    while pace.wait_for(generator.made(), stop, between) && !generator.is_done() {
+        if let Some(problem) = misconfigured() {
+            return Err(KafkaError::Misconfigured(problem));
+        }
         line.clear();
         let postcode = generator.next_line(&mut line);
         let mut record = BaseRecord::to(&settings.topic).payload(&line);
@@ -137,13 +165,15 @@ pub fn produce(
                 Err((error, _)) => return Err(error.into()),
             }
         }
-        producer.poll(Duration::ZERO);
-        keep_brokers(&producer, &settings.servers);
+        between();
     }
     while producer.in_flight_count() > 0 {
         // A timeout here only means the broker has not answered yet: keep waiting.
         let _ = producer.flush(Duration::from_secs(1));
-        keep_brokers(&producer, &settings.servers);
+        if let Some(problem) = misconfigured() {
+            return Err(KafkaError::Misconfigured(problem));
+        }
+        keep_brokers(&producer, &settings.cluster.servers);
     }
     let deliveries = producer.context();
     let failed = deliveries.failed.load(Ordering::Relaxed);

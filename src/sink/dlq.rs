@@ -11,6 +11,7 @@ use arrow_array::builder::{
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
+use super::naming;
 use super::rolling::{FileSettings, RollingFile, RowBuffer, Slot};
 use super::{Finished, SinkError};
 use crate::source::Origin;
@@ -156,5 +157,70 @@ impl DlqSink {
             finished.extend(file.finish(&self.settings)?);
         }
         Ok(())
+    }
+
+    /// Publishes [`naming::EMPTY_FILE`] when the bucket holds no Parquet file.
+    pub fn ensure_a_file(&self) -> Result<(), SinkError> {
+        let bucket = format!("{}/", self.settings.bucket);
+        let names = self.settings.storage.list(&bucket)?;
+        if names.iter().any(|name| name.ends_with(".parquet")) {
+            return Ok(());
+        }
+        self.settings.publish_empty::<DlqRows>(naming::EMPTY_FILE)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::Tags;
+    use crate::sink::outputs::Dataset;
+    use crate::storage::{LocalStorage, Storage};
+    use parquet::basic::Compression;
+    use std::time::Duration;
+
+    fn sink(storage: Arc<dyn Storage>) -> DlqSink {
+        DlqSink::new(FileSettings {
+            dataset: Dataset::Dlq,
+            bucket: "dlq".into(),
+            storage,
+            tags: Tags::Fixed("t".into()),
+            max_bytes: 1 << 20,
+            max_age: Duration::from_secs(10),
+            compression: Compression::SNAPPY,
+        })
+    }
+
+    #[test]
+    fn a_dataset_without_files_gets_one_of_no_rows_with_its_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::open(dir.path()).unwrap());
+        let dlq = sink(storage.clone());
+        dlq.ensure_a_file().unwrap();
+        let files = storage.list_files("dlq").unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].path, naming::EMPTY_FILE);
+        let bytes = storage
+            .get(&format!("dlq/{}", naming::EMPTY_FILE))
+            .unwrap()
+            .unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            bytes::Bytes::from(bytes),
+        )
+        .unwrap();
+        assert_eq!(reader.schema().as_ref(), DlqRows::schema().as_ref());
+        assert_eq!(reader.metadata().file_metadata().num_rows(), 0);
+
+        // Once there is a file, of rows or of none, nothing more is written.
+        dlq.ensure_a_file().unwrap();
+        storage
+            .put("dlq/part-x-000000000001-000000000002.parquet", b"PAR1")
+            .unwrap();
+        storage
+            .delete(&format!("dlq/{}", naming::EMPTY_FILE))
+            .unwrap();
+        dlq.ensure_a_file().unwrap();
+        assert_eq!(storage.list_files("dlq").unwrap().len(), 1);
     }
 }

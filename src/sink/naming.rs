@@ -46,6 +46,11 @@ pub fn file_name(source: &str, first: i64, last: i64) -> String {
     format!("part-{source}-{first:012}-{last:012}.parquet")
 }
 
+/// The file of no rows a dataset holds when nothing else was written to it (see
+/// [`crate::sink::Sinks::ensure_dlq_file`]); a name without positions, so no file of rows
+/// is ever named so.
+pub const EMPTY_FILE: &str = "part-empty.parquet";
+
 /// `<bucket>/<partition>/<file>` (the partition may be empty).
 pub fn key(bucket: &str, partition: &str, file: &str) -> String {
     if partition.is_empty() {

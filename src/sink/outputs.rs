@@ -210,6 +210,14 @@ impl Sinks {
         self.finish_ordered()
     }
 
+    /// A run that dead-lettered nothing leaves no DLQ file, and a reader's glob over the
+    /// dataset (DuckDB's `read_parquet('…/*.parquet')`) then fails instead of finding no
+    /// rows; this publishes one file of no rows with the DLQ's columns while the dataset has
+    /// none.
+    pub fn ensure_dlq_file(&self) -> Result<(), SinkError> {
+        self.dlq.ensure_a_file()
+    }
+
     /// Files finished since the last call, not yet visible.
     pub fn take_finished(&mut self) -> Vec<Finished> {
         std::mem::take(&mut self.finished)

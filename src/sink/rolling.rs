@@ -79,6 +79,20 @@ impl FileSettings {
         }
         props.build()
     }
+
+    /// Publishes a file of no rows with `B`'s columns at `<bucket>/<name>`.
+    pub fn publish_empty<B: RowBuffer>(&self, name: &str) -> Result<(), SinkError> {
+        let error = |source| SinkError::Encode {
+            dataset: self.dataset,
+            source,
+        };
+        let file = self.storage.create(&self.bucket)?;
+        let writer =
+            ArrowWriter::try_new(file, B::schema(), Some(self.properties::<B>())).map_err(error)?;
+        let file = writer.into_inner().map_err(error)?;
+        file.publish(&naming::key(&self.bucket, "", name))?;
+        Ok(())
+    }
 }
 
 /// Which rows a file holds: where it goes and what names it.

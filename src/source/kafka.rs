@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::bindings as rdsys;
-use rdkafka::client::ClientContext;
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::client::{ClientContext, OAuthToken};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError as ClientError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -22,17 +22,19 @@ use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
 use super::{Origin, Record};
 use crate::checkpoint::{CheckpointError, Checkpoints, Recovery};
-use crate::kafka::{BrokerWatch, KafkaError, STATS_INTERVAL_MS};
+use crate::kafka::{
+    BrokerWatch, Cluster, Connection, EVENTS_DRAIN, KafkaError, STATS_INTERVAL_MS, await_metadata,
+};
 use crate::route::Router;
 
-/// How long start-up waits for the cluster's metadata before calling the address bad.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request for metadata or offsets waits for the cluster.
+const CONNECT_TIMEOUT: Duration = crate::kafka::CONNECT_TIMEOUT;
 /// The same client complaint (broker down, …) is printed at most this often.
 const COMPLAINT_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
-    pub servers: String,
+    pub cluster: Cluster,
     pub topic: String,
     pub group: String,
     pub instance_id: Option<String>,
@@ -76,6 +78,7 @@ struct GroupContext {
     lag: Mutex<Vec<(i32, i64)>>,
     /// Where assigned partitions forward their messages ([`FetchQueue`]).
     fetch: AtomicPtr<rdsys::rd_kafka_queue_t>,
+    connection: Connection,
 }
 
 /// The parts of librdkafka's statistics about the group and the partitions' lag.
@@ -171,9 +174,13 @@ impl GroupContext {
 }
 
 impl ClientContext for GroupContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
     /// Client errors are mostly transient (a broker restarting); librdkafka retries them
-    /// itself, so they are reported, throttled, and never stop the processor.
+    /// itself, so they are reported, throttled, and never stop the processor. Before the
+    /// cluster first answered, a misconfiguration stops start-up instead.
     fn error(&self, error: ClientError, reason: &str) {
+        self.connection.observe(&error, reason);
         if matches!(
             error.rdkafka_error_code(),
             Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown)
@@ -221,11 +228,20 @@ impl ClientContext for GroupContext {
         }
     }
 
-    /// Only the session timeout matters here; everything worth saying reaches `error`.
-    fn log(&self, _: RDKafkaLogLevel, facility: &str, _: &str) {
+    fn generate_oauth_token(
+        &self,
+        _: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        self.connection.token()
+    }
+
+    /// Only the session timeout matters here; everything worth saying reaches `error`, and
+    /// the rest is logged at debug level.
+    fn log(&self, _: RDKafkaLogLevel, facility: &str, message: &str) {
         if facility == "SESSTMOUT" {
             self.lost_contact.store(true, Ordering::Relaxed);
         }
+        self.connection.observe_log(facility, message);
     }
 }
 
@@ -259,12 +275,15 @@ impl GroupConsumer {
     /// Joins the group; fails at once when the cluster cannot be reached.
     pub fn join(settings: &ConsumerSettings, checkpoints: Checkpoints) -> Result<Self, KafkaError> {
         let consumer = connect(settings, checkpoints.clone())?;
-        consumer
-            .fetch_metadata(Some(&settings.topic), CONNECT_TIMEOUT)
-            .map_err(|source| KafkaError::Unreachable {
-                servers: settings.servers.clone(),
-                source,
-            })?;
+        // Before the subscription the consumer queue holds only the client's own events.
+        let poll = || while consumer.poll(EVENTS_DRAIN).is_some() {};
+        await_metadata(
+            consumer.client(),
+            &consumer.context().connection,
+            poll,
+            &settings.topic,
+            &settings.cluster.servers,
+        )?;
         consumer.context().reached.store(true, Ordering::Relaxed);
         let fetch = FetchQueue::new(&consumer);
         consumer.subscribe(&[&settings.topic])?;
@@ -337,16 +356,31 @@ impl GroupConsumer {
         &self.settings
     }
 
+    /// What a member without partitions waits for, in a line for the operator.
+    pub fn waiting_for(&self) -> String {
+        let settings = &self.settings;
+        let why = self
+            .consumer
+            .context()
+            .connection
+            .complaint()
+            .unwrap_or_else(|| "no error from the client".into());
+        format!(
+            "waiting for partitions of {} from group {} at {} (last: {why})",
+            settings.topic, settings.group, settings.cluster.servers
+        )
+    }
+
     /// See [`BrokerWatch`]: called when nothing came, the only time a client can be stuck.
     fn keep_brokers(&self) {
         let context = self.consumer.context();
         if context
             .brokers
-            .heal(self.consumer.client(), &self.settings.servers)
+            .heal(self.consumer.client(), &self.settings.cluster.servers)
         {
             tracing::warn!(
                 "kafka: the client had forgotten every broker; bootstrapping again from {}",
-                self.settings.servers
+                self.settings.cluster.servers
             );
             context.lost_contact.store(true, Ordering::Relaxed);
         }
@@ -400,29 +434,27 @@ fn connect(
     settings: &ConsumerSettings,
     checkpoints: Checkpoints,
 ) -> Result<BaseConsumer<GroupContext>, KafkaError> {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &settings.servers)
-        .set("group.id", &settings.group)
+    let session_timeout = settings.session_timeout.as_millis().to_string();
+    let mut own = vec![
+        ("group.id", settings.group.as_str()),
         // Manifests decide what is done; Kafka's offsets are committed after them.
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
+        ("enable.auto.commit", "false"),
+        ("auto.offset.reset", "earliest"),
         // Eager: every partition is revoked before any is reassigned, so no two processors
         // ever hold one partition's state.
-        .set("partition.assignment.strategy", "roundrobin")
-        .set(
-            "session.timeout.ms",
-            settings.session_timeout.as_millis().to_string(),
-        )
-        .set("heartbeat.interval.ms", "1000")
+        ("partition.assignment.strategy", "roundrobin"),
+        ("session.timeout.ms", &session_timeout),
+        ("heartbeat.interval.ms", "1000"),
         // When the processor is the slower side, the prefetch queue fills and librdkafka
         // holds the next fetch back this long: 1 s by default, during which the processor,
         // having drained the queue in half that, would sit idle.
-        .set("fetch.queue.backoff.ms", "10")
-        .set("statistics.interval.ms", STATS_INTERVAL_MS);
+        ("fetch.queue.backoff.ms", "10"),
+        ("statistics.interval.ms", STATS_INTERVAL_MS),
+    ];
     if let Some(id) = &settings.instance_id {
-        config.set("group.instance.id", id);
+        own.push(("group.instance.id", id));
     }
+    let config = settings.cluster.client_config(&own);
     let context = GroupContext {
         topic: settings.topic.clone(),
         checkpoints,
@@ -434,11 +466,12 @@ fn connect(
         lag: Mutex::new(Vec::new()),
         fetch: AtomicPtr::new(std::ptr::null_mut()),
         brokers: BrokerWatch::default(),
+        connection: Connection::new(&settings.cluster),
     };
     config
         .create_with_context(context)
         .map_err(|source| KafkaError::Unreachable {
-            servers: settings.servers.clone(),
+            servers: settings.cluster.servers.clone(),
             source,
         })
 }

@@ -239,3 +239,18 @@ pub fn sum_of(metrics: &BTreeMap<String, f64>, name: &str) -> f64 {
 
 pub mod kafka;
 pub mod s3;
+
+/// The error is one line that names the problem.
+pub fn assert_one_line_error(output: &std::process::Output, names: &str) {
+    assert!(!output.status.success(), "should fail");
+    let err = stderr(output);
+    let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines[0].contains(names), "{err:?} should name {names:?}");
+    assert!(
+        lines.len() == 1
+            || lines[1..]
+                .iter()
+                .all(|l| l.contains("--help") || l.starts_with("Usage") || l.starts_with("  ")),
+        "one error line, then at most a usage hint: {err:?}"
+    );
+}

@@ -172,18 +172,19 @@ pub struct ProducerArgs {
 }
 
 /// How clients authenticate to Kafka and encrypt what they send: TLS, SASL, or both, as
-/// managed clusters (MSK, Confluent Cloud, Aiven) need.
+/// managed clusters (MSK, Confluent Cloud, Aiven) need. An empty variable is unset, as
+/// `NAME: ${NAME:-}` in a compose file passes it.
 #[derive(Debug, Args)]
 pub struct KafkaSecurityArgs {
     /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL [default: SASL_SSL when a SASL mechanism
     /// is set, PLAINTEXT otherwise].
-    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_enum, ignore_case = true)]
-    pub kafka_security_protocol: Option<Protocol>,
+    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL")]
+    pub kafka_security_protocol: Option<String>,
     /// PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER (a token from librdkafka's
     /// `sasl.oauthbearer.*` options) or AWS_MSK_IAM (tokens signed with the AWS credentials
     /// of the environment, for AWS_REGION).
-    #[arg(long, env = "KAFKA_SASL_MECHANISM", value_enum, ignore_case = true)]
-    pub kafka_sasl_mechanism: Option<Mechanism>,
+    #[arg(long, env = "KAFKA_SASL_MECHANISM")]
+    pub kafka_sasl_mechanism: Option<String>,
     /// SASL username (PLAIN and SCRAM; Confluent Cloud's API key).
     #[arg(long, env = "KAFKA_SASL_USERNAME")]
     pub kafka_sasl_username: Option<String>,
@@ -192,30 +193,19 @@ pub struct KafkaSecurityArgs {
     pub kafka_sasl_password: Option<String>,
     /// A file holding the SASL password (a mounted Kubernetes secret); one trailing newline
     /// is not part of it.
-    #[arg(
-        long,
-        env = "KAFKA_SASL_PASSWORD_FILE",
-        conflicts_with = "kafka_sasl_password"
-    )]
-    pub kafka_sasl_password_file: Option<PathBuf>,
+    #[arg(long, env = "KAFKA_SASL_PASSWORD_FILE")]
+    pub kafka_sasl_password_file: Option<String>,
     /// PEM file of the CA certificates the broker's certificate must chain to [default: the
     /// system's]. The broker's host name is verified against its certificate.
     #[arg(long, env = "KAFKA_SSL_CA_LOCATION")]
-    pub kafka_ssl_ca_location: Option<PathBuf>,
-    /// PEM file of this client's certificate, for brokers that authenticate clients by TLS.
-    #[arg(
-        long,
-        env = "KAFKA_SSL_CERTIFICATE_LOCATION",
-        requires = "kafka_ssl_key_location"
-    )]
-    pub kafka_ssl_certificate_location: Option<PathBuf>,
+    pub kafka_ssl_ca_location: Option<String>,
+    /// PEM file of this client's certificate, for brokers that authenticate clients by TLS
+    /// (with --kafka-ssl-key-location).
+    #[arg(long, env = "KAFKA_SSL_CERTIFICATE_LOCATION")]
+    pub kafka_ssl_certificate_location: Option<String>,
     /// PEM file of the client certificate's private key.
-    #[arg(
-        long,
-        env = "KAFKA_SSL_KEY_LOCATION",
-        requires = "kafka_ssl_certificate_location"
-    )]
-    pub kafka_ssl_key_location: Option<PathBuf>,
+    #[arg(long, env = "KAFKA_SSL_KEY_LOCATION")]
+    pub kafka_ssl_key_location: Option<String>,
     /// Password of the private key, when it is encrypted.
     #[arg(long, env = "KAFKA_SSL_KEY_PASSWORD", hide_env_values = true)]
     pub kafka_ssl_key_password: Option<String>,
@@ -231,6 +221,31 @@ pub struct KafkaSecurityArgs {
     pub kafka_options: Vec<String>,
 }
 
+/// A setting's value, `None` when it is unset or empty.
+fn given<T: AsRef<std::ffi::OsStr>>(value: &Option<T>) -> Option<&T> {
+    value.as_ref().filter(|v| !v.as_ref().is_empty())
+}
+
+/// A choice among `T`'s values, named case-insensitively.
+fn choice<T: ValueEnum>(
+    value: &Option<String>,
+    setting: &'static str,
+) -> Result<Option<T>, ConfigError> {
+    let Some(value) = given(value) else {
+        return Ok(None);
+    };
+    T::from_str(value, true).map(Some).map_err(|_| {
+        let names: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
+            .collect();
+        ConfigError::Invalid {
+            setting,
+            problem: format!("{value:?} is not one of {}", names.join(", ")),
+        }
+    })
+}
+
 impl KafkaSecurityArgs {
     /// The cluster at `servers`, reached as these settings say. MSK IAM tokens are signed for
     /// `AWS_REGION` (or `AWS_DEFAULT_REGION`), the cluster's region.
@@ -239,8 +254,10 @@ impl KafkaSecurityArgs {
         if servers.trim().is_empty() {
             return Err(invalid("KAFKA_BOOTSTRAP_SERVERS", "is empty".into()));
         }
-        let mechanism = self.kafka_sasl_mechanism;
-        let protocol = self.kafka_security_protocol.unwrap_or(match mechanism {
+        let mechanism: Option<Mechanism> =
+            choice(&self.kafka_sasl_mechanism, "KAFKA_SASL_MECHANISM")?;
+        let protocol = choice(&self.kafka_security_protocol, "KAFKA_SECURITY_PROTOCOL")?;
+        let protocol = protocol.unwrap_or(match mechanism {
             Some(_) => Protocol::SaslSsl,
             None => Protocol::Plaintext,
         });
@@ -282,9 +299,9 @@ impl KafkaSecurityArgs {
             (true, Some(_)) => Some(Sasl::OAuthBearer),
         };
         if !mechanism.is_some_and(Mechanism::needs_password)
-            && (self.kafka_sasl_username.is_some()
-                || self.kafka_sasl_password.is_some()
-                || self.kafka_sasl_password_file.is_some())
+            && (given(&self.kafka_sasl_username).is_some()
+                || given(&self.kafka_sasl_password).is_some()
+                || given(&self.kafka_sasl_password_file).is_some())
         {
             return Err(invalid(
                 "KAFKA_SASL_USERNAME",
@@ -299,8 +316,16 @@ impl KafkaSecurityArgs {
                 "KAFKA_SSL_CERTIFICATE_LOCATION",
             )?,
             key: readable(&self.kafka_ssl_key_location, "KAFKA_SSL_KEY_LOCATION")?,
-            key_password: self.kafka_ssl_key_password.clone().map(Secret::new),
+            key_password: given(&self.kafka_ssl_key_password)
+                .cloned()
+                .map(Secret::new),
         };
+        if tls.certificate.is_some() != tls.key.is_some() {
+            return Err(invalid(
+                "KAFKA_SSL_CERTIFICATE_LOCATION",
+                "a client certificate and its key (KAFKA_SSL_KEY_LOCATION) go together".into(),
+            ));
+        }
         if !protocol.is_tls() && (tls != Tls::default()) {
             return Err(invalid(
                 "KAFKA_SECURITY_PROTOCOL",
@@ -333,23 +358,28 @@ impl KafkaSecurityArgs {
 
     fn password_identity(&self, mechanism: Mechanism) -> Result<Sasl, ConfigError> {
         let invalid = |setting, problem: String| ConfigError::Invalid { setting, problem };
-        let username = self
-            .kafka_sasl_username
-            .clone()
-            .filter(|u| !u.is_empty())
-            .ok_or_else(|| {
-                invalid(
-                    "KAFKA_SASL_USERNAME",
-                    format!("{} needs a username", mechanism.as_str()),
-                )
-            })?;
-        let password = match (&self.kafka_sasl_password, &self.kafka_sasl_password_file) {
-            (Some(password), _) => password.clone(),
+        let username = given(&self.kafka_sasl_username).cloned().ok_or_else(|| {
+            invalid(
+                "KAFKA_SASL_USERNAME",
+                format!("{} needs a username", mechanism.as_str()),
+            )
+        })?;
+        let password = match (
+            given(&self.kafka_sasl_password),
+            given(&self.kafka_sasl_password_file),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "KAFKA_SASL_PASSWORD_FILE",
+                    "both it and KAFKA_SASL_PASSWORD are set; set one".into(),
+                ));
+            }
+            (Some(password), None) => password.clone(),
             (None, Some(path)) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
                     invalid(
                         "KAFKA_SASL_PASSWORD_FILE",
-                        format!("cannot read {}: {e}", path.display()),
+                        format!("cannot read {path}: {e}"),
                     )
                 })?;
                 let text = text.strip_suffix('\n').unwrap_or(&text);
@@ -375,8 +405,9 @@ impl KafkaSecurityArgs {
 }
 
 /// A file setting, checked readable now rather than when a client first connects.
-fn readable(path: &Option<PathBuf>, setting: &'static str) -> Result<Option<PathBuf>, ConfigError> {
-    if let Some(path) = path
+fn readable(path: &Option<String>, setting: &'static str) -> Result<Option<PathBuf>, ConfigError> {
+    let path = given(path).map(PathBuf::from);
+    if let Some(path) = &path
         && let Err(e) = std::fs::File::open(path)
     {
         return Err(ConfigError::Invalid {
@@ -384,7 +415,7 @@ fn readable(path: &Option<PathBuf>, setting: &'static str) -> Result<Option<Path
             problem: format!("cannot read {}: {e}", path.display()),
         });
     }
-    Ok(path.clone())
+    Ok(path)
 }
 
 /// `KEY=VALUE` → a pass-through option; the value is never quoted back, it may be a secret.

@@ -238,6 +238,34 @@ fn secrets_show_neither_in_help_nor_in_check_config() {
         assert!(!said.contains("s3cr3t"), "{said}");
     }
     assert!(stdout(&help).contains("KAFKA_SASL_PASSWORD"));
+
+    // Empty is unset, as a compose file's `NAME: ${NAME:-}` passes it.
+    let empty: Vec<(&str, String)> = [
+        "KAFKA_SECURITY_PROTOCOL",
+        "KAFKA_SASL_MECHANISM",
+        "KAFKA_SASL_USERNAME",
+        "KAFKA_SASL_PASSWORD",
+        "KAFKA_SASL_PASSWORD_FILE",
+        "KAFKA_SSL_CA_LOCATION",
+        "KAFKA_SSL_CERTIFICATE_LOCATION",
+        "KAFKA_SSL_KEY_LOCATION",
+        "KAFKA_SSL_KEY_PASSWORD",
+        "KAFKA_OPTIONS",
+    ]
+    .iter()
+    .map(|name| (*name, String::new()))
+    .collect();
+    let check = pageview_with(
+        &[
+            "generate",
+            "--bootstrap-servers",
+            "broker:9092",
+            "--check-config",
+        ],
+        &empty,
+    );
+    assert!(check.status.success(), "{}", stderr(&check));
+    assert!(stdout(&check).contains("(PLAINTEXT)"), "{}", stdout(&check));
 }
 
 #[test]
@@ -249,7 +277,7 @@ fn bad_security_settings_name_the_setting_before_connecting() {
         ),
         (
             vec![("KAFKA_SECURITY_PROTOCOL", "TLS")],
-            "--kafka-security-protocol",
+            "KAFKA_SECURITY_PROTOCOL",
         ),
         (
             vec![

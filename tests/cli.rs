@@ -225,23 +225,15 @@ fn run_with_a_bounded_simulated_stream_writes_all_three_datasets() {
 fn sigterm_stops_run_after_flushing_everything() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let child = pageview()
-        .args([
-            "run",
-            "--rate",
-            "2000",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    // SAFETY: signalling our own child process.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
+    let mut run = pageview();
+    run.args([
+        "run",
+        "--rate",
+        "2000",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let output = stopped_after(run, Duration::from_millis(1500));
     let summary = stdout(&output);
     let records: usize = summary
         .lines()

@@ -1,5 +1,6 @@
 //! Generator and processor through a real Apache Kafka broker's secured listeners: SASL_SSL
-//! with SCRAM-SHA-512, and SSL with a client certificate. Each misconfiguration (a wrong
+//! with SCRAM-SHA-512, SSL with a client certificate, and OAUTHBEARER (librdkafka's own
+//! tokens, and AWS MSK IAM tokens, which only MSK accepts). Each misconfiguration (a wrong
 //! password, an untrusted CA, TLS against a plaintext port and the reverse) ends the command
 //! with one line naming it, instead of a silent wait; secrets show nowhere.
 
@@ -334,4 +335,42 @@ fn bad_security_settings_name_the_setting_before_connecting() {
             "refused before connecting to anything: {err}"
         );
     }
+}
+
+#[test]
+fn oauthbearer_tokens_reach_the_broker() {
+    let (_broker, secured) = Broker::start_secured();
+    // librdkafka's own unsecured JWT, which the broker's default validator accepts.
+    let jwt = vec![
+        ("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT".to_string()),
+        ("KAFKA_SASL_MECHANISM", "OAUTHBEARER".to_string()),
+        (
+            "KAFKA_OPTIONS",
+            "enable.sasl.oauthbearer.unsecure.jwt=true;sasl.oauthbearer.config=principal=pageview"
+                .to_string(),
+        ),
+    ];
+    round_trip(&secured.oauth, &jwt, &[]);
+
+    // An AWS MSK IAM token is signed and sent; a broker that is not MSK cannot check its
+    // signature and refuses it, which is named as an authentication failure.
+    let msk_iam = vec![
+        ("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT".to_string()),
+        ("KAFKA_SASL_MECHANISM", "AWS_MSK_IAM".to_string()),
+        ("AWS_REGION", "eu-west-1".to_string()),
+        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "not-a-real-secret".to_string()),
+    ];
+    let output = pageview_with(
+        &[
+            "generate",
+            "--bootstrap-servers",
+            &secured.oauth,
+            "--events",
+            "1",
+        ],
+        &msk_iam,
+    );
+    assert_refused(&output, "authentication failed");
+    assert!(!stderr(&output).contains("not-a-real-secret"));
 }

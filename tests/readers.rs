@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -131,18 +131,9 @@ fn the_readme_snippets_work_on_what_its_first_command_writes() {
     let dir = tempfile::tempdir().unwrap();
     // `pageview run` exactly as the README's first command runs it, from the folder it
     // writes `pageview-data` into.
-    let child = pageview()
-        .arg("run")
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(6));
-    // SAFETY: signalling our own child process.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
+    let mut run = pageview();
+    run.arg("run").current_dir(dir.path());
+    stopped_after(run, Duration::from_secs(6));
     let data = dir.path().join("pageview-data");
     assert!(
         dead_letters_of(&data, "invalid_utf8") > 0,

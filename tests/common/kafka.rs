@@ -42,6 +42,9 @@ pub struct Secured {
     pub sasl_ssl: String,
     /// `localhost:PORT`: SSL that requires a client certificate signed by the CA.
     pub ssl: String,
+    /// `127.0.0.1:PORT`: SASL_PLAINTEXT with OAUTHBEARER, whose tokens the broker checks
+    /// as unsecured JWTs (Kafka's default validator, for tests only).
+    pub oauth: String,
     /// PEM files: the CA that signed the broker's and the client's certificates, the
     /// client's certificate and key, and a CA that signed neither.
     pub ca: PathBuf,
@@ -68,15 +71,23 @@ impl Broker {
         let files = tempfile::tempdir().unwrap();
         let certificates = files.path();
         make_certificates(certificates);
-        let (sasl_ssl, ssl) = (free_port(), free_port());
+        let (sasl_ssl, ssl, oauth) = (free_port(), free_port(), free_port());
         let keystore = certificates.join("broker.p12");
         let truststore = certificates.join("truststore.p12");
-        let listeners = format!(",SASL_SSL://127.0.0.1:{sasl_ssl},SSL://127.0.0.1:{ssl}");
+        let listeners = format!(
+            ",SASL_SSL://127.0.0.1:{sasl_ssl},SSL://127.0.0.1:{ssl},OAUTH://127.0.0.1:{oauth}"
+        );
         // Advertised as localhost, the name the broker's certificate is issued for.
-        let advertised = format!(",SASL_SSL://localhost:{sasl_ssl},SSL://localhost:{ssl}");
+        let advertised = format!(
+            ",SASL_SSL://localhost:{sasl_ssl},SSL://localhost:{ssl},OAUTH://127.0.0.1:{oauth}"
+        );
         let config = format!(
             "inter.broker.listener.name=PLAINTEXT\n\
              sasl.enabled.mechanisms=SCRAM-SHA-512\n\
+             listener.name.oauth.sasl.enabled.mechanisms=OAUTHBEARER\n\
+             listener.name.oauth.oauthbearer.sasl.jaas.config=\
+             org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required \
+             unsecuredLoginStringClaim_sub=\"broker\";\n\
              listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=\
              org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
              ssl.keystore.type=PKCS12\n\
@@ -94,6 +105,7 @@ impl Broker {
         let secured = Secured {
             sasl_ssl: format!("localhost:{sasl_ssl}"),
             ssl: format!("localhost:{ssl}"),
+            oauth: format!("127.0.0.1:{oauth}"),
             ca: certificates.join("ca.pem"),
             client_certificate: certificates.join("client.pem"),
             client_key: certificates.join("client.key"),
@@ -120,7 +132,7 @@ impl Broker {
                  advertised.listeners=PLAINTEXT://127.0.0.1:{port}{advertised}\n\
                  controller.listener.names=CONTROLLER\n\
                  listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,\
-                 SASL_SSL:SASL_SSL,SSL:SSL\n\
+                 SASL_SSL:SASL_SSL,SSL:SSL,OAUTH:SASL_PLAINTEXT\n\
                  log.dirs={}\n\
                  num.partitions=1\n\
                  offsets.topic.replication.factor=1\n\

@@ -254,3 +254,41 @@ pub fn assert_one_line_error(output: &std::process::Output, names: &str) {
         "one error line, then at most a usage hint: {err:?}"
     );
 }
+
+/// Runs `command` for `running`, then stops it with SIGTERM, as Ctrl-C in a terminal would;
+/// its output once it exited, which must be a success.
+pub fn stopped_after(mut command: Command, running: Duration) -> Output {
+    use std::process::Stdio;
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    std::thread::sleep(running);
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    output
+}
+
+/// A command that could not reach Kafka at `servers`: it said at once where it connects,
+/// then why it gave up, in one line with the client's own complaint.
+pub fn assert_unreachable_named(output: &Output, servers: &str) {
+    assert!(!output.status.success());
+    let err = stderr(output);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].contains(&format!("connecting to Kafka at {servers} (PLAINTEXT)")),
+        "{err}"
+    );
+    assert!(
+        lines[1].contains(&format!("cannot reach Kafka at {servers}")),
+        "{err}"
+    );
+    assert!(
+        lines[1].contains("Connection refused"),
+        "the client's own complaint: {err}"
+    );
+}

@@ -134,6 +134,8 @@ pub fn human(x: f64) -> String {
         x if x >= 1e9 => format!("{:.2}G", x / 1e9),
         x if x >= 1e6 => format!("{:.2}M", x / 1e6),
         x if x >= 1e4 => format!("{:.1}k", x / 1e3),
+        // The original's 1.16 events/s must not read as 1.
+        x if x < 10.0 && x.fract() != 0.0 => format!("{x:.2}"),
         x => format!("{x:.0}"),
     }
 }
@@ -202,6 +204,9 @@ mod tests {
 
     #[test]
     fn spans_and_what_a_generator_will_take() {
+        assert_eq!(human(1.1583), "1.16");
+        assert_eq!(human(7.0), "7");
+        assert_eq!(human(123.4), "123");
         assert_eq!(span(8.62), "8.6 s");
         assert_eq!(span(15.0), "15 s");
         assert_eq!(span(600.0), "10 min");

@@ -174,7 +174,7 @@ pub struct ProducerArgs {
 /// How clients authenticate to Kafka and encrypt what they send: TLS, SASL, or both, as
 /// managed clusters (MSK, Confluent Cloud, Aiven) need. An empty variable is unset, as
 /// `NAME: ${NAME:-}` in a compose file passes it.
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct KafkaSecurityArgs {
     /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL [default: SASL_SSL when a SASL mechanism
     /// is set, PLAINTEXT otherwise].
@@ -219,6 +219,36 @@ pub struct KafkaSecurityArgs {
         hide_env_values = true
     )]
     pub kafka_options: Vec<String>,
+}
+
+/// Passwords and option values show as `***`, in case anything prints the arguments.
+impl std::fmt::Debug for KafkaSecurityArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |value: &Option<String>| value.as_ref().map(|_| "***");
+        let option_keys: Vec<&str> = self
+            .kafka_options
+            .iter()
+            .map(|option| option.split('=').next().unwrap_or_default())
+            .collect();
+        f.debug_struct("KafkaSecurityArgs")
+            .field("kafka_security_protocol", &self.kafka_security_protocol)
+            .field("kafka_sasl_mechanism", &self.kafka_sasl_mechanism)
+            .field("kafka_sasl_username", &self.kafka_sasl_username)
+            .field("kafka_sasl_password", &hidden(&self.kafka_sasl_password))
+            .field("kafka_sasl_password_file", &self.kafka_sasl_password_file)
+            .field("kafka_ssl_ca_location", &self.kafka_ssl_ca_location)
+            .field(
+                "kafka_ssl_certificate_location",
+                &self.kafka_ssl_certificate_location,
+            )
+            .field("kafka_ssl_key_location", &self.kafka_ssl_key_location)
+            .field(
+                "kafka_ssl_key_password",
+                &hidden(&self.kafka_ssl_key_password),
+            )
+            .field("kafka_options (keys)", &option_keys)
+            .finish()
+    }
 }
 
 /// A setting's value, `None` when it is unset or empty.
@@ -425,9 +455,10 @@ fn pass_through(option: &str) -> Result<(String, Secret), ConfigError> {
         problem,
     };
     let Some((key, value)) = option.split_once('=') else {
+        // Not even a prefix is quoted: without its `=` an option may be a bare secret.
         return Err(invalid(format!(
-            "an option must be KEY=VALUE; one starting {:?} has no `=`",
-            option.chars().take(24).collect::<String>()
+            "an option must be KEY=VALUE; one of {} characters has no `=`",
+            option.chars().count()
         )));
     };
     let key = key.trim();
@@ -948,6 +979,31 @@ pub fn parse_count(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn security_arguments_never_print_their_secrets() {
+        let cli = parse(&[
+            "process",
+            "--bootstrap-servers",
+            "b:9096",
+            "--storage",
+            "out",
+            "--kafka-sasl-mechanism",
+            "PLAIN",
+            "--kafka-sasl-username",
+            "key",
+            "--kafka-sasl-password",
+            "pass-1",
+            "--kafka-ssl-key-password",
+            "pass-2",
+            "--kafka-option",
+            "sasl.oauthbearer.config=pass-3",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?}");
+        assert!(shown.contains("sasl.oauthbearer.config"), "{shown}");
+        assert!(!shown.contains("pass-"), "{shown}");
+    }
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("pageview").chain(args.iter().copied()))

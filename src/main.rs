@@ -399,7 +399,7 @@ fn consume_group(
         cluster.security.describe(),
         kafka.topic
     );
-    let mut group = GroupConsumer::join(settings, checkpoints())?;
+    let mut group = GroupConsumer::join(settings, checkpoints(), until.stop)?;
     let member = member_name(kafka);
     tracing::info!(
         "consuming {} at {} as {member} in group {}; checkpoints every {} ms",
@@ -573,8 +573,8 @@ fn run_kafka(args: &RunArgs, config: GeneratorConfig, servers: &str) -> Result<E
     let exposed = expose(&args.metrics, Some(RUN_METRICS_PORT), true, true)?;
     let storage = LocalStorage::open(&args.data_dir)?.observed_by(exposed.storage_observer());
     let storage = Arc::new(storage);
-    ensure_topic(&consumer.cluster, topic, RUN_PARTITIONS)?;
     let stop = stop_flag()?;
+    ensure_topic(&consumer.cluster, topic, RUN_PARTITIONS, &stop)?;
     let drain = Arc::new(AtomicBool::new(false));
     introduce(args, &config, &format!(" through {topic} at {servers}"));
     let settings = ProducerSettings {
@@ -662,7 +662,7 @@ fn generate(args: GenerateArgs) -> Result<ExitCode> {
                 "connecting to Kafka at {servers} ({})",
                 cluster.security.describe()
             );
-            ensure_topic(&cluster, &kafka.topic, kafka.partitions)?;
+            ensure_topic(&cluster, &kafka.topic, kafka.partitions, &stop)?;
             let settings = ProducerSettings {
                 cluster,
                 topic: kafka.topic.clone(),
@@ -685,8 +685,8 @@ fn generate(args: GenerateArgs) -> Result<ExitCode> {
 }
 
 /// Creates the topic if it is missing, and says which it was.
-fn ensure_topic(cluster: &Cluster, topic: &str, partitions: i32) -> Result<()> {
-    match kafka::ensure_topic(cluster, topic, partitions)? {
+fn ensure_topic(cluster: &Cluster, topic: &str, partitions: i32, stop: &AtomicBool) -> Result<()> {
+    match kafka::ensure_topic(cluster, topic, partitions, stop)? {
         TopicState::Created { partitions } => {
             tracing::info!("created topic {topic} with {partitions} partitions")
         }
@@ -728,7 +728,8 @@ fn consume_only(args: ConsumeOnlyArgs) -> Result<ExitCode> {
         std::env::temp_dir().join(format!("pageview-consume-only-{}", std::process::id()));
     let storage: Arc<dyn Storage> = Arc::new(LocalStorage::open(&scratch)?);
     let checkpoints = Checkpoints::new(storage, "consume-only", &args.kafka.group);
-    let group = GroupConsumer::join(&args.kafka.settings(&args.bootstrap_servers)?, checkpoints)?;
+    let settings = args.kafka.settings(&args.bootstrap_servers)?;
+    let group = GroupConsumer::join(&settings, checkpoints, &AtomicBool::new(false))?;
     let ends = group.ends()?;
     let started = Instant::now();
     let (mut records, mut bytes) = (0u64, 0u64);

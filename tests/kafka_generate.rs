@@ -141,15 +141,16 @@ fn events_reach_the_topic_once_each_keyed_by_postcode() {
 }
 
 #[test]
-fn an_unreachable_broker_is_named() {
-    let output = run(&[
+fn an_unreachable_broker_is_waited_for_saying_so() {
+    let mut generate = pageview();
+    generate.args([
         "generate",
         "--bootstrap-servers",
         "127.0.0.1:1",
         "--events",
         "1",
     ]);
-    assert_unreachable_named(&output, "127.0.0.1:1");
+    assert_waits_for_unreachable_kafka(generate, "127.0.0.1:1");
 }
 
 #[test]

@@ -705,17 +705,69 @@ fn a_processor_fenced_by_its_own_instance_id_stops_with_a_reason() {
 }
 
 #[test]
-fn an_unreachable_broker_is_named_and_nothing_is_written() {
+fn an_unreachable_broker_is_waited_for_saying_so_and_nothing_is_written() {
     let storage = tempfile::tempdir().unwrap();
-    let output = run(&[
+    let mut process = pageview();
+    process.args([
         "process",
         "--bootstrap-servers",
         "127.0.0.1:1",
         "--storage",
         storage.path().to_str().unwrap(),
     ]);
-    assert_unreachable_named(&output, "127.0.0.1:1");
+    assert_waits_for_unreachable_kafka(process, "127.0.0.1:1");
     assert!(parquet_files(storage.path()).is_empty());
+}
+
+#[test]
+fn a_processor_started_during_a_broker_outage_waits_and_then_consumes() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let generated = run(&[
+        "generate",
+        "--bootstrap-servers",
+        &broker.bootstrap,
+        "--events",
+        "3000",
+        "--simulated-time",
+    ]);
+    assert!(generated.status.success(), "{}", stderr(&generated));
+    broker.freeze();
+    let mut process = pageview();
+    process.args([
+        "process",
+        "--bootstrap-servers",
+        &broker.bootstrap,
+        "--stop-at-end",
+        "--storage",
+        dir.path().join("out").to_str().unwrap(),
+    ]);
+    let log = dir.path().join("stderr");
+    let mut child = spawn_logged(process, &log);
+    wait_for_log(
+        &log,
+        &format!("still waiting for Kafka at {}", broker.bootstrap),
+        Duration::from_secs(60),
+    );
+    broker.thaw();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert_eq!(rows(&dir.path().join("out"), RAW), 3000);
 }
 
 #[test]

@@ -54,7 +54,12 @@ pub fn measure(
     dir: &Path,
 ) -> Result<Latencies> {
     let topic = format!("pageview-latency-{}", now_ms());
-    kafka::ensure_topic(&Cluster::plaintext(servers), &topic, PARTITIONS)?;
+    kafka::ensure_topic(
+        &Cluster::plaintext(servers),
+        &topic,
+        PARTITIONS,
+        &AtomicBool::new(false),
+    )?;
     let out = dir.join("out-latency");
     super::clear(&out)?;
     let mut child = Command::new(exe)

@@ -212,7 +212,12 @@ fn run_kafka(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
     let mut runs = Runs::paired(args);
     for &events in &args.sizes {
         let topic = format!("pageview-bench-{events}-{}", crate::generate::now_ms());
-        kafka::ensure_topic(&Cluster::plaintext(servers), &topic, 3)?;
+        kafka::ensure_topic(
+            &Cluster::plaintext(servers),
+            &topic,
+            3,
+            &AtomicBool::new(false),
+        )?;
         eprintln!("producing {} events to {topic} …", human(events as f64));
         let settings = ProducerSettings {
             cluster: Cluster::plaintext(servers),

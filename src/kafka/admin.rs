@@ -1,6 +1,7 @@
 //! A topic name → the topic, created with the requested partitions if it is missing.
 
 use std::ffi::CString;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -13,8 +14,10 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use super::{Cluster, Connection, KafkaError};
 
-/// How long start-up waits for the cluster's metadata before calling the address bad.
+/// How long a request for metadata waits for an answer once the cluster has answered.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a client waiting for the cluster at start-up says so.
+const WAITING_NOTE_EVERY: Duration = Duration::from_secs(10);
 /// One metadata request of the start-up wait: between two, the client's errors are read.
 const METADATA_STEP: Duration = Duration::from_millis(500);
 /// How long one poll reads a client's queued events (logs, errors, token requests) while
@@ -51,46 +54,57 @@ impl ClientContext for Probe {
 
 impl ConsumerContext for Probe {}
 
-/// The metadata of `topic`, asked for until [`CONNECT_TIMEOUT`]; stops at once when the
-/// client's errors show a setting no retry fixes. `poll` delivers the client's events.
+/// The metadata of `topic`, asked for until the cluster answers, however long an outage
+/// lasts: every [`WAITING_NOTE_EVERY`] a line says what it waits for. Stops at once when the
+/// client's errors show a setting no retry fixes, or when `stop` is set. `poll` delivers the
+/// client's events.
 pub fn await_metadata<C: ClientContext>(
     client: &Client<C>,
     connection: &Connection,
     poll: impl Fn(),
     topic: &str,
     servers: &str,
+    stop: &AtomicBool,
 ) -> Result<Metadata, KafkaError> {
-    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    let started = Instant::now();
+    let mut next_note = started + WAITING_NOTE_EVERY;
     loop {
-        let step = deadline
-            .saturating_duration_since(Instant::now())
-            .min(METADATA_STEP);
-        let answer = client.fetch_metadata(Some(topic), step);
+        let answer = client.fetch_metadata(Some(topic), METADATA_STEP);
         poll();
         if let Some(problem) = connection.problem() {
             return Err(KafkaError::Misconfigured(problem));
         }
-        match answer {
-            Ok(metadata) => return Ok(metadata),
-            Err(_) if Instant::now() >= deadline => {
-                return Err(KafkaError::Silent {
-                    servers: servers.to_string(),
-                    last: connection.complaint(),
-                });
-            }
-            Err(_) => {}
+        if let Ok(metadata) = answer {
+            return Ok(metadata);
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Err(KafkaError::Interrupted {
+                servers: servers.to_string(),
+            });
+        }
+        let now = Instant::now();
+        if now >= next_note {
+            let last = connection
+                .complaint()
+                .unwrap_or_else(|| "no error from the client".into());
+            tracing::warn!(
+                "still waiting for Kafka at {servers}: no answer for {} s (last: {last})",
+                now.duration_since(started).as_secs()
+            );
+            next_note = now + WAITING_NOTE_EVERY;
         }
     }
 }
 
 /// Makes sure `topic` exists, creating it with `partitions` partitions and the cluster's
-/// default replication factor when it does not.
+/// default replication factor when it does not; waits for the cluster until `stop`.
 pub fn ensure_topic(
     cluster: &Cluster,
     topic: &str,
     partitions: i32,
+    stop: &AtomicBool,
 ) -> Result<TopicState, KafkaError> {
-    let unreachable = |source| KafkaError::Unreachable {
+    let setup = |source| KafkaError::Setup {
         servers: cluster.servers.clone(),
         source,
     };
@@ -99,7 +113,7 @@ pub fn ensure_topic(
     let probe: BaseConsumer<Probe> = cluster
         .client_config(&[("allow.auto.create.topics", "false")])
         .create_with_context(Probe(Connection::new(cluster)))
-        .map_err(unreachable)?;
+        .map_err(setup)?;
     let poll = || while probe.poll(EVENTS_DRAIN).is_some() {};
     let metadata = await_metadata(
         probe.client(),
@@ -107,6 +121,7 @@ pub fn ensure_topic(
         poll,
         topic,
         &cluster.servers,
+        stop,
     )?;
     let found = metadata.topics().iter().find(|t| t.name() == topic);
     if let Some(found) = found.filter(|t| t.error().is_none()) {
@@ -115,7 +130,7 @@ pub fn ensure_topic(
         });
     }
     let admin: AdminClient<DefaultClientContext> =
-        cluster.client_config(&[]).create().map_err(unreachable)?;
+        cluster.client_config(&[]).create().map_err(setup)?;
     if cluster.security.msk_iam_region().is_some() {
         give_token(admin.inner(), &probe.context().0)?;
     }
@@ -134,7 +149,7 @@ pub fn ensure_topic(
     match results.into_iter().next() {
         Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => {
             // Another client created it in between; that is as good.
-            ensure_topic(cluster, topic, partitions)
+            ensure_topic(cluster, topic, partitions, stop)
         }
         Some(Err((_, code))) => Err(KafkaError::CreateTopic {
             topic: topic.to_string(),

@@ -17,18 +17,16 @@ pub use security::Cluster;
 /// What can go wrong talking to Kafka; each says what the operator should check.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
-    /// Bad settings or an unreachable broker at start-up: fix the configuration.
-    #[error("cannot reach Kafka at {servers}: {source}")]
-    Unreachable {
+    /// librdkafka refused to make a client: a certificate or key it cannot load, a property
+    /// value it rejects. Fix the configuration.
+    #[error("cannot set up a Kafka client for {servers}: {source}{}", setting_named_in(&source.to_string()))]
+    Setup {
         servers: String,
         source: rdkafka::error::KafkaError,
     },
-    /// The cluster did not answer at start-up; `last` is the client's last complaint.
-    #[error("cannot reach Kafka at {servers}: no answer in {} s{}", CONNECT_TIMEOUT.as_secs(), last.as_ref().map(|l| format!(" (last: {l})")).unwrap_or_default())]
-    Silent {
-        servers: String,
-        last: Option<String>,
-    },
+    /// Stopped (Ctrl-C, SIGTERM) while waiting for the cluster to answer at start-up.
+    #[error("stopped while waiting for Kafka at {servers} to answer")]
+    Interrupted { servers: String },
     /// A setting no retry can fix (credentials, certificates, protocol), as
     /// [`Connection::problem`] words it.
     #[error("{0}")]
@@ -45,6 +43,18 @@ pub enum KafkaError {
     Client(#[from] rdkafka::error::KafkaError),
     #[error("cannot start the Kafka admin runtime: {0}")]
     Runtime(std::io::Error),
+}
+
+/// ` (check SETTING)` for the first librdkafka property with a setting of its own that
+/// `message` names, so an error in librdkafka's words points at pageview's.
+fn setting_named_in(message: &str) -> String {
+    security::RESERVED
+        .iter()
+        .find(|(property, instead)| {
+            message.contains(&format!("{property} ")) && !instead.starts_with("nothing")
+        })
+        .map(|(_, setting)| format!(" (check {setting})"))
+        .unwrap_or_default()
 }
 
 /// Checks every property of `cluster`'s clients with librdkafka, without connecting, so a

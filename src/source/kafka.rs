@@ -272,8 +272,12 @@ pub struct GroupConsumer {
 }
 
 impl GroupConsumer {
-    /// Joins the group; fails at once when the cluster cannot be reached.
-    pub fn join(settings: &ConsumerSettings, checkpoints: Checkpoints) -> Result<Self, KafkaError> {
+    /// Joins the group, once the cluster answers (see [`await_metadata`]) or until `stop`.
+    pub fn join(
+        settings: &ConsumerSettings,
+        checkpoints: Checkpoints,
+        stop: &AtomicBool,
+    ) -> Result<Self, KafkaError> {
         let consumer = connect(settings, checkpoints.clone())?;
         // Before the subscription the consumer queue holds only the client's own events.
         let poll = || while consumer.poll(EVENTS_DRAIN).is_some() {};
@@ -283,6 +287,7 @@ impl GroupConsumer {
             poll,
             &settings.topic,
             &settings.cluster.servers,
+            stop,
         )?;
         consumer.context().reached.store(true, Ordering::Relaxed);
         let fetch = FetchQueue::new(&consumer);
@@ -470,7 +475,7 @@ fn connect(
     };
     config
         .create_with_context(context)
-        .map_err(|source| KafkaError::Unreachable {
+        .map_err(|source| KafkaError::Setup {
             servers: settings.cluster.servers.clone(),
             source,
         })

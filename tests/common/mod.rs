@@ -272,23 +272,64 @@ pub fn stopped_after(mut command: Command, running: Duration) -> Output {
     output
 }
 
-/// A command that could not reach Kafka at `servers`: it said at once where it connects,
-/// then why it gave up, in one line with the client's own complaint.
-pub fn assert_unreachable_named(output: &Output, servers: &str) {
-    assert!(!output.status.success());
-    let err = stderr(output);
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 2, "{err}");
+/// Starts `command` with its stderr in `log`, to be read while it runs.
+pub fn spawn_logged(mut command: Command, log: &Path) -> std::process::Child {
+    use std::process::Stdio;
+    let file = File::create(log).unwrap();
+    command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(file))
+        .spawn()
+        .expect("the binary runs")
+}
+
+/// Waits until `log` holds `needle`; fails after `within` with what it holds.
+pub fn wait_for_log(log: &Path, needle: &str, within: Duration) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {needle:?} in {within:?}: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `command`, pointed at `servers` where nothing listens: it says at once where it
+/// connects, then every 10 s that it still waits and why, until SIGTERM ends the wait.
+pub fn assert_waits_for_unreachable_kafka(command: Command, servers: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr");
+    let child = spawn_logged(command, &log);
+    let said = wait_for_log(&log, "still waiting for Kafka", Duration::from_secs(60));
+    let lines: Vec<&str> = said.lines().collect();
     assert!(
         lines[0].contains(&format!("connecting to Kafka at {servers} (PLAINTEXT)")),
-        "{err}"
+        "said at once: {said}"
     );
     assert!(
-        lines[1].contains(&format!("cannot reach Kafka at {servers}")),
-        "{err}"
+        lines[1].contains(&format!(
+            "still waiting for Kafka at {servers}: no answer for 10 s"
+        )),
+        "{said}"
     );
     assert!(
         lines[1].contains("Connection refused"),
-        "the client's own complaint: {err}"
+        "the client's own complaint: {said}"
+    );
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        said.lines().last().unwrap_or_default().contains(&format!(
+            "pageview: error: stopped while waiting for Kafka at {servers} to answer"
+        )),
+        "{said}"
     );
 }

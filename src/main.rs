@@ -391,6 +391,13 @@ fn consume_group(
     observed: Observed,
 ) -> Result<Option<Router>> {
     let buckets = pipeline.buckets.resolve()?;
+    // A group member runs for good: readers' globs over the DLQ must match before its first
+    // dead letter, not only after it stops.
+    Sinks::new(
+        storage.clone(),
+        &pipeline.sink_config(Tags::Fixed("dlq".into()))?,
+    )
+    .ensure_dlq_file()?;
     let checkpoints = || Checkpoints::new(storage.clone(), &buckets.checkpoints, &kafka.group);
     let cluster = &settings.cluster;
     tracing::info!(
@@ -469,7 +476,6 @@ fn consume_group(
     )?;
     if let Some(router) = &router {
         progress.done(router);
-        router.ensure_dlq_file()?;
     }
     leave_group(group);
     Ok(router)

@@ -271,11 +271,6 @@ impl Router {
         self.emit(&closed)?;
         self.sinks.finish_all()?;
         self.publish_finished()?;
-        self.ensure_dlq_file()
-    }
-
-    /// See [`Sinks::ensure_dlq_file`]; for the end of a run, once its files are published.
-    pub fn ensure_dlq_file(&self) -> Result<(), SinkError> {
         self.sinks.ensure_dlq_file()
     }
 

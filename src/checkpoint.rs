@@ -13,13 +13,27 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::route::Sealed;
-use crate::sink::{Dataset, WrittenFile};
+use crate::sink::{Dataset, Finished, WrittenFile};
 use crate::storage::{Storage, StorageError};
 use crate::window::{OpenCount, Watermarks, WindowSpec, Windows};
 
 /// Bumped when the manifest format changes, so an old processor refuses a newer manifest.
 const VERSION: u32 = 1;
+
+/// What a checkpoint saves and publishes, taken from the router in one step.
+pub struct Sealed {
+    pub finished: Vec<Finished>,
+    /// (partition, offset after its last routed record).
+    pub next: Vec<(i32, i64)>,
+    /// (partition, offset after its last record read): where reading would resume.
+    pub read: Vec<(i32, i64)>,
+    /// (partition, first offset) of each raw file still open.
+    pub raw_unfinished: Vec<(i32, i64)>,
+    /// (partition, largest valid event time).
+    pub clocks: Vec<(i32, i64)>,
+    pub watermark: Option<i64>,
+    pub windows: Vec<OpenCount>,
+}
 
 /// One checkpoint of one processor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,9 +13,9 @@ use crate::generate::{GeneratorConfig, now_ms};
 use crate::kafka::KeyChoice;
 use crate::kafka::security::{Cluster, Mechanism, Protocol, RESERVED, Sasl, Secret, Security, Tls};
 use crate::logging::LogFormat;
-use crate::sink::{Dataset, SinkConfig, Tags};
+use crate::sink::{SinkConfig, Tags};
 use crate::source::kafka::ConsumerSettings;
-use crate::storage::{Location, S3Settings};
+use crate::storage::{Buckets, Location, S3Settings};
 use crate::window::{WindowSpec, Windows};
 
 #[derive(Debug, Parser)]
@@ -799,24 +799,6 @@ pub struct BucketArgs {
 }
 
 /// The three bucket names of SPEC.md 2, and where checkpoints go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Buckets {
-    pub raw: String,
-    pub aggregated: String,
-    pub dlq: String,
-    pub checkpoints: String,
-}
-
-impl Buckets {
-    pub fn of(&self, dataset: Dataset) -> &str {
-        match dataset {
-            Dataset::Raw => &self.raw,
-            Dataset::Aggregated => &self.aggregated,
-            Dataset::Dlq => &self.dlq,
-        }
-    }
-}
-
 impl BucketArgs {
     pub fn resolve(&self) -> Result<Buckets, ConfigError> {
         let env = &self.environment;

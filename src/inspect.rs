@@ -17,10 +17,9 @@ use parquet::arrow::arrow_reader::{
 use parquet::errors::ParquetError;
 use parquet::file::reader::{ChunkReader, Length};
 
-use crate::config::Buckets;
 use crate::report::{grouped, size};
 use crate::sink::{Dataset, naming};
-use crate::storage::{Listed, Storage, StorageError};
+use crate::storage::{Buckets, Listed, Storage, StorageError};
 
 /// What to show.
 #[derive(Debug, Clone)]
@@ -100,7 +99,7 @@ pub fn inspect(
     // The aggregated and dead-letter files, footers read, to read their columns next.
     let mut opened = Vec::new();
     for dataset in Dataset::ALL {
-        let bucket = buckets.of(dataset).to_string();
+        let bucket = dataset.bucket(buckets).to_string();
         let files: Vec<Listed> = storage
             .list_files(&bucket)?
             .into_iter()

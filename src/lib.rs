@@ -21,6 +21,7 @@ pub mod kafka;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod record;
 pub mod report;
 pub mod route;
 pub mod serve;

@@ -11,7 +11,15 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::config::ConfigError;
+/// `LOG_LEVEL` is neither a level nor a filter.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "invalid LOG_LEVEL: {level:?} is not a level (error, warn, info, debug, trace) or filter: {source}"
+)]
+pub struct LogLevelError {
+    level: String,
+    source: tracing_subscriber::filter::ParseError,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -40,21 +48,19 @@ where
 }
 
 /// The filter `LOG_LEVEL` asks for.
-fn filter(level: &str) -> Result<EnvFilter, ConfigError> {
+fn filter(level: &str) -> Result<EnvFilter, LogLevelError> {
     let directives = match level {
         "trace" | "debug" | "info" | "warn" | "error" | "off" => format!("warn,pageview={level}"),
         other => other.to_string(),
     };
-    EnvFilter::try_new(&directives).map_err(|e| ConfigError::Invalid {
-        setting: "LOG_LEVEL",
-        problem: format!(
-            "{level:?} is not a level (error, warn, info, debug, trace) or filter: {e}"
-        ),
+    EnvFilter::try_new(&directives).map_err(|source| LogLevelError {
+        level: level.to_string(),
+        source,
     })
 }
 
 /// Sends this process's log events to stderr in `format`, those `level` lets through.
-pub fn init(format: LogFormat, level: &str) -> Result<(), ConfigError> {
+pub fn init(format: LogFormat, level: &str) -> Result<(), LogLevelError> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter(level)?)
         .with_writer(std::io::stderr);

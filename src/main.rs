@@ -867,7 +867,11 @@ impl Observed {
 
     fn observe(&self, router: &Router) {
         if let Some(metrics) = &self.metrics {
-            metrics.observe(router, pageview::generate::now_ms());
+            metrics.observe(
+                router.stats(),
+                router.watermarks(),
+                pageview::generate::now_ms(),
+            );
             let records = router.stats().records;
             self.board
                 .show(router.recent_windows(), records, Instant::now());

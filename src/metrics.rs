@@ -13,11 +13,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::route::Router;
 use crate::sink::Dataset;
 use crate::stats::Stats;
 use crate::storage::RequestObserver;
 use crate::validate::ErrorKind;
+use crate::window::Watermarks;
 
 /// Every metric name starts with this.
 pub const PREFIX: &str = "pageview";
@@ -207,9 +207,9 @@ impl PipelineMetrics {
         }
     }
 
-    /// Brings the metrics up to what `router` has done.
-    pub fn observe(&self, router: &Router, now_ms: i64) {
-        let stats = router.stats();
+    /// Brings the metrics up to what the router counted (`stats`) and where its watermarks
+    /// are.
+    pub fn observe(&self, stats: &Stats, watermarks: &Watermarks, now_ms: i64) {
         let mut seen = self.seen.lock().expect("never poisoned");
         // A router of a new assignment continues the counts; one that does not (a restart
         // of the counters) starts the deltas afresh.
@@ -248,7 +248,6 @@ impl PipelineMetrics {
         if let Some(at) = *self.last_checkpoint.lock().expect("never poisoned") {
             self.checkpoint_age.set(at.elapsed().as_secs_f64());
         }
-        let watermarks = router.watermarks();
         if let Some(watermark) = watermarks.current() {
             self.watermark.set(watermark as f64 / 1000.0);
             self.watermark_delay

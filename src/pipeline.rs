@@ -9,7 +9,7 @@ use crate::checkpoint::{CheckpointError, Checkpointer};
 use crate::kafka::KafkaError;
 use crate::route::Router;
 use crate::sink::SinkError;
-use crate::source::kafka::{Assignment, GroupConsumer, Polled, Rebalanced};
+use crate::source::kafka::{Assignment, GroupConsumer, HasRead, Polled, Rebalanced};
 use crate::source::{Poll, Source, SourceError};
 
 /// How often time-based work (rolling files by age, idle partitions, progress) should run;
@@ -156,7 +156,10 @@ pub fn consume(
         let Some(now) = cadence.tick(idle) else {
             continue;
         };
-        if quiet.long(now) && group.stuck(owned.as_ref().map(|o| &o.router)) {
+        let has_read = owned
+            .as_ref()
+            .map(|o| move |ends: &[(i32, i64)]| o.router.has_read(ends));
+        if quiet.long(now) && group.stuck(has_read.as_ref().map(|f| f as HasRead<'_>)) {
             tracing::warn!(
                 "kafka: nothing consumed for {:?} although the broker has records for this member; joining again with a new client",
                 quiet.after

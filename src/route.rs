@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::checkpoint::PartitionState;
-use crate::sink::{DeadLetter, Finished, SinkError, Sinks, naming};
+use crate::checkpoint::{PartitionState, Sealed};
+use crate::sink::{DeadLetter, SinkError, Sinks, naming};
 use crate::source::Record;
 use crate::stats::Stats;
 use crate::status::RecentWindows;
 use crate::validate::{ErrorKind, validate};
-use crate::window::{Assignment, ClosedWindow, OpenCount, Windows};
+use crate::window::{Assignment, ClosedWindow, Windows};
 
 pub struct Router {
     windows: Windows,
@@ -36,21 +36,6 @@ struct Activity {
     /// The offset after the last record read, replayed ones included: below `next` while a
     /// restored partition replays.
     read: i64,
-}
-
-/// What a checkpoint saves and publishes, taken from the router in one step.
-pub struct Sealed {
-    pub finished: Vec<Finished>,
-    /// (partition, offset after its last routed record).
-    pub next: Vec<(i32, i64)>,
-    /// (partition, offset after its last record read): where reading would resume.
-    pub read: Vec<(i32, i64)>,
-    /// (partition, first offset) of each raw file still open.
-    pub raw_unfinished: Vec<(i32, i64)>,
-    /// (partition, largest valid event time).
-    pub clocks: Vec<(i32, i64)>,
-    pub watermark: Option<i64>,
-    pub windows: Vec<OpenCount>,
 }
 
 impl Router {

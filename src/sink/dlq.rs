@@ -14,7 +14,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use super::naming;
 use super::rolling::{FileSettings, RollingFile, RowBuffer, Slot};
 use super::{Finished, SinkError};
-use crate::source::Origin;
+use crate::record::Origin;
 use crate::validate::ErrorKind;
 
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {

@@ -14,8 +14,7 @@ use super::dlq::{DeadLetter, DlqRows, DlqSink};
 use super::naming;
 use super::raw::{RawRows, RawSink};
 use super::rolling::{FileSettings, RowBuffer};
-use crate::config::Buckets;
-use crate::storage::{PendingFile, Storage, StorageError};
+use crate::storage::{Buckets, PendingFile, Storage, StorageError};
 use crate::validate::Pageview;
 use crate::window::ClosedWindow;
 
@@ -39,6 +38,15 @@ impl Dataset {
 
     pub fn index(self) -> usize {
         self as usize
+    }
+
+    /// The bucket this dataset's files go to.
+    pub fn bucket(self, buckets: &Buckets) -> &str {
+        match self {
+            Dataset::Raw => &buckets.raw,
+            Dataset::Aggregated => &buckets.aggregated,
+            Dataset::Dlq => &buckets.dlq,
+        }
     }
 
     /// The columns of this dataset's files.

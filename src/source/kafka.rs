@@ -25,7 +25,6 @@ use crate::checkpoint::{CheckpointError, Checkpoints, Recovery};
 use crate::kafka::{
     BrokerWatch, Cluster, Connection, EVENTS_DRAIN, KafkaError, STATS_INTERVAL_MS, await_metadata,
 };
-use crate::route::Router;
 
 /// How long a request for metadata or offsets waits for the cluster.
 const CONNECT_TIMEOUT: Duration = crate::kafka::CONNECT_TIMEOUT;
@@ -262,6 +261,9 @@ impl ConsumerContext for GroupContext {
     }
 }
 
+/// Whether a reader got to the given (partition, offset after the last record) ends.
+pub type HasRead<'a> = &'a dyn Fn(&[(i32, i64)]) -> bool;
+
 /// A member of a consumer group, subscribed to one topic.
 pub struct GroupConsumer {
     /// Declared first so that it is destroyed before the client.
@@ -341,17 +343,18 @@ impl GroupConsumer {
     }
 
     /// Whether a consumer that has delivered nothing for a while is stuck rather than idle:
-    /// the broker answers, yet a partition `read` owns has records it did not read (`read` is
-    /// `None` without an assignment: then the member should be settled in the group). Seen
-    /// after a lone broker stalled and came back, when librdkafka may stop fetching a
-    /// partition or never finish rejoining, with no error; a new client recovers.
-    pub fn stuck(&self, read: Option<&Router>) -> bool {
+    /// the broker answers, yet a partition it owns has records it did not read (`has_read`
+    /// says whether the reader got to the given (partition, end) offsets; `None` without an
+    /// assignment: then the member should be settled in the group). Seen after a lone broker
+    /// stalled and came back, when librdkafka may stop fetching a partition or never finish
+    /// rejoining, with no error; a new client recovers.
+    pub fn stuck(&self, has_read: Option<HasRead<'_>>) -> bool {
         // Unanswered: the broker is away, which librdkafka waits out by itself.
         let Ok(ends) = self.ends() else {
             return false;
         };
-        match read {
-            Some(router) => !router.has_read(&ends),
+        match has_read {
+            Some(has_read) => !has_read(&ends),
             None => !self.consumer.context().steady.load(Ordering::Relaxed),
         }
     }

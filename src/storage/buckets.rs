@@ -14,8 +14,7 @@ use aws_sdk_s3::types::{
     TransitionStorageClass, VersioningConfiguration,
 };
 
-use super::S3Settings;
-use crate::config::Buckets;
+use super::{Buckets, S3Settings};
 
 /// Days before raw events and aggregates move to Glacier (the original's lifecycle).
 pub const ARCHIVE_AFTER_DAYS: i32 = 30;

@@ -49,6 +49,15 @@ pub enum StorageError {
     S3Setup { endpoint: String, problem: String },
 }
 
+/// The names of the pipeline's buckets: the three datasets' and the checkpoints'.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Buckets {
+    pub raw: String,
+    pub aggregated: String,
+    pub dlq: String,
+    pub checkpoints: String,
+}
+
 /// Told of every request to a remote store, for metrics: `action` is the request
 /// ("put", "copy to", "upload part of", …), `ok` whether it succeeded.
 pub trait RequestObserver: Send + Sync {

@@ -242,6 +242,9 @@ fn shown_row(dom: &str, id: &str) -> Vec<f64> {
 /// The page agrees with `metrics` (taken once the counts stopped moving) and charts the
 /// latest window written to `storage`.
 fn the_page_shows(serving: &Serving, metrics: &BTreeMap<String, f64>, storage: &std::path::Path) {
+    // Nothing is read any more: once the throughput's 1 s measure holds only idle time, the
+    // page must say 0, as /api/status does.
+    std::thread::sleep(Duration::from_millis(2500));
     let dom = browse(serving.address);
     assert!(
         dom.contains(r#"<span id="state" class="ok">ready</span>"#),
@@ -281,7 +284,10 @@ fn the_page_shows(serving: &Serving, metrics: &BTreeMap<String, f64>, storage: &
     let delay = shown(&dom, "watermark-delay").unwrap();
     let delay_then = metrics["pageview_watermark_delay_seconds"];
     assert!((delay - delay_then).abs() < 30.0, "{delay} vs {delay_then}");
-    assert!(shown(&dom, "throughput").unwrap() >= 0.0);
+    assert_eq!(shown(&dom, "throughput"), Some(0.0), "idle: {dom}");
+    let (_, status) = http_get(serving.address, "/api/status");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["records_per_second"], 0.0, "{status}");
     assert_eq!(shown(&dom, "lag"), None, "no lag outside Kafka");
 
     // The newest window shown is the last one written, with its busiest postcodes.
@@ -522,6 +528,8 @@ fn run_through_kafka_serves_both_sides_and_the_page_shows_them() {
         "{before:#?}"
     );
     assert_eq!(before["pageview_generator_events_failed_total"], 0.0);
+    // Long enough running for the throughput's first 1 s measure.
+    std::thread::sleep(Duration::from_millis(1500));
     // The counts move while the page loads: what it shows lies between two scrapes.
     let dom = browse(serving.address);
     let after = serving.metrics();
@@ -536,6 +544,12 @@ fn run_through_kafka_serves_both_sides_and_the_page_shows_them() {
     }
     assert_eq!(shown(&dom, "generator-failed"), Some(0.0));
     assert!(shown(&dom, "lag").is_some(), "lag from the group: {dom}");
+    // Generated at 500 events/s: read at about that, certainly not at none or ten times it.
+    let throughput = shown(&dom, "throughput").expect("a throughput while running");
+    assert!(
+        throughput > 0.0 && throughput < 5000.0,
+        "{throughput} records/s"
+    );
 }
 
 /// What kafka-exporter v1.9.0 (the image docker-compose.yml runs) exports, from its README.

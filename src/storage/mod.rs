@@ -8,6 +8,7 @@
 
 pub mod buckets;
 mod local;
+mod refusal;
 mod s3;
 
 use std::io::{self, Write};
@@ -34,12 +35,13 @@ pub enum StorageError {
     #[error("staged file {staged} for {key} is gone and {key} was never published")]
     StagedMissing { staged: String, key: String },
     /// S3 refused a request for a reason waiting will not fix (permissions, a missing
-    /// bucket, a bad request); outages and throttling are retried instead.
-    #[error("S3 {action} s3://{key} failed: {source}")]
+    /// bucket, a bad request); outages and throttling are retried instead. Not a `source`:
+    /// the message already says, in one line, what object_store's error holds.
+    #[error("S3 {action} s3://{key} failed: {}", refusal::one_line(cause))]
     S3 {
         action: &'static str,
         key: String,
-        source: object_store::Error,
+        cause: object_store::Error,
     },
     #[error(
         "bucket {bucket} does not exist at {endpoint} (create it with `pageview buckets create`)"

@@ -31,7 +31,9 @@ use object_store::{
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 
-use super::{Listed, PendingFile, RequestObserver, Staged, Storage, StorageError, split_key};
+use super::{
+    Listed, PendingFile, RequestObserver, Staged, Storage, StorageError, refusal, split_key,
+};
 
 /// The prefix staged objects wait under in each bucket.
 const S3_STAGING: &str = "_staging";
@@ -129,15 +131,6 @@ impl Outage {
     }
 }
 
-/// Errors waiting can fix: object_store reports unreachable endpoints, timeouts, 5xx and
-/// throttling, once its own few retries are spent, as `Generic`.
-fn transient(error: &object_store::Error) -> bool {
-    matches!(
-        error,
-        object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
-    )
-}
-
 /// Runs `op` until it succeeds or fails for good; see the module comment.
 async fn patiently<T, F, Fut>(
     outage: &Outage,
@@ -159,16 +152,16 @@ where
                 outage.worked();
                 return Ok(value);
             }
-            Err(e) if transient(&e) => {
+            Err(e) if refusal::transient(&e) => {
                 outage.failed(action, key, &e);
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(MAX_WAIT);
             }
-            Err(source) => {
+            Err(cause) => {
                 return Err(StorageError::S3 {
                     action,
                     key: key.to_string(),
-                    source,
+                    cause,
                 });
             }
         }
@@ -179,7 +172,7 @@ fn is_not_found(error: &StorageError) -> bool {
     matches!(
         error,
         StorageError::S3 {
-            source: object_store::Error::NotFound { .. },
+            cause: object_store::Error::NotFound { .. },
             ..
         }
     )
@@ -278,10 +271,9 @@ impl S3Storage {
             let store = settings.store(bucket)?;
             let probe = runtime.block_on(store.list_with_delimiter(Some(&Path::from(S3_STAGING))));
             if let Err(e) = probe {
-                let text = e.to_string();
                 return Err(
                     if matches!(e, object_store::Error::NotFound { .. })
-                        || text.contains("NoSuchBucket")
+                        || refusal::code(&e).as_deref() == Some("NoSuchBucket")
                     {
                         StorageError::NoBucket {
                             bucket: bucket.into(),
@@ -290,7 +282,7 @@ impl S3Storage {
                     } else {
                         StorageError::S3Setup {
                             endpoint: settings.endpoint_name(),
-                            problem: format!("listing bucket {bucket}: {text}"),
+                            problem: format!("listing bucket {bucket}: {}", refusal::one_line(&e)),
                         }
                     },
                 );
@@ -560,7 +552,7 @@ fn joined(
     part.map_err(|e| StorageError::S3 {
         action: "upload part",
         key: String::new(),
-        source: object_store::Error::JoinError { source: e },
+        cause: object_store::Error::JoinError { source: e },
     })?
 }
 
@@ -652,9 +644,9 @@ mod tests {
 
     #[test]
     fn only_what_waiting_can_fix_is_retried() {
-        assert!(transient(&error("generic")));
+        assert!(refusal::transient(&error("generic")));
         for kind in ["not found", "denied", "precondition"] {
-            assert!(!transient(&error(kind)), "{kind}");
+            assert!(!refusal::transient(&error(kind)), "{kind}");
         }
     }
 

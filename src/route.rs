@@ -299,3 +299,189 @@ impl Router {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use parquet::basic::Compression;
+
+    use super::*;
+    use crate::record::Origin;
+    use crate::sink::{Dataset, SinkConfig, Tags};
+    use crate::storage::{Buckets, LocalStorage, Storage};
+    use crate::window::WindowSpec;
+
+    const T0: i64 = 1_700_000_040_000;
+
+    fn router(dir: &std::path::Path) -> (Router, Arc<dyn Storage>) {
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::open(dir).unwrap());
+        let config = SinkConfig {
+            buckets: Buckets {
+                raw: "raw".into(),
+                aggregated: "agg".into(),
+                dlq: "dlq".into(),
+                checkpoints: "cp".into(),
+            },
+            tags: Tags::Fixed("t".into()),
+            max_file_bytes: 128 << 20,
+            max_file_age: Duration::from_secs(3600),
+            compression: Compression::SNAPPY,
+        };
+        let windows = Windows::new(WindowSpec::new(60_000), 5_000);
+        let sinks = Sinks::new(storage.clone(), &config);
+        (
+            Router::new(windows, sinks, Duration::from_secs(30)),
+            storage,
+        )
+    }
+
+    fn event(postcode: &str, timestamp: i64) -> Vec<u8> {
+        format!(
+            r#"{{"user_id": 7, "postcode": "{postcode}", "webpage": "https://w.example/", "timestamp": {timestamp}}}"#
+        )
+        .into_bytes()
+    }
+
+    /// Routes `records` as offsets 0, 1, … of partition `partition` of topic `t`.
+    fn route_all(router: &mut Router, partition: i32, records: &[Vec<u8>]) {
+        let origin = Origin::Topic {
+            topic: "t".into(),
+            partition,
+        };
+        for (offset, bytes) in records.iter().enumerate() {
+            router
+                .route(Record {
+                    bytes,
+                    offset: offset as i64,
+                    origin: &origin,
+                })
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn every_record_lands_in_raw_or_the_dlq_and_windows_close_on_the_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut router, storage) = router(dir.path());
+        route_all(
+            &mut router,
+            0,
+            &[
+                event("SW19", T0),
+                event("E1", T0 + 1_000),
+                event("SW19", T0 + 2_000),
+                b"not json".to_vec(),
+                // Past the first window's end plus the 5 s bound: the window is final.
+                event("N1", T0 + 66_000),
+                // Its window is final: late, archived in raw and dead-lettered.
+                event("E1", T0 + 3_000),
+            ],
+        );
+        let stats = router.stats();
+        assert_eq!((stats.records, stats.valid), (6, 5));
+        assert_eq!(stats.dead_letters(ErrorKind::InvalidJson), 1);
+        assert_eq!(stats.late(), 1);
+        assert_eq!((stats.windows, stats.window_rows), (1, 2), "SW19 and E1");
+        assert!(router.has_closed_windows());
+        assert_eq!(router.recent_windows().latest().count(), 1);
+        assert!(router.has_read(&[(0, 6)]));
+        assert!(!router.has_read(&[(0, 7)]));
+
+        router.finish().unwrap();
+        let stats = router.stats();
+        assert_eq!(stats.written(Dataset::Raw).rows, 5, "late ones included");
+        assert_eq!(stats.written(Dataset::Dlq).rows, 2);
+        assert_eq!(
+            stats.written(Dataset::Aggregated).rows,
+            3,
+            "the open window closes at the end: N1"
+        );
+        assert_eq!(stats.windows, 2);
+        let published = storage.list_files("raw").unwrap();
+        assert_eq!(published.len(), 1);
+        assert_eq!(
+            published[0].path,
+            "dt=2023-11-14/event_hour=22/part-t-000000000000-000000000005.parquet",
+            "named by the first and last offset it holds"
+        );
+    }
+
+    #[test]
+    fn a_seal_finishes_final_windows_and_dead_letters_and_raw_files_only_when_stopping() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut router, _) = router(dir.path());
+        route_all(
+            &mut router,
+            2,
+            &[event("SW19", T0), b"{}".to_vec(), event("E1", T0 + 66_000)],
+        );
+        let sealed = router.seal(false).unwrap();
+        let datasets: Vec<Dataset> = sealed.finished.iter().map(|f| f.dataset).collect();
+        assert!(datasets.contains(&Dataset::Aggregated) && datasets.contains(&Dataset::Dlq));
+        assert!(
+            !datasets.contains(&Dataset::Raw),
+            "raw stays open: {datasets:?}"
+        );
+        assert_eq!(sealed.next, [(2, 3)]);
+        assert_eq!(sealed.read, [(2, 3)]);
+        assert_eq!(
+            sealed.raw_unfinished,
+            [(2, 0)],
+            "raw rows from offset 0 are open"
+        );
+        assert_eq!(sealed.watermark, Some(T0 + 61_000));
+        assert!(!router.has_closed_windows(), "a seal takes them");
+        let stopping = router.seal(true).unwrap();
+        assert_eq!(stopping.finished.len(), 1);
+        assert_eq!(stopping.finished[0].dataset, Dataset::Raw);
+        assert_eq!(stopping.finished[0].rows, 2);
+        assert!(stopping.raw_unfinished.is_empty());
+    }
+
+    #[test]
+    fn a_resumed_partition_below_its_cursor_rewrites_only_missing_raw_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fresh, _) = router(dir.path());
+        let hour = naming::hour_of(T0);
+        let state = PartitionState {
+            next: 3,
+            raw_from: 0,
+            // The hour's raw rows up to offset 1 are published.
+            raw_done: [(hour, 1)].into(),
+            max_event_ms: Some(T0 + 2_000),
+        };
+        let Router { windows, sinks, .. } = fresh;
+        let mut router = Router::resume(
+            windows,
+            sinks,
+            Duration::from_secs(30),
+            &[0],
+            [(0, state)].into(),
+        );
+        route_all(
+            &mut router,
+            0,
+            &[
+                event("SW19", T0),
+                event("E1", T0 + 1_000),
+                b"bad".to_vec(),
+                event("N1", T0 + 3_000),
+            ],
+        );
+        let stats = router.stats();
+        assert_eq!(stats.replayed, 3, "offsets 0, 1 and 2 were done");
+        assert_eq!((stats.records, stats.valid), (1, 1), "offset 3 is new");
+        assert_eq!(
+            stats.total_dead_letters(),
+            0,
+            "the DLQ had offset 2 already"
+        );
+        router.finish().unwrap();
+        assert_eq!(
+            router.stats().written(Dataset::Raw).rows,
+            2,
+            "offset 1 (missing) and 3 (new)"
+        );
+    }
+}

@@ -131,17 +131,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn window(start: i64, counts: &[(&str, i64)]) -> ClosedWindow {
-        ClosedWindow {
-            start,
-            end: start + 60_000,
-            counts: counts.iter().map(|(p, n)| ((*p).into(), *n)).collect(),
-        }
-    }
-
     #[test]
     fn a_summary_has_the_busiest_postcodes_first_and_ties_by_postcode() {
-        let summary = WindowSummary::of(&window(0, &[("A1", 2), ("B2", 5), ("C3", 2)]));
+        let summary =
+            WindowSummary::of(&ClosedWindow::minute(0, &[("A1", 2), ("B2", 5), ("C3", 2)]));
         let top: Vec<(&str, i64)> = summary
             .top
             .iter()
@@ -155,7 +148,7 @@ mod tests {
     fn only_the_latest_windows_are_kept_newest_first() {
         let mut recent = RecentWindows::default();
         for i in 0..KEPT as i64 + 2 {
-            recent.closed(&window(i * 60_000, &[("A1", i + 1)]));
+            recent.closed(&ClosedWindow::minute(i * 60_000, &[("A1", i + 1)]));
         }
         let starts: Vec<i64> = recent.latest().map(|w| w.start_ms).collect();
         let expected: Vec<i64> = (2..KEPT as i64 + 2).rev().map(|i| i * 60_000).collect();
@@ -167,7 +160,7 @@ mod tests {
         let board = Board::default();
         assert_eq!(board.json(), r#"{"records_per_second":null,"windows":[]}"#);
         let mut recent = RecentWindows::default();
-        recent.closed(&window(60_000, &[("A1", 3)]));
+        recent.closed(&ClosedWindow::minute(60_000, &[("A1", 3)]));
         let start = Instant::now();
         board.show(&recent, 100, start);
         board.show(&recent, 150, start + RATE_OVER / 2);
@@ -187,7 +180,7 @@ mod tests {
         #[test]
         fn the_top_is_a_full_sort_cut_short(counts in prop::collection::btree_map("[A-Z][0-9]", 1i64..50, 0..40)) {
             let counts: Vec<(&str, i64)> = counts.iter().map(|(p, n)| (p.as_str(), *n)).collect();
-            let summary = WindowSummary::of(&window(0, &counts));
+            let summary = WindowSummary::of(&ClosedWindow::minute(0, &counts));
             let mut sorted = counts.clone();
             sorted.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
             sorted.truncate(TOP);

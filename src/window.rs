@@ -184,6 +184,18 @@ pub struct ClosedWindow {
     pub counts: Vec<(Box<str>, i64)>,
 }
 
+#[cfg(test)]
+impl ClosedWindow {
+    /// A one-minute window from `start` with `counts`, for tests of what consumes windows.
+    pub fn minute(start: i64, counts: &[(&str, i64)]) -> Self {
+        ClosedWindow {
+            start,
+            end: start + 60_000,
+            counts: counts.iter().map(|(p, n)| ((*p).into(), *n)).collect(),
+        }
+    }
+}
+
 /// The window operator: assignment, lateness and emission in one place.
 #[derive(Debug)]
 pub struct Windows {

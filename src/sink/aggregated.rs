@@ -136,3 +136,55 @@ impl AggregatedSink {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::Dataset;
+    use crate::sink::rolling::test_settings;
+    use crate::storage::LocalStorage;
+
+    const DAY: i64 = 86_400_000;
+    const T0: i64 = 1_700_006_400_000;
+
+    #[test]
+    fn windows_of_a_day_share_a_file_named_by_their_starts_and_a_new_day_starts_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(LocalStorage::open(dir.path()).unwrap());
+        let mut sink = AggregatedSink::new(test_settings(Dataset::Aggregated, "agg", storage));
+        let mut finished = Vec::new();
+        sink.push(
+            &ClosedWindow::minute(T0, &[("SW19", 3), ("E1", 1)]),
+            &mut finished,
+        )
+        .unwrap();
+        sink.push(
+            &ClosedWindow::minute(T0 + 60_000, &[("N1", 2)]),
+            &mut finished,
+        )
+        .unwrap();
+        assert!(finished.is_empty());
+        sink.push(
+            &ClosedWindow::minute(T0 + DAY, &[("SW19", 5)]),
+            &mut finished,
+        )
+        .unwrap();
+        assert_eq!(
+            finished.len(),
+            1,
+            "the next day finished the first day's file"
+        );
+        assert_eq!(
+            finished[0].key,
+            format!(
+                "agg/dt=2023-11-15/part-t-{T0:012}-{:012}.parquet",
+                T0 + 60_000
+            )
+        );
+        assert_eq!(finished[0].rows, 3, "one row per (window, postcode)");
+        sink.finish_all(&mut finished).unwrap();
+        assert_eq!(finished.len(), 2);
+        assert!(finished[1].key.starts_with("agg/dt=2023-11-16/"));
+        assert_eq!(finished[1].rows, 1);
+    }
+}

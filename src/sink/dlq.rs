@@ -174,22 +174,77 @@ impl DlqSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::Tags;
     use crate::sink::outputs::Dataset;
+    use crate::sink::rolling::test_settings;
     use crate::storage::{LocalStorage, Storage};
-    use parquet::basic::Compression;
-    use std::time::Duration;
 
     fn sink(storage: Arc<dyn Storage>) -> DlqSink {
-        DlqSink::new(FileSettings {
-            dataset: Dataset::Dlq,
-            bucket: "dlq".into(),
-            storage,
-            tags: Tags::Fixed("t".into()),
-            max_bytes: 1 << 20,
-            max_age: Duration::from_secs(10),
-            compression: Compression::SNAPPY,
-        })
+        DlqSink::new(test_settings(Dataset::Dlq, "dlq", storage))
+    }
+
+    #[test]
+    fn dead_letters_keep_their_bytes_reason_and_origin_in_a_file_per_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::open(dir.path()).unwrap());
+        let mut dlq = sink(storage.clone());
+        let topic = |partition| Origin::Topic {
+            topic: "events".into(),
+            partition,
+        };
+        let mut finished = Vec::new();
+        for (origin, offset, payload) in [
+            (topic(0), 4, &b"\xff{"[..]),
+            (topic(1), 9, b"{}"),
+            (topic(0), 6, b"[1]"),
+        ] {
+            let letter = DeadLetter {
+                payload,
+                kind: ErrorKind::InvalidJson,
+                message: "payload is not valid JSON",
+                origin: &origin,
+                offset,
+            };
+            dlq.push(&letter, &mut finished).unwrap();
+        }
+        dlq.finish_all(&mut finished).unwrap();
+        let mut keys: Vec<(&str, u64)> =
+            finished.iter().map(|f| (f.key.as_str(), f.rows)).collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                ("dlq/part-t-000000000004-000000000006.parquet", 2),
+                ("dlq/part-t-000000000009-000000000009.parquet", 1),
+            ]
+        );
+        let file = finished.into_iter().find(|f| f.partition == 0).unwrap();
+        let key = file.key.clone();
+        file.publish().unwrap();
+        let bytes = storage.get(&key).unwrap().unwrap();
+        let batches: Vec<RecordBatch> =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                bytes::Bytes::from(bytes),
+            )
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let payloads = batches[0]
+            .column_by_name("payload")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::BinaryArray>()
+            .unwrap();
+        assert_eq!(payloads.value(0), b"\xff{", "the exact bytes");
+        let offsets = batches[0]
+            .column_by_name("offset")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::Int64Array>()
+            .unwrap();
+        assert_eq!(offsets.values(), &[4, 6]);
+        assert_eq!(batches[0].column_by_name("line").unwrap().null_count(), 2);
     }
 
     #[test]

@@ -164,3 +164,92 @@ impl RawSink {
             .filter_map(|f| Some((f.slot().partition, f.first()?)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::sink::Dataset;
+    use crate::sink::rolling::test_settings;
+    use crate::storage::LocalStorage;
+
+    const HOUR: i64 = 3_600_000;
+    const T0: i64 = 1_700_000_000_000;
+
+    fn event(timestamp: i64) -> Pageview<'static> {
+        Pageview {
+            user_id: 1,
+            postcode: Cow::Borrowed("SW19"),
+            webpage: Cow::Borrowed("https://w.example/"),
+            timestamp,
+        }
+    }
+
+    #[test]
+    fn rows_go_to_a_file_per_event_hour_and_partition_named_by_their_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(LocalStorage::open(dir.path()).unwrap());
+        let mut sink = RawSink::new(test_settings(Dataset::Raw, "raw", storage));
+        let mut finished = Vec::new();
+        for (position, (partition, timestamp)) in
+            [(0, T0), (0, T0 + HOUR), (1, T0), (0, T0 + 1), (1, T0 + 2)]
+                .into_iter()
+                .enumerate()
+        {
+            sink.push(&event(timestamp), partition, position as i64, &mut finished)
+                .unwrap();
+        }
+        assert!(finished.is_empty(), "nothing is due yet");
+        let mut open: Vec<(i32, i64)> = sink.unfinished().collect();
+        open.sort();
+        assert_eq!(open, [(0, 0), (0, 1), (1, 2)]);
+        sink.finish_all(&mut finished).unwrap();
+        let mut files: Vec<(String, u64, i32)> = finished
+            .iter()
+            .map(|f| (f.key.clone(), f.rows, f.partition))
+            .collect();
+        files.sort();
+        assert_eq!(
+            files,
+            [
+                (
+                    "raw/dt=2023-11-14/event_hour=22/part-t-000000000000-000000000003.parquet"
+                        .into(),
+                    2,
+                    0
+                ),
+                (
+                    "raw/dt=2023-11-14/event_hour=22/part-t-000000000002-000000000004.parquet"
+                        .into(),
+                    2,
+                    1
+                ),
+                (
+                    "raw/dt=2023-11-14/event_hour=23/part-t-000000000001-000000000001.parquet"
+                        .into(),
+                    1,
+                    0
+                ),
+            ]
+        );
+        assert_eq!(sink.unfinished().count(), 0);
+    }
+
+    #[test]
+    fn a_file_open_longer_than_the_age_limit_is_finished_and_its_slot_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(LocalStorage::open(dir.path()).unwrap());
+        let mut sink = RawSink::new(test_settings(Dataset::Raw, "raw", storage));
+        let mut finished = Vec::new();
+        sink.push(&event(T0), 0, 7, &mut finished).unwrap();
+        sink.finish_due(Instant::now(), &mut finished).unwrap();
+        assert!(finished.is_empty(), "younger than 10 s");
+        sink.finish_due(Instant::now() + Duration::from_secs(11), &mut finished)
+            .unwrap();
+        assert_eq!(finished.len(), 1);
+        assert_eq!(finished[0].last, 7);
+        assert!(sink.open.is_empty(), "the empty slot is forgotten");
+    }
+}

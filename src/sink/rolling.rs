@@ -228,3 +228,22 @@ impl<B: RowBuffer> RollingFile<B> {
         }))
     }
 }
+
+/// Settings for a sink under test: files of `dataset` in bucket `bucket` of `storage`,
+/// tagged `t`, rolled at 1 MiB or 10 s.
+#[cfg(test)]
+pub(super) fn test_settings(
+    dataset: super::Dataset,
+    bucket: &str,
+    storage: Arc<dyn crate::storage::Storage>,
+) -> FileSettings {
+    FileSettings {
+        dataset,
+        bucket: bucket.into(),
+        storage,
+        tags: super::Tags::Fixed("t".into()),
+        max_bytes: 1 << 20,
+        max_age: Duration::from_secs(10),
+        compression: Compression::SNAPPY,
+    }
+}

@@ -839,21 +839,48 @@ impl BucketArgs {
 }
 
 impl PipelineArgs {
-    pub fn windows(&self) -> Windows {
-        Windows::new(
-            WindowSpec::new(i64::from(self.window_size_seconds) * 1000),
-            i64::from(self.watermark_delay_ms),
-        )
-    }
-
-    pub fn sink_config(&self, tags: Tags) -> Result<SinkConfig, ConfigError> {
-        Ok(SinkConfig {
+    /// The settings, checked once: every later use of them cannot fail.
+    pub fn settings(&self) -> Result<PipelineSettings, ConfigError> {
+        Ok(PipelineSettings {
+            window: WindowSpec::new(i64::from(self.window_size_seconds) * 1000),
+            watermark_delay_ms: i64::from(self.watermark_delay_ms),
+            idle_timeout: self.idle_timeout,
             buckets: self.buckets.resolve()?,
-            tags,
-            max_file_bytes: self.file_max_bytes,
-            max_file_age: Duration::from_millis(self.file_max_age_ms),
+            file_max_bytes: self.file_max_bytes,
+            file_max_age: Duration::from_millis(self.file_max_age_ms),
             compression: self.compression.compression(),
         })
+    }
+}
+
+/// How records are windowed and files written, validated: what the pipeline, `--check-config`
+/// and every rebalance use.
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    pub window: WindowSpec,
+    pub watermark_delay_ms: i64,
+    pub idle_timeout: Duration,
+    pub buckets: Buckets,
+    pub file_max_bytes: u64,
+    pub file_max_age: Duration,
+    pub compression: Compression,
+}
+
+impl PipelineSettings {
+    /// A fresh window operator.
+    pub fn windows(&self) -> Windows {
+        Windows::new(self.window, self.watermark_delay_ms)
+    }
+
+    /// How the sinks name and roll files whose names carry `tags`.
+    pub fn sink_config(&self, tags: Tags) -> SinkConfig {
+        SinkConfig {
+            buckets: self.buckets.clone(),
+            tags,
+            max_file_bytes: self.file_max_bytes,
+            max_file_age: self.file_max_age,
+            compression: self.compression,
+        }
     }
 }
 

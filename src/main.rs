@@ -15,8 +15,8 @@ use clap::Parser;
 use pageview::checkpoint::{Checkpointer, Checkpoints};
 use pageview::config::{
     BucketsCommand, Cli, Command, ConfigError, ConsumeOnlyArgs, ConsumerArgs, GENERATE_DEFAULTS,
-    GenerateArgs, InspectArgs, MetricsArgs, ParseOnlyArgs, PipelineArgs, ProcessArgs, RUN_DEFAULTS,
-    RunArgs, S3Args,
+    GenerateArgs, InspectArgs, MetricsArgs, ParseOnlyArgs, PipelineSettings, ProcessArgs,
+    RUN_DEFAULTS, RunArgs, S3Args,
 };
 use pageview::generate::{Generator, GeneratorConfig};
 use pageview::kafka::{self, Cluster, KeyChoice, ProducerSettings, TopicState};
@@ -24,7 +24,7 @@ use pageview::metrics::{self, GeneratorMetrics, PipelineMetrics};
 use pageview::pipeline::{Ending, Owned, Until, consume, drive};
 use pageview::route::Router;
 use pageview::serve::{self, Health};
-use pageview::sink::{SinkConfig, Sinks, Tags, naming};
+use pageview::sink::{Sinks, Tags, naming};
 use pageview::source::kafka::{ConsumerSettings, GroupConsumer, Polled, Rebalanced};
 use pageview::source::{Poll, StreamSource, open_input};
 use pageview::status::Board;
@@ -74,8 +74,7 @@ fn main() -> ExitCode {
 
 /// `--check-config`: the validation each command does before it starts, and nothing else.
 fn check_config(command: &Command) -> Result<()> {
-    let storage = |location: &Location, s3: &S3Args, pipeline: &PipelineArgs| -> Result<()> {
-        pipeline.sink_config(Tags::Fixed("check".into()))?;
+    let storage = |location: &Location, s3: &S3Args, pipeline: &PipelineSettings| -> Result<()> {
         if *location == Location::S3 {
             s3_settings(s3, pipeline)?;
         }
@@ -84,7 +83,7 @@ fn check_config(command: &Command) -> Result<()> {
     let summary = match command {
         Command::Run(args) => {
             args.generator.settings(&RUN_DEFAULTS)?;
-            args.pipeline.sink_config(Tags::Fixed("check".into()))?;
+            args.pipeline.settings()?;
             if let Some(servers) = &args.kafka {
                 args.consumer.settings(servers)?;
             }
@@ -106,7 +105,8 @@ fn check_config(command: &Command) -> Result<()> {
             }
         }
         Command::Process(args) => {
-            storage(&args.storage, &args.s3, &args.pipeline)?;
+            let pipeline = args.pipeline.settings()?;
+            storage(&args.storage, &args.s3, &pipeline)?;
             let from = match (&args.input, &args.bootstrap_servers) {
                 (Some(input), _) => input.display().to_string(),
                 (None, Some(servers)) => format!(
@@ -117,10 +117,7 @@ fn check_config(command: &Command) -> Result<()> {
                 ),
                 (None, None) => unreachable!("clap requires --input or --bootstrap-servers"),
             };
-            format!(
-                "process {from} into {}",
-                describe(&args.storage, &args.pipeline)
-            )
+            format!("process {from} into {}", describe(&args.storage, &pipeline))
         }
         Command::Buckets(BucketsCommand::Create(args)) => {
             let settings = args.s3.settings()?;
@@ -198,7 +195,7 @@ const S3_MAX_FILE_BYTES: u64 = 4 << 30;
 fn open_storage(
     location: &Location,
     s3: &S3Args,
-    pipeline: &PipelineArgs,
+    pipeline: &PipelineSettings,
     checkpoints: bool,
     exposed: &Exposed,
 ) -> Result<Arc<dyn Storage>> {
@@ -207,7 +204,7 @@ fn open_storage(
         Location::Local(root) => Arc::new(LocalStorage::open(root)?.observed_by(observer)),
         Location::S3 => {
             let settings = s3_settings(s3, pipeline)?;
-            let names = pipeline.buckets.resolve()?;
+            let names = &pipeline.buckets;
             let mut used = vec![&*names.raw, &*names.aggregated, &*names.dlq];
             if checkpoints {
                 used.push(&names.checkpoints);
@@ -218,7 +215,7 @@ fn open_storage(
 }
 
 /// The S3 settings, and the file size limit S3 imposes on top of local storage's.
-fn s3_settings(s3: &S3Args, pipeline: &PipelineArgs) -> Result<S3Settings, ConfigError> {
+fn s3_settings(s3: &S3Args, pipeline: &PipelineSettings) -> Result<S3Settings, ConfigError> {
     if pipeline.file_max_bytes > S3_MAX_FILE_BYTES {
         return Err(ConfigError::Invalid {
             setting: "FILE_MAX_BYTES",
@@ -232,18 +229,19 @@ fn s3_settings(s3: &S3Args, pipeline: &PipelineArgs) -> Result<S3Settings, Confi
 }
 
 /// Where the datasets went, for the last line of a run.
-fn describe(location: &Location, pipeline: &PipelineArgs) -> String {
-    match (location, pipeline.buckets.resolve()) {
-        (Location::S3, Ok(b)) => format!("s3://{}, s3://{}, s3://{}", b.raw, b.aggregated, b.dlq),
-        _ => location.to_string(),
+fn describe(location: &Location, pipeline: &PipelineSettings) -> String {
+    let b = &pipeline.buckets;
+    match location {
+        Location::S3 => format!("s3://{}, s3://{}, s3://{}", b.raw, b.aggregated, b.dlq),
+        Location::Local(_) => location.to_string(),
     }
 }
 
-/// Wires the router onto opened storage.
-fn router(pipeline: &PipelineArgs, sink_config: &SinkConfig, storage: Arc<dyn Storage>) -> Router {
+/// Wires the router onto opened storage, its files named by `tags`.
+fn router(pipeline: &PipelineSettings, tags: Tags, storage: Arc<dyn Storage>) -> Router {
     Router::new(
         pipeline.windows(),
-        Sinks::new(storage, sink_config),
+        Sinks::new(storage, &pipeline.sink_config(tags)),
         pipeline.idle_timeout,
     )
 }
@@ -299,20 +297,18 @@ fn create_buckets(command: BucketsCommand) -> Result<ExitCode> {
 }
 
 fn process(args: ProcessArgs) -> Result<ExitCode> {
+    let pipeline = args.pipeline.settings()?;
     let Some(input) = &args.input else {
-        return process_kafka(&args);
+        return process_kafka(&args, &pipeline);
     };
     let label = match input.file_stem() {
         Some(stem) if input != Path::new("-") => stem.to_string_lossy().into_owned(),
         _ => "stdin".into(),
     };
-    let sink_config = args
-        .pipeline
-        .sink_config(Tags::Fixed(naming::source_tag(&label)))?;
     let mut source = open_input(input)?;
     let exposed = expose(&args.metrics, None, true, false)?;
-    let storage = open_storage(&args.storage, &args.s3, &args.pipeline, false, &exposed)?;
-    let mut router = router(&args.pipeline, &sink_config, storage);
+    let storage = open_storage(&args.storage, &args.s3, &pipeline, false, &exposed)?;
+    let mut router = router(&pipeline, Tags::Fixed(naming::source_tag(&label)), storage);
     let stop = stop_flag()?;
     exposed.health.set_connected(true);
     let started = Instant::now();
@@ -334,7 +330,7 @@ fn process(args: ProcessArgs) -> Result<ExitCode> {
         "{}",
         report::summary(router.stats(), started.elapsed(), Some(source.bytes_read()))
     );
-    println!("output: {}", describe(&args.storage, &args.pipeline));
+    println!("output: {}", describe(&args.storage, &pipeline));
     if ending == Ending::Stopped {
         tracing::warn!(
             "interrupted after {} records; everything read so far is written",
@@ -347,7 +343,7 @@ fn process(args: ProcessArgs) -> Result<ExitCode> {
 
 /// `process --bootstrap-servers`: a member of the consumer group until stopped. Exactly once
 /// through checkpoints (docs/EXACTLY_ONCE.md).
-fn process_kafka(args: &ProcessArgs) -> Result<ExitCode> {
+fn process_kafka(args: &ProcessArgs, pipeline: &PipelineSettings) -> Result<ExitCode> {
     let servers = args
         .bootstrap_servers
         .as_deref()
@@ -361,11 +357,11 @@ fn process_kafka(args: &ProcessArgs) -> Result<ExitCode> {
         drain: &drain,
     };
     let exposed = expose(&args.metrics, None, true, false)?;
-    let storage = open_storage(&args.storage, &args.s3, &args.pipeline, true, &exposed)?;
+    let storage = open_storage(&args.storage, &args.s3, pipeline, true, &exposed)?;
     let router = consume_group(
         &settings,
         &args.kafka,
-        &args.pipeline,
+        pipeline,
         storage,
         &until,
         exposed.observed(),
@@ -376,7 +372,7 @@ fn process_kafka(args: &ProcessArgs) -> Result<ExitCode> {
             report::summary(router.stats(), started.elapsed(), None)
         );
     }
-    println!("output: {}", describe(&args.storage, &args.pipeline));
+    println!("output: {}", describe(&args.storage, pipeline));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -385,17 +381,17 @@ fn process_kafka(args: &ProcessArgs) -> Result<ExitCode> {
 fn consume_group(
     settings: &ConsumerSettings,
     kafka: &ConsumerArgs,
-    pipeline: &PipelineArgs,
+    pipeline: &PipelineSettings,
     storage: Arc<dyn Storage>,
     until: &Until<'_>,
     observed: Observed,
 ) -> Result<Option<Router>> {
-    let buckets = pipeline.buckets.resolve()?;
+    let buckets = &pipeline.buckets;
     // A group member runs for good: readers' globs over the DLQ must match before its first
     // dead letter, not only after it stops.
     Sinks::new(
         storage.clone(),
-        &pipeline.sink_config(Tags::Fixed("dlq".into()))?,
+        &pipeline.sink_config(Tags::Fixed("dlq".into())),
     )
     .ensure_dlq_file()?;
     let checkpoints = || Checkpoints::new(storage.clone(), &buckets.checkpoints, &kafka.group);
@@ -428,16 +424,8 @@ fn consume_group(
             topic: kafka.topic.clone(),
             partitions: assignment.partitions.clone(),
         };
-        let sinks = Sinks::new(
-            storage.clone(),
-            &pipeline
-                .sink_config(tags)
-                .expect("validated before joining"),
-        );
-        let windows = recovery.windows(
-            pipeline.windows().spec(),
-            i64::from(pipeline.watermark_delay_ms),
-        );
+        let sinks = Sinks::new(storage.clone(), &pipeline.sink_config(tags));
+        let windows = recovery.windows(pipeline.window, pipeline.watermark_delay_ms);
         let mut router = Router::resume(
             windows,
             sinks,
@@ -505,16 +493,15 @@ fn member_name(kafka: &ConsumerArgs) -> String {
 
 fn run(args: RunArgs) -> Result<ExitCode> {
     let config = args.generator.settings(&RUN_DEFAULTS)?;
+    let pipeline = args.pipeline.settings()?;
     if let Some(servers) = &args.kafka {
-        return run_kafka(&args, config, servers);
+        return run_kafka(&args, &pipeline, config, servers);
     }
     let label = format!("run{}", pageview::generate::now_ms());
-    let sink_config = args
-        .pipeline
-        .sink_config(Tags::Fixed(naming::source_tag(&label)))?;
     let exposed = expose(&args.metrics, Some(RUN_METRICS_PORT), true, false)?;
     let storage = LocalStorage::open(&args.data_dir)?.observed_by(exposed.storage_observer());
-    let mut router = router(&args.pipeline, &sink_config, Arc::new(storage));
+    let tags = Tags::Fixed(naming::source_tag(&label));
+    let mut router = router(&pipeline, tags, Arc::new(storage));
     let stop = stop_flag()?;
     exposed.health.set_connected(true);
     introduce(&args, &config, "");
@@ -572,10 +559,14 @@ fn introduce(args: &RunArgs, config: &GeneratorConfig, through: &str) {
 
 /// `run --kafka`: the generator produces to the topic on a thread while this one consumes it
 /// as `process` does. With `--events`, it stops once everything produced has been read.
-fn run_kafka(args: &RunArgs, config: GeneratorConfig, servers: &str) -> Result<ExitCode> {
+fn run_kafka(
+    args: &RunArgs,
+    pipeline: &PipelineSettings,
+    config: GeneratorConfig,
+    servers: &str,
+) -> Result<ExitCode> {
     let topic = &args.consumer.topic;
     let consumer = args.consumer.settings(servers)?;
-    args.pipeline.buckets.resolve()?;
     let exposed = expose(&args.metrics, Some(RUN_METRICS_PORT), true, true)?;
     let storage = LocalStorage::open(&args.data_dir)?.observed_by(exposed.storage_observer());
     let storage = Arc::new(storage);
@@ -605,7 +596,7 @@ fn run_kafka(args: &RunArgs, config: GeneratorConfig, servers: &str) -> Result<E
     let consumed = consume_group(
         &consumer,
         &args.consumer,
-        &args.pipeline,
+        pipeline,
         storage,
         &until,
         exposed.observed(),

@@ -387,13 +387,6 @@ fn consume_group(
     observed: Observed,
 ) -> Result<Option<Router>> {
     let buckets = &pipeline.buckets;
-    // A group member runs for good: readers' globs over the DLQ must match before its first
-    // dead letter, not only after it stops.
-    Sinks::new(
-        storage.clone(),
-        &pipeline.sink_config(Tags::Fixed("dlq".into())),
-    )
-    .ensure_dlq_file()?;
     let checkpoints = || Checkpoints::new(storage.clone(), &buckets.checkpoints, &kafka.group);
     let cluster = &settings.cluster;
     tracing::info!(
@@ -403,6 +396,14 @@ fn consume_group(
         kafka.topic
     );
     let mut group = GroupConsumer::join(settings, checkpoints(), until.stop)?;
+    // A group member runs for good: readers' globs over the DLQ must match before its first
+    // dead letter, not only after it stops. Only once joined: a member that never reaches
+    // its cluster writes nothing.
+    Sinks::new(
+        storage.clone(),
+        &pipeline.sink_config(Tags::Fixed("dlq".into())),
+    )
+    .ensure_dlq_file()?;
     let member = member_name(kafka);
     tracing::info!(
         "consuming {} at {} as {member} in group {}; checkpoints every {} ms",

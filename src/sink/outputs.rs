@@ -221,7 +221,7 @@ impl Sinks {
     /// A run that dead-lettered nothing leaves no DLQ file, and a reader's glob over the
     /// dataset (DuckDB's `read_parquet('…/*.parquet')`) then fails instead of finding no
     /// rows; this publishes one file of no rows with the DLQ's columns while the dataset has
-    /// none. A bounded run calls it at its end, a group member before it joins.
+    /// none. A bounded run calls it at its end, a group member once it joined.
     pub fn ensure_dlq_file(&self) -> Result<(), SinkError> {
         self.dlq.ensure_a_file()
     }

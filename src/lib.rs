@@ -20,6 +20,7 @@ pub mod inspect;
 pub mod kafka;
 pub mod logging;
 pub mod metrics;
+pub mod observe;
 pub mod pipeline;
 pub mod record;
 pub mod report;

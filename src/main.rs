@@ -1,8 +1,7 @@
 //! The `pageview` command line: wires sources, the router and sinks for each subcommand.
 
-use std::cell::Cell;
 use std::fs::File;
-use std::io::{self, BufWriter, IsTerminal, Write};
+use std::io::{self, BufWriter};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,19 +14,17 @@ use clap::Parser;
 use pageview::checkpoint::{Checkpointer, Checkpoints};
 use pageview::config::{
     BucketsCommand, Cli, Command, ConfigError, ConsumeOnlyArgs, ConsumerArgs, GENERATE_DEFAULTS,
-    GenerateArgs, InspectArgs, MetricsArgs, ParseOnlyArgs, PipelineSettings, ProcessArgs,
-    RUN_DEFAULTS, RunArgs, S3Args,
+    GenerateArgs, InspectArgs, ParseOnlyArgs, PipelineSettings, ProcessArgs, RUN_DEFAULTS, RunArgs,
+    S3Args,
 };
 use pageview::generate::{Generator, GeneratorConfig};
 use pageview::kafka::{self, Cluster, KeyChoice, ProducerSettings, TopicState};
-use pageview::metrics::{self, GeneratorMetrics, PipelineMetrics};
+use pageview::observe::{Exposed, Observed, Progress, RUN_METRICS_PORT, expose};
 use pageview::pipeline::{Ending, Owned, Until, consume, drive};
 use pageview::route::Router;
-use pageview::serve::{self, Health};
 use pageview::sink::{Sinks, Tags, naming};
 use pageview::source::kafka::{ConsumerSettings, GroupConsumer, Polled, Rebalanced};
 use pageview::source::{Poll, StreamSource, open_input};
-use pageview::status::Board;
 use pageview::storage::{LocalStorage, Location, S3Settings, S3Storage, Storage, buckets};
 use pageview::{bench, report};
 
@@ -764,183 +761,4 @@ fn consume_only(args: ConsumeOnlyArgs) -> Result<ExitCode> {
         report::human(records as f64 / secs)
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Live progress on stderr, rewritten in place on a terminal and a plain line now and then
-/// otherwise; each tick also brings the metrics and the health up to date. Through an input
-/// of known size it shows how far, as a bar on a terminal, and the time left.
-struct Progress {
-    label: &'static str,
-    terminal: bool,
-    every: Duration,
-    print_every: Duration,
-    /// The size of the input, when it is a file.
-    input_bytes: Option<u64>,
-    /// Records, bytes read and time at the previous line, for the rates since then.
-    last: Cell<(u64, u64, Instant)>,
-    observed: Observed,
-}
-
-/// Cells of the progress bar on a terminal.
-const BAR_WIDTH: usize = 20;
-
-impl Progress {
-    fn new(label: &'static str, observed: Observed) -> Self {
-        let terminal = io::stderr().is_terminal();
-        Progress {
-            label,
-            terminal,
-            every: Duration::from_secs(1),
-            print_every: if terminal {
-                Duration::from_secs(1)
-            } else {
-                Duration::from_secs(5)
-            },
-            input_bytes: None,
-            last: Cell::new((0, 0, Instant::now())),
-            observed,
-        }
-    }
-
-    /// Through an input of `bytes`.
-    fn of_input(mut self, bytes: Option<u64>) -> Self {
-        self.input_bytes = bytes;
-        self
-    }
-
-    /// `bytes`: how much of the input has been read.
-    fn show(&self, router: &Router, bytes: u64) {
-        self.observed.observe(router);
-        let (records, bytes_before, at) = self.last.get();
-        if at.elapsed() < self.print_every {
-            return;
-        }
-        let stats = router.stats();
-        self.last.set((stats.records, bytes, Instant::now()));
-        let secs = at.elapsed().as_secs_f64().max(1e-9);
-        let rate = (stats.records - records) as f64 / secs;
-        let mut line = String::new();
-        if let Some(total) = self.input_bytes {
-            let width = if self.terminal { BAR_WIDTH } else { 0 };
-            let byte_rate = bytes.saturating_sub(bytes_before) as f64 / secs;
-            let of = format!("{:.1} MB", total as f64 / 1e6);
-            line = report::progress(bytes, total, &of, byte_rate, width) + " | ";
-        }
-        line.push_str(&report::live_line(stats, rate));
-        let mut err = io::stderr().lock();
-        if self.terminal {
-            let _ = write!(err, "\r\x1b[2K{}: {line}", self.label);
-        } else {
-            let _ = writeln!(err, "{}: {line}", self.label);
-        }
-    }
-
-    fn done(&self, router: &Router) {
-        self.observed.observe(router);
-        if self.terminal {
-            eprintln!();
-        }
-    }
-}
-
-/// The endpoints' view of a processor: its metrics, windows and health, when served.
-struct Observed {
-    metrics: Option<Arc<PipelineMetrics>>,
-    board: Arc<Board>,
-    health: Arc<Health>,
-}
-
-impl Observed {
-    fn observe_lag(&self, lag: &[(i32, i64)]) {
-        if let Some(metrics) = &self.metrics {
-            metrics.observe_lag(lag);
-        }
-    }
-
-    fn observe(&self, router: &Router) {
-        if let Some(metrics) = &self.metrics {
-            metrics.observe(
-                router.stats(),
-                router.watermarks(),
-                pageview::generate::now_ms(),
-            );
-            let records = router.stats().records;
-            self.board
-                .show(router.recent_windows(), records, Instant::now());
-        }
-        self.health.tick();
-    }
-}
-
-/// Which metrics a command exposes.
-struct Exposed {
-    pipeline: Option<Arc<PipelineMetrics>>,
-    generator: Option<Arc<GeneratorMetrics>>,
-    board: Arc<Board>,
-    health: Arc<Health>,
-}
-
-impl Exposed {
-    /// What storage tells of its requests: the processor's metrics, when served.
-    fn storage_observer(&self) -> Option<Arc<dyn pageview::storage::RequestObserver>> {
-        let metrics = self.pipeline.clone()?;
-        Some(metrics)
-    }
-
-    fn observed(&self) -> Observed {
-        Observed {
-            metrics: self.pipeline.clone(),
-            board: self.board.clone(),
-            health: self.health.clone(),
-        }
-    }
-}
-
-/// The port `run` serves on when none is given; a free one when it is taken.
-const RUN_METRICS_PORT: u16 = 9464;
-
-/// Starts the status page, `/metrics`, `/healthz` and `/readyz` when a port is given (or
-/// `default_port`), with the processor's and the generator's metrics as asked, and says
-/// where. Without a port nothing is registered, so nothing is counted that no one can read.
-fn expose(
-    args: &MetricsArgs,
-    default_port: Option<u16>,
-    pipeline: bool,
-    generator: bool,
-) -> Result<Exposed> {
-    let host = &args.metrics_host;
-    let listener = match (args.metrics_port, default_port) {
-        (Some(port), _) => Some(serve::bind(host, port)?),
-        (None, Some(port)) => Some(serve::bind(host, port).or_else(|_| {
-            tracing::warn!("metrics: port {port} is taken; picking a free one");
-            serve::bind(host, 0)
-        })?),
-        (None, None) => None,
-    };
-    let mut registry = metrics::registry();
-    let serving = listener.is_some();
-    let exposed = Exposed {
-        pipeline: (serving && pipeline).then(|| PipelineMetrics::register(&mut registry)),
-        generator: (serving && generator).then(|| GeneratorMetrics::register(&mut registry)),
-        board: Arc::default(),
-        health: Arc::default(),
-    };
-    if let Some(listener) = listener {
-        let address = serve::start(
-            listener,
-            registry,
-            exposed.health.clone(),
-            exposed.board.clone(),
-        )?;
-        // Listening on every interface: this machine's own name is the one to open.
-        let address = if address.ip().is_unspecified() {
-            format!("localhost:{}", address.port())
-        } else {
-            address.to_string()
-        };
-        tracing::info!(
-            "status page at http://{address}/ (metrics: /metrics, health: /healthz, /readyz)"
-        );
-    }
-    Ok(exposed)
 }

@@ -597,6 +597,7 @@ impl ConsumerArgs {
             group: self.group.clone(),
             instance_id: self.group_instance_id.clone(),
             session_timeout: Duration::from_millis(self.session_timeout_ms.into()),
+            checkpoint_interval: Duration::from_millis(self.checkpoint_interval_ms),
         })
     }
 }

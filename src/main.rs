@@ -11,19 +11,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use pageview::checkpoint::{Checkpointer, Checkpoints};
+use pageview::checkpoint::Checkpoints;
 use pageview::config::{
-    BucketsCommand, Cli, Command, ConfigError, ConsumeOnlyArgs, ConsumerArgs, GENERATE_DEFAULTS,
-    GenerateArgs, InspectArgs, ParseOnlyArgs, PipelineSettings, ProcessArgs, RUN_DEFAULTS, RunArgs,
-    S3Args,
+    BucketsCommand, Cli, Command, ConfigError, ConsumeOnlyArgs, GENERATE_DEFAULTS, GenerateArgs,
+    InspectArgs, ParseOnlyArgs, PipelineSettings, ProcessArgs, RUN_DEFAULTS, RunArgs, S3Args,
 };
 use pageview::generate::{Generator, GeneratorConfig};
 use pageview::kafka::{self, Cluster, KeyChoice, ProducerSettings, TopicState};
-use pageview::observe::{Exposed, Observed, Progress, RUN_METRICS_PORT, expose};
-use pageview::pipeline::{Ending, Owned, Until, consume, drive};
+use pageview::observe::{Exposed, Progress, RUN_METRICS_PORT, expose};
+use pageview::pipeline::{Ending, Until, consume_group, drive};
 use pageview::route::Router;
 use pageview::sink::{Sinks, Tags, naming};
-use pageview::source::kafka::{ConsumerSettings, GroupConsumer, Polled, Rebalanced};
+use pageview::source::kafka::{GroupConsumer, Polled, Rebalanced};
 use pageview::source::{Poll, StreamSource, open_input};
 use pageview::storage::{LocalStorage, Location, S3Settings, S3Storage, Storage, buckets};
 use pageview::{bench, report};
@@ -355,14 +354,7 @@ fn process_kafka(args: &ProcessArgs, pipeline: &PipelineSettings) -> Result<Exit
     };
     let exposed = expose(&args.metrics, None, true, false)?;
     let storage = open_storage(&args.storage, &args.s3, pipeline, true, &exposed)?;
-    let router = consume_group(
-        &settings,
-        &args.kafka,
-        pipeline,
-        storage,
-        &until,
-        exposed.observed(),
-    )?;
+    let router = consume_group(&settings, pipeline, storage, &until, exposed.observed())?;
     if let Some(router) = router {
         print!(
             "{}",
@@ -371,122 +363,6 @@ fn process_kafka(args: &ProcessArgs, pipeline: &PipelineSettings) -> Result<Exit
     }
     println!("output: {}", describe(&args.storage, pipeline));
     Ok(ExitCode::SUCCESS)
-}
-
-/// Joins the group and processes what it is assigned into `storage` until `until` says
-/// stop; the router of the last assignment, for its counters.
-fn consume_group(
-    settings: &ConsumerSettings,
-    kafka: &ConsumerArgs,
-    pipeline: &PipelineSettings,
-    storage: Arc<dyn Storage>,
-    until: &Until<'_>,
-    observed: Observed,
-) -> Result<Option<Router>> {
-    let buckets = &pipeline.buckets;
-    let checkpoints = || Checkpoints::new(storage.clone(), &buckets.checkpoints, &kafka.group);
-    let cluster = &settings.cluster;
-    tracing::info!(
-        "connecting to Kafka at {} ({}) for {}",
-        cluster.servers,
-        cluster.security.describe(),
-        kafka.topic
-    );
-    let mut group = GroupConsumer::join(settings, checkpoints(), until.stop)?;
-    // A group member runs for good: readers' globs over the DLQ must match before its first
-    // dead letter, not only after it stops. Only once joined: a member that never reaches
-    // its cluster writes nothing.
-    Sinks::new(
-        storage.clone(),
-        &pipeline.sink_config(Tags::Fixed("dlq".into())),
-    )
-    .ensure_dlq_file()?;
-    let member = member_name(kafka);
-    tracing::info!(
-        "consuming {} at {} as {member} in group {}; checkpoints every {} ms",
-        kafka.topic,
-        cluster.servers,
-        kafka.group,
-        kafka.checkpoint_interval_ms
-    );
-    let progress = Progress::new("processing", observed);
-    let mut start = |assignment: pageview::source::kafka::Assignment, before: Option<Router>| {
-        progress.observed.health.set_connected(true);
-        let recovery = &assignment.recovery;
-        tracing::info!(
-            "assigned partitions {:?} of {}",
-            assignment.partitions,
-            kafka.topic
-        );
-        let tags = Tags::Topic {
-            topic: kafka.topic.clone(),
-            partitions: assignment.partitions.clone(),
-        };
-        let sinks = Sinks::new(storage.clone(), &pipeline.sink_config(tags));
-        let windows = recovery.windows(pipeline.window, pipeline.watermark_delay_ms);
-        let mut router = Router::resume(
-            windows,
-            sinks,
-            pipeline.idle_timeout,
-            &assignment.partitions,
-            recovery.partitions.clone(),
-        );
-        if let Some(before) = before {
-            router.continue_stats(before);
-        }
-        let mut checkpointer = Checkpointer::new(
-            storage.clone(),
-            checkpoints(),
-            &member,
-            &kafka.topic,
-            Duration::from_millis(kafka.checkpoint_interval_ms),
-            recovery,
-        );
-        if let Some(metrics) = progress.observed.metrics.clone() {
-            checkpointer = checkpointer.timed_by(move |took| metrics.checkpointed(took));
-        }
-        Owned {
-            router,
-            checkpointer,
-        }
-    };
-    let router = consume(
-        &mut group,
-        &mut start,
-        until,
-        progress.every,
-        &mut |r, lag| {
-            progress.observed.observe_lag(lag);
-            progress.show(r, 0)
-        },
-    )?;
-    if let Some(router) = &router {
-        progress.done(router);
-    }
-    leave_group(group);
-    Ok(router)
-}
-
-/// How long a stopping processor waits to leave its group. Leaving lets the broker hand the
-/// partitions on at once, but with the broker down it never completes; everything is already
-/// in the last checkpoint, so the process may exit regardless.
-const LEAVE_GROUP_WAIT: Duration = Duration::from_secs(5);
-
-fn leave_group(group: GroupConsumer) {
-    let (left, wait) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        drop(group);
-        let _ = left.send(());
-    });
-    let _ = wait.recv_timeout(LEAVE_GROUP_WAIT);
-}
-
-/// Names this processor in checkpoint manifests: its static group id, or host and pid.
-fn member_name(kafka: &ConsumerArgs) -> String {
-    kafka.group_instance_id.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-        format!("{}-{}", host.trim(), std::process::id())
-    })
 }
 
 fn run(args: RunArgs) -> Result<ExitCode> {
@@ -591,14 +467,7 @@ fn run_kafka(
         stop: &stop,
         drain: &drain,
     };
-    let consumed = consume_group(
-        &consumer,
-        &args.consumer,
-        pipeline,
-        storage,
-        &until,
-        exposed.observed(),
-    );
+    let consumed = consume_group(&consumer, pipeline, storage, &until, exposed.observed());
     if consumed.is_err() {
         // The generator stops too when the processor cannot go on.
         stop.store(true, Ordering::Relaxed);
@@ -753,7 +622,7 @@ fn consume_only(args: ConsumeOnlyArgs) -> Result<ExitCode> {
     }
     let secs = started.elapsed().as_secs_f64();
     drop(source);
-    leave_group(group);
+    group.leave();
     let _ = std::fs::remove_dir_all(&scratch);
     println!(
         "consumed {records} records ({} MB) in {secs:.2} s ({} records/s)",

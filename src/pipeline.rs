@@ -1,16 +1,23 @@
 //! Source → router, until the input ends or a stop is asked for; then everything is flushed.
 //! Files and streams publish each file as soon as it is finished; Kafka publishes through
-//! checkpoints ([`consume`]).
+//! checkpoints ([`consume`], which [`consume_group`] wires to a group, storage and the
+//! observed metrics).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::checkpoint::{CheckpointError, Checkpointer};
+use crate::checkpoint::{CheckpointError, Checkpointer, Checkpoints};
+use crate::config::PipelineSettings;
 use crate::kafka::KafkaError;
+use crate::observe::{Observed, Progress};
 use crate::route::Router;
-use crate::sink::SinkError;
-use crate::source::kafka::{Assignment, GroupConsumer, HasRead, Polled, Rebalanced};
+use crate::sink::{SinkError, Sinks, Tags};
+use crate::source::kafka::{
+    Assignment, ConsumerSettings, GroupConsumer, HasRead, Polled, Rebalanced,
+};
 use crate::source::{Poll, Source, SourceError};
+use crate::storage::Storage;
 
 /// How often time-based work (rolling files by age, idle partitions, progress) should run;
 /// also how long a source may wait for a record.
@@ -201,6 +208,99 @@ pub fn consume(
             progress(router, &group.lag());
         }
     }
+}
+
+/// Joins the group and processes what it is assigned into `storage` until `until` says
+/// stop; the router of the last assignment, for its counters.
+pub fn consume_group(
+    settings: &ConsumerSettings,
+    pipeline: &PipelineSettings,
+    storage: Arc<dyn Storage>,
+    until: &Until<'_>,
+    observed: Observed,
+) -> Result<Option<Router>, PipelineError> {
+    let buckets = &pipeline.buckets;
+    let checkpoints = || Checkpoints::new(storage.clone(), &buckets.checkpoints, &settings.group);
+    let cluster = &settings.cluster;
+    tracing::info!(
+        "connecting to Kafka at {} ({}) for {}",
+        cluster.servers,
+        cluster.security.describe(),
+        settings.topic
+    );
+    let mut group = GroupConsumer::join(settings, checkpoints(), until.stop)?;
+    // A group member runs for good: readers' globs over the DLQ must match before its first
+    // dead letter, not only after it stops. Only once joined: a member that never reaches
+    // its cluster writes nothing.
+    Sinks::new(
+        storage.clone(),
+        &pipeline.sink_config(Tags::Fixed("dlq".into())),
+    )
+    .ensure_dlq_file()?;
+    let member = settings.member_name();
+    tracing::info!(
+        "consuming {} at {} as {member} in group {}; checkpoints every {} ms",
+        settings.topic,
+        cluster.servers,
+        settings.group,
+        settings.checkpoint_interval.as_millis()
+    );
+    let progress = Progress::new("processing", observed);
+    let mut start = |assignment: Assignment, before: Option<Router>| {
+        progress.observed.health.set_connected(true);
+        let recovery = &assignment.recovery;
+        tracing::info!(
+            "assigned partitions {:?} of {}",
+            assignment.partitions,
+            settings.topic
+        );
+        let tags = Tags::Topic {
+            topic: settings.topic.clone(),
+            partitions: assignment.partitions.clone(),
+        };
+        let sinks = Sinks::new(storage.clone(), &pipeline.sink_config(tags));
+        let windows = recovery.windows(pipeline.window, pipeline.watermark_delay_ms);
+        let mut router = Router::resume(
+            windows,
+            sinks,
+            pipeline.idle_timeout,
+            &assignment.partitions,
+            recovery.partitions.clone(),
+        );
+        if let Some(before) = before {
+            router.continue_stats(before);
+        }
+        let mut checkpointer = Checkpointer::new(
+            storage.clone(),
+            checkpoints(),
+            &member,
+            &settings.topic,
+            settings.checkpoint_interval,
+            recovery,
+        );
+        if let Some(metrics) = progress.observed.metrics.clone() {
+            checkpointer = checkpointer.timed_by(move |took| metrics.checkpointed(took));
+        }
+        Owned {
+            router,
+            checkpointer,
+        }
+    };
+    let router = consume(
+        &mut group,
+        &mut start,
+        until,
+        progress.every,
+        &mut |r, lag| {
+            progress.observed.observe_lag(lag);
+            progress.show(r, 0)
+        },
+    )?;
+    if let Some(router) = &router {
+        progress.done(router);
+    }
+    group.leave();
+    Ok(router)
 }
 
 /// Gives up the current assignment, after a revoke or before a new client joins: whatever is

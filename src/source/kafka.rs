@@ -38,7 +38,24 @@ pub struct ConsumerSettings {
     pub group: String,
     pub instance_id: Option<String>,
     pub session_timeout: Duration,
+    /// A checkpoint at least this often.
+    pub checkpoint_interval: Duration,
 }
+
+impl ConsumerSettings {
+    /// Names this processor in checkpoint manifests: its static group id, or host and pid.
+    pub fn member_name(&self) -> String {
+        self.instance_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        })
+    }
+}
+
+/// How long a stopping processor waits to leave its group. Leaving lets the broker hand the
+/// partitions on at once, but with the broker down it never completes; everything is already
+/// in the last checkpoint, so the process may exit regardless.
+const LEAVE_GROUP_WAIT: Duration = Duration::from_secs(5);
 
 /// A change of the partitions this processor owns.
 #[derive(Debug)]
@@ -421,6 +438,16 @@ impl GroupConsumer {
             origins: Vec::new(),
             bytes_read: 0,
         }
+    }
+
+    /// Leaves the group, waiting at most [`LEAVE_GROUP_WAIT`] for it.
+    pub fn leave(self) {
+        let (left, wait) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(self);
+            let _ = left.send(());
+        });
+        let _ = wait.recv_timeout(LEAVE_GROUP_WAIT);
     }
 
     /// Tells Kafka how far the manifests go, for lag metrics and tools; a failed commit only

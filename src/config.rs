@@ -11,7 +11,9 @@ use parquet::basic::{Compression, ZstdLevel};
 
 use crate::generate::{GeneratorConfig, now_ms};
 use crate::kafka::KeyChoice;
-use crate::kafka::security::{Cluster, Mechanism, Protocol, RESERVED, Sasl, Secret, Security, Tls};
+use crate::kafka::security::{
+    Cluster, Mechanism, Protocol, RESERVED, Reserved, Sasl, Secret, Security, Tls,
+};
 use crate::logging::LogFormat;
 use crate::sink::{SinkConfig, Tags};
 use crate::source::kafka::ConsumerSettings;
@@ -465,17 +467,15 @@ fn pass_through(option: &str) -> Result<(String, Secret), ConfigError> {
     if key.is_empty() {
         return Err(invalid("an option has an empty key".into()));
     }
-    if let Some((_, instead)) = RESERVED.iter().find(|(reserved, _)| *reserved == key) {
-        return Err(invalid(if instead.starts_with("nothing") {
-            format!(
-                "{key} is pageview's own and cannot be set ({})",
-                &instead["nothing: ".len()..]
-            )
-        } else {
-            format!("{key} has a setting of its own: {instead}")
-        }));
+    match RESERVED.iter().find(|(reserved, _)| *reserved == key) {
+        Some((_, Reserved::Pageviews(why))) => Err(invalid(format!(
+            "{key} is pageview's own and cannot be set ({why})"
+        ))),
+        Some((_, Reserved::Setting(setting))) => Err(invalid(format!(
+            "{key} has a setting of its own: {setting}"
+        ))),
+        None => Ok((key.to_string(), Secret::new(value.to_string()))),
     }
-    Ok((key.to_string(), Secret::new(value.to_string())))
 }
 
 #[derive(Debug, Args)]

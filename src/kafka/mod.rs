@@ -50,10 +50,12 @@ pub enum KafkaError {
 fn setting_named_in(message: &str) -> String {
     security::RESERVED
         .iter()
-        .find(|(property, instead)| {
-            message.contains(&format!("{property} ")) && !instead.starts_with("nothing")
+        .find_map(|(property, reserved)| match reserved {
+            security::Reserved::Setting(setting) if message.contains(&format!("{property} ")) => {
+                Some(format!(" (check {setting})"))
+            }
+            _ => None,
         })
-        .map(|(_, setting)| format!(" (check {setting})"))
         .unwrap_or_default()
 }
 

@@ -149,47 +149,86 @@ impl Default for Security {
     }
 }
 
+/// Why a librdkafka property is not a pass-through option's to set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserved {
+    /// It has a setting of its own, named here.
+    Setting(&'static str),
+    /// pageview sets it itself, for the reason given.
+    Pageviews(&'static str),
+}
+
 /// Properties pageview sets itself or has a setting of its own for: a pass-through option
 /// may tune anything else, never these.
-pub const RESERVED: &[(&str, &str)] = &[
-    ("bootstrap.servers", "KAFKA_BOOTSTRAP_SERVERS"),
-    ("metadata.broker.list", "KAFKA_BOOTSTRAP_SERVERS"),
-    ("security.protocol", "KAFKA_SECURITY_PROTOCOL"),
-    ("sasl.mechanism", "KAFKA_SASL_MECHANISM"),
-    ("sasl.mechanisms", "KAFKA_SASL_MECHANISM"),
-    ("sasl.username", "KAFKA_SASL_USERNAME"),
-    ("sasl.password", "KAFKA_SASL_PASSWORD"),
-    ("ssl.ca.location", "KAFKA_SSL_CA_LOCATION"),
-    ("ssl.certificate.location", "KAFKA_SSL_CERTIFICATE_LOCATION"),
-    ("ssl.key.location", "KAFKA_SSL_KEY_LOCATION"),
-    ("ssl.key.password", "KAFKA_SSL_KEY_PASSWORD"),
-    ("group.id", "KAFKA_CONSUMER_GROUP"),
-    ("group.instance.id", "KAFKA_GROUP_INSTANCE_ID"),
-    ("session.timeout.ms", "KAFKA_SESSION_TIMEOUT_MS"),
+pub const RESERVED: &[(&str, Reserved)] = &[
+    (
+        "bootstrap.servers",
+        Reserved::Setting("KAFKA_BOOTSTRAP_SERVERS"),
+    ),
+    (
+        "metadata.broker.list",
+        Reserved::Setting("KAFKA_BOOTSTRAP_SERVERS"),
+    ),
+    (
+        "security.protocol",
+        Reserved::Setting("KAFKA_SECURITY_PROTOCOL"),
+    ),
+    ("sasl.mechanism", Reserved::Setting("KAFKA_SASL_MECHANISM")),
+    ("sasl.mechanisms", Reserved::Setting("KAFKA_SASL_MECHANISM")),
+    ("sasl.username", Reserved::Setting("KAFKA_SASL_USERNAME")),
+    ("sasl.password", Reserved::Setting("KAFKA_SASL_PASSWORD")),
+    (
+        "ssl.ca.location",
+        Reserved::Setting("KAFKA_SSL_CA_LOCATION"),
+    ),
+    (
+        "ssl.certificate.location",
+        Reserved::Setting("KAFKA_SSL_CERTIFICATE_LOCATION"),
+    ),
+    (
+        "ssl.key.location",
+        Reserved::Setting("KAFKA_SSL_KEY_LOCATION"),
+    ),
+    (
+        "ssl.key.password",
+        Reserved::Setting("KAFKA_SSL_KEY_PASSWORD"),
+    ),
+    ("group.id", Reserved::Setting("KAFKA_CONSUMER_GROUP")),
+    (
+        "group.instance.id",
+        Reserved::Setting("KAFKA_GROUP_INSTANCE_ID"),
+    ),
+    (
+        "session.timeout.ms",
+        Reserved::Setting("KAFKA_SESSION_TIMEOUT_MS"),
+    ),
     (
         "enable.auto.commit",
-        "nothing: checkpoints decide what is committed",
+        Reserved::Pageviews("checkpoints decide what is committed"),
     ),
     (
         "enable.auto.offset.store",
-        "nothing: checkpoints decide what is committed",
+        Reserved::Pageviews("checkpoints decide what is committed"),
     ),
     (
         "partition.assignment.strategy",
-        "nothing: exactly-once needs every partition revoked before any is reassigned",
+        Reserved::Pageviews("exactly-once needs every partition revoked before any is reassigned"),
     ),
     (
         "enable.idempotence",
-        "nothing: the generator never writes an event twice",
+        Reserved::Pageviews("the generator never writes an event twice"),
     ),
-    ("acks", "nothing: the generator waits for every replica"),
+    (
+        "acks",
+        Reserved::Pageviews("the generator waits for every replica"),
+    ),
     (
         "message.timeout.ms",
-        "nothing: the generator never gives up on an event",
+        Reserved::Pageviews("the generator never gives up on an event"),
     ),
     (
         "statistics.interval.ms",
-        "nothing: lag and broker health come from the statistics",
+        Reserved::Pageviews("lag and broker health come from the statistics"),
     ),
 ];
 

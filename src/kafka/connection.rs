@@ -39,30 +39,17 @@ impl Connection {
         }
     }
 
-    /// Called with each error event; true when it is a misconfiguration.
-    pub fn observe(&self, error: &ClientError, reason: &str) -> bool {
-        let diagnosis = diagnose(error.rdkafka_error_code(), reason);
-        let slot = if diagnosis.is_some() {
-            &self.problem
-        } else {
-            &self.complaint
-        };
-        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-        match diagnosis {
-            Some(problem) => {
-                slot.get_or_insert(problem);
-                self.troubled.store(true, Ordering::Release);
-                true
-            }
-            None => {
-                // "1/1 brokers are down" sums up; the error before it says why.
-                if slot.is_none()
-                    || error.rdkafka_error_code() != Some(RDKafkaErrorCode::AllBrokersDown)
-                {
-                    *slot = Some(format!("{error}: {reason}"));
-                }
-                false
-            }
+    /// Called with each error event.
+    pub fn observe(&self, error: &ClientError, reason: &str) {
+        if let Some(problem) = diagnose(error.rdkafka_error_code(), reason) {
+            return self.misconfigured(problem);
+        }
+        let mut complaint = self.complaint.lock().unwrap_or_else(|e| e.into_inner());
+        // "1/1 brokers are down" sums up; the error before it says why.
+        if complaint.is_none()
+            || error.rdkafka_error_code() != Some(RDKafkaErrorCode::AllBrokersDown)
+        {
+            *complaint = Some(format!("{error}: {reason}"));
         }
     }
 
@@ -72,11 +59,16 @@ impl Connection {
         if facility == "FAIL"
             && let Some(problem) = diagnose(None, message)
         {
-            let mut slot = self.problem.lock().unwrap_or_else(|e| e.into_inner());
-            slot.get_or_insert(problem);
-            self.troubled.store(true, Ordering::Release);
+            self.misconfigured(problem);
         }
         log(facility, message);
+    }
+
+    /// Keeps the first problem seen: later ones follow from it.
+    fn misconfigured(&self, problem: String) {
+        let mut slot = self.problem.lock().unwrap_or_else(|e| e.into_inner());
+        slot.get_or_insert(problem);
+        self.troubled.store(true, Ordering::Release);
     }
 
     /// The configuration problem seen, as one line naming the cluster.
@@ -236,12 +228,12 @@ mod tests {
     fn a_connection_keeps_the_first_problem_and_the_last_complaint() {
         let connection = Connection::new(&Cluster::plaintext("b:9092"));
         let down = ClientError::Global(RDKafkaErrorCode::AllBrokersDown);
-        assert!(!connection.observe(&down, "1/1 brokers are down"));
+        connection.observe(&down, "1/1 brokers are down");
         assert_eq!(connection.problem(), None);
         assert!(connection.complaint().unwrap().contains("brokers are down"));
         let auth = ClientError::Global(RDKafkaErrorCode::Authentication);
-        assert!(connection.observe(&auth, "x: SASL authentication error: first"));
-        assert!(connection.observe(&auth, "x: SASL authentication error: second"));
+        connection.observe(&auth, "x: SASL authentication error: first");
+        connection.observe(&auth, "x: SASL authentication error: second");
         let problem = connection.problem().unwrap();
         assert!(problem.starts_with("cannot connect to Kafka at b:9092: authentication"));
         assert!(problem.contains("first"), "{problem}");

@@ -274,6 +274,18 @@ fn bad_security_settings_name_the_setting_before_connecting() {
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().join("out");
     let storage = storage.to_str().unwrap();
+    let process = |env: &[(&str, String)]| {
+        pageview_with(
+            &[
+                "process",
+                "--bootstrap-servers",
+                "127.0.0.1:1",
+                "--storage",
+                storage,
+            ],
+            env,
+        )
+    };
     for (env, names) in [
         (
             vec![("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")],
@@ -320,16 +332,7 @@ fn bad_security_settings_name_the_setting_before_connecting() {
         ),
     ] {
         let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.to_string())).collect();
-        let output = pageview_with(
-            &[
-                "process",
-                "--bootstrap-servers",
-                "127.0.0.1:1",
-                "--storage",
-                storage,
-            ],
-            &env,
-        );
+        let output = process(&env);
         assert_one_line_error(&output, names);
         let err = stderr(&output);
         assert!(!err.contains("s3cr3t"), "{err}");
@@ -347,17 +350,7 @@ fn bad_security_settings_name_the_setting_before_connecting() {
         ),
         ("KAFKA_SSL_KEY_LOCATION", "/etc/hostname".to_string()),
     ];
-    let output = pageview_with(
-        &[
-            "process",
-            "--bootstrap-servers",
-            "127.0.0.1:1",
-            "--storage",
-            storage,
-        ],
-        &not_pem,
-    );
-    assert_refused(&output, "(check KAFKA_SSL_CERTIFICATE_LOCATION)");
+    assert_refused(&process(&not_pem), "(check KAFKA_SSL_CERTIFICATE_LOCATION)");
 }
 
 #[test]

@@ -5,20 +5,19 @@
 //! the open windows and watermarks, and the staged files it makes visible. Files are
 //! published only after the manifest naming them is durable, and a restart resumes from
 //! manifests, never from Kafka's committed offsets (those are a hint for lag tools).
-//! Everything here but [`Checkpoints`] is pure.
+//! Everything here is pure: `commit` reads and writes manifests and carries the protocol out.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::sink::{Dataset, Finished, WrittenFile};
-use crate::storage::{Storage, StorageError};
+use crate::sink::Finished;
+use crate::storage::StorageError;
 use crate::window::{OpenCount, Watermarks, WindowSpec, Windows};
 
 /// Bumped when the manifest format changes, so an old processor refuses a newer manifest.
-const VERSION: u32 = 1;
+pub const VERSION: u32 = 1;
 
 /// What a checkpoint saves and publishes, taken from the router in one step.
 pub struct Sealed {
@@ -103,6 +102,9 @@ pub struct Recovery {
     /// Names of manifests whose every partition is assigned here: this processor's first
     /// manifest supersedes them.
     pub replaced: Vec<String>,
+    /// Names of manifests no recovery can pick any more, deleted once the recovery is
+    /// complete.
+    pub superseded: Vec<String>,
 }
 
 impl Recovery {
@@ -181,7 +183,7 @@ pub fn superseded(manifests: &[Manifest]) -> Vec<usize> {
 
 /// Manifests a processor given `assigned` replaces with its first manifest: every partition
 /// of theirs is now its own (and so in every manifest it writes).
-fn replaced(manifests: &[(String, Manifest)], assigned: &[i32]) -> Vec<String> {
+pub fn replaced(manifests: &[(String, Manifest)], assigned: &[i32]) -> Vec<String> {
     manifests
         .iter()
         .filter(|(_, m)| m.partitions.keys().all(|p| assigned.contains(p)))
@@ -260,232 +262,11 @@ pub enum CheckpointError {
 /// The least time between two checkpoints made for closed windows.
 const CLOSED_WINDOW_GAP: Duration = Duration::from_millis(500);
 
-fn due_after(since_last: Duration, interval: Duration, windows_closed: bool) -> bool {
+/// A checkpoint is due every interval, and soon after a window has closed, so that its row
+/// is visible within a tick of the watermark passing it. Soon, not at once: reading a
+/// backlog closes windows many times a second, and each checkpoint fsyncs its files.
+pub fn due(since_last: Duration, interval: Duration, windows_closed: bool) -> bool {
     (windows_closed && since_last >= CLOSED_WINDOW_GAP) || since_last >= interval
-}
-
-/// The manifests of one consumer group on storage: `<bucket>/<group>/<epoch>-<member>.json`.
-#[derive(Clone)]
-pub struct Checkpoints {
-    storage: Arc<dyn Storage>,
-    folder: String,
-}
-
-impl Checkpoints {
-    pub fn new(storage: Arc<dyn Storage>, bucket: &str, group: &str) -> Self {
-        Checkpoints {
-            storage,
-            folder: format!("{bucket}/{}", crate::sink::naming::source_tag(group)),
-        }
-    }
-
-    fn key(&self, name: &str) -> String {
-        format!("{}/{name}", self.folder)
-    }
-
-    /// Every manifest of the group with its name. One deleted while being listed (another
-    /// processor found it superseded) is skipped.
-    pub fn load(&self) -> Result<Vec<(String, Manifest)>, CheckpointError> {
-        let mut manifests = Vec::new();
-        for name in self.storage.list(&self.folder)? {
-            if !name.ends_with(".json") {
-                continue;
-            }
-            let key = self.key(&name);
-            let Some(bytes) = self.storage.get(&key)? else {
-                continue;
-            };
-            let manifest: Manifest =
-                serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Corrupt {
-                    key: key.clone(),
-                    problem: e.to_string(),
-                })?;
-            if manifest.version != VERSION {
-                return Err(CheckpointError::Corrupt {
-                    key,
-                    problem: format!(
-                        "format version {} (this build reads {VERSION})",
-                        manifest.version
-                    ),
-                });
-            }
-            manifests.push((name, manifest));
-        }
-        Ok(manifests)
-    }
-
-    /// Finds where `assigned` resumes and finishes what a stopped processor left half done:
-    /// its last manifest's files are published, staged files no manifest names are removed,
-    /// and manifests no recovery can pick any more are deleted.
-    pub fn recover(&self, assigned: &[i32]) -> Result<Recovery, CheckpointError> {
-        let (names, manifests): (Vec<String>, Vec<Manifest>) = self.load()?.into_iter().unzip();
-        let mut recovery = recover(&manifests, assigned);
-        for file in &recovery.unpublished {
-            self.storage.publish_staged(&file.staged, &file.key)?;
-        }
-        self.storage.remove_staged_orphans()?;
-        let old = superseded(&manifests);
-        for &i in &old {
-            self.delete(&names[i])?;
-        }
-        let current: Vec<(String, Manifest)> = names
-            .into_iter()
-            .zip(manifests)
-            .enumerate()
-            .filter(|(i, _)| !old.contains(i))
-            .map(|(_, named)| named)
-            .collect();
-        recovery.replaced = replaced(&current, assigned);
-        Ok(recovery)
-    }
-
-    /// Removes the manifest `name`; one another processor removed already is fine.
-    fn delete(&self, name: &str) -> Result<(), CheckpointError> {
-        Ok(self.storage.delete(&self.key(name))?)
-    }
-
-    /// The commit point: once this returns, the manifest's files may be published and its
-    /// offsets committed. Returns the manifest's name.
-    pub fn write(&self, manifest: &Manifest) -> Result<String, CheckpointError> {
-        let bytes = serde_json::to_vec(manifest).expect("a manifest always serialises");
-        let name = manifest_name(manifest.epoch, &manifest.member);
-        self.storage.put(&self.key(&name), &bytes)?;
-        Ok(name)
-    }
-}
-
-/// What a checkpoint made durable.
-pub struct Committed {
-    /// Files now visible.
-    pub written: Vec<WrittenFile>,
-    /// (partition, next offset) Kafka may be told.
-    pub offsets: Vec<(i32, i64)>,
-}
-
-/// Decides when to checkpoint and carries one out: stage, write the manifest, publish.
-pub struct Checkpointer {
-    checkpoints: Checkpoints,
-    storage: Arc<dyn Storage>,
-    member: String,
-    topic: String,
-    epoch: u64,
-    cursors: Cursors,
-    interval: Duration,
-    last: Instant,
-    /// The last manifest written, so a quiet stream does not write the same one again.
-    previous: Option<Manifest>,
-    /// Manifests the next one supersedes, deleted once it is written: those recovery found
-    /// for the assigned partitions, then always the one before. Its cursors keep every
-    /// partition they ever had, so each manifest covers all partitions of these.
-    replaced: Vec<String>,
-    /// Told how long each checkpoint took (metrics).
-    timed: Option<Box<dyn Fn(Duration) + Send>>,
-}
-
-impl Checkpointer {
-    /// Continues from `recovery`; `member` names this processor in manifest names.
-    pub fn new(
-        storage: Arc<dyn Storage>,
-        checkpoints: Checkpoints,
-        member: &str,
-        topic: &str,
-        interval: Duration,
-        recovery: &Recovery,
-    ) -> Self {
-        Checkpointer {
-            checkpoints,
-            storage,
-            member: crate::sink::naming::source_tag(member),
-            topic: topic.into(),
-            epoch: recovery.epoch,
-            cursors: Cursors::restore(recovery.partitions.clone()),
-            interval,
-            last: Instant::now(),
-            previous: None,
-            replaced: recovery.replaced.clone(),
-            timed: None,
-        }
-    }
-
-    /// Tells `timed` how long each checkpoint that writes a manifest takes.
-    pub fn timed_by(mut self, timed: impl Fn(Duration) + Send + 'static) -> Self {
-        self.timed = Some(Box::new(timed));
-        self
-    }
-
-    /// A checkpoint is due every interval, and soon after a window has closed, so that its
-    /// row is visible within a tick of the watermark passing it. Soon, not at once: reading
-    /// a backlog closes windows many times a second, and each checkpoint fsyncs its files.
-    pub fn due(&self, now: Instant, windows_closed: bool) -> bool {
-        due_after(now.duration_since(self.last), self.interval, windows_closed)
-    }
-
-    /// Stages the sealed files, writes the manifest naming them (the commit point), then
-    /// publishes them. Returns what was published and the offsets Kafka may now be told.
-    pub fn commit(&mut self, sealed: Sealed, now: Instant) -> Result<Committed, CheckpointError> {
-        self.last = now;
-        let mut files = Vec::with_capacity(sealed.finished.len());
-        let mut written = Vec::with_capacity(sealed.finished.len());
-        for finished in sealed.finished {
-            if finished.dataset == Dataset::Raw {
-                self.cursors
-                    .raw_file(finished.partition, finished.hour, finished.last);
-            }
-            let staged = finished.file.stage()?;
-            written.push(WrittenFile {
-                dataset: finished.dataset,
-                key: finished.key.clone(),
-                rows: finished.rows,
-                bytes: staged.bytes,
-            });
-            files.push(StagedFile {
-                staged: staged.id,
-                key: finished.key,
-            });
-        }
-        for (partition, next) in sealed.next {
-            self.cursors.routed(partition, next);
-        }
-        let manifest = Manifest {
-            version: VERSION,
-            epoch: self.epoch,
-            member: self.member.clone(),
-            topic: self.topic.clone(),
-            watermark: sealed.watermark,
-            partitions: self
-                .cursors
-                .seal(sealed.raw_unfinished, sealed.read, sealed.clocks),
-            windows: sealed.windows,
-            files,
-        };
-        let offsets: Vec<(i32, i64)> = manifest
-            .partitions
-            .iter()
-            .map(|(&p, s)| (p, s.next))
-            .collect();
-        let unchanged = self.previous.as_ref().is_some_and(|p| {
-            manifest.files.is_empty()
-                && p.partitions == manifest.partitions
-                && p.windows == manifest.windows
-                && p.watermark == manifest.watermark
-        });
-        if unchanged || manifest.partitions.is_empty() {
-            return Ok(Committed { written, offsets });
-        }
-        let name = self.checkpoints.write(&manifest)?;
-        for file in &manifest.files {
-            self.storage.publish_staged(&file.staged, &file.key)?;
-        }
-        for old in std::mem::replace(&mut self.replaced, vec![name]) {
-            self.checkpoints.delete(&old)?;
-        }
-        self.epoch += 1;
-        self.previous = Some(manifest);
-        if let Some(timed) = &self.timed {
-            timed(now.elapsed());
-        }
-        Ok(Committed { written, offsets })
-    }
 }
 
 #[cfg(test)]
@@ -497,10 +278,10 @@ mod tests {
     fn closed_windows_bring_a_checkpoint_forward_but_not_more_than_twice_a_second() {
         let interval = Duration::from_secs(10);
         let ms = Duration::from_millis;
-        assert!(!due_after(ms(100), interval, true));
-        assert!(due_after(ms(500), interval, true));
-        assert!(!due_after(ms(9_999), interval, false));
-        assert!(due_after(ms(10_000), interval, false));
+        assert!(!due(ms(100), interval, true));
+        assert!(due(ms(500), interval, true));
+        assert!(!due(ms(9_999), interval, false));
+        assert!(due(ms(10_000), interval, false));
     }
 
     fn state(next: i64, raw_from: i64) -> PartitionState {
@@ -606,45 +387,6 @@ mod tests {
         let json = serde_json::to_vec(&m).unwrap();
         assert_eq!(serde_json::from_slice::<Manifest>(&json).unwrap(), m);
         assert!(manifest_name(9, "z") < manifest_name(10, "a"));
-    }
-
-    #[test]
-    fn storage_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage: Arc<dyn Storage> =
-            Arc::new(crate::storage::LocalStorage::open(dir.path()).unwrap());
-        let checkpoints = Checkpoints::new(storage.clone(), "cp", "my group");
-        let mut file = storage.create("k").unwrap();
-        std::io::Write::write_all(&mut file, b"rows").unwrap();
-        let staged = file.stage().unwrap();
-        let mut m = manifest(3, "a", &[(0, 10)]);
-        m.files = vec![StagedFile {
-            staged: staged.id,
-            key: "out/f".into(),
-        }];
-        checkpoints.write(&m).unwrap();
-        checkpoints.write(&manifest(4, "a", &[(0, 12)])).unwrap();
-        // The files of epoch 3 were never published: a crash came first. Epoch 4's staged
-        // file does not exist, and its key does not either: a hand-made manifest.
-        assert!(checkpoints.recover(&[0]).is_err());
-        storage.put("k4", b"published").unwrap();
-        let r = checkpoints.recover(&[0]).unwrap();
-        assert_eq!(r.partitions[&0].next, 12);
-        assert!(
-            !dir.path().join("out/f").exists(),
-            "only the newest manifest publishes"
-        );
-        let left = checkpoints.load().unwrap();
-        assert_eq!(left.len(), 1, "recovery deletes superseded manifests");
-        assert_eq!(
-            r.replaced,
-            [left[0].0.clone()],
-            "the first manifest replaces it"
-        );
-        assert!(checkpoints.recover(&[1]).unwrap().replaced.is_empty());
-        storage.put("cp/my_group/x.json", b"{").unwrap();
-        let err = checkpoints.load().unwrap_err();
-        assert!(err.to_string().contains("cp/my_group/x.json"), "{err}");
     }
 
     proptest! {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use pageview::checkpoint::Checkpoints;
+use pageview::commit::Manifests;
 use pageview::config::{
     BucketsCommand, Cli, Command, ConfigError, ConsumeOnlyArgs, GENERATE_DEFAULTS, GenerateArgs,
     InspectArgs, ParseOnlyArgs, PipelineSettings, ProcessArgs, RUN_DEFAULTS, RunArgs, S3Args,
@@ -591,9 +591,9 @@ fn consume_only(args: ConsumeOnlyArgs) -> Result<ExitCode> {
     let scratch =
         std::env::temp_dir().join(format!("pageview-consume-only-{}", std::process::id()));
     let storage: Arc<dyn Storage> = Arc::new(LocalStorage::open(&scratch)?);
-    let checkpoints = Checkpoints::new(storage, "consume-only", &args.kafka.group);
+    let manifests = Arc::new(Manifests::new(storage, "consume-only", &args.kafka.group));
     let settings = args.kafka.settings(&args.bootstrap_servers)?;
-    let group = GroupConsumer::join(&settings, checkpoints, &AtomicBool::new(false))?;
+    let group = GroupConsumer::join(&settings, manifests, &AtomicBool::new(false))?;
     let ends = group.ends()?;
     let started = Instant::now();
     let (mut records, mut bytes) = (0u64, 0u64);

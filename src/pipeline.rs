@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::checkpoint::{CheckpointError, Checkpointer, Checkpoints};
+use crate::checkpoint::CheckpointError;
+use crate::commit::{Checkpointed, Commit, CommitError, CommitPoint, Manifests};
 use crate::config::PipelineSettings;
 use crate::kafka::KafkaError;
 use crate::observe::{Observed, Progress};
@@ -35,6 +36,8 @@ pub enum PipelineError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
     #[error("the Kafka consumer stopped for good: {0}")]
     Consumer(rdkafka::error::KafkaError),
     #[error(transparent)]
@@ -62,6 +65,7 @@ pub fn drive(
     progress: &mut dyn FnMut(&Router, u64),
 ) -> Result<Ending, PipelineError> {
     let mut cadence = Cadence::new(every);
+    let commit = &mut Commit::Immediate;
     let ending = loop {
         let idle = match source.poll(TICK)? {
             Poll::Record(record) => {
@@ -78,19 +82,13 @@ pub fn drive(
             break Ending::Stopped;
         }
         router.tick(now)?;
-        router.publish_finished()?;
+        commit.tick(router, now)?;
         if cadence.progress_due(now) {
             progress(router, source.bytes_read());
         }
     };
-    router.finish()?;
+    commit.finish(router, Instant::now())?;
     Ok(ending)
-}
-
-/// A router and its checkpointer, for the partitions currently assigned.
-pub struct Owned {
-    pub router: Router,
-    pub checkpointer: Checkpointer,
 }
 
 /// When [`consume`] stops.
@@ -108,13 +106,14 @@ pub struct Until<'a> {
 /// counters of the one before.
 pub fn consume(
     group: &mut GroupConsumer,
-    start: &mut dyn FnMut(Assignment, Option<Router>) -> Owned,
+    start: &mut dyn FnMut(Assignment, Option<Router>) -> Router,
+    commit: &mut Commit,
     until: &Until<'_>,
     every: Duration,
     progress: &mut dyn FnMut(&Router, &Lag),
 ) -> Result<Option<Router>, PipelineError> {
     let mut source = group.source();
-    let mut owned: Option<Owned> = None;
+    let mut owned: Option<Router> = None;
     // The counters of a revoked assignment, until the next one carries them on.
     let mut previous: Option<Router> = None;
     let mut cadence = Cadence::new(every);
@@ -133,16 +132,17 @@ pub fn consume(
                 let Some(o) = &mut owned else {
                     continue;
                 };
-                o.router.route(record)?;
+                o.route(record)?;
                 false
             }
             Polled::Rebalanced(Rebalanced::Revoked) => {
-                let_go(&mut owned, &mut previous);
+                let_go(&mut owned, &mut previous, commit);
                 continue;
             }
             Polled::Rebalanced(Rebalanced::Assigned(assignment)) => {
                 unassigned_note = Instant::now() + UNASSIGNED_NOTE_EVERY;
-                let carried = owned.take().map(|o| o.router).or(previous.take());
+                commit.assigned(&assignment.recovery)?;
+                let carried = owned.take().or(previous.take());
                 owned = Some(start(assignment, carried));
                 continue;
             }
@@ -151,7 +151,7 @@ pub fn consume(
                 tracing::warn!(
                     "kafka: fenced after losing the broker, by this member's own rejoin; joining again"
                 );
-                let_go(&mut owned, &mut previous);
+                let_go(&mut owned, &mut previous, commit);
                 drop(source);
                 group.rejoin()?;
                 source = group.source();
@@ -165,13 +165,13 @@ pub fn consume(
         };
         let has_read = owned
             .as_ref()
-            .map(|o| move |ends: &[(i32, i64)]| o.router.has_read(ends));
+            .map(|o| move |ends: &[(i32, i64)]| o.has_read(ends));
         if quiet.long(now) && group.stuck(has_read.as_ref().map(|f| f as HasRead<'_>)) {
             tracing::warn!(
                 "kafka: nothing consumed for {:?} although the broker has records for this member; joining again with a new client",
                 quiet.after
             );
-            let_go(&mut owned, &mut previous);
+            let_go(&mut owned, &mut previous, commit);
             drop(source);
             group.rejoin()?;
             source = group.source();
@@ -188,22 +188,22 @@ pub fn consume(
         let drained = ends
             .as_deref()
             .zip(owned.as_ref())
-            .is_some_and(|(ends, o)| o.router.has_read(ends));
+            .is_some_and(|(ends, o)| o.has_read(ends));
         let stopping = until.stop.load(Ordering::Relaxed) || drained;
-        if let Some(o) = &mut owned {
-            o.router.tick(now)?;
-            if stopping || o.checkpointer.due(now, o.router.has_closed_windows()) {
-                let sealed = o.router.seal(stopping)?;
-                let committed = o.checkpointer.commit(sealed, now)?;
-                o.router.published(&committed.written);
-                group.commit(&committed.offsets);
-            }
+        if let Some(router) = &mut owned {
+            router.tick(now)?;
+            let offsets = if stopping {
+                commit.finish(router, now)?
+            } else {
+                commit.tick(router, now)?
+            };
+            group.commit(&offsets);
         }
         if stopping {
-            return Ok(owned.map(|o| o.router).or(previous));
+            return Ok(owned.or(previous));
         }
         if cadence.progress_due(now)
-            && let Some(router) = owned.as_ref().map(|o| &o.router).or(previous.as_ref())
+            && let Some(router) = owned.as_ref().or(previous.as_ref())
         {
             progress(router, &group.lag());
         }
@@ -219,8 +219,11 @@ pub fn consume_group(
     until: &Until<'_>,
     observed: Observed,
 ) -> Result<Option<Router>, PipelineError> {
-    let buckets = &pipeline.buckets;
-    let checkpoints = || Checkpoints::new(storage.clone(), &buckets.checkpoints, &settings.group);
+    let point: Arc<dyn CommitPoint> = Arc::new(Manifests::new(
+        storage.clone(),
+        &pipeline.buckets.checkpoints,
+        &settings.group,
+    ));
     let cluster = &settings.cluster;
     tracing::info!(
         "connecting to Kafka at {} ({}) for {}",
@@ -228,7 +231,7 @@ pub fn consume_group(
         cluster.security.describe(),
         settings.topic
     );
-    let mut group = GroupConsumer::join(settings, checkpoints(), until.stop)?;
+    let mut group = GroupConsumer::join(settings, point.clone(), until.stop)?;
     // A group member runs for good: readers' globs over the DLQ must match before its first
     // dead letter, not only after it stops. Only once joined: a member that never reaches
     // its cluster writes nothing.
@@ -270,25 +273,22 @@ pub fn consume_group(
         if let Some(before) = before {
             router.continue_stats(before);
         }
-        let mut checkpointer = Checkpointer::new(
-            storage.clone(),
-            checkpoints(),
-            &member,
-            &settings.topic,
-            settings.checkpoint_interval,
-            recovery,
-        );
-        if let Some(metrics) = progress.observed.metrics.clone() {
-            checkpointer = checkpointer.timed_by(move |took| metrics.checkpointed(took));
-        }
-        Owned {
-            router,
-            checkpointer,
-        }
+        router
     };
+    let mut checkpointed = Checkpointed::new(
+        point,
+        &member,
+        &settings.topic,
+        settings.checkpoint_interval,
+    );
+    if let Some(metrics) = progress.observed.metrics.clone() {
+        checkpointed = checkpointed.timed_by(move |took| metrics.checkpointed(took));
+    }
+    let mut commit = Commit::Checkpointed(Box::new(checkpointed));
     let router = consume(
         &mut group,
         &mut start,
+        &mut commit,
         until,
         progress.every,
         &mut |r, lag| {
@@ -306,9 +306,10 @@ pub fn consume_group(
 /// Gives up the current assignment, after a revoke or before a new client joins: whatever is
 /// not in a manifest is dropped, since the next owner replays it; its counters are kept for
 /// the next assignment to carry on.
-fn let_go(owned: &mut Option<Owned>, previous: &mut Option<Router>) {
-    if let Some(o) = owned.take() {
-        *previous = Some(o.router);
+fn let_go(owned: &mut Option<Router>, previous: &mut Option<Router>, commit: &mut Commit) {
+    commit.revoked();
+    if let Some(router) = owned.take() {
+        *previous = Some(router);
     }
 }
 

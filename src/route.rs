@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::{PartitionState, Sealed};
+use crate::record::Record;
 use crate::sink::{DeadLetter, SinkError, Sinks, naming};
-use crate::source::Record;
 use crate::stats::Stats;
 use crate::status::RecentWindows;
 use crate::validate::{ErrorKind, validate};

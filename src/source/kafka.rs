@@ -7,8 +7,8 @@
 
 use std::collections::VecDeque;
 use std::ffi::CString;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::bindings as rdsys;
@@ -21,7 +21,8 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
 use super::{Origin, Record};
-use crate::checkpoint::{CheckpointError, Checkpoints, Recovery};
+use crate::checkpoint::{CheckpointError, Recovery};
+use crate::commit::CommitPoint;
 use crate::kafka::{
     BrokerWatch, Cluster, Connection, EVENTS_DRAIN, KafkaError, STATS_INTERVAL_MS, await_metadata,
 };
@@ -78,7 +79,8 @@ pub struct Assignment {
 /// librdkafka calls this from `poll`, on the processing thread.
 struct GroupContext {
     topic: String,
-    checkpoints: Checkpoints,
+    /// Where assigned partitions resume.
+    point: Arc<dyn CommitPoint>,
     events: Mutex<VecDeque<Rebalanced>>,
     last_complaint: Mutex<Option<(String, Instant)>>,
     /// Until the cluster has answered once, start-up reports failure itself, in one line.
@@ -139,7 +141,7 @@ impl GroupContext {
 
     fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-        let recovery = match self.checkpoints.recover(&partitions) {
+        let recovery = match self.point.recover(&partitions) {
             Ok(recovery) => recovery,
             Err(e) => return self.push(Rebalanced::Failed(e)),
         };
@@ -287,17 +289,18 @@ pub struct GroupConsumer {
     fetch: FetchQueue,
     consumer: BaseConsumer<GroupContext>,
     settings: ConsumerSettings,
-    checkpoints: Checkpoints,
+    point: Arc<dyn CommitPoint>,
 }
 
 impl GroupConsumer {
     /// Joins the group, once the cluster answers (see [`await_metadata`]) or until `stop`.
+    /// Assigned partitions resume where `point` says.
     pub fn join(
         settings: &ConsumerSettings,
-        checkpoints: Checkpoints,
+        point: Arc<dyn CommitPoint>,
         stop: &AtomicBool,
     ) -> Result<Self, KafkaError> {
-        let consumer = connect(settings, checkpoints.clone())?;
+        let consumer = connect(settings, point.clone())?;
         // Before the subscription the consumer queue holds only the client's own events.
         let poll = || while consumer.poll(EVENTS_DRAIN).is_some() {};
         await_metadata(
@@ -315,7 +318,7 @@ impl GroupConsumer {
             fetch,
             consumer,
             settings: settings.clone(),
-            checkpoints,
+            point,
         })
     }
 
@@ -414,7 +417,7 @@ impl GroupConsumer {
     /// Replaces a fenced or stuck client with a new one that joins again; the new
     /// assignment resumes from the manifests like any other.
     pub fn rejoin(&mut self) -> Result<(), KafkaError> {
-        let consumer = connect(&self.settings, self.checkpoints.clone())?;
+        let consumer = connect(&self.settings, self.point.clone())?;
         consumer.context().reached.store(true, Ordering::Relaxed);
         let fetch = FetchQueue::new(&consumer);
         consumer.subscribe(&[&self.settings.topic])?;
@@ -467,7 +470,7 @@ impl GroupConsumer {
 /// A client configured for the group, not yet subscribed.
 fn connect(
     settings: &ConsumerSettings,
-    checkpoints: Checkpoints,
+    point: Arc<dyn CommitPoint>,
 ) -> Result<BaseConsumer<GroupContext>, KafkaError> {
     let session_timeout = settings.session_timeout.as_millis().to_string();
     let mut own = vec![
@@ -492,7 +495,7 @@ fn connect(
     let config = settings.cluster.client_config(&own);
     let context = GroupContext {
         topic: settings.topic.clone(),
-        checkpoints,
+        point,
         events: Mutex::new(VecDeque::new()),
         last_complaint: Mutex::new(None),
         reached: AtomicBool::new(false),

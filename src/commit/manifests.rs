@@ -1,0 +1,204 @@
+//! Checkpoint manifests on storage, the commit point of a Kafka run into Parquet folders:
+//! `<bucket>/<group>/<epoch>-<member>.json`, each naming the staged files it publishes.
+
+use std::sync::Arc;
+
+use super::CommitPoint;
+use crate::checkpoint::{self, CheckpointError, Manifest, Recovery};
+use crate::sink::naming;
+use crate::storage::Storage;
+
+/// The manifests of one consumer group.
+#[derive(Clone)]
+pub struct Manifests {
+    storage: Arc<dyn Storage>,
+    folder: String,
+}
+
+impl Manifests {
+    pub fn new(storage: Arc<dyn Storage>, bucket: &str, group: &str) -> Self {
+        Manifests {
+            storage,
+            folder: format!("{bucket}/{}", naming::source_tag(group)),
+        }
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}/{name}", self.folder)
+    }
+
+    /// Every manifest of the group with its name. One deleted while being listed (another
+    /// processor found it superseded) is skipped.
+    pub fn load(&self) -> Result<Vec<(String, Manifest)>, CheckpointError> {
+        let mut manifests = Vec::new();
+        for name in self.storage.list(&self.folder)? {
+            if !name.ends_with(".json") {
+                continue;
+            }
+            let key = self.key(&name);
+            let Some(bytes) = self.storage.get(&key)? else {
+                continue;
+            };
+            let manifest: Manifest =
+                serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Corrupt {
+                    key: key.clone(),
+                    problem: e.to_string(),
+                })?;
+            if manifest.version != checkpoint::VERSION {
+                return Err(CheckpointError::Corrupt {
+                    key,
+                    problem: format!(
+                        "format version {} (this build reads {})",
+                        manifest.version,
+                        checkpoint::VERSION
+                    ),
+                });
+            }
+            manifests.push((name, manifest));
+        }
+        Ok(manifests)
+    }
+
+    /// Removes the manifest `name`; one another processor removed already is fine.
+    fn delete(&self, name: &str) -> Result<(), CheckpointError> {
+        Ok(self.storage.delete(&self.key(name))?)
+    }
+}
+
+impl CommitPoint for Manifests {
+    fn recover(&self, assigned: &[i32]) -> Result<Recovery, CheckpointError> {
+        let (names, manifests): (Vec<String>, Vec<Manifest>) = self.load()?.into_iter().unzip();
+        let mut recovery = checkpoint::recover(&manifests, assigned);
+        let old = checkpoint::superseded(&manifests);
+        let mut current = Vec::with_capacity(names.len());
+        for (i, named) in names.into_iter().zip(manifests).enumerate() {
+            if old.contains(&i) {
+                recovery.superseded.push(named.0);
+            } else {
+                current.push(named);
+            }
+        }
+        recovery.replaced = checkpoint::replaced(&current, assigned);
+        Ok(recovery)
+    }
+
+    fn complete(&self, recovery: &Recovery) -> Result<(), CheckpointError> {
+        for file in &recovery.unpublished {
+            self.storage.publish_staged(&file.staged, &file.key)?;
+        }
+        self.storage.remove_staged_orphans()?;
+        for name in &recovery.superseded {
+            self.delete(name)?;
+        }
+        Ok(())
+    }
+
+    fn commit(&self, manifest: &Manifest, replaced: &[String]) -> Result<String, CheckpointError> {
+        let bytes = serde_json::to_vec(manifest).expect("a manifest always serialises");
+        let name = checkpoint::manifest_name(manifest.epoch, &manifest.member);
+        self.storage.put(&self.key(&name), &bytes)?;
+        for file in &manifest.files {
+            self.storage.publish_staged(&file.staged, &file.key)?;
+        }
+        for old in replaced {
+            self.delete(old)?;
+        }
+        Ok(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::checkpoint::{PartitionState, StagedFile, manifest_name};
+
+    fn manifest(epoch: u64, next: i64, files: Vec<StagedFile>) -> Manifest {
+        let state = PartitionState {
+            next,
+            raw_from: next,
+            ..PartitionState::default()
+        };
+        Manifest {
+            version: checkpoint::VERSION,
+            epoch,
+            member: "a".into(),
+            topic: "t".into(),
+            watermark: None,
+            partitions: BTreeMap::from([(0, state)]),
+            windows: Vec::new(),
+            files,
+        }
+    }
+
+    /// A manifest made durable by a processor that then died, before publishing its files.
+    fn left_behind(manifests: &Manifests, m: &Manifest) {
+        let name = manifest_name(m.epoch, &m.member);
+        let bytes = serde_json::to_vec(m).unwrap();
+        manifests
+            .storage
+            .put(&manifests.key(&name), &bytes)
+            .unwrap();
+    }
+
+    #[test]
+    fn recovery_only_reads_and_completing_it_publishes_the_newest_manifests_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> =
+            Arc::new(crate::storage::LocalStorage::open(dir.path()).unwrap());
+        let manifests = Manifests::new(storage.clone(), "cp", "my group");
+        let mut file = storage.create("k").unwrap();
+        std::io::Write::write_all(&mut file, b"rows").unwrap();
+        let staged = file.stage().unwrap();
+        let older = StagedFile {
+            staged: staged.id,
+            key: "out/f".into(),
+        };
+        left_behind(&manifests, &manifest(3, 10, vec![older]));
+        // Its staged file does not exist, and its key does not either: a hand-made manifest.
+        let missing = StagedFile {
+            staged: "gone".into(),
+            key: "k4".into(),
+        };
+        left_behind(&manifests, &manifest(4, 12, vec![missing]));
+
+        let r = manifests.recover(&[0]).unwrap();
+        assert_eq!(r.partitions[&0].next, 12);
+        assert_eq!(manifests.load().unwrap().len(), 2, "recovering only reads");
+        assert_eq!(r.superseded, [manifest_name(3, "a")]);
+        assert_eq!(
+            r.replaced,
+            [manifest_name(4, "a")],
+            "the first one replaces it"
+        );
+        assert!(
+            manifests.complete(&r).is_err(),
+            "k4 can be published nowhere"
+        );
+        storage.put("k4", b"published").unwrap();
+        manifests.complete(&r).unwrap();
+        assert!(
+            !dir.path().join("out/f").exists(),
+            "only the newest manifest publishes"
+        );
+        let left = manifests.load().unwrap();
+        assert_eq!(left.len(), 1, "completing deletes superseded manifests");
+        assert!(manifests.recover(&[1]).unwrap().replaced.is_empty());
+
+        let name = manifests
+            .commit(&manifest(5, 20, Vec::new()), &r.replaced)
+            .unwrap();
+        let left: Vec<String> = manifests
+            .load()
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(left, [name], "a commit deletes what it replaces");
+
+        storage.put("cp/my_group/x.json", b"{").unwrap();
+        let err = manifests.load().unwrap_err();
+        assert!(err.to_string().contains("cp/my_group/x.json"), "{err}");
+    }
+}

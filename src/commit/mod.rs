@@ -1,0 +1,233 @@
+//! Finished files → files readers see, and how far the input is done: the one place the
+//! commit protocol lives (docs/EXACTLY_ONCE.md).
+//!
+//! Two strategies. A bounded input (a file, stdin, the embedded generator) publishes each
+//! finished file at once and makes every window final when it ends: a rerun starts over.
+//! Kafka publishes only through checkpoints: the router's state is sealed, its files staged,
+//! and a [`CommitPoint`] makes the checkpoint durable before anything becomes visible and
+//! before Kafka is told an offset. The commit point is the seam a table format plugs into:
+//! manifests beside Parquet folders today ([`Manifests`]), a table's own log next.
+
+mod manifests;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use manifests::Manifests;
+
+use crate::checkpoint::{self, CheckpointError, Cursors, Manifest, Recovery, StagedFile};
+use crate::route::Router;
+use crate::sink::{Dataset, SinkError, WrittenFile};
+
+/// Where a checkpoint becomes durable, and how its staged files become visible.
+pub trait CommitPoint: Send + Sync {
+    /// Where the `assigned` partitions resume. It only reads, so it may run inside the Kafka
+    /// client's rebalance callback, where the partitions must be given their offsets.
+    fn recover(&self, assigned: &[i32]) -> Result<Recovery, CheckpointError>;
+    /// Finishes what earlier owners of the recovered partitions left half done: the files
+    /// of their last checkpoints are published, staged files no checkpoint names removed,
+    /// and superseded checkpoints deleted. Runs before the first record is routed.
+    fn complete(&self, recovery: &Recovery) -> Result<(), CheckpointError>;
+    /// The commit point: `manifest` is durable once this returns, then its files are made
+    /// visible and the checkpoints it supersedes (`replaced`) deleted. Returns the name the
+    /// next commit replaces.
+    fn commit(&self, manifest: &Manifest, replaced: &[String]) -> Result<String, CheckpointError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+}
+
+/// (partition, next offset): how far a commit made the input durable, for Kafka to be told.
+pub type Offsets = Vec<(i32, i64)>;
+
+/// The commit protocol of one run.
+pub enum Commit {
+    /// Bounded input: files appear as they are finished.
+    Immediate,
+    /// Kafka: files appear with the checkpoint that names them.
+    Checkpointed(Box<Checkpointed>),
+}
+
+impl Commit {
+    /// Partitions were assigned and resume from `recovery`: what their earlier owners left
+    /// half done is finished first.
+    pub fn assigned(&mut self, recovery: &Recovery) -> Result<(), CommitError> {
+        if let Commit::Checkpointed(c) = self {
+            c.point.complete(recovery)?;
+            c.current = Some(Assigned::new(recovery));
+        }
+        Ok(())
+    }
+
+    /// Every partition was taken away: what no checkpoint holds is dropped, since the next
+    /// owner resumes from the checkpoints.
+    pub fn revoked(&mut self) {
+        if let Commit::Checkpointed(c) = self {
+            c.current = None;
+        }
+    }
+
+    /// Time-based work: publishes finished files, or checkpoints when one is due.
+    pub fn tick(&mut self, router: &mut Router, now: Instant) -> Result<Offsets, CommitError> {
+        match self {
+            Commit::Immediate => {
+                router.publish_finished()?;
+                Ok(Offsets::new())
+            }
+            Commit::Checkpointed(c) => c.checkpoint(router, now, false),
+        }
+    }
+
+    /// The run ends. A bounded input's windows are all final and every file is published; a
+    /// Kafka run's last checkpoint publishes every file and keeps open windows open, for the
+    /// next run to continue.
+    pub fn finish(&mut self, router: &mut Router, now: Instant) -> Result<Offsets, CommitError> {
+        match self {
+            Commit::Immediate => {
+                router.finish()?;
+                Ok(Offsets::new())
+            }
+            Commit::Checkpointed(c) => c.checkpoint(router, now, true),
+        }
+    }
+}
+
+/// Checkpoints of a Kafka group member: when they are due, and what each one saves.
+pub struct Checkpointed {
+    point: Arc<dyn CommitPoint>,
+    member: String,
+    topic: String,
+    interval: Duration,
+    /// Told how long each checkpoint took (metrics).
+    timed: Option<Box<dyn Fn(Duration) + Send>>,
+    /// The checkpoints of the current assignment.
+    current: Option<Assigned>,
+}
+
+impl Checkpointed {
+    /// `member` names this processor in checkpoints; one is made at least every `interval`.
+    pub fn new(point: Arc<dyn CommitPoint>, member: &str, topic: &str, interval: Duration) -> Self {
+        Checkpointed {
+            point,
+            member: crate::sink::naming::source_tag(member),
+            topic: topic.into(),
+            interval,
+            timed: None,
+            current: None,
+        }
+    }
+
+    /// Tells `timed` how long each checkpoint that commits takes.
+    pub fn timed_by(mut self, timed: impl Fn(Duration) + Send + 'static) -> Self {
+        self.timed = Some(Box::new(timed));
+        self
+    }
+
+    /// Seals the router, stages its finished files, commits the checkpoint naming them and
+    /// publishes them, when one is due or `stopping`.
+    fn checkpoint(
+        &mut self,
+        router: &mut Router,
+        now: Instant,
+        stopping: bool,
+    ) -> Result<Offsets, CommitError> {
+        let Some(current) = &mut self.current else {
+            return Ok(Offsets::new());
+        };
+        let since_last = now.duration_since(current.last);
+        if !stopping && !checkpoint::due(since_last, self.interval, router.has_closed_windows()) {
+            return Ok(Offsets::new());
+        }
+        current.last = now;
+        let sealed = router.seal(stopping)?;
+        let mut files = Vec::with_capacity(sealed.finished.len());
+        let mut written = Vec::with_capacity(sealed.finished.len());
+        for finished in sealed.finished {
+            if finished.dataset == Dataset::Raw {
+                current
+                    .cursors
+                    .raw_file(finished.partition, finished.hour, finished.last);
+            }
+            let staged = finished.file.stage().map_err(CheckpointError::from)?;
+            written.push(WrittenFile {
+                dataset: finished.dataset,
+                key: finished.key.clone(),
+                rows: finished.rows,
+                bytes: staged.bytes,
+            });
+            files.push(StagedFile {
+                staged: staged.id,
+                key: finished.key,
+            });
+        }
+        for (partition, next) in sealed.next {
+            current.cursors.routed(partition, next);
+        }
+        let manifest = Manifest {
+            version: checkpoint::VERSION,
+            epoch: current.epoch,
+            member: self.member.clone(),
+            topic: self.topic.clone(),
+            watermark: sealed.watermark,
+            partitions: current
+                .cursors
+                .seal(sealed.raw_unfinished, sealed.read, sealed.clocks),
+            windows: sealed.windows,
+            files,
+        };
+        let offsets: Offsets = manifest
+            .partitions
+            .iter()
+            .map(|(&p, s)| (p, s.next))
+            .collect();
+        let unchanged = current.previous.as_ref().is_some_and(|p| {
+            manifest.files.is_empty()
+                && p.partitions == manifest.partitions
+                && p.windows == manifest.windows
+                && p.watermark == manifest.watermark
+        });
+        if unchanged || manifest.partitions.is_empty() {
+            router.published(&written);
+            return Ok(offsets);
+        }
+        let name = self.point.commit(&manifest, &current.replaced)?;
+        current.replaced = vec![name];
+        current.epoch += 1;
+        current.previous = Some(manifest);
+        router.published(&written);
+        if let Some(timed) = &self.timed {
+            timed(now.elapsed());
+        }
+        Ok(offsets)
+    }
+}
+
+/// The checkpoints of one assignment.
+struct Assigned {
+    epoch: u64,
+    cursors: Cursors,
+    last: Instant,
+    /// The last checkpoint committed, so a quiet stream does not commit the same one again.
+    previous: Option<Manifest>,
+    /// Checkpoints the next one supersedes, deleted once it is committed: those recovery
+    /// found for the assigned partitions, then always the one before. The cursors keep every
+    /// partition they ever had, so each checkpoint covers all partitions of these.
+    replaced: Vec<String>,
+}
+
+impl Assigned {
+    fn new(recovery: &Recovery) -> Self {
+        Assigned {
+            epoch: recovery.epoch,
+            cursors: Cursors::restore(recovery.partitions.clone()),
+            last: Instant::now(),
+            previous: None,
+            replaced: recovery.replaced.clone(),
+        }
+    }
+}

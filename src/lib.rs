@@ -14,6 +14,7 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod command;
 pub mod commit;
 pub mod config;
 pub mod generate;

@@ -5,7 +5,7 @@ use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Origin, Poll, Record, Source, SourceError};
+use super::{Assignment, Origin, Poll, Record, Source, SourceError};
 
 const READ_BUFFER: usize = 1 << 20;
 
@@ -19,6 +19,8 @@ pub struct FileSource {
     lent: usize,
     line_number: i64,
     bytes_read: u64,
+    /// Whether the one assignment, of the whole input, was handed out.
+    assigned: bool,
 }
 
 impl FileSource {
@@ -49,6 +51,7 @@ impl FileSource {
             lent: 0,
             line_number: 0,
             bytes_read: 0,
+            assigned: false,
         })
     }
 }
@@ -56,6 +59,10 @@ impl FileSource {
 impl Source for FileSource {
     /// Blocks until a whole line is read: a file never idles, and stdin is read as it comes.
     fn poll(&mut self, _wait: Duration) -> Result<Poll<'_>, SourceError> {
+        if !self.assigned {
+            self.assigned = true;
+            return Ok(Poll::Assigned(Assignment::whole()));
+        }
         let read_error = |source| SourceError::Read {
             path: self.path.clone(),
             source,
@@ -106,6 +113,10 @@ mod tests {
         for capacity in [READ_BUFFER, 1, 2, 3, 5] {
             let mut source = FileSource::with_buffer(&path, capacity).unwrap();
             let mut out = Vec::new();
+            assert!(matches!(
+                source.poll(Duration::ZERO).unwrap(),
+                Poll::Assigned(a) if a.partitions == [0]
+            ));
             while let Poll::Record(r) = source.poll(Duration::ZERO).unwrap() {
                 out.push((r.bytes.to_vec(), r.offset));
             }

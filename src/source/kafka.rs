@@ -1,9 +1,11 @@
 //! A Kafka consumer group → records with their topic, partition and offset.
 //!
-//! Partitions come and go by rebalance. On each assignment the checkpoint manifests, not
-//! Kafka's committed offsets, say where every partition resumes: the assignment is made with
-//! those offsets inside the rebalance callback, before any record of it is fetched. The
-//! processor learns of each rebalance as a [`Rebalanced`] event before the records after it.
+//! Partitions come and go by rebalance. On each assignment the commit point (checkpoint
+//! manifests), not Kafka's committed offsets, says where every partition resumes: the
+//! assignment is made with those offsets inside the rebalance callback, before any record of
+//! it is fetched. The callback only reads; the processor learns of each rebalance as a
+//! [`Poll::Assigned`] or [`Poll::Revoked`] before the records after it, and finishes the
+//! recovery itself.
 
 use std::collections::VecDeque;
 use std::ffi::CString;
@@ -16,12 +18,12 @@ use rdkafka::client::{ClientContext, OAuthToken};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError as ClientError;
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
-use super::{Origin, Record};
-use crate::checkpoint::{CheckpointError, Recovery};
+use super::{Assignment, HasRead, Origin, Poll, Record, Source, SourceError, Ticked};
+use crate::checkpoint::CheckpointError;
 use crate::commit::CommitPoint;
 use crate::kafka::{
     BrokerWatch, Cluster, Connection, EVENTS_DRAIN, KafkaError, STATS_INTERVAL_MS, await_metadata,
@@ -58,9 +60,9 @@ impl ConsumerSettings {
 /// in the last checkpoint, so the process may exit regardless.
 const LEAVE_GROUP_WAIT: Duration = Duration::from_secs(5);
 
-/// A change of the partitions this processor owns.
+/// A change of the partitions this processor owns, as the rebalance callback leaves it.
 #[derive(Debug)]
-pub enum Rebalanced {
+enum Rebalanced {
     /// Every partition was taken away: state not yet in a manifest must be dropped, since
     /// the next owner resumes from the manifests.
     Revoked,
@@ -68,12 +70,6 @@ pub enum Rebalanced {
     Assigned(Assignment),
     /// The manifests could not be read; nothing was assigned.
     Failed(CheckpointError),
-}
-
-#[derive(Debug)]
-pub struct Assignment {
-    pub partitions: Vec<i32>,
-    pub recovery: Recovery,
 }
 
 /// librdkafka calls this from `poll`, on the processing thread.
@@ -280,12 +276,27 @@ impl ConsumerContext for GroupContext {
     }
 }
 
-/// Whether a reader got to the given (partition, offset after the last record) ends.
-pub type HasRead<'a> = &'a dyn Fn(&[(i32, i64)]) -> bool;
-
-/// A member of a consumer group, subscribed to one topic.
+/// A member of a consumer group, subscribed to one topic: the source of a Kafka run.
 pub struct GroupConsumer {
-    /// Declared first so that it is destroyed before the client.
+    /// Declared first so that its messages are destroyed before the client.
+    batch: Batch,
+    /// A message of a partition not forwarded to the fetch queue (librdkafka forwards every
+    /// assigned one, so this is rare), copied so that the client can be replaced while it
+    /// is held; `pending` while it waits for a rebalance to be handed out first.
+    held: Option<OwnedMessage>,
+    pending: bool,
+    /// Per partition, so each record's origin is a borrow, not an allocation.
+    origins: Vec<Origin>,
+    bytes_read: u64,
+    quiet: Quiet,
+    /// When to say again what a member without partitions waits for.
+    unassigned_note: Instant,
+    /// Once set, the member reads its partitions up to where they end at that moment, then
+    /// reports [`Ticked::Drained`]: for a run whose producer has finished.
+    drain: Option<Arc<AtomicBool>>,
+    /// Where the partitions ended when the drain was asked for.
+    ends: Option<Vec<(i32, i64)>>,
+    /// Declared before the client so that it is destroyed first.
     fetch: FetchQueue,
     consumer: BaseConsumer<GroupContext>,
     settings: ConsumerSettings,
@@ -314,12 +325,28 @@ impl GroupConsumer {
         consumer.context().reached.store(true, Ordering::Relaxed);
         let fetch = FetchQueue::new(&consumer);
         consumer.subscribe(&[&settings.topic])?;
+        let now = Instant::now();
         Ok(GroupConsumer {
+            batch: Batch::default(),
+            held: None,
+            pending: false,
+            origins: Vec::new(),
+            bytes_read: 0,
+            quiet: Quiet::new(stall_after(settings.session_timeout), now),
+            unassigned_note: now + UNASSIGNED_NOTE_EVERY,
+            drain: None,
+            ends: None,
             fetch,
             consumer,
             settings: settings.clone(),
             point,
         })
+    }
+
+    /// Drains (see [`Ticked::Drained`]) once `drain` is set.
+    pub fn draining_when(mut self, drain: Arc<AtomicBool>) -> Self {
+        self.drain = Some(drain);
+        self
     }
 
     /// Whether `error` is likely this member's own doing: while the broker was away its
@@ -328,7 +355,7 @@ impl GroupConsumer {
     /// process with the same `group.instance.id` fences a member that never lost the broker.
     /// Each loss of contact excuses one fence, so two such processors cannot take turns
     /// forever: the second fence stops one of them.
-    pub fn fenced_by_itself(&self, error: &ClientError) -> bool {
+    fn fenced_by_itself(&self, error: &ClientError) -> bool {
         matches!(
             error,
             ClientError::MessageConsumptionFatal(RDKafkaErrorCode::FencedInstanceId)
@@ -356,36 +383,25 @@ impl GroupConsumer {
         Ok(ends)
     }
 
-    /// (partition, records behind its end) as of librdkafka's last statistics (every 5 s).
-    pub fn lag(&self) -> Vec<(i32, i64)> {
-        let lag = self.consumer.context().lag.lock();
-        lag.unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
     /// Whether a consumer that has delivered nothing for a while is stuck rather than idle:
-    /// the broker answers, yet a partition it owns has records it did not read (`has_read`
-    /// says whether the reader got to the given (partition, end) offsets; `None` without an
-    /// assignment: then the member should be settled in the group). Seen after a lone broker
-    /// stalled and came back, when librdkafka may stop fetching a partition or never finish
-    /// rejoining, with no error; a new client recovers.
-    pub fn stuck(&self, has_read: Option<HasRead<'_>>) -> bool {
+    /// the broker answers, yet a partition it owns has records it did not read (`read` says
+    /// whether the reader got to the given ends; `None` without an assignment: then the
+    /// member should be settled in the group). Seen after a lone broker stalled and came
+    /// back, when librdkafka may stop fetching a partition or never finish rejoining, with no
+    /// error; a new client recovers.
+    fn stuck(&self, read: Option<HasRead<'_>>) -> bool {
         // Unanswered: the broker is away, which librdkafka waits out by itself.
         let Ok(ends) = self.ends() else {
             return false;
         };
-        match has_read {
-            Some(has_read) => !has_read(&ends),
+        match read {
+            Some(read) => !read(&ends),
             None => !self.consumer.context().steady.load(Ordering::Relaxed),
         }
     }
 
-    /// The settings of this member's group.
-    pub fn settings(&self) -> &ConsumerSettings {
-        &self.settings
-    }
-
     /// What a member without partitions waits for, in a line for the operator.
-    pub fn waiting_for(&self) -> String {
+    fn waiting_for(&self) -> String {
         let settings = &self.settings;
         let why = self
             .consumer
@@ -414,13 +430,17 @@ impl GroupConsumer {
         }
     }
 
-    /// Replaces a fenced or stuck client with a new one that joins again; the new
-    /// assignment resumes from the manifests like any other.
-    pub fn rejoin(&mut self) -> Result<(), KafkaError> {
+    /// Replaces a fenced or stuck client with a new one that joins again; what the old one
+    /// fetched is dropped, and the new assignment resumes from the commit point like any
+    /// other.
+    fn rejoin(&mut self) -> Result<(), KafkaError> {
         let consumer = connect(&self.settings, self.point.clone())?;
         consumer.context().reached.store(true, Ordering::Relaxed);
         let fetch = FetchQueue::new(&consumer);
         consumer.subscribe(&[&self.settings.topic])?;
+        self.batch.release();
+        self.held = None;
+        self.pending = false;
         // Closing a client leaves the group, which a stuck one may never finish: it closes
         // on a thread of its own.
         let old = (
@@ -429,18 +449,6 @@ impl GroupConsumer {
         );
         std::thread::spawn(move || drop(old));
         Ok(())
-    }
-
-    pub fn source(&self) -> KafkaSource<'_> {
-        KafkaSource {
-            group: self,
-            held: None,
-            pending: false,
-            batch: Vec::with_capacity(BATCH),
-            next: 0,
-            origins: Vec::new(),
-            bytes_read: 0,
-        }
     }
 
     /// Leaves the group, waiting at most [`LEAVE_GROUP_WAIT`] for it.
@@ -453,17 +461,32 @@ impl GroupConsumer {
         let _ = wait.recv_timeout(LEAVE_GROUP_WAIT);
     }
 
-    /// Tells Kafka how far the manifests go, for lag metrics and tools; a failed commit only
-    /// delays that, so it is not an error.
-    pub fn commit(&self, offsets: &[(i32, i64)]) {
-        let mut tpl = TopicPartitionList::new();
-        for &(partition, next) in offsets {
-            tpl.add_partition_offset(&self.settings.topic, partition, Offset::Offset(next))
-                .expect("an offset is a valid position");
+    fn take_event(&self) -> Option<Rebalanced> {
+        self.consumer.context().take()
+    }
+
+    /// A rebalance as the pipeline sees it.
+    fn rebalanced(&mut self, event: Rebalanced) -> Result<Poll<'static>, SourceError> {
+        match event {
+            Rebalanced::Revoked => Ok(Poll::Revoked),
+            Rebalanced::Assigned(assignment) => {
+                self.unassigned_note = Instant::now() + UNASSIGNED_NOTE_EVERY;
+                Ok(Poll::Assigned(Box::new(assignment)))
+            }
+            Rebalanced::Failed(e) => Err(e.into()),
         }
-        if tpl.count() > 0 {
-            let _ = self.consumer.commit(&tpl, CommitMode::Async);
+    }
+
+    /// A client that can never consume again: joins again when it fenced itself, else stops.
+    fn fatal(&mut self, error: ClientError) -> Result<Poll<'static>, SourceError> {
+        if !self.fenced_by_itself(&error) {
+            return Err(SourceError::Consumer(error));
         }
+        tracing::warn!(
+            "kafka: fenced after losing the broker, by this member's own rejoin; joining again"
+        );
+        self.rejoin()?;
+        Ok(Poll::Revoked)
     }
 }
 
@@ -559,104 +582,124 @@ fn origin<'o>(origins: &'o mut Vec<Origin>, topic: &str, partition: i32) -> &'o 
     &origins[index]
 }
 
-/// What the consumer has for the pipeline right now.
-pub enum Polled<'a> {
-    Record(Record<'a>),
-    Rebalanced(Rebalanced),
-    Idle,
-    /// The client can never consume again (e.g. fenced by another processor with the same
-    /// `group.instance.id`): the processor must stop rather than wait forever.
-    Fatal(ClientError),
-}
-
-pub struct KafkaSource<'c> {
-    group: &'c GroupConsumer,
-    /// The message handed out last, or fetched but not handed out yet (`pending`); records
-    /// borrow its payload.
-    held: Option<BorrowedMessage<'c>>,
-    pending: bool,
-    /// Messages read from the fetch queue in one call, handed out in order from `next`;
-    /// records borrow their payloads until the next batch is read.
-    batch: Vec<*mut rdsys::rd_kafka_message_t>,
-    next: usize,
-    /// Per partition, so each record's origin is a borrow, not an allocation.
-    origins: Vec<Origin>,
-    bytes_read: u64,
-}
-
-impl<'c> KafkaSource<'c> {
+impl Source for GroupConsumer {
     /// Waits at most `wait` for the next record. A rebalance comes out before the records
     /// fetched after it: the consumer queue, where rebalances arrive, is served only once the
     /// batch in hand is used up, and a rebalance outdates what the fetch queue still holds.
-    pub fn poll(&mut self, wait: Duration) -> Polled<'_> {
-        let context = self.group.consumer.context();
-        if let Some(event) = context.take() {
-            return Polled::Rebalanced(event);
+    fn poll(&mut self, wait: Duration) -> Result<Poll<'_>, SourceError> {
+        if let Some(event) = self.take_event() {
+            return self.rebalanced(event);
         }
         if !std::mem::take(&mut self.pending) {
             self.held = None;
-            if self.next_in_batch() {
-                return self.batch_record();
+            if self.batch.next_in_batch() {
+                return Ok(self.batch_record());
             }
-            match self.group.consumer.poll(Duration::ZERO) {
+            match self
+                .consumer
+                .poll(Duration::ZERO)
+                .map(|polled| polled.map(|m| m.detach()))
+            {
                 // A partition not forwarded to the fetch queue.
                 Some(Ok(message)) => self.held = Some(message),
-                Some(Err(e @ ClientError::MessageConsumptionFatal(_))) => return Polled::Fatal(e),
+                Some(Err(e @ ClientError::MessageConsumptionFatal(_))) => return self.fatal(e),
                 // Client errors reach GroupContext::error too; librdkafka retries them.
                 Some(Err(_)) | None => {
-                    if let Some(event) = context.take() {
-                        return Polled::Rebalanced(event);
+                    if let Some(event) = self.take_event() {
+                        return self.rebalanced(event);
                     }
                     // Whatever is queued, without waiting; else the first message to come,
                     // since a batch call waits until its batch is full.
-                    if self.read_batch(Duration::ZERO, BATCH) || self.read_batch(wait, 1) {
-                        return self.batch_record();
+                    if self.batch.read(&self.fetch, Duration::ZERO, BATCH)
+                        || self.batch.read(&self.fetch, wait, 1)
+                    {
+                        return Ok(self.batch_record());
                     }
-                    self.group.keep_brokers();
-                    return match context.take() {
-                        Some(event) => Polled::Rebalanced(event),
-                        None => Polled::Idle,
+                    self.keep_brokers();
+                    return match self.take_event() {
+                        Some(event) => self.rebalanced(event),
+                        None => Ok(Poll::Idle),
                     };
                 }
             }
-            if let Some(event) = context.take() {
+            if let Some(event) = self.take_event() {
                 // The message waits until the processor has seen the rebalance.
                 self.pending = true;
-                return Polled::Rebalanced(event);
+                return self.rebalanced(event);
             }
         }
+        self.quiet.heard();
         let message = self.held.as_ref().expect("a message is held");
         let bytes = message.payload().unwrap_or_default();
         self.bytes_read += bytes.len() as u64;
-        let origin = origin(
-            &mut self.origins,
-            &self.group.settings.topic,
-            message.partition(),
-        );
-        Polled::Record(Record {
+        let origin = origin(&mut self.origins, &self.settings.topic, message.partition());
+        Ok(Poll::Record(Record {
             bytes,
             offset: message.offset(),
             origin,
+        }))
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
+    /// Replaces a client that is stuck, says now and then what a member without partitions
+    /// waits for, and tells when a drain is done.
+    fn tick(&mut self, now: Instant, read: Option<HasRead<'_>>) -> Result<Ticked, SourceError> {
+        if self.quiet.long(now) && self.stuck(read) {
+            tracing::warn!(
+                "kafka: nothing consumed for {:?} although the broker has records for this member; joining again with a new client",
+                self.quiet.after
+            );
+            self.rejoin()?;
+            return Ok(Ticked::Revoked);
+        }
+        if read.is_none() && now >= self.unassigned_note {
+            tracing::info!("{}", self.waiting_for());
+            self.unassigned_note = now + UNASSIGNED_NOTE_EVERY;
+        }
+        if self.ends.is_none()
+            && self
+                .drain
+                .as_ref()
+                .is_some_and(|d| d.load(Ordering::Relaxed))
+        {
+            // Unanswered (the broker is away): asked again at the next tick.
+            self.ends = self.ends().ok();
+        }
+        Ok(match (&self.ends, read) {
+            (Some(ends), Some(read)) if read(ends) => Ticked::Drained,
+            _ => Ticked::Nothing,
         })
     }
 
-    /// Moves `next` to the next message of the batch that carries a record (the others are
-    /// errors librdkafka reports and retries itself); false once the batch is used up.
-    fn next_in_batch(&mut self) -> bool {
-        while let Some(&message) = self.batch.get(self.next) {
-            // SAFETY: messages of the batch are alive until `release`.
-            if unsafe { (*message).err } == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-                return true;
-            }
-            self.next += 1;
+    /// Tells Kafka how far the commit point goes, for lag metrics and tools; a failed commit
+    /// only delays that, so it is not an error.
+    fn committed(&mut self, offsets: &[(i32, i64)]) {
+        let mut tpl = TopicPartitionList::new();
+        for &(partition, next) in offsets {
+            tpl.add_partition_offset(&self.settings.topic, partition, Offset::Offset(next))
+                .expect("an offset is a valid position");
         }
-        false
+        if tpl.count() > 0 {
+            let _ = self.consumer.commit(&tpl, CommitMode::Async);
+        }
     }
 
-    /// The record at `next`, which [`Self::next_in_batch`] found.
-    fn batch_record(&mut self) -> Polled<'_> {
-        let message = self.batch[self.next];
-        self.next += 1;
+    /// As of librdkafka's last statistics (every 5 s).
+    fn lag(&self) -> Vec<(i32, i64)> {
+        let lag = self.consumer.context().lag.lock();
+        lag.unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl GroupConsumer {
+    /// The record at the batch's `next`, which [`Batch::next_in_batch`] found.
+    fn batch_record(&mut self) -> Poll<'_> {
+        self.quiet.heard();
+        let message = self.batch.messages[self.batch.next];
+        self.batch.next += 1;
         // SAFETY: the message is alive until `release`, which takes `&mut self` and so cannot
         // run while the record borrows it; librdkafka gives `len` bytes at `payload`.
         let m = unsafe { &*message };
@@ -667,49 +710,154 @@ impl<'c> KafkaSource<'c> {
             unsafe { std::slice::from_raw_parts(m.payload as *const u8, m.len) }
         };
         self.bytes_read += bytes.len() as u64;
-        let origin = origin(&mut self.origins, &self.group.settings.topic, m.partition);
-        Polled::Record(Record {
+        let origin = origin(&mut self.origins, &self.settings.topic, m.partition);
+        Poll::Record(Record {
             bytes,
             offset: m.offset,
             origin,
         })
     }
+}
 
-    /// Releases the batch in hand and reads up to `limit` messages, waiting at most `wait`;
-    /// true if they hold a record.
-    fn read_batch(&mut self, wait: Duration, limit: usize) -> bool {
+/// Messages read from the fetch queue in one call, handed out in order from `next`; records
+/// borrow their payloads until the next batch is read.
+struct Batch {
+    messages: Vec<*mut rdsys::rd_kafka_message_t>,
+    next: usize,
+}
+
+// SAFETY: librdkafka messages may be used and destroyed from any thread.
+unsafe impl Send for Batch {}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch {
+            messages: Vec::with_capacity(BATCH),
+            next: 0,
+        }
+    }
+}
+
+impl Batch {
+    /// Moves `next` to the next message that carries a record (the others are errors
+    /// librdkafka reports and retries itself); false once the batch is used up.
+    fn next_in_batch(&mut self) -> bool {
+        while let Some(&message) = self.messages.get(self.next) {
+            // SAFETY: messages of the batch are alive until `release`.
+            if unsafe { (*message).err } == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                return true;
+            }
+            self.next += 1;
+        }
+        false
+    }
+
+    /// Releases the batch in hand and reads up to `limit` messages from `fetch`, waiting at
+    /// most `wait`; true if they hold a record.
+    fn read(&mut self, fetch: &FetchQueue, wait: Duration, limit: usize) -> bool {
         self.release();
         let wait_ms = wait.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: the fetch queue lives as long as the group this source borrows; librdkafka
-        // writes at most `limit` (≤ capacity) message pointers, whose count it returns.
+        // SAFETY: the fetch queue lives as long as the client whose messages this batch
+        // holds; librdkafka writes at most `limit` (≤ capacity) message pointers, whose count
+        // it returns.
         let read = unsafe {
             let read = rdsys::rd_kafka_consume_batch_queue(
-                self.group.fetch.0,
+                fetch.0,
                 wait_ms,
-                self.batch.as_mut_ptr(),
-                limit.min(self.batch.capacity()),
+                self.messages.as_mut_ptr(),
+                limit.min(self.messages.capacity()),
             );
-            self.batch.set_len(read.max(0) as usize);
+            self.messages.set_len(read.max(0) as usize);
             read
         };
         read > 0 && self.next_in_batch()
     }
 
     fn release(&mut self) {
-        for message in self.batch.drain(..) {
+        for message in self.messages.drain(..) {
             // SAFETY: each message of the batch is destroyed once, here.
             unsafe { rdsys::rd_kafka_message_destroy(message) };
         }
         self.next = 0;
     }
+}
 
-    pub fn bytes_read(&self) -> u64 {
-        self.bytes_read
+impl Drop for Batch {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
-impl Drop for KafkaSource<'_> {
-    fn drop(&mut self) {
-        self.release();
+/// How often a group member without partitions says what it waits for.
+const UNASSIGNED_NOTE_EVERY: Duration = Duration::from_secs(10);
+
+/// How long a consumer may deliver nothing before [`GroupConsumer::stuck`] is asked: long
+/// enough for the client to ride out an outage or a rebalance by itself.
+fn stall_after(session_timeout: Duration) -> Duration {
+    (2 * session_timeout).max(Duration::from_secs(30))
+}
+
+/// Time since the consumer last delivered a record.
+struct Quiet {
+    after: Duration,
+    since: Instant,
+    heard: bool,
+}
+
+impl Quiet {
+    fn new(after: Duration, now: Instant) -> Self {
+        Quiet {
+            after,
+            since: now,
+            heard: false,
+        }
+    }
+
+    /// A record came: one store, since it is called for every record.
+    fn heard(&mut self) {
+        self.heard = true;
+    }
+
+    /// Whether nothing came for `after` up to `now`; if so the clock starts again, so a
+    /// quiet consumer is looked at once per `after`.
+    fn long(&mut self, now: Instant) -> bool {
+        if std::mem::take(&mut self.heard) {
+            self.since = now;
+            return false;
+        }
+        if now.duration_since(self.since) < self.after {
+            return false;
+        }
+        self.since = now;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quiet_consumer_is_looked_at_once_per_period() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut quiet = Quiet::new(s(30), t0);
+        assert!(!quiet.long(t0 + s(29)));
+        assert!(quiet.long(t0 + s(30)));
+        assert!(!quiet.long(t0 + s(31)), "the clock started again");
+        assert!(quiet.long(t0 + s(60)));
+        quiet.heard();
+        assert!(!quiet.long(t0 + s(95)), "a record came since the last look");
+        assert!(!quiet.long(t0 + s(124)));
+        assert!(quiet.long(t0 + s(125)));
+    }
+
+    #[test]
+    fn a_stall_is_suspected_only_after_the_session_could_have_recovered() {
+        assert_eq!(stall_after(Duration::from_secs(6)), Duration::from_secs(30));
+        assert_eq!(
+            stall_after(Duration::from_secs(45)),
+            Duration::from_secs(90)
+        );
     }
 }

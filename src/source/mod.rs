@@ -1,4 +1,7 @@
-//! Where records come from: each source yields `(bytes, position)` in order.
+//! Where records come from: each source yields records in order, and events the driver
+//! acts on: nothing came (idle), the input ended, partitions were assigned or revoked.
+//! A bounded input (a file, stdin, the embedded generator) is assigned once, all of it;
+//! a Kafka group member as its group rebalances.
 
 mod file;
 pub mod kafka;
@@ -6,8 +9,10 @@ mod stream;
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::checkpoint::{CheckpointError, Recovery};
+use crate::kafka::KafkaError;
 pub use crate::record::{Origin, Record};
 pub use file::FileSource;
 pub use stream::StreamSource;
@@ -20,7 +25,43 @@ pub enum Poll<'a> {
     Idle,
     /// A bounded input has ended.
     End,
+    /// These partitions are now this processor's, resuming from the state in the
+    /// assignment; records of theirs come only after this.
+    Assigned(Box<Assignment>),
+    /// Every partition was taken away: state that no checkpoint holds must be dropped, since
+    /// the next owner resumes from the checkpoints.
+    Revoked,
 }
+
+#[derive(Debug)]
+pub struct Assignment {
+    pub partitions: Vec<i32>,
+    pub recovery: Recovery,
+}
+
+impl Assignment {
+    /// A bounded input: one stream, partition 0, from its start.
+    pub fn whole() -> Box<Self> {
+        Box::new(Assignment {
+            partitions: vec![0],
+            recovery: Recovery::default(),
+        })
+    }
+}
+
+/// What a source's own time-based work found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ticked {
+    Nothing,
+    /// The partitions were lost (the source replaced its client): nothing may be committed
+    /// for them any more.
+    Revoked,
+    /// Asked to stop at the end of the input, the reader has read up to where it ended.
+    Drained,
+}
+
+/// Whether a reader got to the given (partition, offset after the last record) ends.
+pub type HasRead<'a> = &'a dyn Fn(&[(i32, i64)]) -> bool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -28,6 +69,12 @@ pub enum SourceError {
     Open { path: PathBuf, source: io::Error },
     #[error("cannot read input {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error("the Kafka consumer stopped for good: {0}")]
+    Consumer(rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
 }
 
 pub trait Source {
@@ -35,6 +82,17 @@ pub trait Source {
     fn poll(&mut self, wait: Duration) -> Result<Poll<'_>, SourceError>;
     /// Input bytes consumed so far, newlines included.
     fn bytes_read(&self) -> u64;
+    /// The source's own time-based work, about every 100 ms; `read` says how far the
+    /// processor has read what it owns (`None` while it owns nothing).
+    fn tick(&mut self, _now: Instant, _read: Option<HasRead<'_>>) -> Result<Ticked, SourceError> {
+        Ok(Ticked::Nothing)
+    }
+    /// A commit made the input durable up to these (partition, next offset).
+    fn committed(&mut self, _offsets: &[(i32, i64)]) {}
+    /// (partition, records not yet read) of each partition read.
+    fn lag(&self) -> Vec<(i32, i64)> {
+        Vec::new()
+    }
 }
 
 /// Opens a JSONL input: stdin for `-`, read by a thread of its own so that a quiet stream

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::Duration;
 
-use super::{Origin, Poll, Record, Source, SourceError};
+use super::{Assignment, Origin, Poll, Record, Source, SourceError};
 
 /// Bytes per chunk read from stdin.
 const READ_CHUNK: usize = 256 * 1024;
@@ -28,6 +28,8 @@ pub struct StreamSource {
     ended: bool,
     next_offset: i64,
     bytes_read: u64,
+    /// Whether the one assignment, of the whole input, was handed out.
+    assigned: bool,
 }
 
 impl StreamSource {
@@ -43,6 +45,7 @@ impl StreamSource {
             ended: false,
             next_offset: first_offset,
             bytes_read: 0,
+            assigned: false,
         }
     }
 
@@ -86,6 +89,10 @@ impl StreamSource {
 
 impl Source for StreamSource {
     fn poll(&mut self, wait: Duration) -> Result<Poll<'_>, SourceError> {
+        if !self.assigned {
+            self.assigned = true;
+            return Ok(Poll::Assigned(Assignment::whole()));
+        }
         loop {
             let rest = &self.chunk[self.cursor..];
             if let Some(len) = memchr::memchr(b'\n', rest) {
@@ -158,6 +165,8 @@ mod tests {
                 Poll::Record(r) => got.push((r.bytes.to_vec(), r.offset)),
                 Poll::Idle => continue,
                 Poll::End => return got,
+                Poll::Assigned(a) => assert!(got.is_empty() && a.partitions == [0]),
+                Poll::Revoked => panic!("a stream is never revoked"),
             }
         }
     }
@@ -178,6 +187,10 @@ mod tests {
     #[test]
     fn idles_while_the_producer_is_quiet() {
         let (_tx, mut source) = StreamSource::embedded("t");
+        assert!(matches!(
+            source.poll(Duration::from_millis(1)).unwrap(),
+            Poll::Assigned(_)
+        ));
         assert!(matches!(
             source.poll(Duration::from_millis(1)).unwrap(),
             Poll::Idle

@@ -60,6 +60,18 @@ pub struct Buckets {
     pub checkpoints: String,
 }
 
+impl Buckets {
+    /// The buckets of the three datasets: what a bounded input writes to.
+    pub fn datasets(&self) -> [&str; 3] {
+        [&self.raw, &self.aggregated, &self.dlq]
+    }
+
+    /// The datasets' buckets and the checkpoints': what a Kafka run writes to.
+    pub fn with_checkpoints(&self) -> [&str; 4] {
+        [&self.raw, &self.aggregated, &self.dlq, &self.checkpoints]
+    }
+}
+
 /// Told of every request to a remote store, for metrics: `action` is the request
 /// ("put", "copy to", "upload part of", …), `ok` whether it succeeded.
 pub trait RequestObserver: Send + Sync {

@@ -1,0 +1,98 @@
+//! The commands on the lake itself: `buckets create` and `inspect`.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use super::Lake;
+use crate::config::{BucketsCreateArgs, InspectArgs};
+use crate::inspect::Request;
+use crate::storage::{Buckets, S3Settings, buckets};
+
+pub struct BucketsPlan {
+    s3: S3Settings,
+    buckets: Buckets,
+    dlq_retention_days: u32,
+}
+
+impl BucketsPlan {
+    pub fn new(args: BucketsCreateArgs) -> Result<Self> {
+        Ok(BucketsPlan {
+            s3: args.s3.settings()?,
+            buckets: args.buckets.resolve()?,
+            dlq_retention_days: args.dlq_retention_days,
+        })
+    }
+
+    pub fn summary(&self) -> String {
+        let names = &self.buckets;
+        format!(
+            "create {}, {}, {} and {} at {}",
+            names.raw,
+            names.aggregated,
+            names.dlq,
+            names.checkpoints,
+            self.s3.endpoint_name()
+        )
+    }
+
+    pub fn execute(self) -> Result<ExitCode> {
+        let plan = buckets::plan(&self.buckets, self.dlq_retention_days);
+        for (name, outcome) in buckets::create(&self.s3, &plan)? {
+            let what = match outcome {
+                buckets::Outcome::Created => "created",
+                buckets::Outcome::Existed => "exists; settings and rules applied again",
+            };
+            println!("{name}: {what}");
+        }
+        println!(
+            "lifecycle: raw and aggregated to Glacier after {} days; dead letters expire after {} days",
+            buckets::ARCHIVE_AFTER_DAYS,
+            self.dlq_retention_days
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+pub struct InspectPlan {
+    lake: Lake,
+    buckets: Buckets,
+    request: Request,
+}
+
+impl InspectPlan {
+    pub fn new(args: InspectArgs) -> Result<Self> {
+        let buckets = args.buckets.resolve()?;
+        Ok(InspectPlan {
+            lake: Lake::new(args.storage, &args.s3)?,
+            buckets,
+            request: Request {
+                windows: args.windows as usize,
+                window_at: args.window,
+                samples: args.samples as usize,
+            },
+        })
+    }
+
+    pub fn summary(&self) -> String {
+        format!("inspect {}", self.lake)
+    }
+
+    /// Reads what is there and changes nothing, so a folder must already exist.
+    pub fn execute(self) -> Result<ExitCode> {
+        if let Lake::Local(root) = &self.lake
+            && !root.is_dir()
+        {
+            anyhow::bail!(
+                "{} is not a folder: nothing was written there (give the folder `run \
+                 --data-dir` or `process --storage` wrote to)",
+                root.display()
+            );
+        }
+        let storage = self.lake.open(&self.buckets.datasets(), None)?;
+        let inspection = crate::inspect::inspect(&storage, &self.buckets, &self.request)?;
+        println!("{}\n", self.lake);
+        print!("{inspection}");
+        Ok(ExitCode::SUCCESS)
+    }
+}

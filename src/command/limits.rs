@@ -1,0 +1,100 @@
+//! The limits `bench` measures the pipeline against: parsing only, and consuming only.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::commit::Manifests;
+use crate::config::{ConsumeOnlyArgs, ParseOnlyArgs};
+use crate::report;
+use crate::source::kafka::{ConsumerSettings, GroupConsumer};
+use crate::source::{Poll, Source, open_input};
+use crate::storage::{LocalStorage, Storage};
+
+/// Read lines and parse each with the validator's JSON parser.
+pub struct ParseOnlyPlan {
+    pub args: ParseOnlyArgs,
+}
+
+impl ParseOnlyPlan {
+    pub fn execute(self) -> Result<ExitCode> {
+        let mut source = open_input(&self.args.input)?;
+        let started = Instant::now();
+        let (mut lines, mut objects) = (0u64, 0u64);
+        loop {
+            match source.poll(Duration::from_secs(1))? {
+                Poll::Record(r) => {
+                    lines += 1;
+                    objects += u64::from(crate::validate::parses(r.bytes));
+                }
+                Poll::End => break,
+                Poll::Idle | Poll::Assigned(_) | Poll::Revoked => {}
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "parsed {lines} lines ({objects} JSON) in {secs:.2} s ({} lines/s)",
+            report::human(lines as f64 / secs)
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// The processor's client and settings, reading every partition to where it ended at
+/// start-up and doing nothing with the records.
+pub struct ConsumeOnlyPlan {
+    settings: ConsumerSettings,
+}
+
+impl ConsumeOnlyPlan {
+    pub fn new(args: ConsumeOnlyArgs) -> Result<Self> {
+        Ok(ConsumeOnlyPlan {
+            settings: args.kafka.settings(&args.bootstrap_servers)?,
+        })
+    }
+
+    pub fn execute(self) -> Result<ExitCode> {
+        // Manifests in an empty folder: every partition is read from its beginning.
+        let scratch =
+            std::env::temp_dir().join(format!("pageview-consume-only-{}", std::process::id()));
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::open(&scratch)?);
+        let manifests = Arc::new(Manifests::new(
+            storage,
+            "consume-only",
+            &self.settings.group,
+        ));
+        let mut group = GroupConsumer::join(&self.settings, manifests, &AtomicBool::new(false))?;
+        let ends = group.ends()?;
+        let started = Instant::now();
+        let (mut records, mut bytes) = (0u64, 0u64);
+        // Per partition, the offset after the last record read.
+        let mut read: Vec<i64> = Vec::new();
+        let done = |read: &[i64]| {
+            ends.iter()
+                .all(|&(p, end)| read.get(p as usize).is_some_and(|&r| r >= end))
+        };
+        while !done(&read) {
+            if let Poll::Record(record) = group.poll(Duration::from_millis(100))? {
+                records += 1;
+                bytes += record.bytes.len() as u64;
+                let p = record.origin.partition() as usize;
+                if read.len() <= p {
+                    read.resize(p + 1, 0);
+                }
+                read[p] = record.offset + 1;
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        group.leave();
+        let _ = std::fs::remove_dir_all(&scratch);
+        println!(
+            "consumed {records} records ({} MB) in {secs:.2} s ({} records/s)",
+            bytes / 1_000_000,
+            report::human(records as f64 / secs)
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+}

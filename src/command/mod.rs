@@ -1,0 +1,173 @@
+//! Each subcommand as a plan: its arguments validated once into settings (what
+//! `--check-config` reports and what the run uses, nothing else), then carried out by wiring
+//! a source, the pipeline and its sinks, or a tool.
+
+mod generate;
+mod lake;
+mod limits;
+mod process;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, Result};
+
+use crate::config::{BucketsCommand, Command, ConfigError, PipelineSettings, S3Args};
+use crate::kafka::{self, Cluster, TopicState};
+use crate::storage::{LocalStorage, Location, RequestObserver, S3Settings, S3Storage, Storage};
+
+/// Exit code after an interrupt, as shells report for SIGINT.
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// A subcommand, validated.
+pub enum Plan {
+    Run(run::RunPlan),
+    Generate(generate::GeneratePlan),
+    Process(process::ProcessPlan),
+    Buckets(lake::BucketsPlan),
+    Inspect(lake::InspectPlan),
+    Bench(crate::config::BenchArgs),
+    ParseOnly(limits::ParseOnlyPlan),
+    ConsumeOnly(limits::ConsumeOnlyPlan),
+}
+
+impl Plan {
+    /// Every setting that can be wrong fails here, before anything is opened or connected.
+    pub fn new(command: Command) -> Result<Self> {
+        Ok(match command {
+            Command::Run(args) => Plan::Run(run::RunPlan::new(args)?),
+            Command::Generate(args) => Plan::Generate(generate::GeneratePlan::new(args)?),
+            Command::Process(args) => Plan::Process(process::ProcessPlan::new(args)?),
+            Command::Buckets(BucketsCommand::Create(args)) => {
+                Plan::Buckets(lake::BucketsPlan::new(args)?)
+            }
+            Command::Inspect(args) => Plan::Inspect(lake::InspectPlan::new(args)?),
+            Command::Bench(args) => Plan::Bench(args),
+            Command::ParseOnly(args) => Plan::ParseOnly(limits::ParseOnlyPlan { args }),
+            Command::ConsumeOnly(args) => Plan::ConsumeOnly(limits::ConsumeOnlyPlan::new(args)?),
+        })
+    }
+
+    /// What the plan would do, for `--check-config`.
+    pub fn summary(&self) -> String {
+        match self {
+            Plan::Run(plan) => plan.summary(),
+            Plan::Generate(plan) => plan.summary(),
+            Plan::Process(plan) => plan.summary(),
+            Plan::Buckets(plan) => plan.summary(),
+            Plan::Inspect(plan) => plan.summary(),
+            Plan::Bench(_) | Plan::ParseOnly(_) | Plan::ConsumeOnly(_) => "benchmark".into(),
+        }
+    }
+
+    pub fn execute(self) -> Result<ExitCode> {
+        match self {
+            Plan::Run(plan) => plan.execute(),
+            Plan::Generate(plan) => plan.execute(),
+            Plan::Process(plan) => plan.execute(),
+            Plan::Buckets(plan) => plan.execute(),
+            Plan::Inspect(plan) => plan.execute(),
+            Plan::Bench(args) => crate::bench::run(&args).map(|()| ExitCode::SUCCESS),
+            Plan::ParseOnly(plan) => plan.execute(),
+            Plan::ConsumeOnly(plan) => plan.execute(),
+        }
+    }
+}
+
+/// A flag set by the first SIGINT or SIGTERM; a second one ends the process at once.
+fn stop_flag() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())
+            .context("cannot install signal handlers")?;
+        signal_hook::flag::register(signal, stop.clone())
+            .context("cannot install signal handlers")?;
+    }
+    Ok(stop)
+}
+
+/// S3 publishes a file by copying its staged object, and one copy moves at most 5 GiB; a
+/// file can outgrow `--file-max-bytes` by a row group.
+const S3_MAX_FILE_BYTES: u64 = 4 << 30;
+
+/// Where the datasets are, validated: a folder, or S3 with its settings.
+enum Lake {
+    Local(PathBuf),
+    S3(S3Settings),
+}
+
+impl Lake {
+    /// The S3 settings are read only for S3.
+    fn new(location: Location, s3: &S3Args) -> Result<Self, ConfigError> {
+        match location {
+            Location::Local(root) => Ok(Lake::Local(root)),
+            Location::S3 => Ok(Lake::S3(s3.settings()?)),
+        }
+    }
+
+    /// A lake the pipeline writes to: on S3 a file must also stay within what S3 publishes
+    /// in one copy.
+    fn for_writing(
+        location: Location,
+        s3: &S3Args,
+        pipeline: &PipelineSettings,
+    ) -> Result<Self, ConfigError> {
+        if location == Location::S3 && pipeline.file_max_bytes > S3_MAX_FILE_BYTES {
+            return Err(ConfigError::Invalid {
+                setting: "FILE_MAX_BYTES",
+                problem: format!(
+                    "{} is above {S3_MAX_FILE_BYTES}, the most S3 publishes in one copy",
+                    pipeline.file_max_bytes
+                ),
+            });
+        }
+        Self::new(location, s3)
+    }
+
+    /// Opens the lake (creating a folder, or checking every bucket in `used` answers), so a
+    /// bad location fails before any input is read.
+    fn open(
+        &self,
+        used: &[&str],
+        observer: Option<Arc<dyn RequestObserver>>,
+    ) -> Result<Arc<dyn Storage>> {
+        Ok(match self {
+            Lake::Local(root) => Arc::new(LocalStorage::open(root)?.observed_by(observer)),
+            Lake::S3(settings) => Arc::new(S3Storage::open(settings, used, observer)?),
+        })
+    }
+
+    /// Where the datasets went, for the last line of a run.
+    fn describe(&self, pipeline: &PipelineSettings) -> String {
+        let b = &pipeline.buckets;
+        match self {
+            Lake::S3(_) => format!("s3://{}, s3://{}, s3://{}", b.raw, b.aggregated, b.dlq),
+            Lake::Local(_) => self.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Lake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lake::Local(root) => write!(f, "{}", root.display()),
+            Lake::S3(_) => f.write_str("S3"),
+        }
+    }
+}
+
+/// Creates the topic if it is missing, and says which it was.
+fn ensure_topic(cluster: &Cluster, topic: &str, partitions: i32, stop: &AtomicBool) -> Result<()> {
+    match kafka::ensure_topic(cluster, topic, partitions, stop)? {
+        TopicState::Created { partitions } => {
+            tracing::info!("created topic {topic} with {partitions} partitions")
+        }
+        TopicState::Existed { partitions } => {
+            tracing::info!("producing to topic {topic} ({partitions} partitions)")
+        }
+    }
+    Ok(())
+}

@@ -4,34 +4,37 @@
 //! source ──▶ validate ──▶ route ─┬─ valid ─────────▶ sink: raw         (dt=/event_hour=)
 //! (file,       (bytes →           ├─ malformed/late ▶ sink: dlq         (payload + reason)
 //!  embedded    Pageview |         └─ window ────────▶ sink: aggregated  (1-min windows)
-//!  generator,  Rejection)                                  │
+//!  generator,  Rejection)                                  │ finished files
 //!  Kafka group)                                            ▼
-//!                   checkpoint ──▶ storage (local folder; files appear atomically)
-//!                   (Kafka only: files are published once a manifest names them)
+//!                        commit ──▶ storage (a local folder or S3; files appear atomically)
+//!                        (immediate for bounded input; Kafka: through checkpoints)
 //! ```
 //!
-//! Modules in flow order; `config` and `storage` are the edges, `pipeline` drives the loop.
+//! `pipeline` is the one driver loop over these stages; `command` wires them for each
+//! subcommand; `tools` are what runs around them.
 
-pub mod bench;
-pub mod checkpoint;
-pub mod command;
-pub mod commit;
+// Settings in.
 pub mod config;
-pub mod generate;
-pub mod inspect;
-pub mod kafka;
 pub mod logging;
-pub mod metrics;
-pub mod observe;
-pub mod pipeline;
+
+// The stages, in the order data flows.
+pub mod generate;
 pub mod record;
-pub mod report;
-pub mod route;
-pub mod serve;
-pub mod sink;
 pub mod source;
-pub mod stats;
-pub mod status;
-pub mod storage;
 pub mod validate;
+pub mod route;
 pub mod window;
+pub mod stats;
+pub mod sink;
+pub mod checkpoint;
+pub mod commit;
+pub mod storage;
+pub mod pipeline;
+
+// The edges the stages talk to.
+pub mod kafka;
+pub mod metrics;
+
+// Around the pipeline.
+pub mod command;
+pub mod tools;

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use crate::checkpoint::{PartitionState, Sealed};
 use crate::record::Record;
 use crate::sink::{DeadLetter, SinkError, Sinks, naming};
+use crate::stats::RecentWindows;
 use crate::stats::Stats;
-use crate::status::RecentWindows;
 use crate::validate::{ErrorKind, validate};
 use crate::window::{Assignment, ClosedWindow, Windows};
 

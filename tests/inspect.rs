@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use pageview::report::grouped;
+use pageview::tools::report::grouped;
 
 /// Processes 30k events (five minutes of event time, with malformed and late ones) into a
 /// folder under `dir` and returns it.

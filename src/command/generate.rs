@@ -11,8 +11,8 @@ use super::{ensure_topic, stop_flag};
 use crate::config::{GENERATE_DEFAULTS, GenerateArgs, MetricsArgs};
 use crate::generate::{Generator, GeneratorConfig};
 use crate::kafka::{self, ProducerSettings};
-use crate::observe::expose;
-use crate::report;
+use crate::tools::observe::expose;
+use crate::tools::report;
 
 pub struct GeneratePlan {
     config: GeneratorConfig,

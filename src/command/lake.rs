@@ -6,8 +6,8 @@ use anyhow::Result;
 
 use super::Lake;
 use crate::config::{BucketsCreateArgs, InspectArgs};
-use crate::inspect::Request;
 use crate::storage::{Buckets, S3Settings, buckets};
+use crate::tools::inspect::Request;
 
 pub struct BucketsPlan {
     s3: S3Settings,
@@ -90,7 +90,7 @@ impl InspectPlan {
             );
         }
         let storage = self.lake.open(&self.buckets.datasets(), None)?;
-        let inspection = crate::inspect::inspect(&storage, &self.buckets, &self.request)?;
+        let inspection = crate::tools::inspect::inspect(&storage, &self.buckets, &self.request)?;
         println!("{}\n", self.lake);
         print!("{inspection}");
         Ok(ExitCode::SUCCESS)

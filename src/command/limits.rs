@@ -9,10 +9,10 @@ use anyhow::Result;
 
 use crate::commit::Manifests;
 use crate::config::{ConsumeOnlyArgs, ParseOnlyArgs};
-use crate::report;
 use crate::source::kafka::{ConsumerSettings, GroupConsumer};
 use crate::source::{Poll, Source, open_input};
 use crate::storage::{LocalStorage, Storage};
+use crate::tools::report;
 
 /// Read lines and parse each with the validator's JSON parser.
 pub struct ParseOnlyPlan {

@@ -3,6 +3,7 @@
 //! a source, the pipeline and its sinks, or a tool.
 
 mod generate;
+mod group;
 mod lake;
 mod limits;
 mod process;
@@ -70,7 +71,7 @@ impl Plan {
             Plan::Process(plan) => plan.execute(),
             Plan::Buckets(plan) => plan.execute(),
             Plan::Inspect(plan) => plan.execute(),
-            Plan::Bench(args) => crate::bench::run(&args).map(|()| ExitCode::SUCCESS),
+            Plan::Bench(args) => crate::tools::bench::run(&args).map(|()| ExitCode::SUCCESS),
             Plan::ParseOnly(plan) => plan.execute(),
             Plan::ConsumeOnly(plan) => plan.execute(),
         }

@@ -8,15 +8,16 @@ use std::time::Instant;
 
 use anyhow::Result;
 
+use super::group::consume_group;
 use super::{EXIT_INTERRUPTED, Lake, stop_flag};
 use crate::commit::Commit;
 use crate::config::{MetricsArgs, PipelineSettings, ProcessArgs};
-use crate::observe::{Progress, expose};
-use crate::pipeline::{Ending, consume_group, drive, router};
-use crate::report;
+use crate::pipeline::{Ending, drive, router};
 use crate::sink::{Tags, naming};
 use crate::source::kafka::ConsumerSettings;
 use crate::source::open_input;
+use crate::tools::observe::{Progress, expose};
+use crate::tools::report;
 
 pub struct ProcessPlan {
     input: Input,

@@ -9,18 +9,19 @@ use std::time::Instant;
 
 use anyhow::Result;
 
+use super::group::consume_group;
 use super::{ensure_topic, stop_flag};
 use crate::commit::Commit;
 use crate::config::{MetricsArgs, PipelineSettings, RUN_DEFAULTS, RunArgs};
 use crate::generate::{Generator, GeneratorConfig};
 use crate::kafka::{self, KeyChoice, ProducerSettings};
-use crate::observe::{Exposed, Progress, RUN_METRICS_PORT, expose};
-use crate::pipeline::{consume_group, drive, router};
-use crate::report;
+use crate::pipeline::{drive, router};
 use crate::sink::{Tags, naming};
 use crate::source::StreamSource;
 use crate::source::kafka::ConsumerSettings;
 use crate::storage::{LocalStorage, Storage};
+use crate::tools::observe::{Exposed, Progress, RUN_METRICS_PORT, expose};
+use crate::tools::report;
 
 /// Partitions of the topic `run --kafka` creates, as the original's set-up does.
 const RUN_PARTITIONS: i32 = 3;

@@ -24,6 +24,11 @@ const STAGED_SUFFIX: &str = ".ready";
 pub struct LocalStorage {
     root: PathBuf,
     staging: PathBuf,
+    /// Random per opening: with the pid, it keeps staged names unique across restarts,
+    /// where a pid comes round again (a container's processor is always pid 1). A
+    /// manifest names its staged files, and recovery publishes them: a new file staged
+    /// under an old name would be published in place of the old one.
+    writer: String,
     next_id: AtomicU64,
     observer: Observer,
 }
@@ -72,6 +77,7 @@ impl LocalStorage {
         Ok(LocalStorage {
             root: root.to_path_buf(),
             staging,
+            writer: format!("{:016x}", rand::random::<u64>()),
             next_id: AtomicU64::new(0),
             observer: None,
         })
@@ -116,8 +122,8 @@ fn walk(dir: &Path, prefix: &str, files: &mut Vec<Listed>) -> Result<(), Storage
     Ok(())
 }
 
-/// Staging files are named `<pid>-<n><suffix>`; removes those with `suffix` whose process is
-/// gone. Files still being written (`.tmp`) can never be published once their writer died.
+/// Staging files are named `<pid>-<writer>-<n><suffix>`; removes those with `suffix` whose
+/// process is gone. Files still being written (`.tmp`) can never be published once their writer died.
 fn remove_orphans(staging: &Path, suffix: &str) {
     let Ok(entries) = fs::read_dir(staging) else {
         return;
@@ -147,8 +153,11 @@ fn process_alive(pid: i32) -> bool {
 impl LocalStorage {
     fn staging_path(&self, suffix: &str) -> PathBuf {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.staging
-            .join(format!("{}-{id}{suffix}", std::process::id()))
+        self.staging.join(format!(
+            "{}-{}-{id}{suffix}",
+            std::process::id(),
+            self.writer
+        ))
     }
 }
 

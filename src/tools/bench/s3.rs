@@ -11,8 +11,8 @@ use anyhow::Result;
 
 use super::{Runs, Usage, clear, ensure_input, measure, parquet_files, path_str, table_header};
 use crate::config::BenchArgs;
-use crate::report::human;
 use crate::storage::{S3Settings, S3Storage, Storage};
+use crate::tools::report::human;
 
 pub fn run(args: &BenchArgs, exe: &Path) -> Result<()> {
     let settings = args.s3_args.settings()?;

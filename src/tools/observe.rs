@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use crate::config::MetricsArgs;
 use crate::generate::now_ms;
 use crate::metrics::{self, GeneratorMetrics, PipelineMetrics};
-use crate::report;
 use crate::route::Router;
-use crate::serve::{self, Health, ServeError};
-use crate::status::Board;
 use crate::storage::RequestObserver;
+use crate::tools::report;
+use crate::tools::serve::{self, Health, ServeError};
+use crate::tools::status::Board;
 
 /// Live progress on stderr, rewritten in place on a terminal and a plain line now and then
 /// otherwise; each tick also brings the metrics and the health up to date. Through an input

@@ -15,7 +15,7 @@ use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 
-use crate::status::{self, Board};
+use crate::tools::status::{self, Board};
 
 /// A processing loop that has not ticked for this long is stalled: blocked on storage, or
 /// stuck. The loop ticks about every 100 ms while it runs.

@@ -17,9 +17,9 @@ use parquet::arrow::arrow_reader::{
 use parquet::errors::ParquetError;
 use parquet::file::reader::{ChunkReader, Length};
 
-use crate::report::{grouped, size};
 use crate::sink::{Dataset, naming};
 use crate::storage::{Buckets, Listed, Storage, StorageError};
+use crate::tools::report::{grouped, size};
 
 /// What to show.
 #[derive(Debug, Clone)]

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use crate::config::BenchArgs;
 use crate::generate::{Generator, GeneratorConfig};
 use crate::kafka::{self, Cluster, KeyChoice, ProducerSettings};
-use crate::report::{self, human};
+use crate::tools::report::{self, human};
 
 mod latency;
 mod s3;

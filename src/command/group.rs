@@ -1,0 +1,95 @@
+//! A member of a Kafka consumer group, wired: its commit point, its routers, its progress.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use crate::commit::{Checkpointed, Commit, CommitPoint, Manifests};
+use crate::config::PipelineSettings;
+use crate::pipeline::{PipelineError, drive, resumed_router};
+use crate::route::Router;
+use crate::sink::{Sinks, Tags};
+use crate::source::Assignment;
+use crate::source::kafka::{ConsumerSettings, GroupConsumer};
+use crate::storage::Storage;
+use crate::tools::observe::{Observed, Progress};
+
+/// Joins the group and processes what it is assigned into `storage` until `stop`, or, once
+/// `drain` is set, until it has read up to where its partitions ended then; the router of
+/// the last assignment, for its counters.
+pub(super) fn consume_group(
+    settings: &ConsumerSettings,
+    pipeline: &PipelineSettings,
+    storage: Arc<dyn Storage>,
+    stop: &AtomicBool,
+    drain: Arc<AtomicBool>,
+    observed: Observed,
+) -> Result<Option<Router>, PipelineError> {
+    let point: Arc<dyn CommitPoint> = Arc::new(Manifests::new(
+        storage.clone(),
+        &pipeline.buckets.checkpoints,
+        &settings.group,
+    ));
+    let cluster = &settings.cluster;
+    tracing::info!(
+        "connecting to Kafka at {} ({}) for {}",
+        cluster.servers,
+        cluster.security.describe(),
+        settings.topic
+    );
+    let mut group = GroupConsumer::join(settings, point.clone(), stop)?.draining_when(drain);
+    // A group member runs for good: readers' globs over the DLQ must match before its first
+    // dead letter, not only after it stops. Only once joined: a member that never reaches
+    // its cluster writes nothing.
+    Sinks::new(
+        storage.clone(),
+        &pipeline.sink_config(Tags::Fixed("dlq".into())),
+    )
+    .ensure_dlq_file()?;
+    let member = settings.member_name();
+    tracing::info!(
+        "consuming {} at {} as {member} in group {}; checkpoints every {} ms",
+        settings.topic,
+        cluster.servers,
+        settings.group,
+        settings.checkpoint_interval.as_millis()
+    );
+    let progress = Progress::new("processing", observed);
+    let mut start = |assignment: &Assignment, before: Option<Router>| {
+        progress.observed.health.set_connected(true);
+        tracing::info!(
+            "assigned partitions {:?} of {}",
+            assignment.partitions,
+            settings.topic
+        );
+        let mut router = resumed_router(pipeline, storage.clone(), &settings.topic, assignment);
+        if let Some(before) = before {
+            router.continue_stats(before);
+        }
+        router
+    };
+    let mut checkpointed = Checkpointed::new(
+        point,
+        &member,
+        &settings.topic,
+        settings.checkpoint_interval,
+    );
+    if let Some(metrics) = progress.observed.metrics.clone() {
+        checkpointed = checkpointed.timed_by(move |took| metrics.checkpointed(took));
+    }
+    let driven = drive(
+        &mut group,
+        &mut start,
+        &mut Commit::Checkpointed(Box::new(checkpointed)),
+        stop,
+        progress.every,
+        &mut |router, source| {
+            progress.observed.observe_lag(&source.lag());
+            progress.show(router, 0)
+        },
+    )?;
+    if let Some(router) = &driven.router {
+        progress.done(router);
+    }
+    group.leave();
+    Ok(driven.router)
+}

@@ -3,8 +3,8 @@
 //! chosen number of writes is a process killed right there (each write either happened
 //! whole or not at all, as the real ones are atomic), and the next life resumes from what
 //! storage holds. Whatever the crashes, rebalances and file rolls, at the end every valid
-//! record has one raw row, every malformed and late record one dead letter, and every
-//! window its exact count, published or open in the last checkpoint.
+//! record has one raw row, every malformed and late record one dead letter, every window
+//! its exact count, published or open in the last checkpoint, and no staged file is left.
 
 mod common;
 
@@ -331,6 +331,7 @@ proptest! {
         }
         prop_assert!(live(dir.path(), &pipeline, &records, Vec::new(), usize::MAX));
         check(dir.path(), &pipeline, &records)?;
+        common::assert_no_staging_leftovers(dir.path());
     }
 }
 

@@ -73,11 +73,12 @@ impl LocalStorage {
         File::create(&probe)
             .and_then(|_| fs::remove_file(&probe))
             .map_err(unwritable)?;
-        remove_orphans(&staging, STAGING_SUFFIX);
+        let writer = format!("{:016x}", rand::random::<u64>());
+        remove_orphans(&staging, STAGING_SUFFIX, &writer);
         Ok(LocalStorage {
             root: root.to_path_buf(),
             staging,
-            writer: format!("{:016x}", rand::random::<u64>()),
+            writer,
             next_id: AtomicU64::new(0),
             observer: None,
         })
@@ -123,28 +124,34 @@ fn walk(dir: &Path, prefix: &str, files: &mut Vec<Listed>) -> Result<(), Storage
 }
 
 /// Staging files are named `<pid>-<writer>-<n><suffix>`; removes those with `suffix` whose
-/// process is gone. Files still being written (`.tmp`) can never be published once their writer died.
-fn remove_orphans(staging: &Path, suffix: &str) {
+/// writer is gone: its process no longer runs, or it had this process's pid and is not
+/// `writer` (an earlier process given the same pid, as a container's processor always is).
+/// Files still being written (`.tmp`) can never be published once their writer died.
+fn remove_orphans(staging: &Path, suffix: &str, writer: &str) {
     let Ok(entries) = fs::read_dir(staging) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name
+        let Some((pid, rest)) = name
             .to_str()
             .and_then(|n| n.strip_suffix(suffix))
-            .and_then(|n| n.split('-').next())
-            .and_then(|p| p.parse::<i32>().ok())
+            .and_then(|n| n.split_once('-'))
+            .and_then(|(p, rest)| Some((p.parse::<u32>().ok()?, rest)))
         else {
             continue;
         };
-        if !process_alive(pid) {
+        let earlier_self = pid == std::process::id() && !rest.starts_with(writer);
+        if earlier_self || !process_alive(pid) {
             let _ = fs::remove_file(entry.path());
         }
     }
 }
 
-fn process_alive(pid: i32) -> bool {
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
     // SAFETY: signal 0 only checks whether the process exists; nothing is delivered.
     let rc = unsafe { libc::kill(pid, 0) };
     rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
@@ -214,7 +221,7 @@ impl Storage for LocalStorage {
     }
 
     fn remove_staged_orphans(&self) -> Result<(), StorageError> {
-        remove_orphans(&self.staging, STAGED_SUFFIX);
+        remove_orphans(&self.staging, STAGED_SUFFIX, &self.writer);
         Ok(())
     }
 
@@ -436,12 +443,23 @@ mod tests {
         let staging = dir.path().join(STAGING_DIR);
         fs::create_dir_all(&staging).unwrap();
         // pid_max is below 2^22 on Linux, so this process cannot exist.
-        fs::write(staging.join("999999999-0.tmp"), b"x").unwrap();
-        let mine = staging.join(format!("{}-77.tmp", std::process::id()));
-        fs::write(&mine, b"x").unwrap();
-        LocalStorage::open(dir.path()).unwrap();
-        assert!(!staging.join("999999999-0.tmp").exists());
-        assert!(mine.exists(), "a live process's staged file stays");
+        fs::write(staging.join("999999999-ab-0.tmp"), b"x").unwrap();
+        let live = staging.join("1-ab-77.tmp");
+        fs::write(&live, b"x").unwrap();
+        let earlier = staging.join(format!("{}-ab-77.tmp", std::process::id()));
+        fs::write(&earlier, b"x").unwrap();
+        let storage = LocalStorage::open(dir.path()).unwrap();
+        assert!(!staging.join("999999999-ab-0.tmp").exists());
+        assert!(live.exists(), "a live process's file stays");
+        assert!(
+            !earlier.exists(),
+            "another writer with this pid was an earlier process"
+        );
+        let mut file = storage.create("b").unwrap();
+        file.write_all(b"rows").unwrap();
+        let staged = file.stage().unwrap();
+        storage.remove_staged_orphans().unwrap();
+        storage.publish_staged(&staged.id, "b/k").unwrap();
     }
 
     #[test]

@@ -95,13 +95,16 @@ pub fn drive(
             let_go(&mut owned, &mut previous, commit);
             continue;
         }
-        if stop.load(Ordering::Relaxed) || ticked == Ticked::Drained {
-            break Ending::Stopped;
-        }
+        let stopping = stop.load(Ordering::Relaxed) || ticked == Ticked::Drained;
         if let Some(router) = &mut owned {
             router.tick(now)?;
-            let offsets = commit.tick(router, now)?;
-            source.committed(&offsets);
+            if !stopping {
+                let offsets = commit.tick(router, now)?;
+                source.committed(&offsets);
+            }
+        }
+        if stopping {
+            break Ending::Stopped;
         }
         if cadence.progress_due(now)
             && let Some(router) = owned.as_ref().or(previous.as_ref())

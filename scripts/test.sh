@@ -12,12 +12,14 @@ cache="${PAGEVIEW_CACHE:-$HOME/.cache/pageview}"
 mkdir -p "$cache"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 
-# Python readers for tests/readers.rs: the datasets must open in pyarrow and DuckDB.
+# Python readers for tests/readers.rs: the datasets must open in pyarrow and DuckDB, and the
+# Delta tables in the deltalake package and polars.
 py="$cache/py"
-if ! "$py/bin/python" -c 'import pyarrow, duckdb' 2>/dev/null; then
-    echo "== installing pyarrow and duckdb into $py"
+if ! "$py/bin/python" -c 'import pyarrow, duckdb, deltalake, polars' 2>/dev/null; then
+    echo "== installing pyarrow, duckdb, deltalake and polars into $py"
     python3 -m venv "$py"
-    "$py/bin/pip" install -q --disable-pip-version-check 'pyarrow>=15' 'duckdb>=1.0'
+    "$py/bin/pip" install -q --disable-pip-version-check 'pyarrow>=15' 'duckdb>=1.0' \
+        'deltalake>=1.0' 'polars>=1.0'
 fi
 export PAGEVIEW_PYTHON="$py/bin/python"
 

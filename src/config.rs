@@ -735,6 +735,16 @@ impl GeneratorArgs {
     }
 }
 
+/// How each dataset is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TableFormat {
+    /// Parquet files in Hive-style folders, visible as each is published.
+    Parquet,
+    /// A Delta Lake table at the root of each bucket: the same files, made part of the table
+    /// by commits to its log.
+    Delta,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Codec {
     Snappy,
@@ -776,6 +786,10 @@ pub struct PipelineArgs {
     /// Parquet compression codec.
     #[arg(long, env = "PARQUET_COMPRESSION", value_enum, default_value_t = Codec::Snappy)]
     pub compression: Codec,
+    /// How each dataset is laid out: Parquet folders, or Delta Lake tables (so far for
+    /// files, stdin and the embedded run, into a local folder).
+    #[arg(long, env = "TABLE_FORMAT", value_enum, default_value_t = TableFormat::Parquet)]
+    pub table_format: TableFormat,
 }
 
 /// The bucket names, from the environment's defaults or given one by one.
@@ -850,6 +864,7 @@ impl PipelineArgs {
             file_max_bytes: self.file_max_bytes,
             file_max_age: Duration::from_millis(self.file_max_age_ms),
             compression: self.compression.compression(),
+            table_format: self.table_format,
         })
     }
 }
@@ -865,6 +880,7 @@ pub struct PipelineSettings {
     pub file_max_bytes: u64,
     pub file_max_age: Duration,
     pub compression: Compression,
+    pub table_format: TableFormat,
 }
 
 impl PipelineSettings {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::checkpoint::{PartitionState, Sealed};
 use crate::record::Record;
-use crate::sink::{DeadLetter, SinkError, Sinks, naming};
+use crate::sink::{DeadLetter, SinkError, Sinks, WrittenFile, naming};
 use crate::stats::RecentWindows;
 use crate::stats::Stats;
 use crate::validate::{ErrorKind, validate};
@@ -242,21 +242,27 @@ impl Router {
     }
 
     /// Makes every finished file visible at once: for inputs that need no checkpoint.
-    pub fn publish_finished(&mut self) -> Result<(), SinkError> {
-        for file in self.sinks.take_finished() {
+    /// Returns the files published.
+    pub fn publish_finished(&mut self) -> Result<Vec<WrittenFile>, SinkError> {
+        let finished = self.sinks.take_finished();
+        let mut published = Vec::with_capacity(finished.len());
+        for file in finished {
             let written = file.publish()?;
             self.stats.file_written(&written);
+            published.push(written);
         }
-        Ok(())
+        Ok(published)
     }
 
     /// The input has ended: every open window is final, and every buffered row is published.
-    pub fn finish(&mut self) -> Result<(), SinkError> {
+    /// Returns the files published.
+    pub fn finish(&mut self) -> Result<Vec<WrittenFile>, SinkError> {
         let closed = self.windows.drain_all();
         self.emit(&closed)?;
         self.sinks.finish_all()?;
-        self.publish_finished()?;
-        self.sinks.ensure_dlq_file()
+        let published = self.publish_finished()?;
+        self.sinks.ensure_dlq_file()?;
+        Ok(published)
     }
 
     /// True when a window closed since the last seal, so a checkpoint should come now.
@@ -293,7 +299,7 @@ impl Router {
     }
 
     /// Counts files a checkpoint published.
-    pub fn published(&mut self, files: &[crate::sink::WrittenFile]) {
+    pub fn published(&mut self, files: &[WrittenFile]) {
         for file in files {
             self.stats.file_written(file);
         }

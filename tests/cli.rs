@@ -386,3 +386,26 @@ fn bench_says_how_far_it_is_while_its_children_run() {
         .count();
     assert_eq!(rows, 2, "{}", stdout(&out));
 }
+
+#[test]
+fn delta_tables_are_refused_where_they_cannot_be_written_yet() {
+    for args in [
+        &[
+            "process",
+            "--bootstrap-servers",
+            "127.0.0.1:9",
+            "--storage",
+            "out",
+        ][..],
+        &["process", "--input", "x.jsonl", "--storage", "s3"][..],
+        &["run", "--kafka", "127.0.0.1:9"][..],
+    ] {
+        let output = pageview()
+            .args(args)
+            .args(["--table-format", "delta", "--check-config"])
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?}");
+        assert_one_line_error(&output, "TABLE_FORMAT");
+    }
+}

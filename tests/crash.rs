@@ -23,7 +23,7 @@ use parquet::basic::Compression;
 use proptest::prelude::*;
 
 use pageview::commit::{Checkpointed, Commit, CommitPoint, Manifests};
-use pageview::config::PipelineSettings;
+use pageview::config::{PipelineSettings, TableFormat};
 use pageview::pipeline::{drive, resumed_router};
 use pageview::record::Origin;
 use pageview::source::{Assignment, Poll, Record, Source, SourceError};
@@ -213,6 +213,7 @@ fn settings(roll_every: Duration) -> PipelineSettings {
         file_max_bytes: 128 << 20,
         file_max_age: roll_every,
         compression: Compression::SNAPPY,
+        table_format: TableFormat::Parquet,
     }
 }
 

@@ -1,5 +1,6 @@
 //! The datasets open in pyarrow and DuckDB with no custom code, with the expected types and
-//! the same numbers as the pipeline reports.
+//! the same numbers as the pipeline reports; as Delta tables, in the `deltalake` package and
+//! polars, with the same rows.
 
 mod common;
 
@@ -9,15 +10,62 @@ use std::time::Duration;
 
 use common::*;
 
-/// The Python with pyarrow and DuckDB that the README's test command installs.
+/// The Python with pyarrow, DuckDB, deltalake and polars that the README's test command
+/// installs.
 fn python() -> PathBuf {
     let path = installed("PAGEVIEW_PYTHON", "py/bin/python");
     assert!(
         path.exists(),
-        "{} is missing: run scripts/test.sh, which installs pyarrow and duckdb",
+        "{} is missing: run scripts/test.sh, which installs pyarrow, duckdb, deltalake and polars",
         path.display()
     );
     path
+}
+
+#[test]
+fn delta_tables_hold_row_for_row_what_the_parquet_folders_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    generate_file(
+        &input,
+        &[
+            "--events",
+            "60000",
+            "--seed",
+            "9",
+            "--start-time-ms",
+            "1700000000000",
+            "--rate",
+            "20",
+            "--malformed-share",
+            "0.03",
+            "--late-share",
+            "0.01",
+        ],
+    );
+    let (parquet, delta) = (dir.path().join("parquet"), dir.path().join("delta"));
+    let processed = process(&input, &parquet, &[]);
+    assert!(processed.status.success(), "{}", stderr(&processed));
+    // Files roll every 100 ms, so each table holds many files from many commits.
+    let processed = process(
+        &input,
+        &delta,
+        &["--table-format", "delta", "--file-max-age-ms", "100"],
+    );
+    assert!(processed.status.success(), "{}", stderr(&processed));
+    assert!(delta.join(RAW).join("_delta_log").is_dir());
+
+    let output = Command::new(python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/read_delta.py"))
+        .arg(&parquet)
+        .arg(&delta)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let got: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(got["raw-events"], rows(&parquet, RAW));
+    assert_eq!(got["aggregated"], rows(&parquet, AGGREGATED));
+    assert_eq!(got["dlq"], rows(&parquet, DLQ));
 }
 
 #[test]

@@ -9,14 +9,15 @@ mod limits;
 mod process;
 mod run;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 
-use crate::config::{BucketsCommand, Command, ConfigError, PipelineSettings, S3Args};
+use crate::commit::{Commit, Tables};
+use crate::config::{BucketsCommand, Command, ConfigError, PipelineSettings, S3Args, TableFormat};
 use crate::kafka::{self, Cluster, TopicState};
 use crate::storage::{LocalStorage, Location, RequestObserver, S3Settings, S3Storage, Storage};
 
@@ -158,6 +159,32 @@ impl std::fmt::Display for Lake {
             Lake::S3(_) => f.write_str("S3"),
         }
     }
+}
+
+/// Where Delta tables can be written so far: a local folder, from a bounded input.
+fn check_table_format(
+    pipeline: &PipelineSettings,
+    into_s3: bool,
+    from_kafka: bool,
+) -> Result<(), ConfigError> {
+    if pipeline.table_format == TableFormat::Delta && (into_s3 || from_kafka) {
+        return Err(ConfigError::Invalid {
+            setting: "TABLE_FORMAT",
+            problem: "delta tables are written so far into a local folder from a file, stdin \
+                      or the embedded run; use parquet for Kafka input or S3"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// The commit of a bounded input into the folder `root`: for the delta format, into the
+/// tables there (created when missing).
+fn immediate(root: &Path, pipeline: &PipelineSettings) -> Result<Commit> {
+    Ok(Commit::Immediate(match pipeline.table_format {
+        TableFormat::Parquet => None,
+        TableFormat::Delta => Some(Box::new(Tables::open(root, &pipeline.buckets)?)),
+    }))
 }
 
 /// Creates the topic if it is missing, and says which it was.

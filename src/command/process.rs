@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Result;
 
 use super::group::consume_group;
-use super::{EXIT_INTERRUPTED, Lake, stop_flag};
+use super::{EXIT_INTERRUPTED, Lake, check_table_format, immediate, stop_flag};
 use crate::commit::Commit;
 use crate::config::{MetricsArgs, PipelineSettings, ProcessArgs};
 use crate::pipeline::{Ending, drive, router};
@@ -49,6 +49,11 @@ impl ProcessPlan {
             },
             (None, None) => unreachable!("clap requires --input or --bootstrap-servers"),
         };
+        check_table_format(
+            &pipeline,
+            matches!(destination, Lake::S3(_)),
+            matches!(input, Input::Kafka { .. }),
+        )?;
         Ok(ProcessPlan {
             input,
             destination,
@@ -110,7 +115,7 @@ impl ProcessPlan {
         let driven = drive(
             source.as_mut(),
             &mut |_, _| router(&self.pipeline, storage.clone(), tags.clone()),
-            &mut Commit::Immediate,
+            &mut self.commit()?,
             &stop,
             progress.every,
             &mut |router, source| progress.show(router, source.bytes_read()),
@@ -132,6 +137,15 @@ impl ProcessPlan {
             return Ok(ExitCode::from(EXIT_INTERRUPTED));
         }
         Ok(ExitCode::SUCCESS)
+    }
+
+    /// The commit of a bounded input: Delta tables are only in local folders so far
+    /// ([`check_table_format`]).
+    fn commit(&self) -> Result<Commit> {
+        match &self.destination {
+            Lake::Local(root) => immediate(root, &self.pipeline),
+            Lake::S3(_) => Ok(Commit::Immediate(None)),
+        }
     }
 
     /// A member of the consumer group until stopped. Exactly once through checkpoints

@@ -10,8 +10,7 @@ use std::time::Instant;
 use anyhow::Result;
 
 use super::group::consume_group;
-use super::{ensure_topic, stop_flag};
-use crate::commit::Commit;
+use super::{check_table_format, ensure_topic, immediate, stop_flag};
 use crate::config::{MetricsArgs, PipelineSettings, RUN_DEFAULTS, RunArgs};
 use crate::generate::{Generator, GeneratorConfig};
 use crate::kafka::{self, KeyChoice, ProducerSettings};
@@ -43,6 +42,7 @@ impl RunPlan {
             Some(servers) => Some(Box::new(args.consumer.settings(servers)?)),
             None => None,
         };
+        check_table_format(&pipeline, false, kafka.is_some())?;
         Ok(RunPlan {
             generator,
             pipeline,
@@ -83,7 +83,7 @@ impl RunPlan {
         let driven = drive(
             &mut source,
             &mut |_, _| router(&self.pipeline, storage.clone(), tags.clone()),
-            &mut Commit::Immediate,
+            &mut immediate(&self.data_dir, &self.pipeline)?,
             &AtomicBool::new(false),
             progress.every,
             &mut |router, _| progress.show(router, 0),

@@ -8,11 +8,13 @@
 //! before Kafka is told an offset. The commit point is the seam a table format plugs into:
 //! manifests beside Parquet folders today ([`Manifests`]), a table's own log next.
 
+mod delta;
 mod manifests;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use delta::{TableError, Tables};
 pub use manifests::Manifests;
 
 use crate::checkpoint::{self, CheckpointError, Cursors, Manifest, Recovery, StagedFile};
@@ -40,6 +42,8 @@ pub enum CommitError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Table(#[from] TableError),
 }
 
 /// (partition, next offset): how far a commit made the input durable, for Kafka to be told.
@@ -47,8 +51,9 @@ pub type Offsets = Vec<(i32, i64)>;
 
 /// The commit protocol of one run.
 pub enum Commit {
-    /// Bounded input: files appear as they are finished.
-    Immediate,
+    /// Bounded input: files appear as they are finished; with tables, as the commit of each
+    /// tick adds them.
+    Immediate(Option<Box<Tables>>),
     /// Kafka: files appear with the checkpoint that names them.
     Checkpointed(Box<Checkpointed>),
 }
@@ -75,8 +80,11 @@ impl Commit {
     /// Time-based work: publishes finished files, or checkpoints when one is due.
     pub fn tick(&mut self, router: &mut Router, now: Instant) -> Result<Offsets, CommitError> {
         match self {
-            Commit::Immediate => {
-                router.publish_finished()?;
+            Commit::Immediate(tables) => {
+                let published = router.publish_finished()?;
+                if let Some(tables) = tables {
+                    tables.commit(&published)?;
+                }
                 Ok(Offsets::new())
             }
             Commit::Checkpointed(c) => c.checkpoint(router, now, false),
@@ -88,8 +96,11 @@ impl Commit {
     /// next run to continue.
     pub fn finish(&mut self, router: &mut Router, now: Instant) -> Result<Offsets, CommitError> {
         match self {
-            Commit::Immediate => {
-                router.finish()?;
+            Commit::Immediate(tables) => {
+                let published = router.finish()?;
+                if let Some(tables) = tables {
+                    tables.commit(&published)?;
+                }
                 Ok(Offsets::new())
             }
             Commit::Checkpointed(c) => c.checkpoint(router, now, true),

@@ -1,0 +1,184 @@
+//! The datasets as Delta Lake tables (`--table-format delta`): each at the root of its
+//! bucket, its data files the pipeline's own Parquet files in the same `dt=`/`event_hour=`
+//! folders, made part of the table by a commit to the table's log through delta-rs. A file
+//! is in the table once the commit naming it is in the log, and readers of the table see
+//! nothing of a commit until it is whole.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arrow_schema::{DataType as ArrowType, TimeUnit};
+use deltalake::kernel::transaction::CommitBuilder;
+use deltalake::kernel::{Action, Add, DataType, StructField};
+use deltalake::operations::create::CreateBuilder;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::{DeltaTable, DeltaTableError};
+
+use crate::sink::{Dataset, WrittenFile};
+use crate::storage::Buckets;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("Delta table {table}: {source}")]
+    Delta {
+        table: String,
+        source: Box<DeltaTableError>,
+    },
+    #[error("cannot start the Delta Lake client: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// The partition columns of each dataset's table, in path order: what its folders are named
+/// by.
+pub fn partition_columns(dataset: Dataset) -> &'static [&'static str] {
+    match dataset {
+        Dataset::Raw => &["dt", "event_hour"],
+        Dataset::Aggregated => &["dt"],
+        Dataset::Dlq => &[],
+    }
+}
+
+/// The three tables of a run, committed to from the processing thread.
+pub struct Tables {
+    runtime: tokio::runtime::Runtime,
+    /// By [`Dataset::index`].
+    tables: Vec<Table>,
+}
+
+struct Table {
+    bucket: String,
+    location: String,
+    table: DeltaTable,
+}
+
+impl Tables {
+    /// Opens the tables under `root`, one per bucket, creating those that do not exist yet.
+    pub fn open(root: &Path, buckets: &Buckets) -> Result<Self, TableError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(TableError::Runtime)?;
+        let tables = Dataset::ALL
+            .iter()
+            .map(|&dataset| {
+                let bucket = dataset.bucket(buckets).to_string();
+                let location = root.join(&bucket).to_string_lossy().into_owned();
+                let table = runtime
+                    .block_on(open_or_create(&location, dataset))
+                    .map_err(|source| TableError::Delta {
+                        table: location.clone(),
+                        source: Box::new(source),
+                    })?;
+                Ok(Table {
+                    bucket,
+                    location,
+                    table,
+                })
+            })
+            .collect::<Result<_, TableError>>()?;
+        Ok(Tables { runtime, tables })
+    }
+
+    /// Adds published `files` to their tables: one commit per table that has any.
+    pub fn commit(&mut self, files: &[WrittenFile]) -> Result<(), TableError> {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        for dataset in Dataset::ALL {
+            let table = &mut self.tables[dataset.index()];
+            let adds: Vec<Action> = files
+                .iter()
+                .filter(|f| f.dataset == dataset)
+                .map(|f| Action::Add(add(&table.bucket, f, now_ms)))
+                .collect();
+            if adds.is_empty() {
+                continue;
+            }
+            let columns = partition_columns(dataset);
+            let operation = DeltaOperation::Write {
+                mode: SaveMode::Append,
+                partition_by: (!columns.is_empty())
+                    .then(|| columns.iter().map(|c| c.to_string()).collect()),
+                predicate: None,
+            };
+            let location = &table.location;
+            let delta = &mut table.table;
+            self.runtime
+                .block_on(async {
+                    CommitBuilder::default()
+                        .with_actions(adds)
+                        .build(Some(delta.snapshot()?), delta.log_store(), operation)
+                        .await?;
+                    delta.update_state().await
+                })
+                .map_err(|source| TableError::Delta {
+                    table: location.clone(),
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// The table at `location`, created empty with the dataset's columns if there is none.
+async fn open_or_create(location: &str, dataset: Dataset) -> Result<DeltaTable, DeltaTableError> {
+    let columns = partition_columns(dataset);
+    let mut fields: Vec<StructField> = dataset
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| StructField::new(f.name(), delta_type(f.data_type()), f.is_nullable()))
+        .collect();
+    fields.extend(
+        columns
+            .iter()
+            .map(|c| StructField::new(*c, DataType::STRING, false)),
+    );
+    CreateBuilder::new()
+        .with_location(location)
+        .with_save_mode(SaveMode::Ignore)
+        .with_columns(fields)
+        .with_partition_columns(columns.iter().copied())
+        .await
+}
+
+/// The Delta type of one of the datasets' Parquet columns.
+fn delta_type(arrow: &ArrowType) -> DataType {
+    match arrow {
+        ArrowType::Int64 => DataType::LONG,
+        ArrowType::Int32 => DataType::INTEGER,
+        ArrowType::Utf8 => DataType::STRING,
+        ArrowType::Binary => DataType::BINARY,
+        ArrowType::Timestamp(TimeUnit::Millisecond, Some(_)) => DataType::TIMESTAMP,
+        other => unreachable!("no dataset has a column of type {other}"),
+    }
+}
+
+/// The log's entry for a published file: its path in the table, partition values from its
+/// folders, size and row count.
+fn add(bucket: &str, file: &WrittenFile, now_ms: i64) -> Add {
+    let path = file
+        .key
+        .strip_prefix(bucket)
+        .and_then(|p| p.strip_prefix('/'))
+        .expect("a dataset's keys are in its bucket");
+    let partition_values: HashMap<String, Option<String>> = path
+        .split('/')
+        .filter_map(|segment| segment.split_once('='))
+        .map(|(column, value)| (column.to_string(), Some(value.to_string())))
+        .collect();
+    Add {
+        path: path.to_string(),
+        partition_values,
+        size: file.bytes as i64,
+        modification_time: now_ms,
+        data_change: true,
+        stats: Some(serde_json::json!({ "numRecords": file.rows }).to_string()),
+        tags: None,
+        deletion_vector: None,
+        base_row_id: None,
+        default_row_commit_version: None,
+        clustering_provider: None,
+    }
+}

@@ -90,7 +90,12 @@ impl InspectPlan {
             );
         }
         let storage = self.lake.open(&self.buckets.datasets(), None)?;
-        let inspection = crate::tools::inspect::inspect(&storage, &self.buckets, &self.request)?;
+        let tables = match &self.lake {
+            Lake::Local(root) => Some(root.as_path()),
+            Lake::S3(_) => None,
+        };
+        let inspection =
+            crate::tools::inspect::inspect(&storage, &self.buckets, &self.request, tables)?;
         println!("{}\n", self.lake);
         print!("{inspection}");
         Ok(ExitCode::SUCCESS)

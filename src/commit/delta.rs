@@ -15,8 +15,10 @@ use deltalake::operations::create::CreateBuilder;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableError};
 
+use futures_util::TryStreamExt;
+
 use crate::sink::{Dataset, WrittenFile};
-use crate::storage::Buckets;
+use crate::storage::{Buckets, Listed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
@@ -119,6 +121,41 @@ impl Tables {
         }
         Ok(())
     }
+}
+
+/// The data files of the Delta table in the folder `location` as of its current version,
+/// sorted by path: what a reader of the table sees, whatever else the folder holds (files
+/// of a commit that never happened, files a later commit removed). `None` when the folder
+/// holds no table.
+pub fn current_files(location: &Path) -> Result<Option<Vec<Listed>>, TableError> {
+    if !location.join("_delta_log").is_dir() {
+        return Ok(None);
+    }
+    let name = location.to_string_lossy().into_owned();
+    let failed = |source| TableError::Delta {
+        table: name.clone(),
+        source: Box::new(source),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(TableError::Runtime)?;
+    let mut files: Vec<Listed> = runtime
+        .block_on(async {
+            let url = deltalake::ensure_table_uri(&name)?;
+            let table = deltalake::open_table(url).await?;
+            table
+                .get_active_add_actions_by_partitions(&[])
+                .map_ok(|file| Listed {
+                    path: file.path().into_owned(),
+                    bytes: file.size() as u64,
+                })
+                .try_collect()
+                .await
+        })
+        .map_err(failed)?;
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Some(files))
 }
 
 /// The table at `location`, created empty with the dataset's columns if there is none.

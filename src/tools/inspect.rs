@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
@@ -17,6 +18,7 @@ use parquet::arrow::arrow_reader::{
 use parquet::errors::ParquetError;
 use parquet::file::reader::{ChunkReader, Length};
 
+use crate::commit::{TableError, current_files};
 use crate::sink::{Dataset, naming};
 use crate::storage::{Buckets, Listed, Storage, StorageError};
 use crate::tools::report::{grouped, size};
@@ -49,6 +51,27 @@ pub enum InspectError {
     },
     #[error("no window holds {at}: {written}")]
     NoWindow { at: String, written: String },
+    #[error(transparent)]
+    Table(#[from] TableError),
+}
+
+/// What a dataset's files are: every Parquet file in its bucket, or for a Delta table the
+/// files of its current version (`tables`: the folder holding the buckets, on local disk).
+fn files_of(
+    storage: &Arc<dyn Storage>,
+    bucket: &str,
+    tables: Option<&Path>,
+) -> Result<Vec<Listed>, InspectError> {
+    if let Some(root) = tables
+        && let Some(files) = current_files(&root.join(bucket))?
+    {
+        return Ok(files);
+    }
+    Ok(storage
+        .list_files(bucket)?
+        .into_iter()
+        .filter(|f| f.path.ends_with(".parquet"))
+        .collect())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,22 +112,20 @@ pub struct Inspection {
     pub reasons: Vec<Reason>,
 }
 
-/// Reads what `buckets` hold in `storage`.
+/// Reads what `buckets` hold in `storage`; a bucket holding a Delta table under the local
+/// folder `tables` is read through the table's log.
 pub fn inspect(
     storage: &Arc<dyn Storage>,
     buckets: &Buckets,
     request: &Request,
+    tables: Option<&Path>,
 ) -> Result<Inspection, InspectError> {
     let mut datasets = Vec::new();
     // The aggregated and dead-letter files, footers read, to read their columns next.
     let mut opened = Vec::new();
     for dataset in Dataset::ALL {
         let bucket = dataset.bucket(buckets).to_string();
-        let files: Vec<Listed> = storage
-            .list_files(&bucket)?
-            .into_iter()
-            .filter(|f| f.path.ends_with(".parquet"))
-            .collect();
+        let files = files_of(storage, &bucket, tables)?;
         let mut summary = DatasetSummary {
             dataset,
             bucket: bucket.clone(),

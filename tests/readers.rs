@@ -139,8 +139,17 @@ fn pyarrow_and_duckdb_read_every_dataset() {
     assert_eq!(py["agg_count_sum"].as_u64().unwrap(), raw as u64 - late);
 }
 
-/// Runs the README's SQL and Python snippets in `workdir`; each query with its rows.
+/// Runs the README's SQL and Python snippets in `workdir`; each query with its rows. The
+/// Delta snippets read `tables/`, which the README's `process --table-format delta` writes:
+/// made here from a small input when `workdir` has none.
 fn readme_snippets(workdir: &Path) -> Vec<(String, Vec<Vec<String>>)> {
+    let tables = workdir.join("tables");
+    if !tables.exists() {
+        let input = workdir.join("tables-input.jsonl");
+        generate_file(&input, &["--events", "3000", "--seed", "4", "--rate", "50"]);
+        let processed = process(&input, &tables, &["--table-format", "delta"]);
+        assert!(processed.status.success(), "{}", stderr(&processed));
+    }
     let root = env!("CARGO_MANIFEST_DIR");
     let output = Command::new(python())
         .arg(format!("{root}/tests/readme_snippets.py"))

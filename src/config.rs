@@ -59,6 +59,9 @@ pub enum Command {
     /// Summarise what the pipeline wrote: files, rows and bytes per dataset, the latest
     /// windows with their counts per postcode, and dead letters by reason with samples.
     Inspect(InspectArgs),
+    /// Delete the files of the Delta tables in a folder that no version younger than the
+    /// retention needs: files a commit removed, and files a crashed run left in no commit.
+    Vacuum(VacuumArgs),
     /// Read a JSONL file and only parse each line's JSON: the limit `bench` compares with.
     #[command(hide = true)]
     ParseOnly(ParseOnlyArgs),
@@ -119,6 +122,19 @@ pub struct InspectArgs {
     /// Sample payloads shown per dead-letter reason.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub samples: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct VacuumArgs {
+    /// The folder holding the tables (one per bucket), as `--table-format delta` wrote it.
+    #[arg(long, env = "STORAGE", default_value = "pageview-data", value_parser = Location::parse)]
+    pub storage: Location,
+    #[command(flatten)]
+    pub buckets: BucketArgs,
+    /// Files are kept this many days after no version needs them, so that readers of an
+    /// older version (and a run still writing) are not cut short; 7 as Delta's default.
+    #[arg(long, env = "VACUUM_RETENTION_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub retention_days: u32,
 }
 
 #[derive(Debug, Args)]

@@ -181,6 +181,50 @@ fn a_delta_table_is_read_through_its_log() {
 }
 
 #[test]
+fn vacuum_deletes_only_files_no_version_needs_past_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let tables = written_as(dir.path(), "tables", &["--table-format", "delta"]);
+    let before = inspect(&["--storage", tables.to_str().unwrap()]);
+    let day = std::time::Duration::from_secs(86_400);
+    let left = |name: &str, age: std::time::Duration| {
+        let path = tables.join(RAW).join("dt=2023-11-14").join(name);
+        std::fs::write(&path, b"partial").unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(std::time::SystemTime::now() - age)
+            .unwrap();
+        path
+    };
+    let old = left("part-crashed-long-ago.parquet", 8 * day);
+    let recent = left("part-crashed-today.parquet", day / 24);
+    let out = run(&["vacuum", "--storage", tables.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("{RAW}: deleted 1 files")),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!old.exists(), "in no version, older than 7 days");
+    assert!(
+        recent.exists(),
+        "younger than the retention: a run may still commit it"
+    );
+    assert_eq!(
+        inspect(&["--storage", tables.to_str().unwrap()]),
+        before,
+        "every file of the current version stays"
+    );
+    let folders = written(dir.path());
+    let refused = run(&["vacuum", "--storage", "s3"]);
+    assert_one_line_error(&refused, "STORAGE");
+    let out = run(&["vacuum", "--storage", folders.to_str().unwrap()]);
+    assert!(
+        stdout(&out).contains("not a Delta table"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
 fn one_window_shows_every_postcode() {
     let dir = tempfile::tempdir().unwrap();
     let storage = written(dir.path());

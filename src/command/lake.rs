@@ -1,12 +1,15 @@
-//! The commands on the lake itself: `buckets create` and `inspect`.
+//! The commands on the lake itself: `buckets create`, `inspect` and `vacuum`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 
 use super::Lake;
-use crate::config::{BucketsCreateArgs, InspectArgs};
-use crate::storage::{Buckets, S3Settings, buckets};
+use crate::commit::vacuum;
+use crate::config::{BucketsCreateArgs, ConfigError, InspectArgs, VacuumArgs};
+use crate::sink::Dataset;
+use crate::storage::{Buckets, Location, S3Settings, buckets};
 use crate::tools::inspect::Request;
 
 pub struct BucketsPlan {
@@ -98,6 +101,58 @@ impl InspectPlan {
             crate::tools::inspect::inspect(&storage, &self.buckets, &self.request, tables)?;
         println!("{}\n", self.lake);
         print!("{inspection}");
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+pub struct VacuumPlan {
+    root: PathBuf,
+    buckets: Buckets,
+    retention_days: u32,
+}
+
+impl VacuumPlan {
+    pub fn new(args: VacuumArgs) -> Result<Self> {
+        let Location::Local(root) = args.storage else {
+            return Err(ConfigError::Invalid {
+                setting: "STORAGE",
+                problem: "vacuum works on the Delta tables of a local folder so far".into(),
+            }
+            .into());
+        };
+        Ok(VacuumPlan {
+            root,
+            buckets: args.buckets.resolve()?,
+            retention_days: args.retention_days,
+        })
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "vacuum the tables in {}, keeping {} days",
+            self.root.display(),
+            self.retention_days
+        )
+    }
+
+    pub fn execute(self) -> Result<ExitCode> {
+        if !self.root.is_dir() {
+            anyhow::bail!(
+                "{} is not a folder: nothing was written there",
+                self.root.display()
+            );
+        }
+        for dataset in Dataset::ALL {
+            let bucket = dataset.bucket(&self.buckets);
+            match vacuum(&self.root.join(bucket), self.retention_days)? {
+                Some(deleted) => println!(
+                    "{bucket}: deleted {} files no version of the last {} days needs",
+                    deleted.len(),
+                    self.retention_days
+                ),
+                None => println!("{bucket}: not a Delta table; nothing to do"),
+            }
+        }
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -31,6 +31,7 @@ pub enum Plan {
     Process(process::ProcessPlan),
     Buckets(lake::BucketsPlan),
     Inspect(lake::InspectPlan),
+    Vacuum(lake::VacuumPlan),
     Bench(crate::config::BenchArgs),
     ParseOnly(limits::ParseOnlyPlan),
     ConsumeOnly(limits::ConsumeOnlyPlan),
@@ -47,6 +48,7 @@ impl Plan {
                 Plan::Buckets(lake::BucketsPlan::new(args)?)
             }
             Command::Inspect(args) => Plan::Inspect(lake::InspectPlan::new(args)?),
+            Command::Vacuum(args) => Plan::Vacuum(lake::VacuumPlan::new(args)?),
             Command::Bench(args) => Plan::Bench(args),
             Command::ParseOnly(args) => Plan::ParseOnly(limits::ParseOnlyPlan { args }),
             Command::ConsumeOnly(args) => Plan::ConsumeOnly(limits::ConsumeOnlyPlan::new(args)?),
@@ -61,6 +63,7 @@ impl Plan {
             Plan::Process(plan) => plan.summary(),
             Plan::Buckets(plan) => plan.summary(),
             Plan::Inspect(plan) => plan.summary(),
+            Plan::Vacuum(plan) => plan.summary(),
             Plan::Bench(_) | Plan::ParseOnly(_) | Plan::ConsumeOnly(_) => "benchmark".into(),
         }
     }
@@ -72,6 +75,7 @@ impl Plan {
             Plan::Process(plan) => plan.execute(),
             Plan::Buckets(plan) => plan.execute(),
             Plan::Inspect(plan) => plan.execute(),
+            Plan::Vacuum(plan) => plan.execute(),
             Plan::Bench(args) => crate::tools::bench::run(&args).map(|()| ExitCode::SUCCESS),
             Plan::ParseOnly(plan) => plan.execute(),
             Plan::ConsumeOnly(plan) => plan.execute(),

@@ -12,6 +12,7 @@ use arrow_schema::{DataType as ArrowType, TimeUnit};
 use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::{Action, Add, DataType, StructField};
 use deltalake::operations::create::CreateBuilder;
+use deltalake::operations::vacuum::VacuumMode;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableError};
 
@@ -156,6 +157,36 @@ pub fn current_files(location: &Path) -> Result<Option<Vec<Listed>>, TableError>
         .map_err(failed)?;
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Some(files))
+}
+
+/// Deletes the files of the Delta table in the folder `location` that no version younger
+/// than `retention` needs, and those no commit names that are older than it; their paths.
+/// `None` when the folder holds no table.
+pub fn vacuum(location: &Path, retention_days: u32) -> Result<Option<Vec<String>>, TableError> {
+    if !location.join("_delta_log").is_dir() {
+        return Ok(None);
+    }
+    let name = location.to_string_lossy().into_owned();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(TableError::Runtime)?;
+    let (_, metrics) = runtime
+        .block_on(async {
+            let table = deltalake::open_table(deltalake::ensure_table_uri(&name)?).await?;
+            table
+                .vacuum()
+                .with_retention_period(chrono::Duration::days(retention_days.into()))
+                .with_mode(VacuumMode::Full)
+                // The retention is the operator's choice, checked by the command line.
+                .with_enforce_retention_duration(false)
+                .await
+        })
+        .map_err(|source| TableError::Delta {
+            table: name.clone(),
+            source: Box::new(source),
+        })?;
+    Ok(Some(metrics.files_deleted))
 }
 
 /// The table at `location`, created empty with the dataset's columns if there is none.

@@ -14,7 +14,7 @@ mod manifests;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use delta::{TableError, Tables, current_files};
+pub use delta::{TableError, Tables, current_files, vacuum};
 pub use manifests::Manifests;
 
 use crate::checkpoint::{self, CheckpointError, Cursors, Manifest, Recovery, StagedFile};

@@ -409,3 +409,27 @@ fn delta_tables_are_refused_where_they_cannot_be_written_yet() {
         assert_one_line_error(&output, "TABLE_FORMAT");
     }
 }
+
+#[test]
+fn a_delta_table_of_other_columns_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    generate_file(&input, &["--events", "2000", "--seed", "2"]);
+    let tables = dir.path().join("tables");
+    let out = process(&input, &tables, &["--table-format", "delta"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The raw table where the aggregated one belongs.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::rename(tables.join(RAW), other.join(AGGREGATED)).unwrap();
+    let log = other.join(AGGREGATED).join("_delta_log");
+    let versions = std::fs::read_dir(&log).unwrap().count();
+    let out = process(&input, &other, &["--table-format", "delta"]);
+    assert_one_line_error(&out, "is a Delta table of columns");
+    assert!(stderr(&out).contains(AGGREGATED), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_dir(&log).unwrap().count(),
+        versions,
+        "nothing committed to it"
+    );
+}

@@ -30,6 +30,18 @@ pub enum TableError {
     },
     #[error("cannot start the Delta Lake client: {0}")]
     Runtime(std::io::Error),
+    /// A table is there already, but not one of this dataset's.
+    #[error(
+        "{table} is a Delta table of columns {found:?} partitioned by {partitions:?}, not the {dataset} dataset's {wanted:?} by {wanted_partitions:?}"
+    )]
+    Foreign {
+        table: String,
+        dataset: Dataset,
+        found: Vec<String>,
+        partitions: Vec<String>,
+        wanted: Vec<String>,
+        wanted_partitions: Vec<String>,
+    },
 }
 
 /// The partition columns of each dataset's table, in path order: what its folders are named
@@ -73,6 +85,7 @@ impl Tables {
                         table: location.clone(),
                         source: Box::new(source),
                     })?;
+                check_columns(&table, &location, dataset)?;
                 Ok(Table {
                     bucket,
                     location,
@@ -209,6 +222,39 @@ async fn open_or_create(location: &str, dataset: Dataset) -> Result<DeltaTable, 
         .with_columns(fields)
         .with_partition_columns(columns.iter().copied())
         .await
+}
+
+/// Refuses an existing table that is not this dataset's: committing our files to it would
+/// corrupt it.
+fn check_columns(table: &DeltaTable, location: &str, dataset: Dataset) -> Result<(), TableError> {
+    let state = table.snapshot().map_err(|source| TableError::Delta {
+        table: location.into(),
+        source: Box::new(source),
+    })?;
+    let found: Vec<String> = state.schema().fields().map(|f| f.name().clone()).collect();
+    let partitions = state.metadata().partition_columns().to_vec();
+    let wanted_partitions: Vec<String> = partition_columns(dataset)
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    let mut wanted: Vec<String> = dataset
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    wanted.extend(wanted_partitions.iter().cloned());
+    if found == wanted && partitions == wanted_partitions {
+        return Ok(());
+    }
+    Err(TableError::Foreign {
+        table: location.into(),
+        dataset,
+        found,
+        partitions,
+        wanted,
+        wanted_partitions,
+    })
 }
 
 /// The Delta type of one of the datasets' Parquet columns.

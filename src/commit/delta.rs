@@ -31,16 +31,12 @@ pub enum TableError {
     #[error("cannot start the Delta Lake client: {0}")]
     Runtime(std::io::Error),
     /// A table is there already, but not one of this dataset's.
-    #[error(
-        "{table} is a Delta table of columns {found:?} partitioned by {partitions:?}, not the {dataset} dataset's {wanted:?} by {wanted_partitions:?}"
-    )]
+    #[error("{table} is a Delta table of {found}, not the {dataset} dataset's {wanted}")]
     Foreign {
         table: String,
         dataset: Dataset,
-        found: Vec<String>,
-        partitions: Vec<String>,
-        wanted: Vec<String>,
-        wanted_partitions: Vec<String>,
+        found: String,
+        wanted: String,
     },
 }
 
@@ -247,13 +243,14 @@ fn check_columns(table: &DeltaTable, location: &str, dataset: Dataset) -> Result
     if found == wanted && partitions == wanted_partitions {
         return Ok(());
     }
+    let layout = |columns: &[String], partitions: &[String]| {
+        format!("columns {columns:?} partitioned by {partitions:?}")
+    };
     Err(TableError::Foreign {
         table: location.into(),
         dataset,
-        found,
-        partitions,
-        wanted,
-        wanted_partitions,
+        found: layout(&found, &partitions),
+        wanted: layout(&wanted, &wanted_partitions),
     })
 }
 

@@ -5,8 +5,8 @@
 //! nothing of a commit until it is whole.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arrow_schema::{DataType as ArrowType, TimeUnit};
 use deltalake::kernel::transaction::CommitBuilder;
@@ -42,7 +42,7 @@ pub enum TableError {
 
 /// The partition columns of each dataset's table, in path order: what its folders are named
 /// by.
-pub fn partition_columns(dataset: Dataset) -> &'static [&'static str] {
+fn partition_columns(dataset: Dataset) -> &'static [&'static str] {
     match dataset {
         Dataset::Raw => &["dt", "event_hour"],
         Dataset::Aggregated => &["dt"],
@@ -66,10 +66,7 @@ struct Table {
 impl Tables {
     /// Opens the tables under `root`, one per bucket, creating those that do not exist yet.
     pub fn open(root: &Path, buckets: &Buckets) -> Result<Self, TableError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(TableError::Runtime)?;
+        let runtime = runtime()?;
         let tables = Dataset::ALL
             .iter()
             .map(|&dataset| {
@@ -77,10 +74,7 @@ impl Tables {
                 let location = root.join(&bucket).to_string_lossy().into_owned();
                 let table = runtime
                     .block_on(open_or_create(&location, dataset))
-                    .map_err(|source| TableError::Delta {
-                        table: location.clone(),
-                        source: Box::new(source),
-                    })?;
+                    .map_err(failed(&location))?;
                 check_columns(&table, &location, dataset)?;
                 Ok(Table {
                     bucket,
@@ -94,9 +88,7 @@ impl Tables {
 
     /// Adds published `files` to their tables: one commit per table that has any.
     pub fn commit(&mut self, files: &[WrittenFile]) -> Result<(), TableError> {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now_ms = crate::generate::now_ms();
         for dataset in Dataset::ALL {
             let table = &mut self.tables[dataset.index()];
             let adds: Vec<Action> = files
@@ -124,10 +116,7 @@ impl Tables {
                         .await?;
                     delta.update_state().await
                 })
-                .map_err(|source| TableError::Delta {
-                    table: location.clone(),
-                    source: Box::new(source),
-                })?;
+                .map_err(failed(location))?;
         }
         Ok(())
     }
@@ -138,108 +127,115 @@ impl Tables {
 /// of a commit that never happened, files a later commit removed). `None` when the folder
 /// holds no table.
 pub fn current_files(location: &Path) -> Result<Option<Vec<Listed>>, TableError> {
-    if !location.join("_delta_log").is_dir() {
-        return Ok(None);
-    }
-    let name = location.to_string_lossy().into_owned();
-    let failed = |source| TableError::Delta {
-        table: name.clone(),
-        source: Box::new(source),
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(TableError::Runtime)?;
-    let mut files: Vec<Listed> = runtime
-        .block_on(async {
-            let url = deltalake::ensure_table_uri(&name)?;
-            let table = deltalake::open_table(url).await?;
-            table
-                .get_active_add_actions_by_partitions(&[])
-                .map_ok(|file| Listed {
-                    path: file.path().into_owned(),
-                    bytes: file.size() as u64,
-                })
-                .try_collect()
-                .await
-        })
-        .map_err(failed)?;
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(Some(files))
+    let files = on_table(location, |table| async move {
+        table
+            .get_active_add_actions_by_partitions(&[])
+            .map_ok(|file| Listed {
+                path: file.path().into_owned(),
+                bytes: file.size() as u64,
+            })
+            .try_collect::<Vec<Listed>>()
+            .await
+    })?;
+    Ok(files.map(|mut files| {
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        files
+    }))
 }
 
 /// Deletes the files of the Delta table in the folder `location` that no version younger
 /// than `retention` needs, and those no commit names that are older than it; their paths.
 /// `None` when the folder holds no table.
 pub fn vacuum(location: &Path, retention_days: u32) -> Result<Option<Vec<String>>, TableError> {
+    on_table(location, |table| async move {
+        let (_, metrics) = table
+            .vacuum()
+            .with_retention_period(chrono::Duration::days(retention_days.into()))
+            .with_mode(VacuumMode::Full)
+            // The retention is the operator's choice, checked by the command line.
+            .with_enforce_retention_duration(false)
+            .await?;
+        Ok(metrics.files_deleted)
+    })
+}
+
+/// Runs `work` on the Delta table in the folder `location`, on a runtime of its own for
+/// this one call; `None`, without running it, when the folder holds no table.
+fn on_table<T, F>(
+    location: &Path,
+    work: impl FnOnce(DeltaTable) -> F,
+) -> Result<Option<T>, TableError>
+where
+    F: Future<Output = Result<T, DeltaTableError>>,
+{
     if !location.join("_delta_log").is_dir() {
         return Ok(None);
     }
     let name = location.to_string_lossy().into_owned();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(TableError::Runtime)?;
-    let (_, metrics) = runtime
+    runtime()?
         .block_on(async {
             let table = deltalake::open_table(deltalake::ensure_table_uri(&name)?).await?;
-            table
-                .vacuum()
-                .with_retention_period(chrono::Duration::days(retention_days.into()))
-                .with_mode(VacuumMode::Full)
-                // The retention is the operator's choice, checked by the command line.
-                .with_enforce_retention_duration(false)
-                .await
+            work(table).await
         })
-        .map_err(|source| TableError::Delta {
-            table: name.clone(),
-            source: Box::new(source),
-        })?;
-    Ok(Some(metrics.files_deleted))
+        .map(Some)
+        .map_err(failed(&name))
+}
+
+/// delta-rs runs on tokio; the processing thread waits for each call.
+fn runtime() -> Result<tokio::runtime::Runtime, TableError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(TableError::Runtime)
+}
+
+/// Names the table a delta-rs error is about.
+fn failed(location: &str) -> impl FnOnce(DeltaTableError) -> TableError + use<> {
+    let table = location.to_string();
+    move |source| TableError::Delta {
+        table,
+        source: Box::new(source),
+    }
 }
 
 /// The table at `location`, created empty with the dataset's columns if there is none.
 async fn open_or_create(location: &str, dataset: Dataset) -> Result<DeltaTable, DeltaTableError> {
-    let columns = partition_columns(dataset);
-    let mut fields: Vec<StructField> = dataset
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| StructField::new(f.name(), delta_type(f.data_type()), f.is_nullable()))
-        .collect();
-    fields.extend(
-        columns
-            .iter()
-            .map(|c| StructField::new(*c, DataType::STRING, false)),
-    );
     CreateBuilder::new()
         .with_location(location)
         .with_save_mode(SaveMode::Ignore)
-        .with_columns(fields)
-        .with_partition_columns(columns.iter().copied())
+        .with_columns(table_fields(dataset))
+        .with_partition_columns(partition_columns(dataset).iter().copied())
         .await
+}
+
+/// The columns of a dataset's table: its files' columns, then the partition columns
+/// (strings, as in the folder names).
+fn table_fields(dataset: Dataset) -> Vec<StructField> {
+    let files = dataset.schema();
+    let columns = files
+        .fields()
+        .iter()
+        .map(|f| StructField::new(f.name(), delta_type(f.data_type()), f.is_nullable()));
+    let partitions = partition_columns(dataset)
+        .iter()
+        .map(|c| StructField::new(*c, DataType::STRING, false));
+    columns.chain(partitions).collect()
 }
 
 /// Refuses an existing table that is not this dataset's: committing our files to it would
 /// corrupt it.
 fn check_columns(table: &DeltaTable, location: &str, dataset: Dataset) -> Result<(), TableError> {
-    let state = table.snapshot().map_err(|source| TableError::Delta {
-        table: location.into(),
-        source: Box::new(source),
-    })?;
+    let state = table.snapshot().map_err(failed(location))?;
     let found: Vec<String> = state.schema().fields().map(|f| f.name().clone()).collect();
     let partitions = state.metadata().partition_columns().to_vec();
+    let wanted: Vec<String> = table_fields(dataset)
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     let wanted_partitions: Vec<String> = partition_columns(dataset)
         .iter()
         .map(|c| c.to_string())
         .collect();
-    let mut wanted: Vec<String> = dataset
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    wanted.extend(wanted_partitions.iter().cloned());
     if found == wanted && partitions == wanted_partitions {
         return Ok(());
     }

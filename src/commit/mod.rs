@@ -80,13 +80,7 @@ impl Commit {
     /// Time-based work: publishes finished files, or checkpoints when one is due.
     pub fn tick(&mut self, router: &mut Router, now: Instant) -> Result<Offsets, CommitError> {
         match self {
-            Commit::Immediate(tables) => {
-                let published = router.publish_finished()?;
-                if let Some(tables) = tables {
-                    tables.commit(&published)?;
-                }
-                Ok(Offsets::new())
-            }
+            Commit::Immediate(tables) => added(tables, &router.publish_finished()?),
             Commit::Checkpointed(c) => c.checkpoint(router, now, false),
         }
     }
@@ -96,16 +90,22 @@ impl Commit {
     /// next run to continue.
     pub fn finish(&mut self, router: &mut Router, now: Instant) -> Result<Offsets, CommitError> {
         match self {
-            Commit::Immediate(tables) => {
-                let published = router.finish()?;
-                if let Some(tables) = tables {
-                    tables.commit(&published)?;
-                }
-                Ok(Offsets::new())
-            }
+            Commit::Immediate(tables) => added(tables, &router.finish()?),
             Commit::Checkpointed(c) => c.checkpoint(router, now, true),
         }
     }
+}
+
+/// Bounded input: `published` files are visible as they are; with tables, once the tables'
+/// commit adds them. No offsets to tell anyone.
+fn added(
+    tables: &mut Option<Box<Tables>>,
+    published: &[WrittenFile],
+) -> Result<Offsets, CommitError> {
+    if let Some(tables) = tables {
+        tables.commit(published)?;
+    }
+    Ok(Offsets::new())
 }
 
 /// Checkpoints of a Kafka group member: when they are due, and what each one saves.

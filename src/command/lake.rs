@@ -1,6 +1,6 @@
 //! The commands on the lake itself: `buckets create`, `inspect` and `vacuum`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -83,14 +83,8 @@ impl InspectPlan {
 
     /// Reads what is there and changes nothing, so a folder must already exist.
     pub fn execute(self) -> Result<ExitCode> {
-        if let Lake::Local(root) = &self.lake
-            && !root.is_dir()
-        {
-            anyhow::bail!(
-                "{} is not a folder: nothing was written there (give the folder `run \
-                 --data-dir` or `process --storage` wrote to)",
-                root.display()
-            );
+        if let Lake::Local(root) = &self.lake {
+            written_folder(root)?;
         }
         let storage = self.lake.open(&self.buckets.datasets(), None)?;
         let tables = match &self.lake {
@@ -136,12 +130,7 @@ impl VacuumPlan {
     }
 
     pub fn execute(self) -> Result<ExitCode> {
-        if !self.root.is_dir() {
-            anyhow::bail!(
-                "{} is not a folder: nothing was written there",
-                self.root.display()
-            );
-        }
+        written_folder(&self.root)?;
         for dataset in Dataset::ALL {
             let bucket = dataset.bucket(&self.buckets);
             match vacuum(&self.root.join(bucket), self.retention_days)? {
@@ -155,4 +144,17 @@ impl VacuumPlan {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// A command that only reads or tidies what was written needs the folder to exist already:
+/// creating it would hide a mistyped path.
+fn written_folder(root: &Path) -> Result<()> {
+    if !root.is_dir() {
+        anyhow::bail!(
+            "{} is not a folder: nothing was written there (give the folder `run \
+             --data-dir` or `process --storage` wrote to)",
+            root.display()
+        );
+    }
+    Ok(())
 }

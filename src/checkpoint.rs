@@ -76,10 +76,15 @@ impl PartitionState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StagedFile {
     pub staged: String,
     pub key: String,
+    /// What a table's log says of the file once it adds it.
+    #[serde(default)]
+    pub rows: u64,
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 /// `<epoch>-<member>.json`, the epoch zero-padded so names sort by epoch.
@@ -96,6 +101,10 @@ pub struct Recovery {
     /// Assigned partitions with a saved state; the others start at their beginning.
     pub partitions: BTreeMap<i32, PartitionState>,
     pub windows: Vec<OpenCount>,
+    /// The epoch of the manifest each assigned partition's state comes from.
+    pub committed: BTreeMap<i32, u64>,
+    /// Those manifests, newest first.
+    pub from: Vec<Manifest>,
     /// Staged files that may not be published yet: those of each member's newest manifest
     /// (a member publishes a manifest's files before it writes the next).
     pub unpublished: Vec<StagedFile>,
@@ -142,6 +151,10 @@ pub fn recover(manifests: &[Manifest], assigned: &[i32]) -> Recovery {
         recovery
             .partitions
             .insert(partition, newest.partitions[&partition].clone());
+        recovery.committed.insert(partition, newest.epoch);
+        if !recovery.from.iter().any(|m| m == newest) {
+            recovery.from.push(newest.clone());
+        }
         recovery.watermark = recovery.watermark.max(newest.watermark);
         recovery.windows.extend(
             newest
@@ -158,6 +171,7 @@ pub fn recover(manifests: &[Manifest], assigned: &[i32]) -> Recovery {
             *entry = m;
         }
     }
+    recovery.from.sort_by_key(|m| std::cmp::Reverse(m.epoch));
     recovery.unpublished = newest_of_member
         .into_values()
         .flat_map(|m| m.files.iter().cloned())
@@ -189,6 +203,23 @@ pub fn replaced(manifests: &[(String, Manifest)], assigned: &[i32]) -> Vec<Strin
         .filter(|(_, m)| m.partitions.keys().all(|p| assigned.contains(p)))
         .map(|(name, _)| name.clone())
         .collect()
+}
+
+/// Sorts a group's `named` manifests for a processor given `assigned`: the names of those
+/// no recovery can pick any more ([`superseded`]), and of those its first manifest replaces
+/// ([`replaced`]) among the rest.
+pub fn sort_out(named: Vec<(String, Manifest)>, assigned: &[i32]) -> (Vec<String>, Vec<String>) {
+    let manifests: Vec<Manifest> = named.iter().map(|(_, m)| m.clone()).collect();
+    let old = superseded(&manifests);
+    let (gone, current): (Vec<_>, Vec<_>) = named
+        .into_iter()
+        .enumerate()
+        .partition(|(i, _)| old.contains(i));
+    let current: Vec<(String, Manifest)> = current.into_iter().map(|(_, n)| n).collect();
+    (
+        gone.into_iter().map(|(_, (name, _))| name).collect(),
+        replaced(&current, assigned),
+    )
 }
 
 /// The partition states of the next manifest, from the previous ones and what happened since.
@@ -315,6 +346,7 @@ mod tests {
             files: vec![StagedFile {
                 staged: format!("{member}-{epoch}"),
                 key: format!("k{epoch}"),
+                ..StagedFile::default()
             }],
         }
     }
@@ -343,6 +375,13 @@ mod tests {
         let mut unpublished: Vec<_> = r.unpublished.iter().map(|f| f.key.as_str()).collect();
         unpublished.sort();
         assert_eq!(unpublished, ["k3", "k4"], "each member's newest manifest");
+        assert_eq!(r.committed, BTreeMap::from([(1, 4), (2, 3)]));
+        let from: Vec<u64> = r.from.iter().map(|m| m.epoch).collect();
+        assert_eq!(
+            from,
+            [4, 3],
+            "the manifests the states come from, newest first"
+        );
         assert_eq!(
             superseded(&all),
             [0, 1],

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use crate::commit::{Checkpointed, Commit, CommitPoint, Manifests};
+use crate::commit::{Checkpointed, Commit, CommitPoint};
 use crate::config::PipelineSettings;
+use crate::config::TableFormat;
 use crate::pipeline::{PipelineError, drive, resumed_router};
 use crate::route::Router;
 use crate::sink::{Sinks, Tags};
@@ -13,22 +14,18 @@ use crate::source::kafka::{ConsumerSettings, GroupConsumer};
 use crate::storage::Storage;
 use crate::tools::observe::{Observed, Progress};
 
-/// Joins the group and processes what it is assigned into `storage` until `stop`, or, once
-/// `drain` is set, until it has read up to where its partitions ended then; the router of
-/// the last assignment, for its counters.
+/// Joins the group and processes what it is assigned into `storage`, committing through
+/// `point`, until `stop`, or, once `drain` is set, until it has read up to where its
+/// partitions ended then; the router of the last assignment, for its counters.
 pub(super) fn consume_group(
     settings: &ConsumerSettings,
     pipeline: &PipelineSettings,
     storage: Arc<dyn Storage>,
+    point: Arc<dyn CommitPoint>,
     stop: &AtomicBool,
     drain: Arc<AtomicBool>,
     observed: Observed,
 ) -> Result<Option<Router>, PipelineError> {
-    let point: Arc<dyn CommitPoint> = Arc::new(Manifests::new(
-        storage.clone(),
-        &pipeline.buckets.checkpoints,
-        &settings.group,
-    ));
     let cluster = &settings.cluster;
     tracing::info!(
         "connecting to Kafka at {} ({}) for {}",
@@ -37,14 +34,16 @@ pub(super) fn consume_group(
         settings.topic
     );
     let mut group = GroupConsumer::join(settings, point.clone(), stop)?.draining_when(drain);
-    // A group member runs for good: readers' globs over the DLQ must match before its first
-    // dead letter, not only after it stops. Only once joined: a member that never reaches
-    // its cluster writes nothing.
-    Sinks::new(
-        storage.clone(),
-        &pipeline.sink_config(Tags::Fixed("dlq".into())),
-    )
-    .ensure_dlq_file()?;
+    // A group member runs for good: readers' globs over the DLQ folder must match before its
+    // first dead letter, not only after it stops (a table is readable from its creation).
+    // Only once joined: a member that never reaches its cluster writes nothing.
+    if pipeline.table_format == TableFormat::Parquet {
+        Sinks::new(
+            storage.clone(),
+            &pipeline.sink_config(Tags::Fixed("dlq".into())),
+        )
+        .ensure_dlq_file()?;
+    }
     let member = settings.member_name();
     tracing::info!(
         "consuming {} at {} as {member} in group {}; checkpoints every {} ms",

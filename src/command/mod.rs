@@ -9,16 +9,17 @@ mod limits;
 mod process;
 mod run;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 
-use crate::commit::{Commit, Tables};
+use crate::commit::{Commit, CommitPoint, Manifests, TableLog, Tables};
 use crate::config::{BucketsCommand, Command, ConfigError, PipelineSettings, S3Args, TableFormat};
 use crate::kafka::{self, Cluster, TopicState};
+use crate::source::kafka::ConsumerSettings;
 use crate::storage::{LocalStorage, Location, RequestObserver, S3Settings, S3Storage, Storage};
 
 /// Exit code after an interrupt, as shells report for SIGINT.
@@ -165,30 +166,58 @@ impl std::fmt::Display for Lake {
     }
 }
 
-/// Where Delta tables can be written so far: a local folder, from a bounded input.
-fn check_table_format(
-    pipeline: &PipelineSettings,
-    into_s3: bool,
-    from_kafka: bool,
-) -> Result<(), ConfigError> {
-    if pipeline.table_format == TableFormat::Delta && (into_s3 || from_kafka) {
+/// Where Delta tables can be written so far: a local folder.
+fn check_table_format(pipeline: &PipelineSettings, into_s3: bool) -> Result<(), ConfigError> {
+    if pipeline.table_format == TableFormat::Delta && into_s3 {
         return Err(ConfigError::Invalid {
             setting: "TABLE_FORMAT",
-            problem: "delta tables are written so far into a local folder from a file, stdin \
-                      or the embedded run; use parquet for Kafka input or S3"
+            problem: "delta tables are written so far into a local folder; use parquet for S3"
                 .into(),
         });
     }
     Ok(())
 }
 
-/// The commit of a bounded input into the folder `root`: for the delta format, into the
-/// tables there (created when missing).
-fn immediate(root: &Path, pipeline: &PipelineSettings) -> Result<Commit> {
-    Ok(Commit::Immediate(match pipeline.table_format {
-        TableFormat::Parquet => None,
-        TableFormat::Delta => Some(Box::new(Tables::open(root, &pipeline.buckets)?)),
-    }))
+impl Lake {
+    /// The Delta tables the datasets are, for the delta format (created when missing).
+    fn tables(&self, pipeline: &PipelineSettings) -> Result<Option<Box<Tables>>> {
+        match (self, pipeline.table_format) {
+            (_, TableFormat::Parquet) => Ok(None),
+            (Lake::Local(root), TableFormat::Delta) => {
+                Ok(Some(Box::new(Tables::open(root, &pipeline.buckets)?)))
+            }
+            (Lake::S3(_), TableFormat::Delta) => {
+                check_table_format(pipeline, true)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The commit of a bounded input: files, or the tables' commits, appear as they finish.
+    fn immediate(&self, pipeline: &PipelineSettings) -> Result<Commit> {
+        Ok(Commit::Immediate(self.tables(pipeline)?))
+    }
+
+    /// Where a member of the consumer group makes its checkpoints durable: manifests beside
+    /// Parquet folders, or the raw Delta table's log.
+    fn commit_point(
+        &self,
+        pipeline: &PipelineSettings,
+        storage: Arc<dyn Storage>,
+        settings: &ConsumerSettings,
+    ) -> Result<Arc<dyn CommitPoint>> {
+        let checkpoints = &pipeline.buckets.checkpoints;
+        Ok(match self.tables(pipeline)? {
+            None => Arc::new(Manifests::new(storage, checkpoints, &settings.group)),
+            Some(tables) => Arc::new(TableLog::new(
+                *tables,
+                storage,
+                checkpoints,
+                &settings.group,
+                &settings.topic,
+            )),
+        })
+    }
 }
 
 /// Creates the topic if it is missing, and says which it was.

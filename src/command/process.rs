@@ -9,8 +9,7 @@ use std::time::Instant;
 use anyhow::Result;
 
 use super::group::consume_group;
-use super::{EXIT_INTERRUPTED, Lake, check_table_format, immediate, stop_flag};
-use crate::commit::Commit;
+use super::{EXIT_INTERRUPTED, Lake, check_table_format, stop_flag};
 use crate::config::{MetricsArgs, PipelineSettings, ProcessArgs};
 use crate::pipeline::{Ending, drive, router};
 use crate::sink::{Tags, naming};
@@ -49,11 +48,7 @@ impl ProcessPlan {
             },
             (None, None) => unreachable!("clap requires --input or --bootstrap-servers"),
         };
-        check_table_format(
-            &pipeline,
-            matches!(destination, Lake::S3(_)),
-            matches!(input, Input::Kafka { .. }),
-        )?;
+        check_table_format(&pipeline, matches!(destination, Lake::S3(_)))?;
         Ok(ProcessPlan {
             input,
             destination,
@@ -115,7 +110,7 @@ impl ProcessPlan {
         let driven = drive(
             source.as_mut(),
             &mut |_, _| router(&self.pipeline, storage.clone(), tags.clone()),
-            &mut self.commit()?,
+            &mut self.destination.immediate(&self.pipeline)?,
             &stop,
             progress.every,
             &mut |router, source| progress.show(router, source.bytes_read()),
@@ -139,15 +134,6 @@ impl ProcessPlan {
         Ok(ExitCode::SUCCESS)
     }
 
-    /// The commit of a bounded input: Delta tables are only in local folders so far
-    /// ([`check_table_format`]).
-    fn commit(&self) -> Result<Commit> {
-        match &self.destination {
-            Lake::Local(root) => immediate(root, &self.pipeline),
-            Lake::S3(_) => Ok(Commit::Immediate(None)),
-        }
-    }
-
     /// A member of the consumer group until stopped. Exactly once through checkpoints
     /// (docs/EXACTLY_ONCE.md).
     fn process_kafka(&self, settings: &ConsumerSettings, stop_at_end: bool) -> Result<ExitCode> {
@@ -159,10 +145,14 @@ impl ProcessPlan {
             &self.pipeline.buckets.with_checkpoints(),
             exposed.storage_observer(),
         )?;
+        let point = self
+            .destination
+            .commit_point(&self.pipeline, storage.clone(), settings)?;
         let router = consume_group(
             settings,
             &self.pipeline,
             storage,
+            point,
             &stop,
             drain,
             exposed.observed(),

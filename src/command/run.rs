@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::Result;
 
 use super::group::consume_group;
-use super::{check_table_format, ensure_topic, immediate, stop_flag};
+use super::{Lake, check_table_format, ensure_topic, stop_flag};
 use crate::config::{MetricsArgs, PipelineSettings, RUN_DEFAULTS, RunArgs};
 use crate::generate::{Generator, GeneratorConfig};
 use crate::kafka::{self, KeyChoice, ProducerSettings};
@@ -42,7 +42,7 @@ impl RunPlan {
             Some(servers) => Some(Box::new(args.consumer.settings(servers)?)),
             None => None,
         };
-        check_table_format(&pipeline, false, kafka.is_some())?;
+        check_table_format(&pipeline, false)?;
         Ok(RunPlan {
             generator,
             pipeline,
@@ -83,7 +83,7 @@ impl RunPlan {
         let driven = drive(
             &mut source,
             &mut |_, _| router(&self.pipeline, storage.clone(), tags.clone()),
-            &mut immediate(&self.data_dir, &self.pipeline)?,
+            &mut self.lake().immediate(&self.pipeline)?,
             &AtomicBool::new(false),
             progress.every,
             &mut |router, _| progress.show(router, 0),
@@ -130,10 +130,14 @@ impl RunPlan {
             })
         };
         let started = Instant::now();
+        let point = self
+            .lake()
+            .commit_point(&self.pipeline, storage.clone(), consumer)?;
         let consumed = consume_group(
             consumer,
             &self.pipeline,
             storage,
+            point,
             &stop,
             drain,
             exposed.observed(),
@@ -163,6 +167,10 @@ impl RunPlan {
 
     /// The endpoints (the generator's metrics too when it produces to Kafka) and the data
     /// folder.
+    fn lake(&self) -> Lake {
+        Lake::Local(self.data_dir.clone())
+    }
+
     fn open(&self, through_kafka: bool) -> Result<(Exposed, Arc<dyn Storage>)> {
         let exposed = expose(&self.metrics, Some(RUN_METRICS_PORT), true, through_kafka)?;
         let storage = LocalStorage::open(&self.data_dir)?.observed_by(exposed.storage_observer());

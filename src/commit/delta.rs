@@ -9,8 +9,11 @@ use std::future::Future;
 use std::path::Path;
 
 use arrow_schema::{DataType as ArrowType, TimeUnit};
-use deltalake::kernel::transaction::CommitBuilder;
-use deltalake::kernel::{Action, Add, DataType, StructField};
+use deltalake::kernel::transaction::{
+    CommitBuilder, CommitConflictError, CommitProperties, TransactionError,
+};
+use deltalake::kernel::{Action, Add, DataType, StructField, Transaction};
+use deltalake::logstore::LogStore;
 use deltalake::operations::create::CreateBuilder;
 use deltalake::operations::vacuum::VacuumMode;
 use deltalake::protocol::{DeltaOperation, SaveMode};
@@ -30,6 +33,31 @@ pub enum TableError {
     },
     #[error("cannot start the Delta Lake client: {0}")]
     Runtime(std::io::Error),
+    /// Another processor committed a partition this one believed it owned.
+    #[error(
+        "partition {partition} of {topic} was committed to {table} by another processor of \
+         group {group} since this one took it (checkpoint {found:?}, not {expected:?}): \
+         this processor no longer owns it and stops; the other carries on"
+    )]
+    Fenced {
+        table: String,
+        group: String,
+        topic: String,
+        partition: i32,
+        found: Option<i64>,
+        expected: Option<i64>,
+    },
+    /// The checkpoint a partition's commit names is neither saved beside the tables nor in
+    /// the table's log any more.
+    #[error(
+        "{table} says partition {partition} was last committed by checkpoint {epoch}, which \
+         is neither in the checkpoints folder nor in the table's log"
+    )]
+    Lost {
+        table: String,
+        partition: i32,
+        epoch: i64,
+    },
     /// A table is there already, but not one of this dataset's.
     #[error("{table} is a Delta table of {found}, not the {dataset} dataset's {wanted}")]
     Foreign {
@@ -88,38 +116,150 @@ impl Tables {
 
     /// Adds published `files` to their tables: one commit per table that has any.
     pub fn commit(&mut self, files: &[WrittenFile]) -> Result<(), TableError> {
-        let now_ms = crate::generate::now_ms();
         for dataset in Dataset::ALL {
-            let table = &mut self.tables[dataset.index()];
-            let adds: Vec<Action> = files
+            let of: Vec<WrittenFile> = files
                 .iter()
                 .filter(|f| f.dataset == dataset)
-                .map(|f| Action::Add(add(&table.bucket, f, now_ms)))
+                .cloned()
                 .collect();
-            if adds.is_empty() {
-                continue;
+            if !of.is_empty() {
+                self.append(dataset, &of, Vec::new(), None)?;
             }
-            let columns = partition_columns(dataset);
-            let operation = DeltaOperation::Write {
-                mode: SaveMode::Append,
-                partition_by: (!columns.is_empty())
-                    .then(|| columns.iter().map(|c| c.to_string()).collect()),
-                predicate: None,
-            };
-            let location = &table.location;
-            let delta = &mut table.table;
-            self.runtime
-                .block_on(async {
-                    CommitBuilder::default()
-                        .with_actions(adds)
-                        .build(Some(delta.snapshot()?), delta.log_store(), operation)
-                        .await?;
-                    delta.update_state().await
-                })
-                .map_err(failed(location))?;
         }
         Ok(())
     }
+
+    /// One commit to `dataset`'s table adding `files`, with the transaction actions `txns`
+    /// and, in its commit info under `pageview`, `info`. delta-rs retries a commit another
+    /// writer got in ahead of, unless that one set one of the same transactions.
+    pub(super) fn append(
+        &mut self,
+        dataset: Dataset,
+        files: &[WrittenFile],
+        txns: Vec<Transaction>,
+        info: Option<serde_json::Value>,
+    ) -> Result<(), TableError> {
+        let now_ms = crate::generate::now_ms();
+        let table = &mut self.tables[dataset.index()];
+        let adds: Vec<Action> = files
+            .iter()
+            .map(|f| Action::Add(add(&table.bucket, f, now_ms)))
+            .collect();
+        let columns = partition_columns(dataset);
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: (!columns.is_empty())
+                .then(|| columns.iter().map(|c| c.to_string()).collect()),
+            predicate: None,
+        };
+        // The default properties write a Delta checkpoint every 100 versions, so readers
+        // never replay more than that many commits.
+        let properties = CommitProperties::default()
+            .with_application_transactions(txns)
+            .with_metadata(info.map(|info| ("pageview".to_string(), info)));
+        let location = &table.location;
+        let delta = &mut table.table;
+        self.runtime
+            .block_on(async {
+                CommitBuilder::from(properties)
+                    .with_actions(adds)
+                    .build(Some(delta.snapshot()?), delta.log_store(), operation)
+                    .await?;
+                delta.update_state().await
+            })
+            .map_err(failed(location))
+    }
+
+    /// Brings `dataset`'s table up to its newest version.
+    pub(super) fn refresh(&mut self, dataset: Dataset) -> Result<(), TableError> {
+        let table = &mut self.tables[dataset.index()];
+        let delta = &mut table.table;
+        self.runtime
+            .block_on(delta.update_state())
+            .map_err(failed(&table.location))
+    }
+
+    /// The version of the transaction `app_id` as of the last refresh of `dataset`'s table.
+    pub(super) fn txn(&self, dataset: Dataset, app_id: &str) -> Result<Option<i64>, TableError> {
+        let table = &self.tables[dataset.index()];
+        let delta = &table.table;
+        self.runtime
+            .block_on(async {
+                let log_store = delta.log_store();
+                delta
+                    .snapshot()?
+                    .transaction_version(log_store.as_ref(), app_id)
+                    .await
+            })
+            .map_err(failed(&table.location))
+    }
+
+    /// The commits of `dataset`'s table, newest first, as each one's actions (JSON objects),
+    /// until `wanted` returns something or the log holds no older commit.
+    pub(super) fn find_commit<T>(
+        &self,
+        dataset: Dataset,
+        mut wanted: impl FnMut(&[serde_json::Value]) -> Option<T>,
+    ) -> Result<Option<T>, TableError> {
+        let table = &self.tables[dataset.index()];
+        let delta = &table.table;
+        let Some(newest) = delta.version() else {
+            return Ok(None);
+        };
+        self.runtime
+            .block_on(async {
+                let log_store = delta.log_store();
+                for version in (0..=newest).rev() {
+                    let Some(bytes) = log_store.read_commit_entry(version).await? else {
+                        break;
+                    };
+                    let actions: Vec<serde_json::Value> =
+                        serde_json::Deserializer::from_slice(&bytes)
+                            .into_iter()
+                            .collect::<Result<_, _>>()
+                            .map_err(|json_err| DeltaTableError::InvalidJsonLog {
+                                json_err,
+                                version,
+                                line: String::new(),
+                            })?;
+                    if let Some(found) = wanted(&actions) {
+                        return Ok(Some(found));
+                    }
+                }
+                Ok(None)
+            })
+            .map_err(failed(&table.location))
+    }
+
+    /// Where `dataset`'s table is, for messages.
+    pub(super) fn location(&self, dataset: Dataset) -> &str {
+        &self.tables[dataset.index()].location
+    }
+
+    /// The dataset whose table a published key is in.
+    pub(super) fn dataset_of(&self, key: &str) -> Option<Dataset> {
+        Dataset::ALL.into_iter().find(|d| {
+            let bucket = &self.tables[d.index()].bucket;
+            key.strip_prefix(bucket.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+        })
+    }
+}
+
+/// Whether a commit failed because another writer committed one of the same transactions
+/// since the commit's snapshot: the one place two processors' claims on a partition meet.
+pub(super) fn lost_to_another(error: &TableError) -> bool {
+    matches!(
+        error,
+        TableError::Delta { source, .. } if matches!(
+            source.as_ref(),
+            DeltaTableError::Transaction {
+                source: TransactionError::CommitConflict(
+                    CommitConflictError::ConcurrentTransaction
+                )
+            }
+        )
+    )
 }
 
 /// The data files of the Delta table in the folder `location` as of its current version,

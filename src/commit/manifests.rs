@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::CommitPoint;
+use super::{CommitError, CommitPoint};
 use crate::checkpoint::{self, CheckpointError, Manifest, Recovery};
 use crate::sink::naming;
 use crate::storage::Storage;
@@ -59,44 +59,48 @@ impl Manifests {
         Ok(manifests)
     }
 
+    /// Writes `manifest` under its name, which it returns.
+    pub(super) fn save(&self, manifest: &Manifest) -> Result<String, CheckpointError> {
+        let bytes = serde_json::to_vec(manifest).expect("a manifest always serialises");
+        let name = checkpoint::manifest_name(manifest.epoch, &manifest.member);
+        self.storage.put(&self.key(&name), &bytes)?;
+        Ok(name)
+    }
+
     /// Removes the manifest `name`; one another processor removed already is fine.
-    fn delete(&self, name: &str) -> Result<(), CheckpointError> {
+    pub(super) fn delete(&self, name: &str) -> Result<(), CheckpointError> {
         Ok(self.storage.delete(&self.key(name))?)
     }
-}
 
-impl CommitPoint for Manifests {
-    fn recover(&self, assigned: &[i32]) -> Result<Recovery, CheckpointError> {
-        let (names, manifests): (Vec<String>, Vec<Manifest>) = self.load()?.into_iter().unzip();
-        let mut recovery = checkpoint::recover(&manifests, assigned);
-        let old = checkpoint::superseded(&manifests);
-        let mut current = Vec::with_capacity(names.len());
-        for (i, named) in names.into_iter().zip(manifests).enumerate() {
-            if old.contains(&i) {
-                recovery.superseded.push(named.0);
-            } else {
-                current.push(named);
-            }
-        }
-        recovery.replaced = checkpoint::replaced(&current, assigned);
-        Ok(recovery)
-    }
-
-    fn complete(&self, recovery: &Recovery) -> Result<(), CheckpointError> {
-        for file in &recovery.unpublished {
-            self.storage.publish_staged(&file.staged, &file.key)?;
-        }
+    /// Removes the staged files no checkpoint can publish and the manifests no recovery can
+    /// pick: once a recovery has published what it had to.
+    pub(super) fn tidy(&self, superseded: &[String]) -> Result<(), CheckpointError> {
         self.storage.remove_staged_orphans()?;
-        for name in &recovery.superseded {
+        for name in superseded {
             self.delete(name)?;
         }
         Ok(())
     }
+}
 
-    fn commit(&self, manifest: &Manifest, replaced: &[String]) -> Result<String, CheckpointError> {
-        let bytes = serde_json::to_vec(manifest).expect("a manifest always serialises");
-        let name = checkpoint::manifest_name(manifest.epoch, &manifest.member);
-        self.storage.put(&self.key(&name), &bytes)?;
+impl CommitPoint for Manifests {
+    fn recover(&self, assigned: &[i32]) -> Result<Recovery, CommitError> {
+        let named = self.load()?;
+        let manifests: Vec<Manifest> = named.iter().map(|(_, m)| m.clone()).collect();
+        let mut recovery = checkpoint::recover(&manifests, assigned);
+        (recovery.superseded, recovery.replaced) = checkpoint::sort_out(named, assigned);
+        Ok(recovery)
+    }
+
+    fn complete(&self, recovery: &Recovery) -> Result<(), CommitError> {
+        for file in &recovery.unpublished {
+            self.storage.publish_staged(&file.staged, &file.key)?;
+        }
+        Ok(self.tidy(&recovery.superseded)?)
+    }
+
+    fn commit(&self, manifest: &Manifest, replaced: &[String]) -> Result<String, CommitError> {
+        let name = self.save(manifest)?;
         for file in &manifest.files {
             self.storage.publish_staged(&file.staged, &file.key)?;
         }
@@ -134,12 +138,7 @@ mod tests {
 
     /// A manifest made durable by a processor that then died, before publishing its files.
     fn left_behind(manifests: &Manifests, m: &Manifest) {
-        let name = manifest_name(m.epoch, &m.member);
-        let bytes = serde_json::to_vec(m).unwrap();
-        manifests
-            .storage
-            .put(&manifests.key(&name), &bytes)
-            .unwrap();
+        manifests.save(m).unwrap();
     }
 
     #[test]
@@ -154,12 +153,14 @@ mod tests {
         let older = StagedFile {
             staged: staged.id,
             key: "out/f".into(),
+            ..StagedFile::default()
         };
         left_behind(&manifests, &manifest(3, 10, vec![older]));
         // Its staged file does not exist, and its key does not either: a hand-made manifest.
         let missing = StagedFile {
             staged: "gone".into(),
             key: "k4".into(),
+            ..StagedFile::default()
         };
         left_behind(&manifests, &manifest(4, 12, vec![missing]));
 

@@ -6,16 +6,19 @@
 //! Kafka publishes only through checkpoints: the router's state is sealed, its files staged,
 //! and a [`CommitPoint`] makes the checkpoint durable before anything becomes visible and
 //! before Kafka is told an offset. The commit point is the seam a table format plugs into:
-//! manifests beside Parquet folders today ([`Manifests`]), a table's own log next.
+//! manifests beside Parquet folders ([`Manifests`]), or the raw Delta table's own log
+//! ([`TableLog`]).
 
 mod delta;
 mod manifests;
+mod table_log;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use delta::{TableError, Tables, current_files, vacuum};
 pub use manifests::Manifests;
+pub use table_log::TableLog;
 
 use crate::checkpoint::{self, CheckpointError, Cursors, Manifest, Recovery, StagedFile};
 use crate::route::Router;
@@ -25,15 +28,15 @@ use crate::sink::{Dataset, SinkError, WrittenFile};
 pub trait CommitPoint: Send + Sync {
     /// Where the `assigned` partitions resume. It only reads, so it may run inside the Kafka
     /// client's rebalance callback, where the partitions must be given their offsets.
-    fn recover(&self, assigned: &[i32]) -> Result<Recovery, CheckpointError>;
+    fn recover(&self, assigned: &[i32]) -> Result<Recovery, CommitError>;
     /// Finishes what earlier owners of the recovered partitions left half done: the files
     /// of their last checkpoints are published, staged files no checkpoint names removed,
     /// and superseded checkpoints deleted. Runs before the first record is routed.
-    fn complete(&self, recovery: &Recovery) -> Result<(), CheckpointError>;
+    fn complete(&self, recovery: &Recovery) -> Result<(), CommitError>;
     /// The commit point: `manifest` is durable once this returns, then its files are made
     /// visible and the checkpoints it supersedes (`replaced`) deleted. Returns the name the
     /// next commit replaces.
-    fn commit(&self, manifest: &Manifest, replaced: &[String]) -> Result<String, CheckpointError>;
+    fn commit(&self, manifest: &Manifest, replaced: &[String]) -> Result<String, CommitError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,12 @@ pub enum CommitError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Table(#[from] TableError),
+}
+
+impl From<crate::storage::StorageError> for CommitError {
+    fn from(e: crate::storage::StorageError) -> Self {
+        CommitError::Checkpoint(e.into())
+    }
 }
 
 /// (partition, next offset): how far a commit made the input durable, for Kafka to be told.
@@ -164,7 +173,7 @@ impl Checkpointed {
                     .cursors
                     .raw_file(finished.partition, finished.hour, finished.last);
             }
-            let staged = finished.file.stage().map_err(CheckpointError::from)?;
+            let staged = finished.file.stage()?;
             written.push(WrittenFile {
                 dataset: finished.dataset,
                 key: finished.key.clone(),
@@ -174,6 +183,8 @@ impl Checkpointed {
             files.push(StagedFile {
                 staged: staged.id,
                 key: finished.key,
+                rows: finished.rows,
+                bytes: staged.bytes,
             });
         }
         for (partition, next) in sealed.next {

@@ -24,7 +24,7 @@ use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
 use super::{Assignment, HasRead, Origin, Poll, Record, Source, SourceError, Ticked};
 use crate::checkpoint::CheckpointError;
-use crate::commit::CommitPoint;
+use crate::commit::{CommitError, CommitPoint};
 use crate::kafka::{
     BrokerWatch, Cluster, Connection, EVENTS_DRAIN, KafkaError, STATS_INTERVAL_MS, await_metadata,
 };
@@ -69,7 +69,7 @@ enum Rebalanced {
     /// New partitions and the state they resume from.
     Assigned(Assignment),
     /// The manifests could not be read; nothing was assigned.
-    Failed(CheckpointError),
+    Failed(CommitError),
 }
 
 /// librdkafka calls this from `poll`, on the processing thread.
@@ -150,7 +150,9 @@ impl GroupContext {
         }
         self.forward(consumer, &partitions);
         if let Err(e) = consumer.assign(tpl) {
-            return self.push(Rebalanced::Failed(CheckpointError::Assign(e.to_string())));
+            return self.push(Rebalanced::Failed(
+                CheckpointError::Assign(e.to_string()).into(),
+            ));
         }
         self.push(Rebalanced::Assigned(Assignment {
             partitions,

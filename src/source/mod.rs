@@ -11,7 +11,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::checkpoint::{CheckpointError, Recovery};
+use crate::checkpoint::Recovery;
+use crate::commit::CommitError;
 use crate::kafka::KafkaError;
 pub use crate::record::{Origin, Record};
 pub use file::FileSource;
@@ -74,7 +75,7 @@ pub enum SourceError {
     #[error("the Kafka consumer stopped for good: {0}")]
     Consumer(rdkafka::error::KafkaError),
     #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
+    Commit(#[from] CommitError),
 }
 
 pub trait Source {

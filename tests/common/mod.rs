@@ -76,10 +76,15 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Every batch of every file of one dataset, with the file it came from.
+/// Every batch of every file of one dataset, with the file it came from: of a Delta table,
+/// the files its current version holds, as a reader of the table sees them.
 pub fn read_dataset(root: &Path, bucket: &str) -> Vec<(PathBuf, RecordBatch)> {
     let dir = root.join(bucket);
-    parquet_files(&dir)
+    let files = match pageview::commit::current_files(&dir).unwrap() {
+        Some(current) => current.into_iter().map(|f| PathBuf::from(f.path)).collect(),
+        None => parquet_files(&dir),
+    };
+    files
         .into_iter()
         .flat_map(|rel| {
             let file = File::open(dir.join(&rel)).unwrap();

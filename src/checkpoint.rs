@@ -52,6 +52,28 @@ pub struct Manifest {
     pub files: Vec<StagedFile>,
 }
 
+#[cfg(test)]
+impl Manifest {
+    /// A checkpoint of `member` holding partition 0 alone, complete up to `next`.
+    pub fn of_partition_0(epoch: u64, member: &str, next: i64, files: Vec<StagedFile>) -> Self {
+        let state = PartitionState {
+            next,
+            raw_from: next,
+            ..PartitionState::default()
+        };
+        Manifest {
+            version: VERSION,
+            epoch,
+            member: member.into(),
+            topic: "t".into(),
+            watermark: None,
+            partitions: BTreeMap::from([(0, state)]),
+            windows: Vec::new(),
+            files,
+        }
+    }
+}
+
 /// Where one partition stands. Two cursors, so raw files can stay open (and grow big) across
 /// checkpoints while windows and dead letters move on every checkpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -113,28 +113,8 @@ impl CommitPoint for Manifests {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::checkpoint::{PartitionState, StagedFile, manifest_name};
-
-    fn manifest(epoch: u64, next: i64, files: Vec<StagedFile>) -> Manifest {
-        let state = PartitionState {
-            next,
-            raw_from: next,
-            ..PartitionState::default()
-        };
-        Manifest {
-            version: checkpoint::VERSION,
-            epoch,
-            member: "a".into(),
-            topic: "t".into(),
-            watermark: None,
-            partitions: BTreeMap::from([(0, state)]),
-            windows: Vec::new(),
-            files,
-        }
-    }
+    use crate::checkpoint::{StagedFile, manifest_name};
 
     /// A manifest made durable by a processor that then died, before publishing its files.
     fn left_behind(manifests: &Manifests, m: &Manifest) {
@@ -155,14 +135,20 @@ mod tests {
             key: "out/f".into(),
             ..StagedFile::default()
         };
-        left_behind(&manifests, &manifest(3, 10, vec![older]));
+        left_behind(
+            &manifests,
+            &Manifest::of_partition_0(3, "a", 10, vec![older]),
+        );
         // Its staged file does not exist, and its key does not either: a hand-made manifest.
         let missing = StagedFile {
             staged: "gone".into(),
             key: "k4".into(),
             ..StagedFile::default()
         };
-        left_behind(&manifests, &manifest(4, 12, vec![missing]));
+        left_behind(
+            &manifests,
+            &Manifest::of_partition_0(4, "a", 12, vec![missing]),
+        );
 
         let r = manifests.recover(&[0]).unwrap();
         assert_eq!(r.partitions[&0].next, 12);
@@ -188,7 +174,10 @@ mod tests {
         assert!(manifests.recover(&[1]).unwrap().replaced.is_empty());
 
         let name = manifests
-            .commit(&manifest(5, 20, Vec::new()), &r.replaced)
+            .commit(
+                &Manifest::of_partition_0(5, "a", 20, Vec::new()),
+                &r.replaced,
+            )
             .unwrap();
         let left: Vec<String> = manifests
             .load()

@@ -77,12 +77,7 @@ impl TableLog {
     }
 
     /// The checkpoint of epoch `epoch` covering `partition`, from the raw table's log.
-    fn logged(
-        &self,
-        tables: &Tables,
-        partition: i32,
-        epoch: i64,
-    ) -> Result<Manifest, CommitError> {
+    fn logged(&self, tables: &Tables, partition: i32, epoch: i64) -> Result<Manifest, CommitError> {
         let app = self.partition_app(partition);
         let found = tables.find_commit(Dataset::Raw, |actions| {
             let sets = actions.iter().any(|a| {
@@ -276,7 +271,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::checkpoint::{PartitionState, StagedFile};
+    use crate::checkpoint::StagedFile;
     use crate::storage::{Buckets, LocalStorage};
 
     fn buckets() -> Buckets {
@@ -308,24 +303,6 @@ mod tests {
         }
     }
 
-    fn manifest(epoch: u64, member: &str, next: i64, files: Vec<StagedFile>) -> Manifest {
-        let state = PartitionState {
-            next,
-            raw_from: next,
-            ..PartitionState::default()
-        };
-        Manifest {
-            version: checkpoint::VERSION,
-            epoch,
-            member: member.into(),
-            topic: "t".into(),
-            watermark: Some(next),
-            partitions: BTreeMap::from([(0, state)]),
-            windows: Vec::new(),
-            files,
-        }
-    }
-
     fn current(root: &Path, bucket: &str) -> Vec<String> {
         super::super::current_files(&root.join(bucket))
             .unwrap()
@@ -352,11 +329,17 @@ mod tests {
             "both start from nothing"
         );
         let file = staged(&a, "raw/dt=2024-01-01/event_hour=00/part-a.parquet", 3);
-        a.commit(&manifest(first.epoch, "a", 10, vec![file]), &[])
-            .unwrap();
+        a.commit(
+            &Manifest::of_partition_0(first.epoch, "a", 10, vec![file]),
+            &[],
+        )
+        .unwrap();
         let file = staged(&b, "raw/dt=2024-01-01/event_hour=00/part-b.parquet", 3);
         let err = b
-            .commit(&manifest(second.epoch, "b", 10, vec![file]), &[])
+            .commit(
+                &Manifest::of_partition_0(second.epoch, "b", 10, vec![file]),
+                &[],
+            )
             .unwrap_err();
         let message = err.to_string();
         assert!(
@@ -369,8 +352,11 @@ mod tests {
             "only the first one's commit is in the table"
         );
         // The one that committed goes on committing.
-        a.commit(&manifest(first.epoch + 1, "a", 20, Vec::new()), &[])
-            .unwrap();
+        a.commit(
+            &Manifest::of_partition_0(first.epoch + 1, "a", 20, Vec::new()),
+            &[],
+        )
+        .unwrap();
     }
 
     #[test]
@@ -378,15 +364,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (point(dir.path()), point(dir.path()));
         let first = take(&a, &[0]);
-        a.commit(&manifest(first.epoch, "a", 10, Vec::new()), &[])
-            .unwrap();
+        a.commit(
+            &Manifest::of_partition_0(first.epoch, "a", 10, Vec::new()),
+            &[],
+        )
+        .unwrap();
         // b took the partition over from a's checkpoint, and commits; a, not knowing, tries.
         let second = take(&b, &[0]);
         assert_eq!(second.partitions[&0].next, 10);
-        b.commit(&manifest(second.epoch, "b", 15, Vec::new()), &[])
-            .unwrap();
+        b.commit(
+            &Manifest::of_partition_0(second.epoch, "b", 15, Vec::new()),
+            &[],
+        )
+        .unwrap();
         let err = a
-            .commit(&manifest(first.epoch + 1, "a", 20, Vec::new()), &[])
+            .commit(
+                &Manifest::of_partition_0(first.epoch + 1, "a", 20, Vec::new()),
+                &[],
+            )
             .unwrap_err();
         assert!(
             matches!(err, CommitError::Table(TableError::Fenced { .. })),
@@ -402,7 +397,7 @@ mod tests {
         let recovery = take(&a, &[0]);
         let agg = staged(&a, "agg/dt=2024-01-01/part-w.parquet", 2);
         let dead = staged(&a, "dlq/part-d.parquet", 1);
-        let m = manifest(recovery.epoch, "a", 10, vec![agg.clone(), dead.clone()]);
+        let m = Manifest::of_partition_0(recovery.epoch, "a", 10, vec![agg.clone(), dead.clone()]);
         // The first half of a commit, then the writer dies: the raw commit is in the log,
         // nothing is saved beside it and the other tables lack its files.
         for file in &m.files {

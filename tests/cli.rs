@@ -388,28 +388,6 @@ fn bench_says_how_far_it_is_while_its_children_run() {
 }
 
 #[test]
-fn delta_tables_are_refused_where_they_cannot_be_written_yet() {
-    for args in [
-        &["process", "--input", "x.jsonl", "--storage", "s3"][..],
-        &[
-            "process",
-            "--bootstrap-servers",
-            "127.0.0.1:9",
-            "--storage",
-            "s3",
-        ][..],
-    ] {
-        let output = pageview()
-            .args(args)
-            .args(["--table-format", "delta", "--check-config"])
-            .output()
-            .unwrap();
-        assert!(!output.status.success(), "{args:?}");
-        assert_one_line_error(&output, "TABLE_FORMAT");
-    }
-}
-
-#[test]
 fn a_delta_table_of_other_columns_is_refused_and_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("events.jsonl");

@@ -986,6 +986,56 @@ fn to_s3_kill_9_during_multipart_uploads_loses_and_repeats_nothing() {
     assert!(open_at_kill > 0, "no kill landed during a multipart upload");
 }
 
+/// Delta tables on S3, written by two processors of one group at once (their raw commits
+/// race for the same log versions: S3's conditional put lets one have each), one of them
+/// killed again and again.
+#[test]
+fn to_s3_delta_tables_two_processors_and_kill_9_lose_and_repeat_nothing() {
+    let broker = Broker::start();
+    create_topic(&broker.bootstrap);
+    let data = std::sync::Arc::new(Data::new(20_000));
+    let storage = Store::s3();
+    let extra = [&["--file-max-age-ms", "1000"][..], DELTA].concat();
+    let steady = member(&broker.bootstrap, &storage, "steady", &extra);
+    produce_first(&data, &broker.bootstrap, &storage);
+    let producer = {
+        let (data, bootstrap) = (data.clone(), broker.bootstrap.clone());
+        std::thread::spawn(move || {
+            data.produce(&bootstrap, FIRST..usize::MAX, Duration::from_millis(300))
+        })
+    };
+    for pause in [4000, 2500, 3500] {
+        let killed = member(&broker.bootstrap, &storage, "killed", &extra);
+        std::thread::sleep(Duration::from_millis(pause));
+        killed.kill();
+        assert_nothing_twice(storage.path());
+    }
+    producer.join().unwrap();
+    wait_for_everything(&storage, &data, Duration::from_secs(180));
+    stop(steady);
+    assert!(
+        storage.path().join(RAW).join("_delta_log").is_dir(),
+        "the raw dataset is a table"
+    );
+    assert_exactly_once(storage.path(), &data, Rows::Summed);
+    // polars reads the table straight from S3, as docs/DEPLOY.md shows.
+    let endpoint = &storage.s3.as_ref().unwrap().endpoint;
+    let script = format!(
+        "import polars as pl\n\
+         s3 = {{'AWS_ENDPOINT_URL': '{endpoint}', 'AWS_REGION': 'us-east-1', \
+         'AWS_ACCESS_KEY_ID': 'test', 'AWS_SECRET_ACCESS_KEY': 'test', 'AWS_ALLOW_HTTP': 'true'}}\n\
+         print(pl.read_delta('s3://{RAW}', storage_options=s3).height)\n"
+    );
+    let python = installed("PAGEVIEW_PYTHON", "py/bin/python");
+    let out = Command::new(python).args(["-c", &script]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout(&out).trim(), data.valid().to_string());
+}
+
 /// S3 stops answering for longer than the request timeout in the middle of a stream: the
 /// processor says so, waits, and carries on when S3 is back, losing nothing.
 #[test]

@@ -16,7 +16,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 
-use crate::commit::{Commit, CommitPoint, Manifests, TableLog, Tables};
+use crate::commit::{Commit, CommitPoint, Manifests, TableLog, TableRoot, Tables};
 use crate::config::{BucketsCommand, Command, ConfigError, PipelineSettings, S3Args, TableFormat};
 use crate::kafka::{self, Cluster, TopicState};
 use crate::source::kafka::ConsumerSettings;
@@ -166,31 +166,15 @@ impl std::fmt::Display for Lake {
     }
 }
 
-/// Where Delta tables can be written so far: a local folder.
-fn check_table_format(pipeline: &PipelineSettings, into_s3: bool) -> Result<(), ConfigError> {
-    if pipeline.table_format == TableFormat::Delta && into_s3 {
-        return Err(ConfigError::Invalid {
-            setting: "TABLE_FORMAT",
-            problem: "delta tables are written so far into a local folder; use parquet for S3"
-                .into(),
-        });
-    }
-    Ok(())
-}
-
 impl Lake {
     /// The Delta tables the datasets are, for the delta format (created when missing).
     fn tables(&self, pipeline: &PipelineSettings) -> Result<Option<Box<Tables>>> {
-        match (self, pipeline.table_format) {
-            (_, TableFormat::Parquet) => Ok(None),
-            (Lake::Local(root), TableFormat::Delta) => {
-                Ok(Some(Box::new(Tables::open(root, &pipeline.buckets)?)))
-            }
-            (Lake::S3(_), TableFormat::Delta) => {
-                check_table_format(pipeline, true)?;
-                Ok(None)
-            }
-        }
+        let root = match (self, pipeline.table_format) {
+            (_, TableFormat::Parquet) => return Ok(None),
+            (Lake::Local(root), TableFormat::Delta) => TableRoot::Folder(root),
+            (Lake::S3(settings), TableFormat::Delta) => TableRoot::S3(settings),
+        };
+        Ok(Some(Box::new(Tables::open(root, &pipeline.buckets)?)))
     }
 
     /// The commit of a bounded input: files, or the tables' commits, appear as they finish.

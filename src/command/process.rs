@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Result;
 
 use super::group::consume_group;
-use super::{EXIT_INTERRUPTED, Lake, check_table_format, stop_flag};
+use super::{EXIT_INTERRUPTED, Lake, stop_flag};
 use crate::config::{MetricsArgs, PipelineSettings, ProcessArgs};
 use crate::pipeline::{Ending, drive, router};
 use crate::sink::{Tags, naming};
@@ -48,7 +48,6 @@ impl ProcessPlan {
             },
             (None, None) => unreachable!("clap requires --input or --bootstrap-servers"),
         };
-        check_table_format(&pipeline, matches!(destination, Lake::S3(_)))?;
         Ok(ProcessPlan {
             input,
             destination,

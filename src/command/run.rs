@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::Result;
 
 use super::group::consume_group;
-use super::{Lake, check_table_format, ensure_topic, stop_flag};
+use super::{Lake, ensure_topic, stop_flag};
 use crate::config::{MetricsArgs, PipelineSettings, RUN_DEFAULTS, RunArgs};
 use crate::generate::{Generator, GeneratorConfig};
 use crate::kafka::{self, KeyChoice, ProducerSettings};
@@ -42,7 +42,6 @@ impl RunPlan {
             Some(servers) => Some(Box::new(args.consumer.settings(servers)?)),
             None => None,
         };
-        check_table_format(&pipeline, false)?;
         Ok(RunPlan {
             generator,
             pipeline,

@@ -7,22 +7,28 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 
 use arrow_schema::{DataType as ArrowType, TimeUnit};
+use deltalake::DeltaResult;
 use deltalake::kernel::transaction::{
     CommitBuilder, CommitConflictError, CommitProperties, TransactionError,
 };
 use deltalake::kernel::{Action, Add, DataType, StructField, Transaction};
-use deltalake::logstore::LogStore;
+use deltalake::logstore::{
+    LogStore, LogStoreFactory, ObjectStoreFactory, ObjectStoreRef, StorageConfig, default_logstore,
+    logstore_factories, object_store_factories,
+};
 use deltalake::operations::create::CreateBuilder;
 use deltalake::operations::vacuum::VacuumMode;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableError};
+use url::Url;
 
 use futures_util::TryStreamExt;
 
 use crate::sink::{Dataset, WrittenFile};
-use crate::storage::{Buckets, Listed};
+use crate::storage::{Buckets, Listed, S3Settings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
@@ -78,6 +84,63 @@ fn partition_columns(dataset: Dataset) -> &'static [&'static str] {
     }
 }
 
+/// Where the tables are: each at the root of its dataset's bucket, in a folder or on S3.
+#[derive(Clone, Copy)]
+pub enum TableRoot<'a> {
+    Folder(&'a Path),
+    S3(&'a S3Settings),
+}
+
+/// How delta-rs reaches `s3://<bucket>` tables: through the pipeline's own S3 clients (its
+/// endpoint, credentials, timeouts and retries), and with delta-rs's default log store,
+/// which commits a version with a conditional put (If-None-Match), as S3 has answered since
+/// 2024: one commit per version without a lock table.
+struct PipelineS3(S3Settings);
+
+impl PipelineS3 {
+    /// delta-rs finds a table's stores by its URL's scheme, in process-wide registries.
+    fn register(settings: &S3Settings) {
+        let this = Arc::new(PipelineS3(settings.clone()));
+        let scheme = Url::parse("s3://").expect("a valid URL");
+        object_store_factories().insert(scheme.clone(), this.clone());
+        logstore_factories().insert(scheme, this);
+    }
+}
+
+impl ObjectStoreFactory for PipelineS3 {
+    fn parse_url_opts(
+        &self,
+        url: &Url,
+        _config: &StorageConfig,
+    ) -> DeltaResult<(ObjectStoreRef, deltalake::Path)> {
+        let bucket = url
+            .host_str()
+            .ok_or_else(|| DeltaTableError::InvalidTableLocation(url.to_string()))?;
+        let store = self
+            .0
+            .object_store(bucket)
+            .map_err(|e| DeltaTableError::generic(e.to_string()))?;
+        Ok((store, deltalake::Path::from(url.path())))
+    }
+}
+
+impl LogStoreFactory for PipelineS3 {
+    fn with_options(
+        &self,
+        prefixed_store: ObjectStoreRef,
+        root_store: ObjectStoreRef,
+        location: &Url,
+        options: &StorageConfig,
+    ) -> DeltaResult<Arc<dyn LogStore>> {
+        Ok(default_logstore(
+            prefixed_store,
+            root_store,
+            location,
+            options,
+        ))
+    }
+}
+
 /// The three tables of a run, committed to from the processing thread.
 pub struct Tables {
     runtime: tokio::runtime::Runtime,
@@ -93,13 +156,19 @@ struct Table {
 
 impl Tables {
     /// Opens the tables under `root`, one per bucket, creating those that do not exist yet.
-    pub fn open(root: &Path, buckets: &Buckets) -> Result<Self, TableError> {
+    pub fn open(root: TableRoot<'_>, buckets: &Buckets) -> Result<Self, TableError> {
         let runtime = runtime()?;
         let tables = Dataset::ALL
             .iter()
             .map(|&dataset| {
                 let bucket = dataset.bucket(buckets).to_string();
-                let location = root.join(&bucket).to_string_lossy().into_owned();
+                let location = match root {
+                    TableRoot::Folder(root) => root.join(&bucket).to_string_lossy().into_owned(),
+                    TableRoot::S3(settings) => {
+                        PipelineS3::register(settings);
+                        format!("s3://{bucket}")
+                    }
+                };
                 let table = runtime
                     .block_on(open_or_create(&location, dataset))
                     .map_err(failed(&location))?;

@@ -16,7 +16,7 @@ mod table_log;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use delta::{TableError, Tables, current_files, vacuum};
+pub use delta::{TableError, TableRoot, Tables, current_files, vacuum};
 pub use manifests::Manifests;
 pub use table_log::TableLog;
 

@@ -286,7 +286,7 @@ mod tests {
     /// A processor's commit point on the tables under `root`.
     fn point(root: &Path) -> TableLog {
         let storage: Arc<dyn Storage> = Arc::new(LocalStorage::open(root).unwrap());
-        let tables = Tables::open(root, &buckets()).unwrap();
+        let tables = Tables::open(super::super::TableRoot::Folder(root), &buckets()).unwrap();
         TableLog::new(tables, storage, "cp", "g", "t")
     }
 

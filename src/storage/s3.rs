@@ -69,6 +69,15 @@ impl S3Settings {
             .unwrap_or_else(|| format!("AWS S3 in {}", self.region))
     }
 
+    /// A client of `bucket` for another crate made for S3 (delta-rs, for a bucket's table):
+    /// the same endpoint, credentials, timeouts and retries as the pipeline's own requests.
+    pub fn object_store(
+        &self,
+        bucket: &str,
+    ) -> Result<Arc<dyn object_store::ObjectStore>, StorageError> {
+        Ok(Arc::new(self.store(bucket)?))
+    }
+
     fn store(&self, bucket: &str) -> Result<AmazonS3, StorageError> {
         let retry = RetryConfig {
             backoff: BackoffConfig::default(),

@@ -86,8 +86,8 @@ pub struct MetricsArgs {
 #[derive(Debug, Subcommand)]
 pub enum BucketsCommand {
     /// Create the raw, aggregated, DLQ and checkpoint buckets (versioned, encrypted, public
-    /// access blocked), raw and aggregated moving to Glacier after 30 days and dead letters
-    /// expiring after `--dlq-retention-days`.
+    /// access blocked), raw and aggregated data files moving to Glacier after 30 days and
+    /// dead letters expiring after `--dlq-retention-days` (Parquet folders only).
     Create(BucketsCreateArgs),
 }
 
@@ -97,9 +97,13 @@ pub struct BucketsCreateArgs {
     pub buckets: BucketArgs,
     #[command(flatten)]
     pub s3: S3Args,
-    /// Days a dead letter is kept before S3 deletes it.
+    /// Days a dead letter is kept before S3 deletes it (Parquet folders only).
     #[arg(long, env = "DLQ_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=36_500))]
     pub dlq_retention_days: u32,
+    /// The layout the buckets will hold: with `delta` no rule deletes dead letters, since S3
+    /// deleting a file a Delta table's log names breaks every read of the table.
+    #[arg(long, env = "TABLE_FORMAT", value_enum, default_value_t = TableFormat::Parquet)]
+    pub table_format: TableFormat,
 }
 
 #[derive(Debug, Args)]
@@ -802,8 +806,7 @@ pub struct PipelineArgs {
     /// Parquet compression codec.
     #[arg(long, env = "PARQUET_COMPRESSION", value_enum, default_value_t = Codec::Snappy)]
     pub compression: Codec,
-    /// How each dataset is laid out: Parquet folders, or Delta Lake tables (so far for
-    /// files, stdin and the embedded run, into a local folder).
+    /// How each dataset is laid out: Parquet folders, or Delta Lake tables.
     #[arg(long, env = "TABLE_FORMAT", value_enum, default_value_t = TableFormat::Parquet)]
     pub table_format: TableFormat,
 }

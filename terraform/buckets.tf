@@ -7,7 +7,8 @@ locals {
     dlq         = "pageview-pipeline-${var.environment}-dlq"
     checkpoints = "pageview-pipeline-${var.environment}-checkpoints"
   }
-  # Raw events and aggregates move to Glacier after 30 days (the original's lifecycle).
+  # Raw events and aggregates move to Glacier after 30 days (the original's lifecycle): the
+  # data files, all under dt=, never a Delta table's _delta_log/, so a table stays readable.
   archived = ["raw", "aggregated"]
 }
 
@@ -54,7 +55,7 @@ resource "aws_s3_bucket_lifecycle_configuration" "pipeline" {
       id     = "archive-to-glacier"
       status = "Enabled"
       filter {
-        prefix = ""
+        prefix = "dt="
       }
       transition {
         days          = 30
@@ -64,7 +65,8 @@ resource "aws_s3_bucket_lifecycle_configuration" "pipeline" {
   }
 
   dynamic "rule" {
-    for_each = each.key == "dlq" ? [1] : []
+    # S3 deleting a file a Delta table's log names would break every read of the table.
+    for_each = each.key == "dlq" && var.table_format == "parquet" ? [1] : []
     content {
       id     = "expire-dead-letters"
       status = "Enabled"

@@ -20,6 +20,16 @@ variable "s3_endpoint" {
   default     = null
 }
 
+variable "table_format" {
+  description = "The processor's TABLE_FORMAT: parquet, or delta (no rule deletes dead letters)."
+  type        = string
+  default     = "parquet"
+  validation {
+    condition     = contains(["parquet", "delta"], var.table_format)
+    error_message = "table_format is parquet or delta."
+  }
+}
+
 variable "dlq_retention_days" {
   description = "Days a dead letter is kept (pageview buckets create --dlq-retention-days)."
   type        = number

@@ -314,6 +314,18 @@ fn terraform_buckets_are_the_binarys_and_the_policy_grants_only_them() {
         lifecycle.contains(&glacier) && lifecycle.contains("\"GLACIER\""),
         "{lifecycle}"
     );
+    let archived = format!(
+        "prefix = \"{}\"",
+        pageview::storage::buckets::ARCHIVED_PREFIX
+    );
+    assert!(
+        lifecycle.contains(&archived),
+        "only data files archive, never a Delta log: {lifecycle}"
+    );
+    assert!(
+        lifecycle.contains("var.table_format == \"parquet\""),
+        "dead letters expire only as Parquet folders: {lifecycle}"
+    );
     let (_, retention) = defaults("local");
     let dlq_default = text(attribute(
         block(&tf, "variable", &["dlq_retention_days"]).body(),

@@ -606,7 +606,11 @@ fn exported() -> Vec<String> {
     stdin.flush().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut text = http_get(serving.address, "/metrics").1;
-    while !text.contains("pageview_records_read_total 2") {
+    // One observation sets the series one after another: a scrape may land between the
+    // records read and the partition watermarks of the same observation.
+    while !(text.contains("pageview_records_read_total 2")
+        && text.contains("pageview_partition_watermark_seconds{"))
+    {
         assert!(Instant::now() < deadline, "{text}");
         std::thread::sleep(Duration::from_millis(200));
         text = http_get(serving.address, "/metrics").1;

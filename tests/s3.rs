@@ -181,12 +181,33 @@ fn buckets_create_twice_changes_nothing_and_the_rules_read_back() {
         let glacier = &state[bucket]["rules"]["archive-to-glacier"]["Transitions"][0];
         assert_eq!(glacier["Days"], 30, "{bucket}");
         assert_eq!(glacier["StorageClass"], "GLACIER", "{bucket}");
+        let filter = &state[bucket]["rules"]["archive-to-glacier"]["Filter"];
+        assert_eq!(
+            filter["Prefix"], "dt=",
+            "data files only, never a Delta log"
+        );
     }
     assert_eq!(
         state[DLQ]["rules"]["expire-dead-letters"]["Expiration"]["Days"],
         45
     );
     assert_eq!(state[CHECKPOINTS]["rules"].as_object().unwrap().len(), 2);
+
+    // For Delta tables no rule deletes dead letters: the table's log names its files.
+    let delta = s3.pageview(&["buckets", "create", "--table-format", "delta"]);
+    assert!(delta.status.success(), "{}", stderr(&delta));
+    assert!(
+        stdout(&delta).contains("dead letters are kept"),
+        "{}",
+        stdout(&delta)
+    );
+    let rules = s3.boto3(&format!(
+        "print(sorted(r['ID'] for r in s3.get_bucket_lifecycle_configuration(Bucket='{DLQ}')['Rules']))"
+    ));
+    assert_eq!(
+        rules.trim(),
+        "['abort-incomplete-uploads', 'expire-replaced-versions']"
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use super::Lake;
 use crate::commit::vacuum;
-use crate::config::{BucketsCreateArgs, ConfigError, InspectArgs, VacuumArgs};
+use crate::config::{BucketsCreateArgs, ConfigError, InspectArgs, TableFormat, VacuumArgs};
 use crate::sink::Dataset;
 use crate::storage::{Buckets, Location, S3Settings, buckets};
 use crate::tools::inspect::Request;
@@ -15,7 +15,8 @@ use crate::tools::inspect::Request;
 pub struct BucketsPlan {
     s3: S3Settings,
     buckets: Buckets,
-    dlq_retention_days: u32,
+    /// `None` for Delta tables, whose files only the table's log may remove.
+    dlq_retention_days: Option<u32>,
 }
 
 impl BucketsPlan {
@@ -23,7 +24,8 @@ impl BucketsPlan {
         Ok(BucketsPlan {
             s3: args.s3.settings()?,
             buckets: args.buckets.resolve()?,
-            dlq_retention_days: args.dlq_retention_days,
+            dlq_retention_days: (args.table_format == TableFormat::Parquet)
+                .then_some(args.dlq_retention_days),
         })
     }
 
@@ -48,10 +50,13 @@ impl BucketsPlan {
             };
             println!("{name}: {what}");
         }
+        let dead_letters = match self.dlq_retention_days {
+            Some(days) => format!("dead letters expire after {days} days"),
+            None => "dead letters are kept (S3 must not delete a Delta table's files)".into(),
+        };
         println!(
-            "lifecycle: raw and aggregated to Glacier after {} days; dead letters expire after {} days",
+            "lifecycle: raw and aggregated data files (dt=…) to Glacier after {} days, Delta logs never; {dead_letters}",
             buckets::ARCHIVE_AFTER_DAYS,
-            self.dlq_retention_days
         );
         Ok(ExitCode::SUCCESS)
     }

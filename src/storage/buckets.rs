@@ -18,6 +18,10 @@ use super::{Buckets, S3Settings};
 
 /// Days before raw events and aggregates move to Glacier (the original's lifecycle).
 pub const ARCHIVE_AFTER_DAYS: i32 = 30;
+/// What moves to Glacier: the data files, all in `dt=` folders. A Delta table's log
+/// (`_delta_log/`) never moves, so the table stays readable; reading an archived file
+/// needs it restored first, in either format.
+pub const ARCHIVED_PREFIX: &str = "dt=";
 /// Days before S3 aborts a multipart upload a crash left open. Staged objects themselves
 /// never expire: a manifest may name one until it is published.
 pub const ABORT_UPLOADS_AFTER_DAYS: i32 = 1;
@@ -57,8 +61,10 @@ pub struct BucketSpec {
     pub aging: Aging,
 }
 
-/// The four buckets of a pipeline and how each ages.
-pub fn plan(buckets: &Buckets, dlq_retention_days: u32) -> Vec<BucketSpec> {
+/// The four buckets of a pipeline and how each ages. Dead letters expire only as Parquet
+/// folders (`dlq_retention_days: None` keeps them): S3 deleting a file a Delta table's log
+/// names would break every read of the table.
+pub fn plan(buckets: &Buckets, dlq_retention_days: Option<u32>) -> Vec<BucketSpec> {
     let spec = |name: &String, aging| BucketSpec {
         name: name.clone(),
         aging,
@@ -68,7 +74,9 @@ pub fn plan(buckets: &Buckets, dlq_retention_days: u32) -> Vec<BucketSpec> {
         spec(&buckets.aggregated, Aging::Archive),
         spec(
             &buckets.dlq,
-            Aging::Expire(i32::try_from(dlq_retention_days).unwrap_or(i32::MAX)),
+            dlq_retention_days.map_or(Aging::Keep, |days| {
+                Aging::Expire(i32::try_from(days).unwrap_or(i32::MAX))
+            }),
         ),
         spec(&buckets.checkpoints, Aging::Keep),
     ]
@@ -76,16 +84,17 @@ pub fn plan(buckets: &Buckets, dlq_retention_days: u32) -> Vec<BucketSpec> {
 
 /// A bucket's lifecycle rules: its aging, plus clean-up every bucket gets.
 pub fn lifecycle_rules(aging: Aging) -> Vec<LifecycleRule> {
-    let rule = |id: &str| {
+    let under = |id: &str, prefix: &str| {
         LifecycleRule::builder()
             .id(id)
             .status(ExpirationStatus::Enabled)
-            .filter(LifecycleRuleFilter::builder().prefix("").build())
+            .filter(LifecycleRuleFilter::builder().prefix(prefix).build())
     };
+    let rule = |id: &str| under(id, "");
     let mut rules = Vec::new();
     match aging {
         Aging::Archive => rules.push(
-            rule("archive-to-glacier").transitions(
+            under("archive-to-glacier", ARCHIVED_PREFIX).transitions(
                 Transition::builder()
                     .days(ARCHIVE_AFTER_DAYS)
                     .storage_class(TransitionStorageClass::Glacier)
@@ -287,7 +296,7 @@ mod tests {
 
     #[test]
     fn raw_and_aggregates_archive_dead_letters_expire_checkpoints_stay() {
-        let plan = plan(&buckets(), 45);
+        let plan = plan(&buckets(), Some(45));
         let aging: Vec<(&str, Aging)> = plan.iter().map(|s| (s.name.as_str(), s.aging)).collect();
         assert_eq!(
             aging,
@@ -298,6 +307,8 @@ mod tests {
                 ("r-cp", Aging::Keep),
             ]
         );
+        let tables = super::plan(&buckets(), None);
+        assert_eq!(tables[2].aging, Aging::Keep, "a DLQ table's files are kept");
     }
 
     #[test]
@@ -308,7 +319,9 @@ mod tests {
             assert!(ids.contains(&"abort-incomplete-uploads"), "{ids:?}");
             assert!(ids.contains(&"expire-replaced-versions"), "{ids:?}");
             for rule in &rules {
-                assert_eq!(rule.filter().and_then(|f| f.prefix()), Some(""));
+                let everything = rule.id() != Some("archive-to-glacier");
+                let prefix = if everything { "" } else { ARCHIVED_PREFIX };
+                assert_eq!(rule.filter().and_then(|f| f.prefix()), Some(prefix));
             }
         }
         let archive = lifecycle_rules(Aging::Archive);

@@ -62,6 +62,10 @@ pub enum Command {
     /// Delete the files of the Delta tables in a folder that no version younger than the
     /// retention needs: files a commit removed, and files a crashed run left in no commit.
     Vacuum(VacuumArgs),
+    /// Rewrite the small files of each Delta table's partitions into large ones, in one
+    /// commit per table that readers see as no change (the processor makes files as data
+    /// arrives; this folds them).
+    Compact(CompactArgs),
     /// Read a JSONL file and only parse each line's JSON: the limit `bench` compares with.
     #[command(hide = true)]
     ParseOnly(ParseOnlyArgs),
@@ -106,8 +110,9 @@ pub struct BucketsCreateArgs {
     pub table_format: TableFormat,
 }
 
+/// Where a lake's datasets are, for the commands that work on what is already written.
 #[derive(Debug, Args)]
-pub struct InspectArgs {
+pub struct LakeArgs {
     /// Where the datasets are: a folder (one subfolder per bucket, as `run --data-dir` and
     /// `process --storage DIR` write) or `s3`.
     #[arg(long, env = "STORAGE", default_value = "pageview-data", value_parser = Location::parse)]
@@ -116,6 +121,12 @@ pub struct InspectArgs {
     pub s3: S3Args,
     #[command(flatten)]
     pub buckets: BucketArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
     /// How many of the latest windows to show.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub windows: u32,
@@ -139,6 +150,24 @@ pub struct VacuumArgs {
     /// older version (and a run still writing) are not cut short; 7 as Delta's default.
     #[arg(long, env = "VACUUM_RETENTION_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=36_500))]
     pub retention_days: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// Small files of a partition are rewritten into files of up to this size.
+    #[arg(long, env = "TARGET_FILE_MIB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub target_file_mib: u64,
+    /// Parquet compression codec of the rewritten files.
+    #[arg(long, env = "PARQUET_COMPRESSION", value_enum, default_value_t = Codec::Snappy)]
+    pub compression: Codec,
+}
+
+impl CompactArgs {
+    pub fn compression(&self) -> Compression {
+        self.compression.compression()
+    }
 }
 
 #[derive(Debug, Args)]

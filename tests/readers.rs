@@ -44,28 +44,88 @@ fn delta_tables_hold_row_for_row_what_the_parquet_folders_hold() {
         ],
     );
     let (parquet, delta) = (dir.path().join("parquet"), dir.path().join("delta"));
-    let processed = process(&input, &parquet, &[]);
-    assert!(processed.status.success(), "{}", stderr(&processed));
-    // Files roll every 100 ms, so each table holds many files from many commits.
-    let processed = process(
-        &input,
-        &delta,
-        &["--table-format", "delta", "--file-max-age-ms", "100"],
-    );
-    assert!(processed.status.success(), "{}", stderr(&processed));
+    // Six runs, each on a sixth of the input, append to both layouts: a table then holds
+    // several files per partition from many commits (files also roll every 100 ms).
+    let bytes = std::fs::read(&input).unwrap();
+    let lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
+    for (i, chunk) in lines.chunks(lines.len().div_ceil(6)).enumerate() {
+        let part = dir.path().join(format!("part{i}.jsonl"));
+        std::fs::write(&part, chunk.concat()).unwrap();
+        let processed = process(&part, &parquet, &[]);
+        assert!(processed.status.success(), "{}", stderr(&processed));
+        let processed = process(
+            &part,
+            &delta,
+            &["--table-format", "delta", "--file-max-age-ms", "100"],
+        );
+        assert!(processed.status.success(), "{}", stderr(&processed));
+    }
     assert!(delta.join(RAW).join("_delta_log").is_dir());
 
-    let output = Command::new(python())
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/read_delta.py"))
-        .arg(&parquet)
-        .arg(&delta)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
-    let got: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(got["raw-events"], rows(&parquet, RAW));
-    assert_eq!(got["aggregated"], rows(&parquet, AGGREGATED));
-    assert_eq!(got["dlq"], rows(&parquet, DLQ));
+    let same_rows = || {
+        let output = Command::new(python())
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/read_delta.py"))
+            .arg(&parquet)
+            .arg(&delta)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        let got: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(got["raw-events"], rows(&parquet, RAW));
+        assert_eq!(got["aggregated"], rows(&parquet, AGGREGATED));
+        assert_eq!(got["dlq"], rows(&parquet, DLQ));
+    };
+    same_rows();
+
+    // Compaction folds each partition's files into one, and readers see the same rows.
+    let current = |bucket: &str| {
+        pageview::commit::current_files(&delta.join(bucket))
+            .unwrap()
+            .unwrap()
+    };
+    let before = current(RAW);
+    let per_partition = |files: &[pageview::storage::Listed]| {
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+        for f in files {
+            *counts
+                .entry(f.path.rsplit_once('/').unwrap().0.to_string())
+                .or_default() += 1;
+        }
+        counts
+    };
+    let counts = per_partition(&before);
+    let several: Vec<usize> = counts.values().copied().filter(|&n| n > 1).collect();
+    assert!(!several.is_empty(), "{counts:?}");
+    let (files, partitions) = (several.iter().sum::<usize>(), several.len());
+    let compact = || {
+        let out = pageview()
+            .args(["compact", "--storage"])
+            .arg(&delta)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let said = compact();
+    assert!(
+        said.contains(&format!(
+            "{RAW}: {files} small files rewritten into {partitions}"
+        )),
+        "{said}"
+    );
+    let after = per_partition(&current(RAW));
+    assert!(after.values().all(|&n| n == 1), "{after:?}");
+    assert_eq!(after.len(), counts.len());
+    same_rows();
+    // A reader of the version before still finds every file it names.
+    for file in &before {
+        assert!(delta.join(RAW).join(&file.path).is_file(), "{}", file.path);
+    }
+    let again = compact();
+    assert!(
+        again.contains(&format!("{RAW}: 0 small files rewritten into 0")),
+        "{again}"
+    );
 }
 
 #[test]

@@ -7,7 +7,9 @@ use anyhow::Result;
 
 use super::Lake;
 use crate::commit::vacuum;
-use crate::config::{BucketsCreateArgs, ConfigError, InspectArgs, TableFormat, VacuumArgs};
+use crate::config::{
+    BucketsCreateArgs, CompactArgs, ConfigError, InspectArgs, TableFormat, VacuumArgs,
+};
 use crate::sink::Dataset;
 use crate::storage::{Buckets, Location, S3Settings, buckets};
 use crate::tools::inspect::Request;
@@ -70,9 +72,9 @@ pub struct InspectPlan {
 
 impl InspectPlan {
     pub fn new(args: InspectArgs) -> Result<Self> {
-        let buckets = args.buckets.resolve()?;
+        let buckets = args.lake.buckets.resolve()?;
         Ok(InspectPlan {
-            lake: Lake::new(args.storage, &args.s3)?,
+            lake: Lake::new(args.lake.storage, &args.lake.s3)?,
             buckets,
             request: Request {
                 windows: args.windows as usize,
@@ -162,4 +164,45 @@ fn written_folder(root: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+pub struct CompactPlan {
+    lake: Lake,
+    buckets: Buckets,
+    target_bytes: u64,
+    compression: parquet::basic::Compression,
+}
+
+impl CompactPlan {
+    pub fn new(args: CompactArgs) -> Result<Self> {
+        Ok(CompactPlan {
+            lake: Lake::new(args.lake.storage.clone(), &args.lake.s3)?,
+            buckets: args.lake.buckets.resolve()?,
+            target_bytes: args.target_file_mib << 20,
+            compression: args.compression(),
+        })
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "compact the tables in {} into files of up to {} MiB",
+            self.lake,
+            self.target_bytes >> 20
+        )
+    }
+
+    pub fn execute(self) -> Result<ExitCode> {
+        if let Lake::Local(root) = &self.lake {
+            written_folder(root)?;
+        }
+        let storage = self.lake.open(&self.buckets.datasets(), None)?;
+        let mut tables = self.lake.open_tables(&self.buckets)?;
+        for dataset in Dataset::ALL {
+            let bucket = dataset.bucket(&self.buckets);
+            let (removed, added) =
+                tables.compact(dataset, &*storage, self.compression, self.target_bytes)?;
+            println!("{bucket}: {removed} small files rewritten into {added}");
+        }
+        Ok(ExitCode::SUCCESS)
+    }
 }

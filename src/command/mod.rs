@@ -20,7 +20,9 @@ use crate::commit::{Commit, CommitPoint, Manifests, TableLog, TableRoot, Tables}
 use crate::config::{BucketsCommand, Command, ConfigError, PipelineSettings, S3Args, TableFormat};
 use crate::kafka::{self, Cluster, TopicState};
 use crate::source::kafka::ConsumerSettings;
-use crate::storage::{LocalStorage, Location, RequestObserver, S3Settings, S3Storage, Storage};
+use crate::storage::{
+    Buckets, LocalStorage, Location, RequestObserver, S3Settings, S3Storage, Storage,
+};
 
 /// Exit code after an interrupt, as shells report for SIGINT.
 const EXIT_INTERRUPTED: u8 = 130;
@@ -33,6 +35,7 @@ pub enum Plan {
     Buckets(lake::BucketsPlan),
     Inspect(lake::InspectPlan),
     Vacuum(lake::VacuumPlan),
+    Compact(lake::CompactPlan),
     Bench(crate::config::BenchArgs),
     ParseOnly(limits::ParseOnlyPlan),
     ConsumeOnly(limits::ConsumeOnlyPlan),
@@ -50,6 +53,7 @@ impl Plan {
             }
             Command::Inspect(args) => Plan::Inspect(lake::InspectPlan::new(args)?),
             Command::Vacuum(args) => Plan::Vacuum(lake::VacuumPlan::new(args)?),
+            Command::Compact(args) => Plan::Compact(lake::CompactPlan::new(args)?),
             Command::Bench(args) => Plan::Bench(args),
             Command::ParseOnly(args) => Plan::ParseOnly(limits::ParseOnlyPlan { args }),
             Command::ConsumeOnly(args) => Plan::ConsumeOnly(limits::ConsumeOnlyPlan::new(args)?),
@@ -65,6 +69,7 @@ impl Plan {
             Plan::Buckets(plan) => plan.summary(),
             Plan::Inspect(plan) => plan.summary(),
             Plan::Vacuum(plan) => plan.summary(),
+            Plan::Compact(plan) => plan.summary(),
             Plan::Bench(_) | Plan::ParseOnly(_) | Plan::ConsumeOnly(_) => "benchmark".into(),
         }
     }
@@ -77,6 +82,7 @@ impl Plan {
             Plan::Buckets(plan) => plan.execute(),
             Plan::Inspect(plan) => plan.execute(),
             Plan::Vacuum(plan) => plan.execute(),
+            Plan::Compact(plan) => plan.execute(),
             Plan::Bench(args) => crate::tools::bench::run(&args).map(|()| ExitCode::SUCCESS),
             Plan::ParseOnly(plan) => plan.execute(),
             Plan::ConsumeOnly(plan) => plan.execute(),
@@ -169,12 +175,19 @@ impl std::fmt::Display for Lake {
 impl Lake {
     /// The Delta tables the datasets are, for the delta format (created when missing).
     fn tables(&self, pipeline: &PipelineSettings) -> Result<Option<Box<Tables>>> {
-        let root = match (self, pipeline.table_format) {
-            (_, TableFormat::Parquet) => return Ok(None),
-            (Lake::Local(root), TableFormat::Delta) => TableRoot::Folder(root),
-            (Lake::S3(settings), TableFormat::Delta) => TableRoot::S3(settings),
+        match pipeline.table_format {
+            TableFormat::Parquet => Ok(None),
+            TableFormat::Delta => Ok(Some(Box::new(self.open_tables(&pipeline.buckets)?))),
+        }
+    }
+
+    /// The Delta tables of `buckets` here, created empty where missing.
+    fn open_tables(&self, buckets: &Buckets) -> Result<Tables> {
+        let root = match self {
+            Lake::Local(root) => TableRoot::Folder(root),
+            Lake::S3(settings) => TableRoot::S3(settings),
         };
-        Ok(Some(Box::new(Tables::open(root, &pipeline.buckets)?)))
+        Ok(Tables::open(root, buckets)?)
     }
 
     /// The commit of a bounded input: files, or the tables' commits, appear as they finish.

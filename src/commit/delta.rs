@@ -14,7 +14,7 @@ use deltalake::DeltaResult;
 use deltalake::kernel::transaction::{
     CommitBuilder, CommitConflictError, CommitProperties, TransactionError,
 };
-use deltalake::kernel::{Action, Add, DataType, StructField, Transaction};
+use deltalake::kernel::{Action, Add, DataType, Remove, StructField, Transaction};
 use deltalake::logstore::{
     LogStore, LogStoreFactory, ObjectStoreFactory, ObjectStoreRef, StorageConfig, default_logstore,
     logstore_factories, object_store_factories,
@@ -27,8 +27,16 @@ use url::Url;
 
 use futures_util::TryStreamExt;
 
-use crate::sink::{Dataset, WrittenFile};
-use crate::storage::{Buckets, Listed, S3Settings};
+use arrow_array::RecordBatch;
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use super::compaction::{self, Part};
+use crate::sink::{Dataset, WrittenFile, naming, writer_properties};
+use crate::storage::{Buckets, Listed, S3Settings, Storage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
@@ -53,6 +61,9 @@ pub enum TableError {
         found: Option<i64>,
         expected: Option<i64>,
     },
+    /// A compaction could not rewrite a table's small files; nothing was committed.
+    #[error("cannot compact {table}: {problem}")]
+    Compact { table: String, problem: String },
     /// The checkpoint a partition's commit names is neither saved beside the tables nor in
     /// the table's log any more.
     #[error(
@@ -239,6 +250,92 @@ impl Tables {
             .map_err(failed(location))
     }
 
+    /// Rewrites the small files of `dataset`'s table into files of up to `target` bytes
+    /// ([`compaction::plan`]), encoded as the sinks encode them, in one commit that removes
+    /// the small files and adds the new ones, neither a data change: readers see the same
+    /// rows, and one reading the older version still finds its files (vacuum deletes them
+    /// after its retention). (files removed, files added)
+    pub fn compact(
+        &mut self,
+        dataset: Dataset,
+        storage: &dyn Storage,
+        compression: Compression,
+        target: u64,
+    ) -> Result<(usize, usize), TableError> {
+        self.refresh(dataset)?;
+        let table = &self.tables[dataset.index()];
+        let parts: Vec<Part> = self
+            .runtime
+            .block_on(table_files(&table.table))
+            .map_err(failed(&table.location))?
+            .into_iter()
+            .map(|f| Part {
+                partition: f
+                    .path
+                    .rsplit_once('/')
+                    .map_or(String::new(), |(folder, _)| folder.to_string()),
+                path: f.path,
+                bytes: f.bytes,
+            })
+            .collect();
+        let merges = compaction::plan(&parts, target);
+        if merges.is_empty() {
+            return Ok((0, 0));
+        }
+        let properties = writer_properties(dataset, compression);
+        let now_ms = crate::generate::now_ms();
+        let run = format!("{:08x}", rand::random::<u32>());
+        let mut actions = Vec::new();
+        for (n, merge) in merges.iter().enumerate() {
+            let name = format!("part-compacted-{run}-{n:05}.parquet");
+            let key = naming::key(&table.bucket, &merge.partition, &name);
+            let written = rewrite(storage, dataset, &table.bucket, merge, &key, &properties)
+                .map_err(|problem| TableError::Compact {
+                    table: table.location.clone(),
+                    problem,
+                })?;
+            let mut added = add(&table.bucket, &written, now_ms);
+            added.data_change = false;
+            for input in &merge.inputs {
+                actions.push(Action::Remove(Remove {
+                    path: input.clone(),
+                    data_change: false,
+                    deletion_timestamp: Some(now_ms),
+                    extended_file_metadata: Some(true),
+                    partition_values: Some(added.partition_values.clone()),
+                    size: Some(
+                        parts
+                            .iter()
+                            .find(|p| &p.path == input)
+                            .map_or(0, |p| p.bytes as i64),
+                    ),
+                    tags: None,
+                    deletion_vector: None,
+                    base_row_id: None,
+                    default_row_commit_version: None,
+                }));
+            }
+            actions.push(Action::Add(added));
+        }
+        let operation = DeltaOperation::Optimize {
+            predicate: None,
+            target_size: target as i64,
+        };
+        let location = table.location.clone();
+        let removed = merges.iter().map(|m| m.inputs.len()).sum();
+        let delta = &mut self.tables[dataset.index()].table;
+        self.runtime
+            .block_on(async {
+                CommitBuilder::from(CommitProperties::default())
+                    .with_actions(actions)
+                    .build(Some(delta.snapshot()?), delta.log_store(), operation)
+                    .await?;
+                delta.update_state().await
+            })
+            .map_err(failed(&location))?;
+        Ok((removed, merges.len()))
+    }
+
     /// Brings `dataset`'s table up to its newest version.
     pub(super) fn refresh(&mut self, dataset: Dataset) -> Result<(), TableError> {
         let table = &mut self.tables[dataset.index()];
@@ -336,20 +433,65 @@ pub(super) fn lost_to_another(error: &TableError) -> bool {
 /// of a commit that never happened, files a later commit removed). `None` when the folder
 /// holds no table.
 pub fn current_files(location: &Path) -> Result<Option<Vec<Listed>>, TableError> {
-    let files = on_table(location, |table| async move {
-        table
-            .get_active_add_actions_by_partitions(&[])
-            .map_ok(|file| Listed {
-                path: file.path().into_owned(),
-                bytes: file.size() as u64,
-            })
-            .try_collect::<Vec<Listed>>()
-            .await
-    })?;
+    let files = on_table(location, |table| async move { table_files(&table).await })?;
     Ok(files.map(|mut files| {
         files.sort_by(|a, b| a.path.cmp(&b.path));
         files
     }))
+}
+
+/// The data files of `table`'s version, in no particular order.
+async fn table_files(table: &DeltaTable) -> Result<Vec<Listed>, DeltaTableError> {
+    table
+        .get_active_add_actions_by_partitions(&[])
+        .map_ok(|file| Listed {
+            path: file.path().into_owned(),
+            bytes: file.size() as u64,
+        })
+        .try_collect::<Vec<Listed>>()
+        .await
+}
+
+/// The files of `merge` read back and written as one file at `key`, published there (where
+/// no reader of the table looks until the compaction's commit names it).
+fn rewrite(
+    storage: &dyn Storage,
+    dataset: Dataset,
+    bucket: &str,
+    merge: &compaction::Merge,
+    key: &str,
+    properties: &WriterProperties,
+) -> Result<WrittenFile, String> {
+    let schema = dataset.schema();
+    let file = storage.create(bucket).map_err(|e| e.to_string())?;
+    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(properties.clone()))
+        .map_err(|e| e.to_string())?;
+    let mut rows = 0;
+    for input in &merge.inputs {
+        let at = naming::key(bucket, "", input);
+        let bytes = storage
+            .get(&at)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{at}, named by the table, is missing"))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes))
+            .and_then(|b| b.build())
+            .map_err(|e| format!("{at}: {e}"))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| format!("{at}: {e}"))?;
+            let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
+                .map_err(|e| format!("{at} holds other columns: {e}"))?;
+            rows += batch.num_rows() as u64;
+            writer.write(&batch).map_err(|e| e.to_string())?;
+        }
+    }
+    let file = writer.into_inner().map_err(|e| e.to_string())?;
+    let bytes = file.publish(key).map_err(|e| e.to_string())?;
+    Ok(WrittenFile {
+        dataset,
+        key: key.into(),
+        rows,
+        bytes,
+    })
 }
 
 /// Deletes the files of the Delta table in the folder `location` that no version younger

@@ -9,6 +9,7 @@
 //! manifests beside Parquet folders ([`Manifests`]), or the raw Delta table's own log
 //! ([`TableLog`]).
 
+mod compaction;
 mod delta;
 mod manifests;
 mod table_log;

@@ -56,28 +56,34 @@ pub struct FileSettings {
     pub compression: Compression,
 }
 
+/// How a dataset's files are encoded (the choices [`RowBuffer`] documents): the sinks' and
+/// a compaction's rewritten files alike.
+pub(super) fn properties<B: RowBuffer>(compression: Compression) -> WriterProperties {
+    let mut props = WriterProperties::builder()
+        .set_compression(compression)
+        .set_dictionary_enabled(false)
+        .set_statistics_enabled(EnabledStatistics::None)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
+        .set_created_by(concat!("pageview ", env!("CARGO_PKG_VERSION")).into());
+    for column in B::dictionary_columns() {
+        props = props.set_column_dictionary_enabled(ColumnPath::from(*column), true);
+    }
+    for column in B::statistics_columns() {
+        props =
+            props.set_column_statistics_enabled(ColumnPath::from(*column), EnabledStatistics::Page);
+    }
+    for column in B::delta_columns() {
+        props = props
+            .set_column_encoding(ColumnPath::from(*column), Encoding::DELTA_BINARY_PACKED)
+            .set_column_compression(ColumnPath::from(*column), Compression::UNCOMPRESSED);
+    }
+    props.build()
+}
+
 impl FileSettings {
     fn properties<B: RowBuffer>(&self) -> WriterProperties {
-        let mut props = WriterProperties::builder()
-            .set_compression(self.compression)
-            .set_dictionary_enabled(false)
-            .set_statistics_enabled(EnabledStatistics::None)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
-            .set_created_by(concat!("pageview ", env!("CARGO_PKG_VERSION")).into());
-        for column in B::dictionary_columns() {
-            props = props.set_column_dictionary_enabled(ColumnPath::from(*column), true);
-        }
-        for column in B::statistics_columns() {
-            props = props
-                .set_column_statistics_enabled(ColumnPath::from(*column), EnabledStatistics::Page);
-        }
-        for column in B::delta_columns() {
-            props = props
-                .set_column_encoding(ColumnPath::from(*column), Encoding::DELTA_BINARY_PACKED)
-                .set_column_compression(ColumnPath::from(*column), Compression::UNCOMPRESSED);
-        }
-        props.build()
+        properties::<B>(self.compression)
     }
 
     /// Publishes a file of no rows with `B`'s columns at `<bucket>/<name>`.

@@ -326,7 +326,12 @@ fn create_topic(bootstrap: &str) {
 struct Processor {
     child: Option<Child>,
     log: PathBuf,
+    /// Processors before this one that wrote to the same log and joined their group.
+    joined_before: usize,
 }
+
+/// What a processor logs once it has joined its group, long after it handles signals.
+const JOINED: &str = "pageview: consuming ";
 
 impl Processor {
     /// kill -9, as a crash would.
@@ -395,9 +400,14 @@ fn member(bootstrap: &str, storage: &Store, id: &str, extra: &[&str]) -> Process
         .stderr(stderr)
         .spawn()
         .unwrap();
+    let joined_before = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .matches(JOINED)
+        .count();
     Processor {
         child: Some(child),
         log,
+        joined_before,
     }
 }
 
@@ -467,14 +477,29 @@ fn wait_for_everything(storage: &Store, data: &Data, within: Duration) {
     }
 }
 
-/// Stops the processor as an operator would, and checks it said so cleanly.
+/// Stops the processor as an operator would, and checks it said so cleanly. Only once it has
+/// joined: a SIGTERM before the process even handles signals ends it as SIGTERM ends any.
 fn stop(mut processor: Processor) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while processor.log().matches(JOINED).count() <= processor.joined_before {
+        assert!(
+            Instant::now() < deadline,
+            "never joined: {}",
+            processor.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let pid = processor.child.as_ref().unwrap().id();
     // SAFETY: signals the child we spawned, by its PID.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     processor.exit_within(Duration::from_secs(30), "no exit 30 s after SIGTERM");
     let output = processor.child.take().unwrap().wait_with_output().unwrap();
-    assert!(output.status.success(), "{}", processor.log());
+    assert!(
+        output.status.success(),
+        "{}: {}",
+        output.status,
+        processor.log()
+    );
     stdout(&output)
 }
 

@@ -25,7 +25,7 @@ use crate::storage::{
 };
 
 /// Exit code after an interrupt, as shells report for SIGINT.
-const EXIT_INTERRUPTED: u8 = 130;
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// A subcommand, validated.
 pub enum Plan {

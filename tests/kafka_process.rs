@@ -1051,8 +1051,10 @@ fn to_s3_delta_tables_two_processors_and_kill_9_lose_and_repeat_nothing() {
          'AWS_ACCESS_KEY_ID': 'test', 'AWS_SECRET_ACCESS_KEY': 'test', 'AWS_ALLOW_HTTP': 'true'}}\n\
          print(pl.read_delta('s3://{RAW}', storage_options=s3).height)\n"
     );
-    let python = installed("PAGEVIEW_PYTHON", "py/bin/python");
-    let out = Command::new(python).args(["-c", &script]).output().unwrap();
+    let out = Command::new(readers_python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",

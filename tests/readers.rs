@@ -4,23 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-
-/// The Python with pyarrow, DuckDB, deltalake and polars that the README's test command
-/// installs.
-fn python() -> PathBuf {
-    let path = installed("PAGEVIEW_PYTHON", "py/bin/python");
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/test.sh, which installs pyarrow, duckdb, deltalake and polars",
-        path.display()
-    );
-    path
-}
 
 #[test]
 fn delta_tables_hold_row_for_row_what_the_parquet_folders_hold() {
@@ -63,7 +51,7 @@ fn delta_tables_hold_row_for_row_what_the_parquet_folders_hold() {
     assert!(delta.join(RAW).join("_delta_log").is_dir());
 
     let same_rows = || {
-        let output = Command::new(python())
+        let output = Command::new(readers_python())
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/read_delta.py"))
             .arg(&parquet)
             .arg(&delta)
@@ -153,7 +141,7 @@ fn pyarrow_and_duckdb_read_every_dataset() {
     let processed = process(&input, &out, &[]);
     assert!(processed.status.success(), "{}", stderr(&processed));
 
-    let output = Command::new(python())
+    let output = Command::new(readers_python())
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/read_outputs.py"
@@ -211,7 +199,7 @@ fn readme_snippets(workdir: &Path) -> Vec<(String, Vec<Vec<String>>)> {
         assert!(processed.status.success(), "{}", stderr(&processed));
     }
     let root = env!("CARGO_MANIFEST_DIR");
-    let output = Command::new(python())
+    let output = Command::new(readers_python())
         .arg(format!("{root}/tests/readme_snippets.py"))
         .arg(format!("{root}/README.md"))
         .arg(workdir)

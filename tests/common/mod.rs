@@ -46,6 +46,18 @@ pub fn installed(variable: &str, under_cache: &str) -> PathBuf {
         })
 }
 
+/// The Python with pyarrow, DuckDB, deltalake and polars that the README's test command
+/// installs.
+pub fn readers_python() -> PathBuf {
+    let path = installed("PAGEVIEW_PYTHON", "py/bin/python");
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/test.sh, which installs pyarrow, duckdb, deltalake and polars",
+        path.display()
+    );
+    path
+}
+
 /// A port nothing listens on now, for a service a test starts.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -15,7 +15,7 @@ pub struct Part {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Merge {
     pub partition: String,
-    pub inputs: Vec<String>,
+    pub inputs: Vec<Part>,
     pub bytes: u64,
 }
 
@@ -40,7 +40,7 @@ pub fn plan(files: &[Part], target: u64) -> Vec<Merge> {
             });
         }
         let merge = current.as_mut().expect("just set");
-        merge.inputs.push(part.path.clone());
+        merge.inputs.push(part.clone());
         merge.bytes += part.bytes;
     }
     merges.extend(current.filter(|m| m.inputs.len() > 1));
@@ -76,7 +76,7 @@ mod tests {
         let merges = plan(&files, 100);
         let inputs: Vec<Vec<&str>> = merges
             .iter()
-            .map(|m| m.inputs.iter().map(|p| p.as_str()).collect())
+            .map(|m| m.inputs.iter().map(|p| p.path.as_str()).collect())
             .collect();
         assert_eq!(
             inputs,
@@ -106,15 +106,12 @@ mod tests {
                 prop_assert!(m.inputs.len() > 1);
                 prop_assert!(m.bytes <= target);
                 for input in &m.inputs {
-                    prop_assert!(seen.insert(input.clone()), "{} twice", input);
-                    let file = files.iter().find(|f| &f.path == input).unwrap();
-                    prop_assert_eq!(&file.partition, &m.partition);
-                    prop_assert!(file.bytes < target);
+                    prop_assert!(seen.insert(input.path.clone()), "{} twice", input.path);
+                    prop_assert!(files.contains(input), "{} is no file of the table", input.path);
+                    prop_assert_eq!(&input.partition, &m.partition);
+                    prop_assert!(input.bytes < target);
                 }
-                prop_assert_eq!(
-                    m.bytes,
-                    m.inputs.iter().map(|i| files.iter().find(|f| &f.path == i).unwrap().bytes).sum::<u64>()
-                );
+                prop_assert_eq!(m.bytes, m.inputs.iter().map(|i| i.bytes).sum::<u64>());
             }
         }
     }

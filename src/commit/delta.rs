@@ -169,16 +169,16 @@ impl Tables {
     /// Opens the tables under `root`, one per bucket, creating those that do not exist yet.
     pub fn open(root: TableRoot<'_>, buckets: &Buckets) -> Result<Self, TableError> {
         let runtime = runtime()?;
+        if let TableRoot::S3(settings) = root {
+            PipelineS3::register(settings);
+        }
         let tables = Dataset::ALL
             .iter()
             .map(|&dataset| {
                 let bucket = dataset.bucket(buckets).to_string();
                 let location = match root {
                     TableRoot::Folder(root) => root.join(&bucket).to_string_lossy().into_owned(),
-                    TableRoot::S3(settings) => {
-                        PipelineS3::register(settings);
-                        format!("s3://{bucket}")
-                    }
+                    TableRoot::S3(_) => format!("s3://{bucket}"),
                 };
                 let table = runtime
                     .block_on(open_or_create(&location, dataset))
@@ -232,22 +232,33 @@ impl Tables {
                 .then(|| columns.iter().map(|c| c.to_string()).collect()),
             predicate: None,
         };
-        // The default properties write a Delta checkpoint every 100 versions, so readers
-        // never replay more than that many commits.
         let properties = CommitProperties::default()
             .with_application_transactions(txns)
             .with_metadata(info.map(|info| ("pageview".to_string(), info)));
-        let location = &table.location;
+        self.commit_actions(dataset, adds, operation, properties)
+    }
+
+    /// One commit of `actions` to `dataset`'s table, which then holds its new version.
+    /// `properties` start from the defaults, which write a Delta checkpoint every 100
+    /// versions, so readers never replay more than that many commits.
+    fn commit_actions(
+        &mut self,
+        dataset: Dataset,
+        actions: Vec<Action>,
+        operation: DeltaOperation,
+        properties: CommitProperties,
+    ) -> Result<(), TableError> {
+        let table = &mut self.tables[dataset.index()];
         let delta = &mut table.table;
         self.runtime
             .block_on(async {
                 CommitBuilder::from(properties)
-                    .with_actions(adds)
+                    .with_actions(actions)
                     .build(Some(delta.snapshot()?), delta.log_store(), operation)
                     .await?;
                 delta.update_state().await
             })
-            .map_err(failed(location))
+            .map_err(failed(&table.location))
     }
 
     /// Rewrites the small files of `dataset`'s table into files of up to `target` bytes
@@ -298,17 +309,12 @@ impl Tables {
             added.data_change = false;
             for input in &merge.inputs {
                 actions.push(Action::Remove(Remove {
-                    path: input.clone(),
+                    path: input.path.clone(),
                     data_change: false,
                     deletion_timestamp: Some(now_ms),
                     extended_file_metadata: Some(true),
                     partition_values: Some(added.partition_values.clone()),
-                    size: Some(
-                        parts
-                            .iter()
-                            .find(|p| &p.path == input)
-                            .map_or(0, |p| p.bytes as i64),
-                    ),
+                    size: Some(input.bytes as i64),
                     tags: None,
                     deletion_vector: None,
                     base_row_id: None,
@@ -321,18 +327,8 @@ impl Tables {
             predicate: None,
             target_size: target as i64,
         };
-        let location = table.location.clone();
+        self.commit_actions(dataset, actions, operation, CommitProperties::default())?;
         let removed = merges.iter().map(|m| m.inputs.len()).sum();
-        let delta = &mut self.tables[dataset.index()].table;
-        self.runtime
-            .block_on(async {
-                CommitBuilder::from(CommitProperties::default())
-                    .with_actions(actions)
-                    .build(Some(delta.snapshot()?), delta.log_store(), operation)
-                    .await?;
-                delta.update_state().await
-            })
-            .map_err(failed(&location))?;
         Ok((removed, merges.len()))
     }
 
@@ -468,7 +464,7 @@ fn rewrite(
         .map_err(|e| e.to_string())?;
     let mut rows = 0;
     for input in &merge.inputs {
-        let at = naming::key(bucket, "", input);
+        let at = naming::key(bucket, "", &input.path);
         let bytes = storage
             .get(&at)
             .map_err(|e| e.to_string())?

@@ -27,14 +27,18 @@ impl Manifests {
         format!("{}/{name}", self.folder)
     }
 
+    /// The names of the group's manifests, without reading them.
+    pub(super) fn names(&self) -> Result<Vec<String>, CheckpointError> {
+        let mut names = self.storage.list(&self.folder)?;
+        names.retain(|name| name.ends_with(".json"));
+        Ok(names)
+    }
+
     /// Every manifest of the group with its name. One deleted while being listed (another
     /// processor found it superseded) is skipped.
     pub fn load(&self) -> Result<Vec<(String, Manifest)>, CheckpointError> {
         let mut manifests = Vec::new();
-        for name in self.storage.list(&self.folder)? {
-            if !name.ends_with(".json") {
-                continue;
-            }
+        for name in self.names()? {
             let key = self.key(&name);
             let Some(bytes) = self.storage.get(&key)? else {
                 continue;

@@ -199,7 +199,7 @@ impl CommitPoint for TableLog {
 
     fn complete(&self, recovery: &Recovery) -> Result<(), CommitError> {
         let mut tables = self.tables();
-        let saved: Vec<String> = self.saved.load()?.into_iter().map(|(n, _)| n).collect();
+        let saved = self.saved.names()?;
         for manifest in &recovery.from {
             self.follow(&mut tables, manifest)?;
             if !saved.contains(&checkpoint::manifest_name(manifest.epoch, &manifest.member)) {

@@ -156,12 +156,25 @@ pub struct VacuumArgs {
 pub struct CompactArgs {
     #[command(flatten)]
     pub lake: LakeArgs,
-    /// Small files of a partition are rewritten into files of up to this size.
-    #[arg(long, env = "TARGET_FILE_MIB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=4096))]
-    pub target_file_mib: u64,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Parquet compression codec of the rewritten files.
     #[arg(long, env = "PARQUET_COMPRESSION", value_enum, default_value_t = Codec::Snappy)]
     pub compression: Codec,
+}
+
+/// How large compaction makes a Delta table's files.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// Small files of a partition are rewritten into files of up to this size.
+    #[arg(long, env = "TARGET_FILE_MIB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub target_file_mib: u64,
+}
+
+impl TargetArgs {
+    pub fn bytes(&self) -> u64 {
+        self.target_file_mib << 20
+    }
 }
 
 impl CompactArgs {
@@ -838,6 +851,12 @@ pub struct PipelineArgs {
     /// How each dataset is laid out: Parquet folders, or Delta Lake tables.
     #[arg(long, env = "TABLE_FORMAT", value_enum, default_value_t = TableFormat::Parquet)]
     pub table_format: TableFormat,
+    /// Delta tables: a pass of compaction every this many ms while processing, on a thread
+    /// of its own (0: none; `pageview compact` compacts on demand).
+    #[arg(long, env = "COMPACT_INTERVAL_MS", default_value_t = 60_000)]
+    pub compact_interval_ms: u64,
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 /// The bucket names, from the environment's defaults or given one by one.
@@ -913,8 +932,20 @@ impl PipelineArgs {
             file_max_age: Duration::from_millis(self.file_max_age_ms),
             compression: self.compression.compression(),
             table_format: self.table_format,
+            compaction: (self.table_format == TableFormat::Delta && self.compact_interval_ms > 0)
+                .then(|| CompactionSettings {
+                    interval: Duration::from_millis(self.compact_interval_ms),
+                    target_bytes: self.target.bytes(),
+                }),
         })
     }
+}
+
+/// How a processor compacts its Delta tables while it runs.
+#[derive(Debug, Clone, Copy)]
+pub struct CompactionSettings {
+    pub interval: Duration,
+    pub target_bytes: u64,
 }
 
 /// How records are windowed and files written, validated: what the pipeline, `--check-config`
@@ -929,6 +960,8 @@ pub struct PipelineSettings {
     pub file_max_age: Duration,
     pub compression: Compression,
     pub table_format: TableFormat,
+    /// `None`: no compaction while processing.
+    pub compaction: Option<CompactionSettings>,
 }
 
 impl PipelineSettings {

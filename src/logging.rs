@@ -1,7 +1,8 @@
 //! Log lines on stderr, one per significant event. `text` (the default) reads as it always
 //! has, `pageview: <what happened>`; `json` is one object per line for log pipelines.
-//! `LOG_LEVEL` filters: a bare level applies to this program (libraries only warn), anything
-//! else is a `tracing` filter directive.
+//! `LOG_LEVEL` filters: a bare level applies to this program (libraries only warn, delta-rs
+//! only errs: it warns at every commit it retries onto a newer version, which the compactor
+//! beside a processor makes routine), anything else is a `tracing` filter directive.
 
 use std::fmt;
 
@@ -50,7 +51,9 @@ where
 /// The filter `LOG_LEVEL` asks for.
 fn filter(level: &str) -> Result<EnvFilter, LogLevelError> {
     let directives = match level {
-        "trace" | "debug" | "info" | "warn" | "error" | "off" => format!("warn,pageview={level}"),
+        "trace" | "debug" | "info" | "warn" | "error" | "off" => {
+            format!("warn,deltalake_core=error,pageview={level}")
+        }
         other => other.to_string(),
     };
     EnvFilter::try_new(&directives).map_err(|source| LogLevelError {
@@ -79,7 +82,7 @@ mod tests {
     fn a_bare_level_is_for_this_program_and_nonsense_is_named() {
         assert_eq!(
             filter("debug").unwrap().to_string(),
-            EnvFilter::try_new("warn,pageview=debug")
+            EnvFilter::try_new("warn,deltalake_core=error,pageview=debug")
                 .unwrap()
                 .to_string()
         );

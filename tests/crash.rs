@@ -214,6 +214,7 @@ fn settings(roll_every: Duration) -> PipelineSettings {
         file_max_age: roll_every,
         compression: Compression::SNAPPY,
         table_format: TableFormat::Parquet,
+        compaction: None,
     }
 }
 
@@ -254,7 +255,7 @@ fn live(
     let driven = drive(
         &mut source,
         &mut |assignment, _| resumed_router(pipeline, storage.clone(), TOPIC, assignment),
-        &mut Commit::Checkpointed(Box::new(checkpointed)),
+        &mut Commit::checkpointed(checkpointed),
         &AtomicBool::new(false),
         Duration::from_secs(3600),
         &mut |_, _| {},

@@ -4,8 +4,9 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -50,19 +51,7 @@ fn delta_tables_hold_row_for_row_what_the_parquet_folders_hold() {
     }
     assert!(delta.join(RAW).join("_delta_log").is_dir());
 
-    let same_rows = || {
-        let output = Command::new(readers_python())
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/read_delta.py"))
-            .arg(&parquet)
-            .arg(&delta)
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{}", stderr(&output));
-        let got: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-        assert_eq!(got["raw-events"], rows(&parquet, RAW));
-        assert_eq!(got["aggregated"], rows(&parquet, AGGREGATED));
-        assert_eq!(got["dlq"], rows(&parquet, DLQ));
-    };
+    let same_rows = || read_delta(&parquet, &delta, None);
     same_rows();
 
     // Compaction folds each partition's files into one, and readers see the same rows.
@@ -94,7 +83,9 @@ fn delta_tables_hold_row_for_row_what_the_parquet_folders_hold() {
         assert!(out.status.success(), "{}", stderr(&out));
         stdout(&out)
     };
-    let said = compact();
+    // A reader that opened the tables before the compaction reads them whole after it.
+    let mut said = String::new();
+    read_delta(&parquet, &delta, Some(&mut || said = compact()));
     assert!(
         said.contains(&format!(
             "{RAW}: {files} small files rewritten into {partitions}"
@@ -105,7 +96,7 @@ fn delta_tables_hold_row_for_row_what_the_parquet_folders_hold() {
     assert!(after.values().all(|&n| n == 1), "{after:?}");
     assert_eq!(after.len(), counts.len());
     same_rows();
-    // A reader of the version before still finds every file it names.
+    // Vacuum keeps what a reader of an older version needs.
     for file in &before {
         assert!(delta.join(RAW).join(&file.path).is_file(), "{}", file.path);
     }
@@ -114,6 +105,129 @@ fn delta_tables_hold_row_for_row_what_the_parquet_folders_hold() {
         again.contains(&format!("{RAW}: 0 small files rewritten into 0")),
         "{again}"
     );
+}
+
+/// Compaction while `process` runs: each hour the watermark has passed is packed into one
+/// file while the input is still open (a pass every 200 ms here), and the tables hold row for
+/// row what the folders hold.
+#[test]
+fn a_running_processor_compacts_each_hour_the_watermark_has_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    // Three hours of event time from 22:00, an event a second.
+    generate_file(
+        &input,
+        &[
+            "--events",
+            "10800",
+            "--seed",
+            "5",
+            "--start-time-ms",
+            "1699999200000",
+            "--rate",
+            "1",
+            "--malformed-share",
+            "0.02",
+            "--late-share",
+            "0.01",
+        ],
+    );
+    let (parquet, delta) = (dir.path().join("parquet"), dir.path().join("delta"));
+    // The same bytes through stdin, so that dead letters name the same input.
+    let reference = pageview()
+        .args(["process", "--input", "-", "--storage"])
+        .arg(&parquet)
+        .stdin(std::fs::File::open(&input).unwrap())
+        .output()
+        .unwrap();
+    assert!(reference.status.success(), "{}", stderr(&reference));
+    let log = dir.path().join("process.log");
+    let mut processor = pageview()
+        .args(["process", "--input", "-", "--storage"])
+        .arg(&delta)
+        .args(["--table-format", "delta", "--file-max-age-ms", "50"])
+        .args(["--compact-interval-ms", "200"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut stdin = processor.stdin.take().unwrap();
+    let bytes = std::fs::read(&input).unwrap();
+    let lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
+    let files_of = |partition: &str| {
+        pageview::commit::current_files(&delta.join(RAW))
+            .unwrap()
+            .map_or(0, |files| {
+                files
+                    .iter()
+                    .filter(|f| f.path.starts_with(&format!("{partition}/")))
+                    .count()
+            })
+    };
+    let hours = ["dt=2023-11-14/event_hour=22", "dt=2023-11-14/event_hour=23"];
+    for (n, hour) in lines.chunks(3600).enumerate() {
+        // In pieces a file roll apart: several files per hour.
+        for piece in hour.chunks(400) {
+            stdin.write_all(&piece.concat()).unwrap();
+            stdin.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(120));
+        }
+        if n == 0 {
+            assert!(files_of(hours[0]) > 1, "several files in {}", hours[0]);
+            continue;
+        }
+        // The hour before is closed by this one's events.
+        let closed = hours[n - 1];
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while files_of(closed) != 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{closed} holds {} files: {}",
+                files_of(closed),
+                std::fs::read_to_string(&log).unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    drop(stdin);
+    let status = processor.wait().unwrap();
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{status}: {said}");
+    assert!(said.contains("compacted"), "{said}");
+    read_delta(&parquet, &delta, None);
+}
+
+/// Reads the tables under `delta` with the deltalake package and polars, and checks that
+/// they hold row for row what the folders under `parquet` hold; with `between`, the tables
+/// are opened, then `between` runs, then they are read.
+fn read_delta(parquet: &Path, delta: &Path, between: Option<&mut dyn FnMut()>) {
+    let mut reader = Command::new(readers_python());
+    reader
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/read_delta.py"))
+        .arg(parquet)
+        .arg(delta)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if between.is_some() {
+        reader.arg("--hold").stdin(Stdio::piped());
+    }
+    let mut reader = reader.spawn().unwrap();
+    if let Some(between) = between {
+        let mut opened = String::new();
+        BufReader::new(reader.stdout.as_mut().unwrap())
+            .read_line(&mut opened)
+            .unwrap();
+        assert_eq!(opened, "opened\n", "the reader could not open the tables");
+        between();
+        writeln!(reader.stdin.take().unwrap()).unwrap();
+    }
+    let output = reader.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let got: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(got["raw-events"], rows(parquet, RAW));
+    assert_eq!(got["aggregated"], rows(parquet, AGGREGATED));
+    assert_eq!(got["dlq"], rows(parquet, DLQ));
 }
 
 #[test]

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use crate::commit::{Checkpointed, Commit, CommitPoint};
+use crate::commit::{Checkpointed, Commit, CommitPoint, Compactor};
 use crate::config::PipelineSettings;
 use crate::config::TableFormat;
 use crate::pipeline::{PipelineError, drive, resumed_router};
@@ -14,14 +14,20 @@ use crate::source::kafka::{ConsumerSettings, GroupConsumer};
 use crate::storage::Storage;
 use crate::tools::observe::{Observed, Progress};
 
+/// How a group member commits, and compacts its tables.
+pub(super) struct Committer {
+    pub point: Arc<dyn CommitPoint>,
+    pub compactor: Option<Compactor>,
+}
+
 /// Joins the group and processes what it is assigned into `storage`, committing through
-/// `point`, until `stop`, or, once `drain` is set, until it has read up to where its
+/// `committer`, until `stop`, or, once `drain` is set, until it has read up to where its
 /// partitions ended then; the router of the last assignment, for its counters.
 pub(super) fn consume_group(
     settings: &ConsumerSettings,
     pipeline: &PipelineSettings,
     storage: Arc<dyn Storage>,
-    point: Arc<dyn CommitPoint>,
+    committer: Committer,
     stop: &AtomicBool,
     drain: Arc<AtomicBool>,
     observed: Observed,
@@ -33,6 +39,7 @@ pub(super) fn consume_group(
         cluster.security.describe(),
         settings.topic
     );
+    let Committer { point, compactor } = committer;
     let mut group = GroupConsumer::join(settings, point.clone(), stop)?.draining_when(drain);
     // A group member runs for good: readers' globs over the DLQ folder must match before its
     // first dead letter, not only after it stops (a table is readable from its creation).
@@ -78,7 +85,7 @@ pub(super) fn consume_group(
     let driven = drive(
         &mut group,
         &mut start,
-        &mut Commit::Checkpointed(Box::new(checkpointed)),
+        &mut Commit::checkpointed(checkpointed).compacted_by(compactor),
         stop,
         progress.every,
         &mut |router, source| {

@@ -178,7 +178,7 @@ impl CompactPlan {
         Ok(CompactPlan {
             lake: Lake::new(args.lake.storage.clone(), &args.lake.s3)?,
             buckets: args.lake.buckets.resolve()?,
-            target_bytes: args.target_file_mib << 20,
+            target_bytes: args.target.bytes(),
             compression: args.compression(),
         })
     }

@@ -16,13 +16,14 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 
-use crate::commit::{Commit, CommitPoint, Manifests, TableLog, TableRoot, Tables};
+use crate::commit::{Commit, Compactor, Manifests, TableLog, TableRoot, Tables};
 use crate::config::{BucketsCommand, Command, ConfigError, PipelineSettings, S3Args, TableFormat};
 use crate::kafka::{self, Cluster, TopicState};
 use crate::source::kafka::ConsumerSettings;
 use crate::storage::{
     Buckets, LocalStorage, Location, RequestObserver, S3Settings, S3Storage, Storage,
 };
+use group::Committer;
 
 /// Exit code after an interrupt, as shells report for SIGINT.
 pub const EXIT_INTERRUPTED: u8 = 130;
@@ -191,20 +192,22 @@ impl Lake {
     }
 
     /// The commit of a bounded input: files, or the tables' commits, appear as they finish.
-    fn immediate(&self, pipeline: &PipelineSettings) -> Result<Commit> {
-        Ok(Commit::Immediate(self.tables(pipeline)?))
+    fn immediate(&self, pipeline: &PipelineSettings, storage: Arc<dyn Storage>) -> Result<Commit> {
+        Ok(Commit::immediate(self.tables(pipeline)?)
+            .compacted_by(self.compactor(pipeline, storage)?))
     }
 
-    /// Where a member of the consumer group makes its checkpoints durable: manifests beside
-    /// Parquet folders, or the raw Delta table's log.
-    fn commit_point(
+    /// How a member of the consumer group commits: its checkpoints made durable in manifests
+    /// beside Parquet folders, or in the raw Delta table's log.
+    fn committer(
         &self,
         pipeline: &PipelineSettings,
         storage: Arc<dyn Storage>,
         settings: &ConsumerSettings,
-    ) -> Result<Arc<dyn CommitPoint>> {
+    ) -> Result<Committer> {
         let checkpoints = &pipeline.buckets.checkpoints;
-        Ok(match self.tables(pipeline)? {
+        let compactor = self.compactor(pipeline, storage.clone())?;
+        let point: Arc<dyn crate::commit::CommitPoint> = match self.tables(pipeline)? {
             None => Arc::new(Manifests::new(storage, checkpoints, &settings.group)),
             Some(tables) => Arc::new(TableLog::new(
                 *tables,
@@ -213,7 +216,26 @@ impl Lake {
                 &settings.group,
                 &settings.topic,
             )),
-        })
+        };
+        Ok(Committer { point, compactor })
+    }
+
+    /// Compaction beside the run, with tables of its own, when the tables are compacted.
+    fn compactor(
+        &self,
+        pipeline: &PipelineSettings,
+        storage: Arc<dyn Storage>,
+    ) -> Result<Option<Compactor>> {
+        let Some(settings) = pipeline.compaction else {
+            return Ok(None);
+        };
+        let tables = self.open_tables(&pipeline.buckets)?;
+        Ok(Some(Compactor::start(
+            tables,
+            storage,
+            settings,
+            pipeline.compression,
+        )?))
     }
 }
 

@@ -109,7 +109,9 @@ impl ProcessPlan {
         let driven = drive(
             source.as_mut(),
             &mut |_, _| router(&self.pipeline, storage.clone(), tags.clone()),
-            &mut self.destination.immediate(&self.pipeline)?,
+            &mut self
+                .destination
+                .immediate(&self.pipeline, storage.clone())?,
             &stop,
             progress.every,
             &mut |router, source| progress.show(router, source.bytes_read()),
@@ -144,14 +146,14 @@ impl ProcessPlan {
             &self.pipeline.buckets.with_checkpoints(),
             exposed.storage_observer(),
         )?;
-        let point = self
+        let committer = self
             .destination
-            .commit_point(&self.pipeline, storage.clone(), settings)?;
+            .committer(&self.pipeline, storage.clone(), settings)?;
         let router = consume_group(
             settings,
             &self.pipeline,
             storage,
-            point,
+            committer,
             &stop,
             drain,
             exposed.observed(),

@@ -82,7 +82,7 @@ impl RunPlan {
         let driven = drive(
             &mut source,
             &mut |_, _| router(&self.pipeline, storage.clone(), tags.clone()),
-            &mut self.lake().immediate(&self.pipeline)?,
+            &mut self.lake().immediate(&self.pipeline, storage.clone())?,
             &AtomicBool::new(false),
             progress.every,
             &mut |router, _| progress.show(router, 0),
@@ -129,14 +129,14 @@ impl RunPlan {
             })
         };
         let started = Instant::now();
-        let point = self
+        let committer = self
             .lake()
-            .commit_point(&self.pipeline, storage.clone(), consumer)?;
+            .committer(&self.pipeline, storage.clone(), consumer)?;
         let consumed = consume_group(
             consumer,
             &self.pipeline,
             storage,
-            point,
+            committer,
             &stop,
             drain,
             exposed.observed(),

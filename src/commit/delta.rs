@@ -34,7 +34,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use super::compaction::{self, Part};
+use super::compaction::{self, Merge, Part, Policy};
 use crate::sink::{Dataset, WrittenFile, naming, writer_properties};
 use crate::storage::{Buckets, Listed, S3Settings, Storage};
 
@@ -262,10 +262,7 @@ impl Tables {
     }
 
     /// Rewrites the small files of `dataset`'s table into files of up to `target` bytes
-    /// ([`compaction::plan`]), encoded as the sinks encode them, in one commit that removes
-    /// the small files and adds the new ones, neither a data change: readers see the same
-    /// rows, and one reading the older version still finds its files (vacuum deletes them
-    /// after its retention). (files removed, files added)
+    /// in every partition, in one commit. (files removed, files added)
     pub fn compact(
         &mut self,
         dataset: Dataset,
@@ -273,6 +270,19 @@ impl Tables {
         compression: Compression,
         target: u64,
     ) -> Result<(usize, usize), TableError> {
+        let merges = self.plan_compaction(dataset, target, Policy::All)?;
+        self.commit_merges(dataset, &merges, storage, compression, target)?;
+        let removed = merges.iter().map(|m| m.inputs.len()).sum();
+        Ok((removed, merges.len()))
+    }
+
+    /// Which of the small files of `dataset`'s newest version to rewrite together.
+    pub(super) fn plan_compaction(
+        &mut self,
+        dataset: Dataset,
+        target: u64,
+        policy: Policy,
+    ) -> Result<Vec<Merge>, TableError> {
         self.refresh(dataset)?;
         let table = &self.tables[dataset.index()];
         let parts: Vec<Part> = self
@@ -289,14 +299,32 @@ impl Tables {
                 bytes: f.bytes,
             })
             .collect();
-        let merges = compaction::plan(&parts, target);
+        Ok(compaction::plan(&parts, target, policy))
+    }
+
+    /// Rewrites each of `merges` into one file encoded as the sinks encode them, then makes
+    /// one commit that removes their files and adds the new ones, neither a data change:
+    /// readers see the same rows, and one reading the older version still finds its files
+    /// (vacuum deletes them after its retention). Nothing is committed when any fails, or
+    /// when another writer removed one of the files since (a compaction of its own). The
+    /// files written, in the order of `merges`.
+    pub(super) fn commit_merges(
+        &mut self,
+        dataset: Dataset,
+        merges: &[Merge],
+        storage: &dyn Storage,
+        compression: Compression,
+        target: u64,
+    ) -> Result<Vec<WrittenFile>, TableError> {
         if merges.is_empty() {
-            return Ok((0, 0));
+            return Ok(Vec::new());
         }
+        let table = &self.tables[dataset.index()];
         let properties = writer_properties(dataset, compression);
         let now_ms = crate::generate::now_ms();
         let run = format!("{:08x}", rand::random::<u32>());
         let mut actions = Vec::new();
+        let mut files = Vec::with_capacity(merges.len());
         for (n, merge) in merges.iter().enumerate() {
             let name = format!("part-compacted-{run}-{n:05}.parquet");
             let key = naming::key(&table.bucket, &merge.partition, &name);
@@ -322,14 +350,14 @@ impl Tables {
                 }));
             }
             actions.push(Action::Add(added));
+            files.push(written);
         }
         let operation = DeltaOperation::Optimize {
             predicate: None,
             target_size: target as i64,
         };
         self.commit_actions(dataset, actions, operation, CommitProperties::default())?;
-        let removed = merges.iter().map(|m| m.inputs.len()).sum();
-        Ok((removed, merges.len()))
+        Ok(files)
     }
 
     /// Brings `dataset`'s table up to its newest version.
@@ -454,7 +482,7 @@ fn rewrite(
     storage: &dyn Storage,
     dataset: Dataset,
     bucket: &str,
-    merge: &compaction::Merge,
+    merge: &Merge,
     key: &str,
     properties: &WriterProperties,
 ) -> Result<WrittenFile, String> {

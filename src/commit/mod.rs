@@ -10,6 +10,7 @@
 //! ([`TableLog`]).
 
 mod compaction;
+mod compactor;
 mod delta;
 mod manifests;
 mod table_log;
@@ -17,6 +18,7 @@ mod table_log;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use compactor::Compactor;
 pub use delta::{TableError, TableRoot, Tables, current_files, vacuum};
 pub use manifests::Manifests;
 pub use table_log::TableLog;
@@ -59,8 +61,13 @@ impl From<crate::storage::StorageError> for CommitError {
 /// (partition, next offset): how far a commit made the input durable, for Kafka to be told.
 pub type Offsets = Vec<(i32, i64)>;
 
-/// The commit protocol of one run.
-pub enum Commit {
+/// The commit protocol of one run, and the compactor of its tables, if they have one.
+pub struct Commit {
+    protocol: Protocol,
+    compactor: Option<Compactor>,
+}
+
+enum Protocol {
     /// Bounded input: files appear as they are finished; with tables, as the commit of each
     /// tick adds them.
     Immediate(Option<Box<Tables>>),
@@ -69,10 +76,33 @@ pub enum Commit {
 }
 
 impl Commit {
+    /// Bounded input, into Parquet folders or `tables`.
+    pub fn immediate(tables: Option<Box<Tables>>) -> Self {
+        Commit {
+            protocol: Protocol::Immediate(tables),
+            compactor: None,
+        }
+    }
+
+    /// A Kafka group member's checkpoints.
+    pub fn checkpointed(checkpointed: Checkpointed) -> Self {
+        Commit {
+            protocol: Protocol::Checkpointed(Box::new(checkpointed)),
+            compactor: None,
+        }
+    }
+
+    /// Compacts the tables beside the run, told the watermark at every tick; stopped when
+    /// the run ends.
+    pub fn compacted_by(mut self, compactor: Option<Compactor>) -> Self {
+        self.compactor = compactor;
+        self
+    }
+
     /// Partitions were assigned and resume from `recovery`: what their earlier owners left
     /// half done is finished first.
     pub fn assigned(&mut self, recovery: &Recovery) -> Result<(), CommitError> {
-        if let Commit::Checkpointed(c) = self {
+        if let Protocol::Checkpointed(c) = &mut self.protocol {
             c.point.complete(recovery)?;
             c.current = Some(Assigned::new(recovery));
         }
@@ -82,16 +112,19 @@ impl Commit {
     /// Every partition was taken away: what no checkpoint holds is dropped, since the next
     /// owner resumes from the checkpoints.
     pub fn revoked(&mut self) {
-        if let Commit::Checkpointed(c) = self {
+        if let Protocol::Checkpointed(c) = &mut self.protocol {
             c.current = None;
         }
     }
 
     /// Time-based work: publishes finished files, or checkpoints when one is due.
     pub fn tick(&mut self, router: &mut Router, now: Instant) -> Result<Offsets, CommitError> {
-        match self {
-            Commit::Immediate(tables) => added(tables, &router.publish_finished()?),
-            Commit::Checkpointed(c) => c.checkpoint(router, now, false),
+        if let Some(compactor) = &self.compactor {
+            compactor.watermark(router.watermarks().current());
+        }
+        match &mut self.protocol {
+            Protocol::Immediate(tables) => added(tables, &router.publish_finished()?),
+            Protocol::Checkpointed(c) => c.checkpoint(router, now, false),
         }
     }
 
@@ -99,9 +132,9 @@ impl Commit {
     /// Kafka run's last checkpoint publishes every file and keeps open windows open, for the
     /// next run to continue.
     pub fn finish(&mut self, router: &mut Router, now: Instant) -> Result<Offsets, CommitError> {
-        match self {
-            Commit::Immediate(tables) => added(tables, &router.finish()?),
-            Commit::Checkpointed(c) => c.checkpoint(router, now, true),
+        match &mut self.protocol {
+            Protocol::Immediate(tables) => added(tables, &router.finish()?),
+            Protocol::Checkpointed(c) => c.checkpoint(router, now, true),
         }
     }
 }

@@ -36,6 +36,26 @@ pub fn day_of(ms: i64) -> i64 {
     ms.div_euclid(24 * HOUR_MS)
 }
 
+/// When the event time a partition folder covers ends: the hour after a raw partition's
+/// (`dt=…/event_hour=…`), the day after an aggregated one's (`dt=…`); `None` for any other
+/// folder, the DLQ's table root among them, which no event time ever closes.
+pub fn partition_end(partition: &str) -> Option<i64> {
+    let (day, hour) = match partition.split_once('/') {
+        Some((day, hour)) => (day, Some(hour.strip_prefix("event_hour=")?)),
+        None => (partition, None),
+    };
+    let date = chrono::NaiveDate::parse_from_str(day.strip_prefix("dt=")?, "%Y-%m-%d").ok()?;
+    let start = date.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis();
+    match hour {
+        None => Some(start + 24 * HOUR_MS),
+        Some(hour) if hour.len() == 2 => match hour.parse::<i64>() {
+            Ok(h @ 0..=23) => Some(start + (h + 1) * HOUR_MS),
+            _ => None,
+        },
+        Some(_) => None,
+    }
+}
+
 fn utc(ms: i64) -> DateTime<chrono::Utc> {
     // Validated event times lie in 2000..=2100, far inside chrono's range.
     DateTime::from_timestamp_millis(ms).expect("event time within chrono's range")
@@ -104,6 +124,26 @@ mod tests {
     }
 
     #[test]
+    fn only_the_datasets_partition_folders_have_an_end() {
+        assert_eq!(
+            partition_end("dt=2023-11-14/event_hour=22"),
+            Some(1_699_999_200_000 + HOUR_MS)
+        );
+        assert_eq!(partition_end("dt=2023-11-14"), Some(1_700_006_400_000));
+        for other in [
+            "",
+            "dt=2023-11-14/event_hour=24",
+            "dt=2023-11-14/event_hour=7",
+            "dt=2023-11-14/hour=07",
+            "dt=2023-13-01",
+            "dt=2023-11-14/event_hour=07/x",
+            "day=2023-11-14",
+        ] {
+            assert_eq!(partition_end(other), None, "{other}");
+        }
+    }
+
+    #[test]
     fn keys_and_names() {
         assert_eq!(
             key(
@@ -125,6 +165,14 @@ mod tests {
             prop_assert_eq!(raw_partition(hour), raw_partition(hour_of(hour * HOUR_MS)));
             prop_assert!(raw_partition(hour).starts_with(&date_partition(t)));
             prop_assert_eq!(day_of(t), day_of(hour * HOUR_MS));
+        }
+
+        #[test]
+        fn a_partition_ends_where_the_next_begins(t in 946_684_800_000i64..4_102_444_800_000) {
+            let hour_end = partition_end(&raw_partition(hour_of(t))).unwrap();
+            prop_assert_eq!(hour_end, (hour_of(t) + 1) * HOUR_MS);
+            let day_end = partition_end(&date_partition(t)).unwrap();
+            prop_assert_eq!(day_end, (day_of(t) + 1) * 24 * HOUR_MS);
         }
 
         #[test]

@@ -1,0 +1,148 @@
+//! Compaction beside a running processor: on a thread of its own, with its own handle on the
+//! tables, so that rewriting files never holds up routing or a checkpoint. Each pass packs
+//! the partitions [`Policy::Running`] takes as of the processor's watermark, one commit per
+//! rewritten file. A commit of the processor's never conflicts with one of these (removals
+//! with `dataChange = false`); a compaction that loses a race to another compactor fails
+//! without committing and is planned afresh by the next pass.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parquet::basic::Compression;
+
+use super::compaction::Policy;
+use super::delta::{TableError, Tables};
+use crate::config::CompactionSettings;
+use crate::sink::Dataset;
+use crate::storage::Storage;
+
+/// Small files a partition that still receives rows holds before a pass packs them.
+const OPEN_PARTITION_FILES: usize = 50;
+
+/// The watermark's value before there is one.
+const NO_WATERMARK: i64 = i64::MIN;
+
+/// Stops its thread when dropped, after the commit in progress, if any.
+pub struct Compactor {
+    watermark: Arc<AtomicI64>,
+    /// Dropped to stop the thread, which looks between two rewritten files.
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Compactor {
+    /// Starts compacting `tables`, whose files `storage` holds, a pass every
+    /// `settings.interval`.
+    pub fn start(
+        tables: Tables,
+        storage: Arc<dyn Storage>,
+        settings: CompactionSettings,
+        compression: Compression,
+    ) -> Result<Self, TableError> {
+        let watermark = Arc::new(AtomicI64::new(NO_WATERMARK));
+        let (stop, stopped) = mpsc::channel();
+        let pass = Pass {
+            tables,
+            storage,
+            target: settings.target_bytes,
+            compression,
+            stopped,
+        };
+        let seen = watermark.clone();
+        let thread = std::thread::Builder::new()
+            .name("compactor".into())
+            .spawn(move || pass.every(settings.interval, &seen))
+            .map_err(TableError::Runtime)?;
+        Ok(Compactor {
+            watermark,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The processor's watermark now: partitions whose event time ends before it receive
+    /// no more on-time rows. It only moves forward, across rebalances too.
+    pub fn watermark(&self, watermark: Option<i64>) {
+        if let Some(watermark) = watermark {
+            self.watermark.fetch_max(watermark, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Compactor {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the compactor thread panicked");
+        }
+    }
+}
+
+/// The compactor thread's own state.
+struct Pass {
+    tables: Tables,
+    storage: Arc<dyn Storage>,
+    target: u64,
+    compression: Compression,
+    stopped: Receiver<()>,
+}
+
+impl Pass {
+    /// Runs a pass every `interval` until the compactor is dropped.
+    fn every(mut self, interval: Duration, watermark: &AtomicI64) {
+        while let Err(RecvTimeoutError::Timeout) = self.stopped.recv_timeout(interval) {
+            let seen = watermark.load(Ordering::Relaxed);
+            let policy = Policy::Running {
+                watermark: (seen != NO_WATERMARK).then_some(seen),
+                open_files: OPEN_PARTITION_FILES,
+            };
+            for dataset in Dataset::ALL {
+                if let Err(e) = self.compact(dataset, policy) {
+                    tracing::warn!(
+                        "{e}; compaction tries again in {} s",
+                        interval.as_secs_f64()
+                    );
+                }
+                if self.is_stopped() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Packs what `policy` takes of `dataset`'s table, one commit per file written.
+    fn compact(&mut self, dataset: Dataset, policy: Policy) -> Result<(), TableError> {
+        let merges = self.tables.plan_compaction(dataset, self.target, policy)?;
+        for merge in &merges {
+            if self.is_stopped() {
+                break;
+            }
+            let written = self.tables.commit_merges(
+                dataset,
+                std::slice::from_ref(merge),
+                &*self.storage,
+                self.compression,
+                self.target,
+            )?;
+            for file in written {
+                tracing::info!(
+                    "compacted {} files into {} ({} rows, {} bytes)",
+                    merge.inputs.len(),
+                    file.key,
+                    file.rows,
+                    file.bytes
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn is_stopped(&self) -> bool {
+        matches!(self.stopped.try_recv(), Err(TryRecvError::Disconnected))
+    }
+}

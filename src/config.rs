@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use parquet::basic::{Compression, ZstdLevel};
 
+use crate::commit::CompactionSettings;
 use crate::generate::{GeneratorConfig, now_ms};
 use crate::kafka::KeyChoice;
 use crate::kafka::security::{
@@ -939,13 +940,6 @@ impl PipelineArgs {
                 }),
         })
     }
-}
-
-/// How a processor compacts its Delta tables while it runs.
-#[derive(Debug, Clone, Copy)]
-pub struct CompactionSettings {
-    pub interval: Duration,
-    pub target_bytes: u64,
 }
 
 /// How records are windowed and files written, validated: what the pipeline, `--check-config`

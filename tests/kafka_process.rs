@@ -437,8 +437,9 @@ fn outputs(root: &Path) -> (Vec<i64>, Vec<(i32, i64, String)>) {
     (raw, dead)
 }
 
-/// The flag that makes the datasets Delta tables.
-const DELTA: &[&str] = &["--table-format", "delta"];
+/// The flags that make the datasets Delta tables, compacted by the processor while it runs
+/// (a pass every 200 ms, so that kills, rebalances and outages meet compactions).
+const DELTA: &[&str] = &["--table-format", "delta", "--compact-interval-ms", "200"];
 
 /// What readers see now holds no raw row or dead letter twice (a record may still be
 /// missing: the processor was stopped before committing it).
@@ -663,6 +664,89 @@ fn kill_9_at_random_moments(format: &[&str]) {
     assert_no_staging_leftovers(storage.path());
 }
 
+/// Kills during a compaction. A processor with compaction off leaves a backlog of small files;
+/// processors that compact are then started and frozen (SIGSTOP) as soon as they say they
+/// are rewriting files: one that is still rewriting, not yet committed, is killed there.
+/// After every kill each table is readable and holds every record once; a last processor
+/// compacts the closed hours into one file each and loses nothing.
+#[test]
+fn kill_9_during_a_compaction_leaves_every_table_whole() {
+    let (broker, data, storage) = given(20_000);
+    let rolling = ["--file-max-age-ms", "50", "--table-format", "delta"];
+    let off = [&rolling[..], &["--compact-interval-ms", "0"]].concat();
+    let child = processor(&broker.bootstrap, &storage, &off);
+    produce_first(&data, &broker.bootstrap, &storage);
+    data.produce(
+        &broker.bootstrap,
+        FIRST..usize::MAX,
+        Duration::from_millis(100),
+    );
+    wait_for_everything(&storage, &data, Duration::from_secs(120));
+    stop(child);
+    let raw_files = || {
+        pageview::commit::current_files(&storage.path().join(RAW))
+            .unwrap()
+            .unwrap()
+    };
+    let backlog = raw_files().len();
+    assert!(backlog > 20, "a backlog of small files: {backlog}");
+
+    let on = [
+        &rolling[..],
+        &["--compact-interval-ms", "50"],
+        &["--log-level", "warn,pageview=info,pageview::commit=debug"],
+    ]
+    .concat();
+    let mut killed_while_compacting = 0;
+    for attempt in 1.. {
+        assert!(attempt <= 20, "no kill landed in a compaction in 20 tries");
+        let seen = std::fs::metadata(storage.dir.path().join("test-processor.log"))
+            .map_or(0, |m| m.len() as usize);
+        let child = processor(&broker.bootstrap, &storage, &on);
+        let pid = child.child.as_ref().unwrap().id() as i32;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !child.log()[seen..].contains("compacting ") {
+            assert!(Instant::now() < deadline, "no compaction: {}", child.log());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // SAFETY: signals the child we spawned, by its PID.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        let log = child.log()[seen..].to_string();
+        let last = log.rfind("compacting ").unwrap();
+        let committed = log[last..].contains("compacted ");
+        child.kill();
+        if !committed {
+            killed_while_compacting += 1;
+        }
+        assert_exactly_once(storage.path(), &data, Rows::One);
+        if killed_while_compacting == 3 {
+            eprintln!("compaction chaos: 3 of {attempt} kills landed while files were rewritten");
+            break;
+        }
+    }
+    let child = processor(&broker.bootstrap, &storage, &on);
+    let closed = [
+        "dt=2023-11-14/event_hour=22/",
+        "dt=2023-11-14/event_hour=23/",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let files = raw_files();
+        let per_hour = closed.map(|h| files.iter().filter(|f| f.path.starts_with(h)).count());
+        if per_hour == [1, 1] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "closed hours hold {per_hour:?} files"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop(child);
+    assert_exactly_once(storage.path(), &data, Rows::One);
+    assert_no_staging_leftovers(storage.path());
+}
+
 #[test]
 fn two_processors_split_the_partitions_and_stay_exactly_once() {
     two_processors_split_the_partitions(&[]);
@@ -749,11 +833,18 @@ fn a_broker_restart_pauses_a_processor_into_delta_tables_and_loses_nothing() {
 /// go through that.
 #[test]
 fn a_frozen_broker_pauses_the_processor_and_loses_nothing() {
-    rides_out(&[], |broker| {
-        broker.freeze();
-        std::thread::sleep(Duration::from_secs(10));
-        broker.thaw();
-    });
+    rides_out(&[], broker_freeze);
+}
+
+#[test]
+fn a_frozen_broker_pauses_a_processor_into_delta_tables_and_loses_nothing() {
+    rides_out(DELTA, broker_freeze);
+}
+
+fn broker_freeze(broker: &mut Broker) {
+    broker.freeze();
+    std::thread::sleep(Duration::from_secs(10));
+    broker.thaw();
 }
 
 #[test]
@@ -1067,20 +1158,33 @@ fn to_s3_delta_tables_two_processors_and_kill_9_lose_and_repeat_nothing() {
 /// processor says so, waits, and carries on when S3 is back, losing nothing.
 #[test]
 fn an_s3_stall_pauses_the_processor_and_loses_nothing() {
+    s3_stall(&[]);
+}
+
+#[test]
+fn an_s3_stall_pauses_a_processor_into_delta_tables_and_loses_nothing() {
+    s3_stall(DELTA);
+}
+
+fn s3_stall(format: &[&str]) {
     let broker = Broker::start();
     create_topic(&broker.bootstrap);
     let data = Data::new(30_000);
     let storage = Store::s3();
     let extra = [
-        "--file-max-age-ms",
-        "700",
-        "--s3-timeout-ms",
-        "1500",
-        "--metrics-port",
-        "0",
-        "--metrics-host",
-        "127.0.0.1",
-    ];
+        &[
+            "--file-max-age-ms",
+            "700",
+            "--s3-timeout-ms",
+            "1500",
+            "--metrics-port",
+            "0",
+            "--metrics-host",
+            "127.0.0.1",
+        ][..],
+        format,
+    ]
+    .concat();
     let child = processor(&broker.bootstrap, &storage, &extra);
     produce_first(&data, &broker.bootstrap, &storage);
     data.produce(&broker.bootstrap, FIRST..15_000, Duration::from_millis(50));

@@ -196,7 +196,7 @@ impl CompactPlan {
             written_folder(root)?;
         }
         let storage = self.lake.open(&self.buckets.datasets(), None)?;
-        let mut tables = self.lake.open_tables(&self.buckets)?;
+        let mut tables = self.lake.open_tables(&self.buckets, &*storage)?;
         for dataset in Dataset::ALL {
             let bucket = dataset.bucket(&self.buckets);
             let (removed, added) =

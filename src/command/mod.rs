@@ -175,26 +175,33 @@ impl std::fmt::Display for Lake {
 
 impl Lake {
     /// The Delta tables the datasets are, for the delta format (created when missing).
-    fn tables(&self, pipeline: &PipelineSettings) -> Result<Option<Box<Tables>>> {
+    fn tables(
+        &self,
+        pipeline: &PipelineSettings,
+        storage: &dyn Storage,
+    ) -> Result<Option<Box<Tables>>> {
         match pipeline.table_format {
             TableFormat::Parquet => Ok(None),
-            TableFormat::Delta => Ok(Some(Box::new(self.open_tables(&pipeline.buckets)?))),
+            TableFormat::Delta => Ok(Some(Box::new(
+                self.open_tables(&pipeline.buckets, storage)?,
+            ))),
         }
     }
 
-    /// The Delta tables of `buckets` here, created empty where missing.
-    fn open_tables(&self, buckets: &Buckets) -> Result<Tables> {
+    /// The Delta tables of `buckets` here, created empty where missing; on S3 they wait out
+    /// S3 failing with `storage`'s requests.
+    fn open_tables(&self, buckets: &Buckets, storage: &dyn Storage) -> Result<Tables> {
         let root = match self {
             Lake::Local(root) => TableRoot::Folder(root),
-            Lake::S3(settings) => TableRoot::S3(settings),
+            Lake::S3(settings) => TableRoot::S3(settings, storage.outage().unwrap_or_default()),
         };
         Ok(Tables::open(root, buckets)?)
     }
 
     /// The commit of a bounded input: files, or the tables' commits, appear as they finish.
     fn immediate(&self, pipeline: &PipelineSettings, storage: Arc<dyn Storage>) -> Result<Commit> {
-        Ok(Commit::immediate(self.tables(pipeline)?)
-            .compacted_by(self.compactor(pipeline, storage)?))
+        let tables = self.tables(pipeline, &*storage)?;
+        Ok(Commit::immediate(tables).compacted_by(self.compactor(pipeline, storage)?))
     }
 
     /// How a member of the consumer group commits: its checkpoints made durable in manifests
@@ -206,17 +213,21 @@ impl Lake {
         settings: &ConsumerSettings,
     ) -> Result<Committer> {
         let checkpoints = &pipeline.buckets.checkpoints;
-        let compactor = self.compactor(pipeline, storage.clone())?;
-        let point: Arc<dyn crate::commit::CommitPoint> = match self.tables(pipeline)? {
-            None => Arc::new(Manifests::new(storage, checkpoints, &settings.group)),
+        let point: Arc<dyn crate::commit::CommitPoint> = match self.tables(pipeline, &*storage)? {
+            None => Arc::new(Manifests::new(
+                storage.clone(),
+                checkpoints,
+                &settings.group,
+            )),
             Some(tables) => Arc::new(TableLog::new(
                 *tables,
-                storage,
+                storage.clone(),
                 checkpoints,
                 &settings.group,
                 &settings.topic,
             )),
         };
+        let compactor = self.compactor(pipeline, storage)?;
         Ok(Committer { point, compactor })
     }
 
@@ -229,7 +240,7 @@ impl Lake {
         let Some(settings) = pipeline.compaction else {
             return Ok(None);
         };
-        let tables = self.open_tables(&pipeline.buckets)?;
+        let tables = self.open_tables(&pipeline.buckets, &*storage)?;
         Ok(Some(Compactor::start(
             tables,
             storage,

@@ -15,7 +15,6 @@ use parquet::basic::Compression;
 
 use super::compaction::Policy;
 use super::delta::{TableError, Tables};
-use crate::config::CompactionSettings;
 use crate::sink::Dataset;
 use crate::storage::Storage;
 
@@ -24,6 +23,13 @@ const OPEN_PARTITION_FILES: usize = 50;
 
 /// The watermark's value before there is one.
 const NO_WATERMARK: i64 = i64::MIN;
+
+/// How a processor compacts its Delta tables while it runs.
+#[derive(Debug, Clone, Copy)]
+pub struct CompactionSettings {
+    pub interval: Duration,
+    pub target_bytes: u64,
+}
 
 /// Stops its thread when dropped, after the commit in progress, if any.
 pub struct Compactor {
@@ -122,6 +128,13 @@ impl Pass {
             if self.is_stopped() {
                 break;
             }
+            tracing::debug!(
+                "compacting {} files of {}/{} ({} bytes)",
+                merge.inputs.len(),
+                self.tables.location(dataset),
+                merge.partition,
+                merge.bytes
+            );
             let written = self.tables.commit_merges(
                 dataset,
                 std::slice::from_ref(merge),

@@ -4,7 +4,7 @@
 //! is in the table once the commit naming it is in the log, and readers of the table see
 //! nothing of a commit until it is whole.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -36,7 +36,7 @@ use parquet::file::properties::WriterProperties;
 
 use super::compaction::{self, Merge, Part, Policy};
 use crate::sink::{Dataset, WrittenFile, naming, writer_properties};
-use crate::storage::{Buckets, Listed, S3Settings, Storage};
+use crate::storage::{Buckets, Listed, Outage, S3Settings, Storage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
@@ -95,23 +95,30 @@ fn partition_columns(dataset: Dataset) -> &'static [&'static str] {
     }
 }
 
-/// Where the tables are: each at the root of its dataset's bucket, in a folder or on S3.
-#[derive(Clone, Copy)]
+/// Where the tables are: each at the root of its dataset's bucket, in a folder or on S3
+/// (whose requests wait out S3 failing with the pipeline's own, through their outage).
 pub enum TableRoot<'a> {
     Folder(&'a Path),
-    S3(&'a S3Settings),
+    S3(&'a S3Settings, Arc<Outage>),
 }
 
 /// How delta-rs reaches `s3://<bucket>` tables: through the pipeline's own S3 clients (its
 /// endpoint, credentials, timeouts and retries), and with delta-rs's default log store,
 /// which commits a version with a conditional put (If-None-Match), as S3 has answered since
 /// 2024: one commit per version without a lock table.
-struct PipelineS3(S3Settings);
+/// Its stores wait out S3 failing as the pipeline's own requests do, in the same outage.
+struct PipelineS3 {
+    settings: S3Settings,
+    outage: Arc<Outage>,
+}
 
 impl PipelineS3 {
     /// delta-rs finds a table's stores by its URL's scheme, in process-wide registries.
-    fn register(settings: &S3Settings) {
-        let this = Arc::new(PipelineS3(settings.clone()));
+    fn register(settings: &S3Settings, outage: Arc<Outage>) {
+        let this = Arc::new(PipelineS3 {
+            settings: settings.clone(),
+            outage,
+        });
         let scheme = Url::parse("s3://").expect("a valid URL");
         object_store_factories().insert(scheme.clone(), this.clone());
         logstore_factories().insert(scheme, this);
@@ -128,8 +135,8 @@ impl ObjectStoreFactory for PipelineS3 {
             .host_str()
             .ok_or_else(|| DeltaTableError::InvalidTableLocation(url.to_string()))?;
         let store = self
-            .0
-            .object_store(bucket)
+            .settings
+            .object_store(bucket, self.outage.clone())
             .map_err(|e| DeltaTableError::generic(e.to_string()))?;
         Ok((store, deltalake::Path::from(url.path())))
     }
@@ -169,8 +176,8 @@ impl Tables {
     /// Opens the tables under `root`, one per bucket, creating those that do not exist yet.
     pub fn open(root: TableRoot<'_>, buckets: &Buckets) -> Result<Self, TableError> {
         let runtime = runtime()?;
-        if let TableRoot::S3(settings) = root {
-            PipelineS3::register(settings);
+        if let TableRoot::S3(settings, outage) = &root {
+            PipelineS3::register(settings, outage.clone());
         }
         let tables = Dataset::ALL
             .iter()
@@ -178,7 +185,7 @@ impl Tables {
                 let bucket = dataset.bucket(buckets).to_string();
                 let location = match root {
                     TableRoot::Folder(root) => root.join(&bucket).to_string_lossy().into_owned(),
-                    TableRoot::S3(_) => format!("s3://{bucket}"),
+                    TableRoot::S3(..) => format!("s3://{bucket}"),
                 };
                 let table = runtime
                     .block_on(open_or_create(&location, dataset))
@@ -356,8 +363,39 @@ impl Tables {
             predicate: None,
             target_size: target as i64,
         };
-        self.commit_actions(dataset, actions, operation, CommitProperties::default())?;
-        Ok(files)
+        // delta-rs's conflict checker lets two removals of one file with `dataChange = false`
+        // both commit, so two compactions of the same files would each add their rows again.
+        // Hence a commit of our own: onto the version whose files were just checked, or not at
+        // all (no retries: the next version may be one that removed an input).
+        let inputs: Vec<&str> = merges
+            .iter()
+            .flat_map(|m| m.inputs.iter().map(|p| p.path.as_str()))
+            .collect();
+        let mut attempt = 1;
+        loop {
+            self.refresh(dataset)?;
+            let table = &self.tables[dataset.index()];
+            let present: HashSet<String> = self
+                .runtime
+                .block_on(table_files(&table.table))
+                .map_err(failed(&table.location))?
+                .into_iter()
+                .map(|f| f.path)
+                .collect();
+            if let Some(gone) = inputs.iter().find(|p| !present.contains(**p)) {
+                return Err(TableError::Compact {
+                    table: table.location.clone(),
+                    problem: format!(
+                        "{gone} was removed by another compaction meanwhile; nothing is committed"
+                    ),
+                });
+            }
+            let once = CommitProperties::default().with_max_retries(0);
+            match self.commit_actions(dataset, actions.clone(), operation.clone(), once) {
+                Err(e) if overtaken(&e) && attempt < COMMIT_ATTEMPTS => attempt += 1,
+                committed => return committed.map(|()| files),
+            }
+        }
     }
 
     /// Brings `dataset`'s table up to its newest version.
@@ -434,6 +472,24 @@ impl Tables {
                 .is_some_and(|rest| rest.starts_with('/'))
         })
     }
+}
+
+/// How often a compaction's commit is tried onto a newer version before the pass gives up:
+/// a processor commits to each table about once per checkpoint, far less often.
+const COMMIT_ATTEMPTS: u32 = 20;
+
+/// Whether a commit that may not be retried by delta-rs failed only because another writer
+/// committed a version since its snapshot.
+fn overtaken(error: &TableError) -> bool {
+    matches!(
+        error,
+        TableError::Delta { source, .. } if matches!(
+            source.as_ref(),
+            DeltaTableError::Transaction {
+                source: TransactionError::MaxCommitAttempts(_)
+            }
+        )
+    )
 }
 
 /// Whether a commit failed because another writer committed one of the same transactions
@@ -662,5 +718,146 @@ fn add(bucket: &str, file: &WrittenFile, now_ms: i64) -> Add {
         base_row_id: None,
         default_row_commit_version: None,
         clustering_provider: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow_array::{Int64Array, StringArray};
+
+    use super::*;
+    use crate::storage::LocalStorage;
+
+    const TARGET: u64 = 1 << 20;
+
+    fn open(root: &Path) -> Tables {
+        let buckets = Buckets {
+            raw: "raw".into(),
+            aggregated: "agg".into(),
+            dlq: "dlq".into(),
+            checkpoints: "cp".into(),
+        };
+        Tables::open(TableRoot::Folder(root), &buckets).unwrap()
+    }
+
+    /// Publishes a raw file of the user ids `ids` and adds it to the table.
+    fn append(tables: &mut Tables, storage: &dyn Storage, name: &str, ids: std::ops::Range<i64>) {
+        let schema = Dataset::Raw.schema();
+        let n = ids.clone().count();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(ids)),
+                Arc::new(StringArray::from(vec!["E1"; n])),
+                Arc::new(StringArray::from(vec!["https://a"; n])),
+                Arc::new(Int64Array::from(vec![1_700_000_000_000; n])),
+            ],
+        )
+        .unwrap();
+        let mut writer =
+            ArrowWriter::try_new(storage.create("raw").unwrap(), schema, None).unwrap();
+        writer.write(&batch).unwrap();
+        let key = format!("raw/dt=2023-11-14/event_hour=22/{name}");
+        let bytes = writer.into_inner().unwrap().publish(&key).unwrap();
+        let file = WrittenFile {
+            dataset: Dataset::Raw,
+            key,
+            rows: n as u64,
+            bytes,
+        };
+        tables.commit(&[file]).unwrap();
+    }
+
+    /// The user ids a reader of the raw table's current version sees, sorted.
+    fn user_ids(root: &Path) -> Vec<i64> {
+        let table = root.join("raw");
+        let mut ids: Vec<i64> = current_files(&table)
+            .unwrap()
+            .unwrap()
+            .iter()
+            .flat_map(|f| {
+                let file = std::fs::File::open(table.join(&f.path)).unwrap();
+                ParquetRecordBatchReaderBuilder::try_new(file)
+                    .unwrap()
+                    .build()
+                    .unwrap()
+                    .flat_map(|batch| {
+                        let batch = batch.unwrap();
+                        let ids = batch.column(0).as_any().downcast_ref::<Int64Array>();
+                        ids.unwrap().values().to_vec()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    #[test]
+    fn of_two_compactions_of_the_same_files_one_commits_and_no_row_is_read_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::open(dir.path()).unwrap();
+        let (mut a, mut b) = (open(dir.path()), open(dir.path()));
+        for i in 0..3 {
+            append(
+                &mut a,
+                &storage,
+                &format!("part-{i}.parquet"),
+                i * 10..i * 10 + 10,
+            );
+        }
+        let planned = a
+            .plan_compaction(Dataset::Raw, TARGET, Policy::All)
+            .unwrap();
+        assert_eq!(
+            b.plan_compaction(Dataset::Raw, TARGET, Policy::All)
+                .unwrap(),
+            planned
+        );
+        assert_eq!(planned[0].inputs.len(), 3);
+        let compression = Compression::SNAPPY;
+        a.commit_merges(Dataset::Raw, &planned, &storage, compression, TARGET)
+            .unwrap();
+        // A processor's append since changes nothing for the other compaction.
+        append(&mut a, &storage, "part-3.parquet", 30..40);
+        let err = b
+            .commit_merges(Dataset::Raw, &planned, &storage, compression, TARGET)
+            .unwrap_err();
+        assert!(
+            matches!(err, TableError::Compact { .. })
+                && err.to_string().contains("removed by another compaction"),
+            "{err}"
+        );
+        assert_eq!(user_ids(dir.path()), (0..40).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_compaction_commits_over_appends_made_since_it_read_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::open(dir.path()).unwrap();
+        let (mut processor, mut compactor) = (open(dir.path()), open(dir.path()));
+        append(&mut processor, &storage, "part-0.parquet", 0..10);
+        append(&mut processor, &storage, "part-1.parquet", 10..20);
+        let planned = compactor
+            .plan_compaction(Dataset::Raw, TARGET, Policy::All)
+            .unwrap();
+        append(&mut processor, &storage, "part-2.parquet", 20..30);
+        let written = compactor
+            .commit_merges(
+                Dataset::Raw,
+                &planned,
+                &storage,
+                Compression::SNAPPY,
+                TARGET,
+            )
+            .unwrap();
+        assert_eq!(written[0].rows, 20);
+        let files = current_files(&dir.path().join("raw")).unwrap().unwrap();
+        assert_eq!(
+            files.len(),
+            2,
+            "the compacted file and the one appended since"
+        );
+        assert_eq!(user_ids(dir.path()), (0..30).collect::<Vec<_>>());
     }
 }

@@ -18,7 +18,7 @@ mod table_log;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use compactor::Compactor;
+pub use compactor::{CompactionSettings, Compactor};
 pub use delta::{TableError, TableRoot, Tables, current_files, vacuum};
 pub use manifests::Manifests;
 pub use table_log::TableLog;

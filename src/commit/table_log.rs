@@ -148,6 +148,20 @@ impl TableLog {
         Ok(())
     }
 
+    /// Whether the commit the raw table holds for `manifest`'s epoch is `manifest`'s own: a
+    /// commit S3 took while its answer was lost in an outage is tried again, and then meets
+    /// itself as the commit that got in first.
+    fn landed(&self, tables: &Tables, manifest: &Manifest) -> Result<bool, CommitError> {
+        let epoch = manifest.epoch as i64;
+        let Some(&partition) = manifest.partitions.keys().next() else {
+            return Ok(false);
+        };
+        if tables.txn(Dataset::Raw, &self.partition_app(partition))? != Some(epoch) {
+            return Ok(false);
+        }
+        Ok(self.logged(tables, partition, epoch)? == *manifest)
+    }
+
     fn taken(
         &self,
         tables: &Tables,
@@ -230,11 +244,14 @@ impl CommitPoint for TableLog {
         let raw = files_of(&tables, manifest, Dataset::Raw);
         let info = serde_json::to_value(manifest).expect("a manifest always serialises");
         if let Err(e) = tables.append(Dataset::Raw, &raw, txns, Some(info)) {
-            if lost_to_another(&e) {
-                tables.refresh(Dataset::Raw)?;
-                self.fenced(&tables, manifest)?;
+            if !lost_to_another(&e) {
+                return Err(e.into());
             }
-            return Err(e.into());
+            tables.refresh(Dataset::Raw)?;
+            if !self.landed(&tables, manifest)? {
+                self.fenced(&tables, manifest)?;
+                return Err(e.into());
+            }
         }
         {
             let mut owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
@@ -329,18 +346,14 @@ mod tests {
             "both start from nothing"
         );
         let file = staged(&a, "raw/dt=2024-01-01/event_hour=00/part-a.parquet", 3);
-        a.commit(
-            &Manifest::of_partition_0(first.epoch, "a", 10, vec![file]),
-            &[],
-        )
-        .unwrap();
+        let by_a = Manifest::of_partition_0(first.epoch, "a", 10, vec![file]);
+        a.commit(&by_a, &[]).unwrap();
         let file = staged(&b, "raw/dt=2024-01-01/event_hour=00/part-b.parquet", 3);
-        let err = b
-            .commit(
-                &Manifest::of_partition_0(second.epoch, "b", 10, vec![file]),
-                &[],
-            )
-            .unwrap_err();
+        let by_b = Manifest::of_partition_0(second.epoch, "b", 10, vec![file]);
+        let err = b.commit(&by_b, &[]).unwrap_err();
+        // The commit in the table is a's own, not b's: only a could have met itself.
+        assert!(a.landed(&a.tables(), &by_a).unwrap());
+        assert!(!b.landed(&b.tables(), &by_b).unwrap());
         let message = err.to_string();
         assert!(
             message.contains("partition 0 of t") && message.contains("another processor"),

@@ -8,16 +8,19 @@
 
 pub mod buckets;
 mod local;
+mod outage;
 mod refusal;
 mod s3;
 
 use std::io::{self, Write};
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 pub use local::LocalStorage;
+pub use outage::Outage;
 pub use s3::{S3Settings, S3Storage};
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +122,11 @@ pub trait Storage: Send + Sync {
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StorageError>;
     /// Removes the object at `key`; one that is already gone is fine.
     fn delete(&self, key: &str) -> Result<(), StorageError>;
+    /// What waits out S3 failing for this storage's requests, for another client of the same
+    /// buckets (delta-rs) to wait, say so and be counted with them; `None` off S3.
+    fn outage(&self) -> Option<Arc<Outage>> {
+        None
+    }
 }
 
 /// A file being written. Dropping it without publishing discards it.

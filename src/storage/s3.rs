@@ -16,9 +16,9 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io::{self, Write};
 use std::ops::Range;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
@@ -31,6 +31,7 @@ use object_store::{
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 
+use super::outage::{self, Outage, Patient};
 use super::{
     Listed, PendingFile, RequestObserver, Staged, Storage, StorageError, refusal, split_key,
 };
@@ -43,9 +44,6 @@ const S3_STAGING: &str = "_staging";
 /// manifest and publishes it within seconds; recovery publishes every named one before it
 /// looks for orphans.
 const ORPHAN_AGE: Duration = Duration::from_secs(3600);
-/// Backoff between attempts while S3 is failing.
-const FIRST_WAIT: Duration = Duration::from_millis(200);
-const MAX_WAIT: Duration = Duration::from_secs(10);
 
 /// Where S3 is and how files go up.
 #[derive(Debug, Clone)]
@@ -70,12 +68,15 @@ impl S3Settings {
     }
 
     /// A client of `bucket` for another crate made for S3 (delta-rs, for a bucket's table):
-    /// the same endpoint, credentials, timeouts and retries as the pipeline's own requests.
+    /// the same endpoint, credentials, timeouts and retries as the pipeline's own requests,
+    /// and as patient with S3 failing, saying so through `outage`.
     pub fn object_store(
         &self,
         bucket: &str,
+        outage: Arc<Outage>,
     ) -> Result<Arc<dyn object_store::ObjectStore>, StorageError> {
-        Ok(Arc::new(self.store(bucket)?))
+        let store = Arc::new(self.store(bucket)?);
+        Ok(Arc::new(Patient::new(store, bucket, outage)))
     }
 
     fn store(&self, bucket: &str) -> Result<AmazonS3, StorageError> {
@@ -105,76 +106,24 @@ impl S3Settings {
     }
 }
 
-/// Prints one line when S3 starts failing and one when it works again, however many
-/// requests wait meanwhile; tells the observer of every attempt.
-#[derive(Default)]
-struct Outage {
-    since: Mutex<Option<Instant>>,
-    observer: Option<Arc<dyn RequestObserver>>,
-}
-
-impl Outage {
-    fn attempted(&self, action: &'static str, took: Duration, ok: bool) {
-        if let Some(observer) = &self.observer {
-            observer.request(action, took, ok);
-        }
-    }
-
-    fn failed(&self, action: &str, key: &str, error: &object_store::Error) {
-        let mut since = self.since.lock().expect("never poisoned");
-        if since.is_none() {
-            tracing::warn!(
-                "S3 is failing ({action} s3://{key}: {error}); the pipeline waits and retries until it works"
-            );
-            *since = Some(Instant::now());
-        }
-    }
-
-    fn worked(&self) {
-        if let Some(at) = self.since.lock().expect("never poisoned").take() {
-            tracing::info!(
-                "S3 works again after {:.1} s; resuming",
-                at.elapsed().as_secs_f64()
-            );
-        }
-    }
-}
-
 /// Runs `op` until it succeeds or fails for good; see the module comment.
 async fn patiently<T, F, Fut>(
     outage: &Outage,
     action: &'static str,
     key: &str,
-    mut op: F,
+    op: F,
 ) -> Result<T, StorageError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = object_store::Result<T>>,
 {
-    let mut wait = FIRST_WAIT;
-    loop {
-        let started = Instant::now();
-        let result = op().await;
-        outage.attempted(action, started.elapsed(), result.is_ok());
-        match result {
-            Ok(value) => {
-                outage.worked();
-                return Ok(value);
-            }
-            Err(e) if refusal::transient(&e) => {
-                outage.failed(action, key, &e);
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(MAX_WAIT);
-            }
-            Err(cause) => {
-                return Err(StorageError::S3 {
-                    action,
-                    key: key.to_string(),
-                    cause,
-                });
-            }
-        }
-    }
+    outage::patiently(outage, action, key, op)
+        .await
+        .map_err(|cause| StorageError::S3 {
+            action,
+            key: key.to_string(),
+            cause,
+        })
 }
 
 fn is_not_found(error: &StorageError) -> bool {
@@ -302,10 +251,7 @@ impl S3Storage {
         Ok(S3Storage {
             shared: Arc::new(Shared {
                 runtime,
-                outage: Arc::new(Outage {
-                    since: Mutex::default(),
-                    observer,
-                }),
+                outage: Arc::new(Outage::new(observer)),
             }),
             settings: settings.clone(),
             stores,
@@ -328,6 +274,10 @@ impl S3Storage {
 }
 
 impl Storage for S3Storage {
+    fn outage(&self) -> Option<Arc<Outage>> {
+        Some(self.shared.outage.clone())
+    }
+
     fn create(&self, bucket: &str) -> Result<Box<dyn PendingFile>, StorageError> {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         Ok(Box::new(S3Pending {
@@ -688,6 +638,6 @@ mod tests {
         }));
         assert_eq!(worked.unwrap(), 7);
         assert_eq!(calls, 5);
-        assert!(outage.since.lock().unwrap().is_none(), "the outage is over");
+        assert!(outage.is_over(), "the outage is over");
     }
 }

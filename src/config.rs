@@ -753,6 +753,11 @@ pub struct GeneratorArgs {
     /// Event time of the first simulated event, epoch ms [default: now].
     #[arg(long, requires = "simulated_time", value_parser = clap::value_parser!(i64).range(946_684_800_000..=4_102_444_800_000))]
     pub start_time_ms: Option<i64>,
+    /// Simulated time runs this many times as fast as the clock instead of as fast as events
+    /// are made: `--rate 1.16 --speedup 60` makes a day of the original's events in 24
+    /// minutes, paced as they would come.
+    #[arg(long, requires = "simulated_time", value_parser = parse_speedup, allow_negative_numbers = true)]
+    pub speedup: Option<f64>,
 }
 
 /// Per-command defaults for the generator flags that have none of their own.
@@ -794,6 +799,7 @@ impl GeneratorArgs {
             simulated_start_ms: self
                 .simulated_time
                 .then(|| self.start_time_ms.unwrap_or_else(now_ms)),
+            speedup: self.speedup,
         })
     }
 }
@@ -1012,6 +1018,13 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 && r <= 1e9 => Ok(r),
         _ => Err("must be a number of events per second above 0 (at most 1e9)".into()),
+    }
+}
+
+fn parse_speedup(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(k) if k.is_finite() && k > 0.0 && k <= 1e6 => Ok(k),
+        _ => Err("must be a factor above 0 (at most 1e6)".into()),
     }
 }
 

@@ -43,6 +43,9 @@ pub struct GeneratorConfig {
     pub jitter_ms: i64,
     /// Event time starts here and advances `1/rate` per event, as fast as events are made.
     pub simulated_start_ms: Option<i64>,
+    /// Simulated time runs this many times as fast as the clock, not as fast as events are
+    /// made.
+    pub speedup: Option<f64>,
 }
 
 /// The ways the generator breaks an event, one per `error_kind` a payload can have.
@@ -102,6 +105,15 @@ impl Generator {
         self.config.simulated_start_ms.is_none()
     }
 
+    /// How events are paced: to the clock in real time, `speedup` times as fast as it in
+    /// simulated time, or not at all.
+    pub(crate) fn pace(&self) -> Pace {
+        match self.config.speedup {
+            Some(speedup) if !self.is_real_time() => Pace::new(self.config.rate * speedup, true),
+            _ => Pace::new(self.config.rate, self.is_real_time()),
+        }
+    }
+
     pub fn is_done(&self) -> bool {
         self.config.events.is_some_and(|n| self.made >= n)
     }
@@ -136,7 +148,7 @@ impl Generator {
 
     /// Writes events as JSONL until done or `stop` is set, pacing to the rate in real time.
     pub fn write_to(&mut self, out: &mut impl Write, stop: &AtomicBool) -> io::Result<()> {
-        self.write_paced(out, stop, &Pace::new(self.rate(), self.is_real_time()))
+        self.write_paced(out, stop, &self.pace())
     }
 
     /// [`Generator::write_to`] on `pace`'s clock. The wait comes before the end, so the last
@@ -167,7 +179,7 @@ impl Generator {
         chunks: &std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
         stop: &AtomicBool,
     ) {
-        let pace = Pace::new(self.rate(), self.is_real_time());
+        let pace = self.pace();
         while pace.wait_for(self.made, stop, || {}) && !self.is_done() {
             let mut chunk = Vec::with_capacity(CHUNK_LINES * 128);
             // In real time a chunk holds what is due now, so events reach the processor at once.
@@ -388,6 +400,7 @@ mod tests {
                 rate,
                 events: Some(10),
                 simulated_start_ms: None,
+                speedup: None,
                 ..config(0.0)
             });
             let mut out = Stamped {
@@ -443,6 +456,20 @@ mod tests {
         assert_eq!(pace.due(5), u64::MAX);
     }
 
+    #[test]
+    fn sped_up_simulated_time_is_paced_at_rate_times_speedup() {
+        let sped_up = Generator::new(GeneratorConfig {
+            rate: 1.16,
+            speedup: Some(60.0),
+            ..config(0.0)
+        });
+        let pace = sped_up.pace();
+        assert!(pace.is_real_time());
+        assert!((pace.rate - 69.6).abs() < 1e-9, "{}", pace.rate);
+        let fastest = Generator::new(config(0.0)).pace();
+        assert!(!fastest.is_real_time());
+    }
+
     fn config(malformed_share: f64) -> GeneratorConfig {
         GeneratorConfig {
             rate: 1000.0,
@@ -452,6 +479,7 @@ mod tests {
             late_share: 0.0,
             jitter_ms: 0,
             simulated_start_ms: Some(1_700_000_000_000),
+            speedup: None,
         }
     }
 

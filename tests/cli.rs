@@ -48,8 +48,36 @@ fn an_unwritable_storage_is_named() {
 
 #[test]
 fn bad_flag_values_name_the_flag() {
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 11] = [
         (&["generate", "-o", "-", "--rate", "-1"], "--rate"),
+        (
+            &["generate", "-o", "-", "--simulated-time", "--speedup", "0"],
+            "--speedup",
+        ),
+        (
+            &[
+                "process",
+                "--input",
+                "x",
+                "--storage",
+                "y",
+                "--compact-interval-ms",
+                "soon",
+            ],
+            "--compact-interval-ms",
+        ),
+        (
+            &[
+                "process",
+                "--input",
+                "x",
+                "--storage",
+                "y",
+                "--target-file-mib",
+                "0",
+            ],
+            "--target-file-mib",
+        ),
         (&["generate", "-o", "-", "--rate", "abc"], "--rate"),
         (
             &["generate", "-o", "-", "--malformed-share", "2"],
@@ -109,6 +137,10 @@ fn bad_flag_values_name_the_flag() {
         let output = run(args);
         assert_one_line_error(&output, flag);
     }
+    // Clap names an argument a flag needs on the line after its own.
+    let output = run(&["generate", "-o", "-", "--speedup", "60"]);
+    assert_one_line_error(&output, "required arguments were not provided");
+    assert!(stderr(&output).contains("  --simulated-time"));
     let output = run(&["frobnicate"]);
     assert_eq!(output.status.code(), Some(2));
 }

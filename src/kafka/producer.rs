@@ -13,7 +13,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message};
 
 use super::{BrokerWatch, Cluster, Connection, KafkaError, STATS_INTERVAL_MS};
-use crate::generate::{Generator, Pace};
+use crate::generate::Generator;
 use crate::metrics::GeneratorMetrics;
 
 /// What each message is keyed by.
@@ -134,7 +134,7 @@ pub fn produce(
     let producer: BaseProducer<Deliveries> =
         producer_config(&settings.cluster).create_with_context(deliveries)?;
     let misconfigured = || producer.context().connection.problem();
-    let pace = Pace::new(generator.rate(), generator.is_real_time());
+    let pace = generator.pace();
     let mut line = Vec::with_capacity(256);
     let between = || {
         producer.poll(Duration::ZERO);

@@ -1,11 +1,15 @@
-//! Produce → aggregate row readable, through a real broker: events are produced in real time
-//! (their event time is the wall clock), a `process` child consumes them, and the aggregated
-//! folder is watched for each window's first file.
+//! Produce → row readable, through a real broker: events are produced in real time (their
+//! event time is the wall clock), a `process` child consumes them, and the aggregated and raw
+//! datasets are watched as a reader sees them: the Parquet files in the folders, or, for
+//! Delta tables (`TABLE_FORMAT=delta`, which the child inherits), the files of each new
+//! version of the table.
 //!
 //! A window [s, e) can be final only once every partition has delivered an event of time
 //! e + watermark delay or later; the producer picks each event's partition, so it knows when
 //! the last of those was produced. A window's latency is from that moment to its row being
-//! readable: Kafka both ways, routing, the checkpoint that publishes it, and the rename.
+//! readable: Kafka both ways, routing, the checkpoint that publishes it, and the rename (and
+//! the table's commit). A raw row's is from its event time, when it was produced, to when it
+//! is readable: mostly the file's age when it rolls and the wait for the next checkpoint.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
@@ -17,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use arrow_array::cast::AsArray;
-use arrow_array::types::TimestampMillisecondType;
+use arrow_array::types::{Int64Type, TimestampMillisecondType};
+use arrow_schema::DataType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -28,17 +33,20 @@ use crate::generate::{Generator, GeneratorConfig, Pace, now_ms};
 use crate::kafka::{self, Cluster, producer_config};
 
 const PARTITIONS: i32 = 3;
-/// The bucket the processor writes windows to, whatever the environment says.
+/// The buckets the processor writes windows and raw rows to, whatever the environment says.
 const AGGREGATED: &str = "pageview-latency-aggregated";
+const RAW: &str = "pageview-latency-raw-events";
 /// The processor's default `--watermark-delay-ms`.
 const WATERMARK_DELAY_MS: i64 = 5000;
-/// How often the aggregated folder is listed: the resolution of the measurement.
+/// How often the datasets are looked at: the resolution of the measurement.
 const WATCH_EVERY: Duration = Duration::from_millis(10);
 
 /// What one rate gave.
 pub struct Latencies {
     /// Per window, from when it could first be final to its row being readable.
     pub windows: Vec<Duration>,
+    /// Per raw row, from its event time (when it was produced) to its being readable, ms.
+    pub raw_rows: Vec<i64>,
     /// The processor's resident memory every `super::RSS_EVERY`.
     pub rss_samples: Vec<u64>,
 }
@@ -65,7 +73,12 @@ pub fn measure(
     let mut child = Command::new(exe)
         .args(["process", "--bootstrap-servers", servers, "--topic", &topic])
         .args(["--group", &topic, "--storage", super::path_str(&out)?])
-        .args(["--aggregated-bucket", AGGREGATED])
+        .args([
+            "--aggregated-bucket",
+            AGGREGATED,
+            "--raw-events-bucket",
+            RAW,
+        ])
         .args(["--window-size-seconds", &window_seconds.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -83,7 +96,13 @@ pub fn measure(
         );
         std::thread::spawn(move || produce(&servers, &topic, rate, &stop, &sent))
     };
-    let seen = watch(&out.join(AGGREGATED), windows, &mut child, &producer);
+    let mut watched = Watched {
+        aggregated: Dataset::new(out.join(AGGREGATED)),
+        raw: Dataset::new(out.join(RAW)),
+        windows: BTreeMap::new(),
+        raw_rows: Vec::new(),
+    };
+    let seen = watched.until(windows, &mut child, &producer);
     stop.store(true, Ordering::Relaxed);
     // SAFETY: signals the child we spawned, by its PID.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
@@ -92,10 +111,11 @@ pub fn measure(
     producer
         .join()
         .map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
-    let seen = seen?;
+    seen?;
     let sent = sent.lock().unwrap_or_else(|e| e.into_inner());
     let size_ms = i64::from(window_seconds) * 1000;
-    let windows = seen
+    let windows = watched
+        .windows
         .iter()
         .filter_map(|(&start, &readable)| {
             let closable = closable_at(&sent, start + size_ms + WATERMARK_DELAY_MS)?;
@@ -104,6 +124,7 @@ pub fn measure(
         .collect();
     Ok(Latencies {
         windows,
+        raw_rows: watched.raw_rows,
         rss_samples,
     })
 }
@@ -126,6 +147,7 @@ fn produce(
         late_share: 0.0,
         jitter_ms: 0,
         simulated_start_ms: None,
+        speedup: None,
     });
     let pace = Pace::new(rate, true);
     let mut line = Vec::with_capacity(256);
@@ -170,52 +192,110 @@ fn closable_at(sent: &[Vec<i64>], time: i64) -> Option<i64> {
         .try_fold(i64::MIN, |latest, first| Some(latest.max(first?)))
 }
 
-/// Lists `folder` until `windows` windows are readable; each window start with the wall time
-/// (ms) its first row was seen.
-fn watch(
-    folder: &Path,
-    windows: usize,
-    child: &mut std::process::Child,
-    producer: &std::thread::JoinHandle<Result<()>>,
-) -> Result<BTreeMap<i64, i64>> {
-    let mut read: HashSet<PathBuf> = HashSet::new();
-    let mut seen = BTreeMap::new();
-    let started = Instant::now();
-    while seen.len() < windows {
-        if let Some(status) = child.try_wait()? {
-            bail!("the processor stopped early ({status})");
-        }
-        if producer.is_finished() {
-            bail!("the producer stopped early");
-        }
-        let now = now_ms();
-        for file in parquet_files(folder) {
-            if read.insert(file.clone()) {
-                for start in window_starts(&file)? {
-                    seen.entry(start).or_insert(now);
-                }
-            }
-        }
-        if started.elapsed() > Duration::from_secs(3600) {
-            bail!("no {windows} windows within an hour");
-        }
-        std::thread::sleep(WATCH_EVERY);
-    }
-    Ok(seen)
+/// One dataset as a reader sees it, and which of its files were read already.
+struct Dataset {
+    folder: PathBuf,
+    read: HashSet<PathBuf>,
+    /// How many entries the table's log had at the last look, so that a reader loads the
+    /// table only when a version was added.
+    log_entries: usize,
 }
 
-fn window_starts(file: &Path) -> Result<Vec<i64>> {
+impl Dataset {
+    fn new(folder: PathBuf) -> Self {
+        Dataset {
+            folder,
+            read: HashSet::new(),
+            log_entries: 0,
+        }
+    }
+
+    /// The files readers see now that were not seen before.
+    fn new_files(&mut self) -> Result<Vec<PathBuf>> {
+        let log = self.folder.join("_delta_log");
+        let files = if log.is_dir() {
+            let entries = std::fs::read_dir(&log)?.count();
+            if entries == self.log_entries {
+                return Ok(Vec::new());
+            }
+            self.log_entries = entries;
+            crate::commit::current_files(&self.folder)?
+                .unwrap_or_default()
+                .into_iter()
+                .map(|f| self.folder.join(f.path))
+                .collect()
+        } else {
+            parquet_files(&self.folder)
+        };
+        Ok(files
+            .into_iter()
+            .filter(|f| self.read.insert(f.clone()))
+            .collect())
+    }
+}
+
+/// What the watcher saw.
+struct Watched {
+    aggregated: Dataset,
+    raw: Dataset,
+    /// Each window start with the wall time (ms) its first row was seen.
+    windows: BTreeMap<i64, i64>,
+    raw_rows: Vec<i64>,
+}
+
+impl Watched {
+    /// Looks at the datasets until `windows` windows are readable.
+    fn until(
+        &mut self,
+        windows: usize,
+        child: &mut std::process::Child,
+        producer: &std::thread::JoinHandle<Result<()>>,
+    ) -> Result<()> {
+        let started = Instant::now();
+        while self.windows.len() < windows {
+            if let Some(status) = child.try_wait()? {
+                bail!("the processor stopped early ({status})");
+            }
+            if producer.is_finished() {
+                bail!("the producer stopped early");
+            }
+            let now = now_ms();
+            for file in self.aggregated.new_files()? {
+                for start in column_of(&file, "window_start")? {
+                    self.windows.entry(start).or_insert(now);
+                }
+            }
+            for file in self.raw.new_files()? {
+                let times = column_of(&file, "timestamp")?;
+                self.raw_rows.extend(times.iter().map(|t| now - t));
+            }
+            if started.elapsed() > Duration::from_secs(3600) {
+                bail!("no {windows} windows within an hour");
+            }
+            std::thread::sleep(WATCH_EVERY);
+        }
+        Ok(())
+    }
+}
+
+/// The values of a time column (window starts, or raw event times) of a Parquet file, ms.
+fn column_of(file: &Path, name: &str) -> Result<Vec<i64>> {
     let open = || -> Result<Vec<i64>> {
         let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(file)?)?.build()?;
-        let mut starts = Vec::new();
+        let mut values = Vec::new();
         for batch in reader {
             let batch = batch?;
             let column = batch
-                .column_by_name("window_start")
-                .context("no window_start column")?;
-            starts.extend(column.as_primitive::<TimestampMillisecondType>().values());
+                .column_by_name(name)
+                .with_context(|| format!("no {name} column"))?;
+            match column.data_type() {
+                DataType::Timestamp(..) => {
+                    values.extend(column.as_primitive::<TimestampMillisecondType>().values())
+                }
+                _ => values.extend(column.as_primitive::<Int64Type>().values()),
+            }
         }
-        Ok(starts)
+        Ok(values)
     };
     open().with_context(|| format!("cannot read {}", file.display()))
 }

@@ -31,6 +31,7 @@ fn input_config(events: u64) -> GeneratorConfig {
         late_share: 0.001,
         jitter_ms: 2000,
         simulated_start_ms: Some(1_700_000_000_000),
+        speedup: None,
     }
 }
 
@@ -285,6 +286,9 @@ fn run_latency(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
         "windows",
         "latency p50 ms",
         "latency max ms",
+        "raw rows",
+        "raw row p50 ms",
+        "raw row p99 ms",
         "RSS min–max under load MiB",
     ]);
     for &rate in &args.latency_rates {
@@ -302,15 +306,25 @@ fn run_latency(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
         )?;
         let mut ms: Vec<u128> = measured.windows.iter().map(|d| d.as_millis()).collect();
         ms.sort_unstable();
+        let mut raw = measured.raw_rows;
+        raw.sort_unstable();
+        let raw_at = |q: f64| {
+            raw.get(((raw.len() as f64 * q) as usize).min(raw.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or_default()
+        };
         let mib = |bytes: Option<&u64>| bytes.map_or(0.0, |&b| b as f64 / (1 << 20) as f64);
         // From its second second on: the first is start-up, not load.
         let loaded = measured.rss_samples.get(5..).unwrap_or_default();
         println!(
-            "| {} | {} | {} | {} | {:.0}–{:.0} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.0}–{:.0} |",
             human(rate),
             ms.len(),
             ms.get(ms.len() / 2).copied().unwrap_or_default(),
             ms.last().copied().unwrap_or_default(),
+            raw.len(),
+            raw_at(0.5),
+            raw_at(0.99),
             mib(loaded.iter().min()),
             mib(loaded.iter().max()),
         );

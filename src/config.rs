@@ -142,11 +142,8 @@ pub struct InspectArgs {
 
 #[derive(Debug, Args)]
 pub struct VacuumArgs {
-    /// The folder holding the tables (one per bucket), as `--table-format delta` wrote it.
-    #[arg(long, env = "STORAGE", default_value = "pageview-data", value_parser = Location::parse)]
-    pub storage: Location,
     #[command(flatten)]
-    pub buckets: BucketArgs,
+    pub lake: LakeArgs,
     /// Files are kept this many days after no version needs them, so that readers of an
     /// older version (and a run still writing) are not cut short; 7 as Delta's default.
     #[arg(long, env = "VACUUM_RETENTION_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=36_500))]

@@ -683,11 +683,7 @@ fn kill_9_during_a_compaction_leaves_every_table_whole() {
     );
     wait_for_everything(&storage, &data, Duration::from_secs(120));
     stop(child);
-    let raw_files = || {
-        pageview::commit::current_files(&storage.path().join(RAW))
-            .unwrap()
-            .unwrap()
-    };
+    let raw_files = || table_files(storage.path(), RAW).unwrap();
     let backlog = raw_files().len();
     assert!(backlog > 20, "a backlog of small files: {backlog}");
 

@@ -55,11 +55,7 @@ fn delta_tables_hold_row_for_row_what_the_parquet_folders_hold() {
     same_rows();
 
     // Compaction folds each partition's files into one, and readers see the same rows.
-    let current = |bucket: &str| {
-        pageview::commit::current_files(&delta.join(bucket))
-            .unwrap()
-            .unwrap()
-    };
+    let current = |bucket: &str| table_files(&delta, bucket).unwrap();
     let before = current(RAW);
     let per_partition = |files: &[pageview::storage::Listed]| {
         let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
@@ -156,14 +152,12 @@ fn a_running_processor_compacts_each_hour_the_watermark_has_passed() {
     let bytes = std::fs::read(&input).unwrap();
     let lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
     let files_of = |partition: &str| {
-        pageview::commit::current_files(&delta.join(RAW))
-            .unwrap()
-            .map_or(0, |files| {
-                files
-                    .iter()
-                    .filter(|f| f.path.starts_with(&format!("{partition}/")))
-                    .count()
-            })
+        table_files(&delta, RAW).map_or(0, |files| {
+            files
+                .iter()
+                .filter(|f| f.path.starts_with(&format!("{partition}/")))
+                .count()
+        })
     };
     let hours = ["dt=2023-11-14/event_hour=22", "dt=2023-11-14/event_hour=23"];
     for (n, hour) in lines.chunks(3600).enumerate() {

@@ -128,6 +128,100 @@ fn a_file_processed_to_s3_is_byte_for_byte_what_local_storage_gets() {
     assert!(on_s3.contains("latest windows (1)"), "{on_s3}");
 }
 
+/// Delta tables on S3: `compact`, `inspect` and `vacuum` work on them as on a folder's, and
+/// inspect reads a table through its log (the compacted files, not every file the bucket
+/// still holds).
+#[test]
+fn delta_tables_on_s3_are_compacted_inspected_and_vacuumed_through_their_logs() {
+    let s3 = LocalStack::with_buckets();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    generate_file(
+        &input,
+        &[
+            "--events",
+            "30000",
+            "--rate",
+            "0.5",
+            "--start-time-ms",
+            "1700000000000",
+            "--seed",
+            "3",
+            "--malformed-share",
+            "0.02",
+        ],
+    );
+    // Three runs of a third each (17 hours in all): the hours where one run ends and the next
+    // begins get a file from each.
+    let bytes = std::fs::read(&input).unwrap();
+    let lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
+    for (i, part) in lines.chunks(10_000).enumerate() {
+        let path = dir.path().join(format!("part{i}.jsonl"));
+        std::fs::write(&path, part.concat()).unwrap();
+        let out = s3.pageview(&[
+            "process",
+            "--input",
+            path.to_str().unwrap(),
+            "--storage",
+            "s3",
+            "--table-format",
+            "delta",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let inspect = || {
+        let out = s3.pageview(&["inspect", "--storage", "s3"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let raw_line = |report: &str| {
+        report
+            .lines()
+            .find(|l| l.starts_with("raw "))
+            .unwrap()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let before = inspect();
+    // dataset, bucket, files, rows, …
+    let count = |report: &str, column: usize| -> usize {
+        raw_line(report)[column].replace(',', "").parse().unwrap()
+    };
+    let (files, rows) = (count(&before, 2), count(&before, 3));
+
+    let compacted = s3.pageview(&["compact", "--storage", "s3"]);
+    assert!(compacted.status.success(), "{}", stderr(&compacted));
+    let said = stdout(&compacted);
+    let raw_said = said.lines().find(|l| l.starts_with(RAW)).unwrap();
+    let numbers: Vec<usize> = raw_said
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let (removed, added) = (numbers[0], numbers[1]);
+    assert!(removed > added && added > 0, "{said}");
+    let after = inspect();
+    assert_eq!(count(&after, 2), files - removed + added, "{after}");
+    assert_eq!(count(&after, 3), rows, "the same rows");
+    let mirrored = dir.path().join("mirror");
+    s3.mirror(&[RAW], &mirrored);
+    assert_eq!(
+        parquet_files(&mirrored.join(RAW)).len(),
+        files + added,
+        "the files a reader of the older version needs stay"
+    );
+
+    // Nothing is past the retention yet: vacuum deletes nothing, and the table reads the same.
+    let vacuumed = s3.pageview(&["vacuum", "--storage", "s3"]);
+    assert!(vacuumed.status.success(), "{}", stderr(&vacuumed));
+    assert!(
+        stdout(&vacuumed).contains(&format!("{RAW}: deleted 0 files")),
+        "{}",
+        stdout(&vacuumed)
+    );
+    assert_eq!(inspect(), after);
+}
+
 #[test]
 fn buckets_create_twice_changes_nothing_and_the_rules_read_back() {
     let s3 = LocalStack::start();

@@ -1,17 +1,15 @@
 //! The commands on the lake itself: `buckets create`, `inspect` and `vacuum`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
 
 use super::Lake;
 use crate::commit::vacuum;
-use crate::config::{
-    BucketsCreateArgs, CompactArgs, ConfigError, InspectArgs, TableFormat, VacuumArgs,
-};
+use crate::config::{BucketsCreateArgs, CompactArgs, InspectArgs, TableFormat, VacuumArgs};
 use crate::sink::Dataset;
-use crate::storage::{Buckets, Location, S3Settings, buckets};
+use crate::storage::{Buckets, S3Settings, buckets};
 use crate::tools::inspect::Request;
 
 pub struct BucketsPlan {
@@ -94,12 +92,9 @@ impl InspectPlan {
             written_folder(root)?;
         }
         let storage = self.lake.open(&self.buckets.datasets(), None)?;
-        let tables = match &self.lake {
-            Lake::Local(root) => Some(root.as_path()),
-            Lake::S3(_) => None,
-        };
+        let tables = self.lake.table_root(&*storage);
         let inspection =
-            crate::tools::inspect::inspect(&storage, &self.buckets, &self.request, tables)?;
+            crate::tools::inspect::inspect(&storage, &self.buckets, &self.request, &tables)?;
         println!("{}\n", self.lake);
         print!("{inspection}");
         Ok(ExitCode::SUCCESS)
@@ -107,23 +102,16 @@ impl InspectPlan {
 }
 
 pub struct VacuumPlan {
-    root: PathBuf,
+    lake: Lake,
     buckets: Buckets,
     retention_days: u32,
 }
 
 impl VacuumPlan {
     pub fn new(args: VacuumArgs) -> Result<Self> {
-        let Location::Local(root) = args.storage else {
-            return Err(ConfigError::Invalid {
-                setting: "STORAGE",
-                problem: "vacuum works on the Delta tables of a local folder so far".into(),
-            }
-            .into());
-        };
         Ok(VacuumPlan {
-            root,
-            buckets: args.buckets.resolve()?,
+            lake: Lake::new(args.lake.storage, &args.lake.s3)?,
+            buckets: args.lake.buckets.resolve()?,
             retention_days: args.retention_days,
         })
     }
@@ -131,16 +119,19 @@ impl VacuumPlan {
     pub fn summary(&self) -> String {
         format!(
             "vacuum the tables in {}, keeping {} days",
-            self.root.display(),
-            self.retention_days
+            self.lake, self.retention_days
         )
     }
 
     pub fn execute(self) -> Result<ExitCode> {
-        written_folder(&self.root)?;
+        if let Lake::Local(root) = &self.lake {
+            written_folder(root)?;
+        }
+        let storage = self.lake.open(&self.buckets.datasets(), None)?;
+        let tables = self.lake.table_root(&*storage);
         for dataset in Dataset::ALL {
             let bucket = dataset.bucket(&self.buckets);
-            match vacuum(&self.root.join(bucket), self.retention_days)? {
+            match vacuum(&tables, bucket, self.retention_days)? {
                 Some(deleted) => println!(
                     "{bucket}: deleted {} files no version of the last {} days needs",
                     deleted.len(),

@@ -191,11 +191,15 @@ impl Lake {
     /// The Delta tables of `buckets` here, created empty where missing; on S3 they wait out
     /// S3 failing with `storage`'s requests.
     fn open_tables(&self, buckets: &Buckets, storage: &dyn Storage) -> Result<Tables> {
-        let root = match self {
+        Ok(Tables::open(self.table_root(storage), buckets)?)
+    }
+
+    /// Where the buckets' tables are.
+    fn table_root(&self, storage: &dyn Storage) -> TableRoot<'_> {
+        match self {
             Lake::Local(root) => TableRoot::Folder(root),
             Lake::S3(settings) => TableRoot::S3(settings, storage.outage().unwrap_or_default()),
-        };
-        Ok(Tables::open(root, buckets)?)
+        }
     }
 
     /// The commit of a bounded input: files, or the tables' commits, appear as they finish.

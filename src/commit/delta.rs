@@ -102,6 +102,39 @@ pub enum TableRoot<'a> {
     S3(&'a S3Settings, Arc<Outage>),
 }
 
+impl TableRoot<'_> {
+    /// Where `bucket`'s table is, as delta-rs is told.
+    fn location(&self, bucket: &str) -> String {
+        match self {
+            TableRoot::Folder(root) => root.join(bucket).to_string_lossy().into_owned(),
+            TableRoot::S3(..) => format!("s3://{bucket}"),
+        }
+    }
+
+    /// Whether `bucket` holds a Delta table: a log.
+    fn has_table(&self, bucket: &str) -> Result<bool, TableError> {
+        match self {
+            TableRoot::Folder(root) => Ok(root.join(bucket).join("_delta_log").is_dir()),
+            TableRoot::S3(settings, outage) => {
+                let store = settings.object_store(bucket, outage.clone()).map_err(|e| {
+                    TableError::Delta {
+                        table: self.location(bucket),
+                        source: Box::new(DeltaTableError::generic(e.to_string())),
+                    }
+                })?;
+                let log = deltalake::Path::from("_delta_log");
+                runtime()?
+                    .block_on(async { store.list(Some(&log)).try_next().await })
+                    .map(|first| first.is_some())
+                    .map_err(|e| TableError::Delta {
+                        table: self.location(bucket),
+                        source: Box::new(e.into()),
+                    })
+            }
+        }
+    }
+}
+
 /// How delta-rs reaches `s3://<bucket>` tables: through the pipeline's own S3 clients (its
 /// endpoint, credentials, timeouts and retries), and with delta-rs's default log store,
 /// which commits a version with a conditional put (If-None-Match), as S3 has answered since
@@ -183,10 +216,7 @@ impl Tables {
             .iter()
             .map(|&dataset| {
                 let bucket = dataset.bucket(buckets).to_string();
-                let location = match root {
-                    TableRoot::Folder(root) => root.join(&bucket).to_string_lossy().into_owned(),
-                    TableRoot::S3(..) => format!("s3://{bucket}"),
-                };
+                let location = root.location(&bucket);
                 let table = runtime
                     .block_on(open_or_create(&location, dataset))
                     .map_err(failed(&location))?;
@@ -290,12 +320,8 @@ impl Tables {
         target: u64,
         policy: Policy,
     ) -> Result<Vec<Merge>, TableError> {
-        self.refresh(dataset)?;
-        let table = &self.tables[dataset.index()];
         let parts: Vec<Part> = self
-            .runtime
-            .block_on(table_files(&table.table))
-            .map_err(failed(&table.location))?
+            .newest_files(dataset)?
             .into_iter()
             .map(|f| Part {
                 partition: f
@@ -373,18 +399,14 @@ impl Tables {
             .collect();
         let mut attempt = 1;
         loop {
-            self.refresh(dataset)?;
-            let table = &self.tables[dataset.index()];
             let present: HashSet<String> = self
-                .runtime
-                .block_on(table_files(&table.table))
-                .map_err(failed(&table.location))?
+                .newest_files(dataset)?
                 .into_iter()
                 .map(|f| f.path)
                 .collect();
             if let Some(gone) = inputs.iter().find(|p| !present.contains(**p)) {
                 return Err(TableError::Compact {
-                    table: table.location.clone(),
+                    table: self.location(dataset).into(),
                     problem: format!(
                         "{gone} was removed by another compaction meanwhile; nothing is committed"
                     ),
@@ -396,6 +418,15 @@ impl Tables {
                 committed => return committed.map(|()| files),
             }
         }
+    }
+
+    /// The data files of `dataset`'s newest version.
+    fn newest_files(&mut self, dataset: Dataset) -> Result<Vec<Listed>, TableError> {
+        self.refresh(dataset)?;
+        let table = &self.tables[dataset.index()];
+        self.runtime
+            .block_on(table_files(&table.table))
+            .map_err(failed(&table.location))
     }
 
     /// Brings `dataset`'s table up to its newest version.
@@ -508,12 +539,18 @@ pub(super) fn lost_to_another(error: &TableError) -> bool {
     )
 }
 
-/// The data files of the Delta table in the folder `location` as of its current version,
-/// sorted by path: what a reader of the table sees, whatever else the folder holds (files
-/// of a commit that never happened, files a later commit removed). `None` when the folder
-/// holds no table.
-pub fn current_files(location: &Path) -> Result<Option<Vec<Listed>>, TableError> {
-    let files = on_table(location, |table| async move { table_files(&table).await })?;
+/// The data files of `bucket`'s Delta table under `root` as of its current version, sorted
+/// by path: what a reader of the table sees, whatever else the bucket holds (files of a commit
+/// that never happened, files a later commit removed). `None` when the bucket holds no table.
+pub fn current_files(
+    root: &TableRoot<'_>,
+    bucket: &str,
+) -> Result<Option<Vec<Listed>>, TableError> {
+    let files = on_table(
+        root,
+        bucket,
+        |table| async move { table_files(&table).await },
+    )?;
     Ok(files.map(|mut files| {
         files.sort_by(|a, b| a.path.cmp(&b.path));
         files
@@ -574,11 +611,15 @@ fn rewrite(
     })
 }
 
-/// Deletes the files of the Delta table in the folder `location` that no version younger
-/// than `retention` needs, and those no commit names that are older than it; their paths.
-/// `None` when the folder holds no table.
-pub fn vacuum(location: &Path, retention_days: u32) -> Result<Option<Vec<String>>, TableError> {
-    on_table(location, |table| async move {
+/// Deletes the files of `bucket`'s Delta table under `root` that no version younger than
+/// `retention` needs, and those no commit names that are older than it; their paths. `None`
+/// when the bucket holds no table.
+pub fn vacuum(
+    root: &TableRoot<'_>,
+    bucket: &str,
+    retention_days: u32,
+) -> Result<Option<Vec<String>>, TableError> {
+    on_table(root, bucket, |table| async move {
         let (_, metrics) = table
             .vacuum()
             .with_retention_period(chrono::Duration::days(retention_days.into()))
@@ -590,26 +631,30 @@ pub fn vacuum(location: &Path, retention_days: u32) -> Result<Option<Vec<String>
     })
 }
 
-/// Runs `work` on the Delta table in the folder `location`, on a runtime of its own for
-/// this one call; `None`, without running it, when the folder holds no table.
+/// Runs `work` on `bucket`'s Delta table under `root`, on a runtime of its own for this one
+/// call; `None`, without running it, when the bucket holds no table.
 fn on_table<T, F>(
-    location: &Path,
+    root: &TableRoot<'_>,
+    bucket: &str,
     work: impl FnOnce(DeltaTable) -> F,
 ) -> Result<Option<T>, TableError>
 where
     F: Future<Output = Result<T, DeltaTableError>>,
 {
-    if !location.join("_delta_log").is_dir() {
+    if !root.has_table(bucket)? {
         return Ok(None);
     }
-    let name = location.to_string_lossy().into_owned();
+    if let TableRoot::S3(settings, outage) = root {
+        PipelineS3::register(settings, outage.clone());
+    }
+    let location = root.location(bucket);
     runtime()?
         .block_on(async {
-            let table = deltalake::open_table(deltalake::ensure_table_uri(&name)?).await?;
+            let table = deltalake::open_table(deltalake::ensure_table_uri(&location)?).await?;
             work(table).await
         })
         .map(Some)
-        .map_err(failed(&name))
+        .map_err(failed(&location))
 }
 
 /// delta-rs runs on tokio; the processing thread waits for each call.
@@ -771,7 +816,7 @@ mod tests {
     /// The user ids a reader of the raw table's current version sees, sorted.
     fn user_ids(root: &Path) -> Vec<i64> {
         let table = root.join("raw");
-        let mut ids: Vec<i64> = current_files(&table)
+        let mut ids: Vec<i64> = current_files(&TableRoot::Folder(root), "raw")
             .unwrap()
             .unwrap()
             .iter()
@@ -852,7 +897,9 @@ mod tests {
             )
             .unwrap();
         assert_eq!(written[0].rows, 20);
-        let files = current_files(&dir.path().join("raw")).unwrap().unwrap();
+        let files = current_files(&TableRoot::Folder(dir.path()), "raw")
+            .unwrap()
+            .unwrap();
         assert_eq!(
             files.len(),
             2,

@@ -321,7 +321,7 @@ mod tests {
     }
 
     fn current(root: &Path, bucket: &str) -> Vec<String> {
-        super::super::current_files(&root.join(bucket))
+        super::super::current_files(&super::super::TableRoot::Folder(root), bucket)
             .unwrap()
             .unwrap()
             .into_iter()

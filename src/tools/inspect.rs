@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
@@ -18,7 +17,7 @@ use parquet::arrow::arrow_reader::{
 use parquet::errors::ParquetError;
 use parquet::file::reader::{ChunkReader, Length};
 
-use crate::commit::{TableError, current_files};
+use crate::commit::{TableError, TableRoot, current_files};
 use crate::sink::{Dataset, naming};
 use crate::storage::{Buckets, Listed, Storage, StorageError};
 use crate::tools::report::{grouped, size};
@@ -56,15 +55,13 @@ pub enum InspectError {
 }
 
 /// What a dataset's files are: every Parquet file in its bucket, or for a Delta table the
-/// files of its current version (`tables`: the folder holding the buckets, on local disk).
+/// files of its current version (`tables`: where the buckets' tables would be).
 fn files_of(
     storage: &Arc<dyn Storage>,
     bucket: &str,
-    tables: Option<&Path>,
+    tables: &TableRoot<'_>,
 ) -> Result<Vec<Listed>, InspectError> {
-    if let Some(root) = tables
-        && let Some(files) = current_files(&root.join(bucket))?
-    {
+    if let Some(files) = current_files(tables, bucket)? {
         return Ok(files);
     }
     Ok(storage
@@ -112,13 +109,13 @@ pub struct Inspection {
     pub reasons: Vec<Reason>,
 }
 
-/// Reads what `buckets` hold in `storage`; a bucket holding a Delta table under the local
-/// folder `tables` is read through the table's log.
+/// Reads what `buckets` hold in `storage`; a bucket holding a Delta table (where `tables`
+/// says) is read through the table's log.
 pub fn inspect(
     storage: &Arc<dyn Storage>,
     buckets: &Buckets,
     request: &Request,
-    tables: Option<&Path>,
+    tables: &TableRoot<'_>,
 ) -> Result<Inspection, InspectError> {
     let mut datasets = Vec::new();
     // The aggregated and dead-letter files, footers read, to read their columns next.

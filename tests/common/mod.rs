@@ -88,11 +88,17 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The files of the current version of the Delta table `bucket` under the folder `root`;
+/// `None` when it holds no table.
+pub fn table_files(root: &Path, bucket: &str) -> Option<Vec<pageview::storage::Listed>> {
+    pageview::commit::current_files(&pageview::commit::TableRoot::Folder(root), bucket).unwrap()
+}
+
 /// Every batch of every file of one dataset, with the file it came from: of a Delta table,
 /// the files its current version holds, as a reader of the table sees them.
 pub fn read_dataset(root: &Path, bucket: &str) -> Vec<(PathBuf, RecordBatch)> {
     let dir = root.join(bucket);
-    let files = match pageview::commit::current_files(&dir).unwrap() {
+    let files = match table_files(root, bucket) {
         Some(current) => current.into_iter().map(|f| PathBuf::from(f.path)).collect(),
         None => parquet_files(&dir),
     };

@@ -29,6 +29,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::{parquet_files, sample_rss};
+use crate::commit::TableRoot;
 use crate::generate::{Generator, GeneratorConfig, Pace, now_ms};
 use crate::kafka::{self, Cluster, producer_config};
 
@@ -97,8 +98,8 @@ pub fn measure(
         std::thread::spawn(move || produce(&servers, &topic, rate, &stop, &sent))
     };
     let mut watched = Watched {
-        aggregated: Dataset::new(out.join(AGGREGATED)),
-        raw: Dataset::new(out.join(RAW)),
+        aggregated: Dataset::new(&out, AGGREGATED),
+        raw: Dataset::new(&out, RAW),
         windows: BTreeMap::new(),
         raw_rows: Vec::new(),
     };
@@ -194,7 +195,8 @@ fn closable_at(sent: &[Vec<i64>], time: i64) -> Option<i64> {
 
 /// One dataset as a reader sees it, and which of its files were read already.
 struct Dataset {
-    folder: PathBuf,
+    root: PathBuf,
+    bucket: &'static str,
     read: HashSet<PathBuf>,
     /// How many entries the table's log had at the last look, so that a reader loads the
     /// table only when a version was added.
@@ -202,9 +204,10 @@ struct Dataset {
 }
 
 impl Dataset {
-    fn new(folder: PathBuf) -> Self {
+    fn new(root: &Path, bucket: &'static str) -> Self {
         Dataset {
-            folder,
+            root: root.to_path_buf(),
+            bucket,
             read: HashSet::new(),
             log_entries: 0,
         }
@@ -212,20 +215,21 @@ impl Dataset {
 
     /// The files readers see now that were not seen before.
     fn new_files(&mut self) -> Result<Vec<PathBuf>> {
-        let log = self.folder.join("_delta_log");
+        let folder = self.root.join(self.bucket);
+        let log = folder.join("_delta_log");
         let files = if log.is_dir() {
             let entries = std::fs::read_dir(&log)?.count();
             if entries == self.log_entries {
                 return Ok(Vec::new());
             }
             self.log_entries = entries;
-            crate::commit::current_files(&self.folder)?
+            crate::commit::current_files(&TableRoot::Folder(&self.root), self.bucket)?
                 .unwrap_or_default()
                 .into_iter()
-                .map(|f| self.folder.join(f.path))
+                .map(|f| folder.join(f.path))
                 .collect()
         } else {
-            parquet_files(&self.folder)
+            parquet_files(&folder)
         };
         Ok(files
             .into_iter()

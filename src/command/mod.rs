@@ -16,7 +16,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 
-use crate::commit::{Commit, Compactor, Manifests, TableLog, TableRoot, Tables};
+use crate::commit::{Commit, CommitPoint, Compactor, Manifests, TableLog, TableRoot, Tables};
 use crate::config::{BucketsCommand, Command, ConfigError, PipelineSettings, S3Args, TableFormat};
 use crate::kafka::{self, Cluster, TopicState};
 use crate::source::kafka::ConsumerSettings;
@@ -217,7 +217,7 @@ impl Lake {
         settings: &ConsumerSettings,
     ) -> Result<Committer> {
         let checkpoints = &pipeline.buckets.checkpoints;
-        let point: Arc<dyn crate::commit::CommitPoint> = match self.tables(pipeline, &*storage)? {
+        let point: Arc<dyn CommitPoint> = match self.tables(pipeline, &*storage)? {
             None => Arc::new(Manifests::new(
                 storage.clone(),
                 checkpoints,

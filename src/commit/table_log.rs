@@ -12,10 +12,10 @@
 //! The aggregated and DLQ files of the checkpoint follow in one commit per table, which
 //! sets the writer's transaction (`…/checkpoints/<member>`, version = epoch): whoever
 //! completes a checkpoint its writer left half done (the writer itself, or the next owner of
-//! any of its partitions) adds them once. After the raw commit the checkpoint is also saved
-//! beside the tables (`<checkpoints bucket>/<group>/<epoch>-<member>.json`), so that
-//! recovery does not depend on the log keeping old commits; one a writer died before saving
-//! is read from the log.
+//! any of its partitions) adds them once. Then the checkpoint is also saved beside the
+//! tables (`<checkpoints bucket>/<group>/<epoch>-<member>.json`), so that recovery does not
+//! depend on the log keeping old commits; one a writer died before saving is read from the
+//! log.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -259,8 +259,10 @@ impl CommitPoint for TableLog {
                 owned.insert(p, Some(epoch));
             }
         }
-        let name = self.saved.save(manifest)?;
+        // The windows it closed are readable once the aggregated table has its files: before
+        // the copy saved beside, which recovery can also read from the log.
         self.follow(&mut tables, manifest)?;
+        let name = self.saved.save(manifest)?;
         for old in replaced {
             self.saved.delete(old)?;
         }

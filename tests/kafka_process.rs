@@ -696,22 +696,13 @@ fn kill_9_during_a_compaction_leaves_every_table_whole() {
     let mut killed_while_compacting = 0;
     for attempt in 1.. {
         assert!(attempt <= 20, "no kill landed in a compaction in 20 tries");
-        let seen = std::fs::metadata(storage.dir.path().join("test-processor.log"))
-            .map_or(0, |m| m.len() as usize);
-        let child = processor(&broker.bootstrap, &storage, &on);
-        let pid = child.child.as_ref().unwrap().id() as i32;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !child.log()[seen..].contains("compacting ") {
-            assert!(Instant::now() < deadline, "no compaction: {}", child.log());
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        // SAFETY: signals the child we spawned, by its PID.
-        unsafe { libc::kill(pid, libc::SIGSTOP) };
-        let log = child.log()[seen..].to_string();
-        let last = log.rfind("compacting ").unwrap();
-        let committed = log[last..].contains("compacted ");
-        child.kill();
-        if !committed {
+        if kill_between(
+            &broker.bootstrap,
+            &storage,
+            &on,
+            "compacting ",
+            "compacted ",
+        ) {
             killed_while_compacting += 1;
         }
         assert_exactly_once(storage.path(), &data, Rows::One);
@@ -741,6 +732,85 @@ fn kill_9_during_a_compaction_leaves_every_table_whole() {
     stop(child);
     assert_exactly_once(storage.path(), &data, Rows::One);
     assert_no_staging_leftovers(storage.path());
+}
+
+/// Kills during a checkpoint's commit to the tables: processors are frozen (SIGSTOP) as soon
+/// as they say they are committing a checkpoint, and killed there, while the stream goes on;
+/// three of the kills land before the commit was through (before, between or after the raw
+/// commit, the aggregated and DLQ ones and the saved manifest). After each one the tables hold
+/// nothing twice, and in the end everything once.
+#[test]
+fn kill_9_during_a_table_commit_loses_and_repeats_nothing() {
+    let (broker, data, storage) = given(30_000);
+    let bootstrap = broker.bootstrap.clone();
+    let data = std::sync::Arc::new(data);
+    let extra = [
+        "--file-max-age-ms",
+        "200",
+        "--table-format",
+        "delta",
+        "--log-level",
+        "warn,pageview=info,pageview::commit=debug",
+    ];
+    let child = processor(&broker.bootstrap, &storage, &extra);
+    produce_first(&data, &broker.bootstrap, &storage);
+    stop(child);
+    let producer = {
+        let data = data.clone();
+        std::thread::spawn(move || {
+            data.produce(&bootstrap, FIRST..usize::MAX, Duration::from_millis(300))
+        })
+    };
+    let mut killed_while_committing = 0;
+    for attempt in 1.. {
+        assert!(attempt <= 20, "no kill landed in a commit in 20 tries");
+        if kill_between(
+            &broker.bootstrap,
+            &storage,
+            &extra,
+            "committing checkpoint",
+            "committed checkpoint",
+        ) {
+            killed_while_committing += 1;
+        }
+        assert_nothing_twice(storage.path());
+        if killed_while_committing == 3 {
+            eprintln!("commit chaos: 3 of {attempt} kills landed inside a commit");
+            break;
+        }
+    }
+    producer.join().unwrap();
+    let child = processor(&broker.bootstrap, &storage, &extra);
+    wait_for_everything(&storage, &data, Duration::from_secs(120));
+    stop(child);
+    assert_exactly_once(storage.path(), &data, Rows::One);
+    assert_no_staging_leftovers(storage.path());
+}
+
+/// Starts a processor, freezes it (SIGSTOP) as soon as its log says `begun`, and kills it
+/// there: whether `ended` had not followed yet, so the kill landed in between.
+fn kill_between(
+    bootstrap: &str,
+    storage: &Store,
+    extra: &[&str],
+    begun: &str,
+    ended: &str,
+) -> bool {
+    let seen = std::fs::metadata(storage.dir.path().join("test-processor.log"))
+        .map_or(0, |m| m.len() as usize);
+    let child = processor(bootstrap, storage, extra);
+    let pid = child.child.as_ref().unwrap().id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !child.log()[seen..].contains(begun) {
+        assert!(Instant::now() < deadline, "never {begun}: {}", child.log());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: signals the child we spawned, by its PID.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let log = child.log()[seen..].to_string();
+    child.kill();
+    let last = log.rfind(begun).unwrap();
+    !log[last..].contains(ended)
 }
 
 #[test]

@@ -229,6 +229,7 @@ impl CommitPoint for TableLog {
     }
 
     fn commit(&self, manifest: &Manifest, replaced: &[String]) -> Result<String, CommitError> {
+        tracing::debug!("committing checkpoint {}", manifest.epoch);
         for file in &manifest.files {
             self.storage.publish_staged(&file.staged, &file.key)?;
         }
@@ -266,6 +267,7 @@ impl CommitPoint for TableLog {
         for old in replaced {
             self.saved.delete(old)?;
         }
+        tracing::debug!("committed checkpoint {}", manifest.epoch);
         Ok(name)
     }
 }

@@ -11,10 +11,11 @@
 #
 # usage: scripts/bench-lake-day.sh BOOTSTRAP [SPEEDUP] [DIR]
 #   BOOTSTRAP  a broker, e.g. 127.0.0.1:19092 from `scripts/kafka-broker.sh 19092 &`
-#   SPEEDUP    60 (the day in 24 minutes) by default
+#   SPEEDUP    60 (the day in 24 minutes) by default; at most 100, as checkpoints are at
+#              least 100 ms apart
 #   DIR        where the two lakes go, /tmp/pageview-day by default (emptied first)
-# PAGEVIEW (the binary, target/release/pageview by default) and PYTHON (with polars and
-# deltalake; ~/.cache/pageview/py/bin/python by default) can be set.
+# PAGEVIEW (the binary, target/release/pageview by default), PYTHON (with polars and
+# deltalake; ~/.cache/pageview/py/bin/python by default) and EVENTS (100000) can be set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bootstrap="$1"
@@ -22,7 +23,11 @@ speedup="${2:-60}"
 dir="${3:-/tmp/pageview-day}"
 pageview="${PAGEVIEW:-target/release/pageview}"
 python="${PYTHON:-$HOME/.cache/pageview/py/bin/python}"
-events=100000
+events="${EVENTS:-100000}"
+if [ "$speedup" -lt 1 ] || [ "$speedup" -gt 100 ]; then
+    echo "SPEEDUP must be 1 to 100, not $speedup" >&2
+    exit 2
+fi
 topic="pageview-day-$(date +%s)"
 # Midnight UTC of a day: the day's 24 hours are its 24 raw partitions.
 start_ms=1700006400000
@@ -31,6 +36,7 @@ compact=$((60000 / speedup))
 
 rm -rf "$dir"
 mkdir -p "$dir"
+# Starts a processor in the background (its pid in $!).
 process() {
     local name="$1"
     shift
@@ -38,21 +44,27 @@ process() {
         --group "$topic-$name" --storage "$dir/$name" \
         --file-max-age-ms "$every" --checkpoint-interval-ms "$every" \
         --metrics-port 0 "$@" >"$dir/$name.out" 2>"$dir/$name.log" &
-    echo $!
 }
 # The processors wait for the topic, which the generator creates with 3 partitions.
-parquet=$(process parquet)
-delta=$(process delta --table-format delta --compact-interval-ms "$compact")
+process parquet
+parquet=$!
+process delta --table-format delta --compact-interval-ms "$compact"
+delta=$!
 trap 'kill $parquet $delta 2>/dev/null || true' EXIT
+sleep 2
+for name in parquet delta; do
+    pid=${!name}
+    kill -0 "$pid" 2>/dev/null || { echo "the $name processor stopped:" >&2; cat "$dir/$name.log" >&2; exit 1; }
+done
 started=$(date +%s)
-echo "== producing $events events of one day at ${speedup}x to $topic (about $((events * 100 / 116 / speedup / 60)) minutes)"
+echo "== producing $events events at 1.16/s of event time, ${speedup}x to $topic (about $((events * 100 / 116 / speedup / 60)) minutes)"
 "$pageview" generate --bootstrap-servers "$bootstrap" --topic "$topic" --rate 1.16 \
     --events "$events" --simulated-time --start-time-ms "$start_ms" \
     --speedup "$speedup" --seed 1 --malformed-share 0.01 2>"$dir/generate.log"
 # Both read to the end and publish everything on SIGTERM.
 sleep 10
 kill -TERM "$parquet" "$delta"
-wait "$parquet" "$delta" || true
+wait "$parquet" "$delta"
 trap - EXIT
 echo "== produced and processed in $(($(date +%s) - started)) s"
 
@@ -69,7 +81,8 @@ hours = lambda paths: collections.Counter(os.path.dirname(p) for p in paths)
 folder = f"{root}/parquet/{raw}"
 parquet_files = [os.path.relpath(p, folder) for p in glob.glob(f"{folder}/**/*.parquet", recursive=True)]
 table = f"{root}/delta/{raw}"
-delta_files = DeltaTable(table).files()
+delta_files = [os.path.relpath(uri.removeprefix("file://"), table)
+               for uri in DeltaTable(table).file_uris()]
 
 def best_of(read, n=5):
     times = []

@@ -106,8 +106,16 @@ impl TableLog {
     }
 
     /// Adds the aggregated and DLQ files of `manifest` to their tables, unless its writer's
-    /// transaction there says they are in already.
-    fn follow(&self, tables: &mut Tables, manifest: &Manifest) -> Result<(), CommitError> {
+    /// transaction there says they are in already. `just_committed`: its raw commit was made
+    /// a moment ago by this processor, so the files can only be in already if another one
+    /// completed the checkpoint since, which delta-rs finds as a concurrent commit of the same
+    /// transaction: the first attempt then skips reading the table's newest version first.
+    fn follow(
+        &self,
+        tables: &mut Tables,
+        manifest: &Manifest,
+        just_committed: bool,
+    ) -> Result<(), CommitError> {
         let app = self.writer_app(&manifest.member);
         let epoch = manifest.epoch as i64;
         for dataset in [Dataset::Aggregated, Dataset::Dlq] {
@@ -119,9 +127,11 @@ impl TableLog {
             // transaction is there on the next look.
             let mut attempts = 0;
             loop {
-                tables.refresh(dataset)?;
-                if tables.txn(dataset, &app)?.is_some_and(|done| done >= epoch) {
-                    break;
+                if attempts > 0 || !just_committed {
+                    tables.refresh(dataset)?;
+                    if tables.txn(dataset, &app)?.is_some_and(|done| done >= epoch) {
+                        break;
+                    }
                 }
                 let txn = Transaction::new(&app, epoch);
                 match tables.append(dataset, &files, vec![txn], None) {
@@ -215,7 +225,7 @@ impl CommitPoint for TableLog {
         let mut tables = self.tables();
         let saved = self.saved.names()?;
         for manifest in &recovery.from {
-            self.follow(&mut tables, manifest)?;
+            self.follow(&mut tables, manifest, false)?;
             if !saved.contains(&checkpoint::manifest_name(manifest.epoch, &manifest.member)) {
                 self.saved.save(manifest)?;
             }
@@ -262,7 +272,7 @@ impl CommitPoint for TableLog {
         }
         // The windows it closed are readable once the aggregated table has its files: before
         // the copy saved beside, which recovery can also read from the log.
-        self.follow(&mut tables, manifest)?;
+        self.follow(&mut tables, manifest, true)?;
         let name = self.saved.save(manifest)?;
         for old in replaced {
             self.saved.delete(old)?;

@@ -108,6 +108,7 @@ fn stop_flag() -> Result<Arc<AtomicBool>> {
 const S3_MAX_FILE_BYTES: u64 = 4 << 30;
 
 /// Where the datasets are, validated: a folder, or S3 with its settings.
+#[derive(Clone)]
 enum Lake {
     Local(PathBuf),
     S3(S3Settings),
@@ -244,9 +245,10 @@ impl Lake {
         let Some(settings) = pipeline.compaction else {
             return Ok(None);
         };
-        let tables = self.open_tables(&pipeline.buckets, &*storage)?;
+        let (lake, buckets, store) = (self.clone(), pipeline.buckets.clone(), storage.clone());
+        let open = move || Tables::open(lake.table_root(&*store), &buckets);
         Ok(Some(Compactor::start(
-            tables,
+            open,
             storage,
             settings,
             pipeline.compression,

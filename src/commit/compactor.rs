@@ -40,10 +40,11 @@ pub struct Compactor {
 }
 
 impl Compactor {
-    /// Starts compacting `tables`, whose files `storage` holds, a pass every
-    /// `settings.interval`.
+    /// Starts compacting the tables `open` opens (on the compactor's thread, at its first
+    /// pass, so that a run too short for one pays nothing), whose files `storage` holds, a
+    /// pass every `settings.interval`.
     pub fn start(
-        tables: Tables,
+        open: impl Fn() -> Result<Tables, TableError> + Send + 'static,
         storage: Arc<dyn Storage>,
         settings: CompactionSettings,
         compression: Compression,
@@ -51,7 +52,8 @@ impl Compactor {
         let watermark = Arc::new(AtomicI64::new(NO_WATERMARK));
         let (stop, stopped) = mpsc::channel();
         let pass = Pass {
-            tables,
+            open: Box::new(open),
+            tables: None,
             storage,
             target: settings.target_bytes,
             compression,
@@ -91,7 +93,9 @@ impl Drop for Compactor {
 
 /// The compactor thread's own state.
 struct Pass {
-    tables: Tables,
+    open: Box<dyn Fn() -> Result<Tables, TableError> + Send>,
+    /// Opened at the first pass; tried again at the next one when that fails.
+    tables: Option<Tables>,
     storage: Arc<dyn Storage>,
     target: u64,
     compression: Compression,
@@ -114,7 +118,7 @@ impl Pass {
                         interval.as_secs_f64()
                     );
                 }
-                if self.is_stopped() {
+                if is_stopped(&self.stopped) {
                     return;
                 }
             }
@@ -123,19 +127,23 @@ impl Pass {
 
     /// Packs what `policy` takes of `dataset`'s table, one commit per file written.
     fn compact(&mut self, dataset: Dataset, policy: Policy) -> Result<(), TableError> {
-        let merges = self.tables.plan_compaction(dataset, self.target, policy)?;
+        if self.tables.is_none() {
+            self.tables = Some((self.open)()?);
+        }
+        let tables = self.tables.as_mut().expect("opened above");
+        let merges = tables.plan_compaction(dataset, self.target, policy)?;
         for merge in &merges {
-            if self.is_stopped() {
+            if is_stopped(&self.stopped) {
                 break;
             }
             tracing::debug!(
                 "compacting {} files of {}/{} ({} bytes)",
                 merge.inputs.len(),
-                self.tables.location(dataset),
+                tables.location(dataset),
                 merge.partition,
                 merge.bytes
             );
-            let written = self.tables.commit_merges(
+            let written = tables.commit_merges(
                 dataset,
                 std::slice::from_ref(merge),
                 &*self.storage,
@@ -154,8 +162,9 @@ impl Pass {
         }
         Ok(())
     }
+}
 
-    fn is_stopped(&self) -> bool {
-        matches!(self.stopped.try_recv(), Err(TryRecvError::Disconnected))
-    }
+/// Whether the compactor was dropped.
+fn is_stopped(stopped: &Receiver<()>) -> bool {
+    matches!(stopped.try_recv(), Err(TryRecvError::Disconnected))
 }

@@ -693,16 +693,17 @@ fn kill_9_during_a_compaction_leaves_every_table_whole() {
     let off = [&rolling[..], &["--compact-interval-ms", "0"]].concat();
     let child = processor(&broker.bootstrap, &storage, &off);
     produce_first(&data, &broker.bootstrap, &storage);
+    // Over 6 s, so that files roll by age many times (how many depends on the machine).
     data.produce(
         &broker.bootstrap,
         FIRST..usize::MAX,
-        Duration::from_millis(100),
+        Duration::from_millis(300),
     );
     wait_for_everything(&storage, &data, Duration::from_secs(120));
     stop(child);
     let raw_files = || table_files(storage.path(), RAW).unwrap();
     let backlog = raw_files().len();
-    assert!(backlog > 20, "a backlog of small files: {backlog}");
+    assert!(backlog > 10, "a backlog of small files: {backlog}");
 
     let on = [
         &rolling[..],

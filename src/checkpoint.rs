@@ -31,6 +31,8 @@ pub struct Sealed {
     /// (partition, largest valid event time).
     pub clocks: Vec<(i32, i64)>,
     pub watermark: Option<i64>,
+    /// (partition, watermark its windows are final up to) where that is above `watermark`.
+    pub floors: Vec<(i32, i64)>,
     pub windows: Vec<OpenCount>,
 }
 
@@ -89,6 +91,10 @@ pub struct PartitionState {
     pub raw_done: BTreeMap<i64, i64>,
     /// The largest valid event time seen on the partition.
     pub max_event_ms: Option<i64>,
+    /// The watermark the partition's windows are final up to, when above the manifest's:
+    /// it came from a processor whose watermark was ahead (`Watermarks`' floors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_to: Option<i64>,
 }
 
 impl PartitionState {
@@ -144,14 +150,18 @@ impl Recovery {
         self.partitions.get(&partition).map(|s| s.raw_from)
     }
 
-    /// The window operator as the manifests left it.
-    pub fn windows(&self, spec: WindowSpec, watermark_bound_ms: i64) -> Windows {
-        let clocks: Vec<(i32, i64)> = self
+    /// The window operator of `assigned` as the manifests left it.
+    pub fn windows(&self, spec: WindowSpec, watermark_bound_ms: i64, assigned: &[i32]) -> Windows {
+        let clocks: Vec<(i32, Option<i64>)> = assigned
+            .iter()
+            .map(|p| (*p, self.partitions.get(p).and_then(|s| s.max_event_ms)))
+            .collect();
+        let floors: Vec<(i32, i64)> = self
             .partitions
             .iter()
-            .filter_map(|(&p, s)| Some((p, s.max_event_ms?)))
+            .filter_map(|(&p, s)| Some((p, s.final_to?)))
             .collect();
-        let watermarks = Watermarks::restore(watermark_bound_ms, self.watermark, &clocks);
+        let watermarks = Watermarks::restore(watermark_bound_ms, self.watermark, &clocks, &floors);
         Windows::restore(spec, watermarks, &self.windows)
     }
 }
@@ -170,14 +180,13 @@ pub fn recover(manifests: &[Manifest], assigned: &[i32]) -> Recovery {
         else {
             continue;
         };
-        recovery
-            .partitions
-            .insert(partition, newest.partitions[&partition].clone());
+        let mut state = newest.partitions[&partition].clone();
+        state.final_to = state.final_to.max(newest.watermark);
+        recovery.partitions.insert(partition, state);
         recovery.committed.insert(partition, newest.epoch);
         if !recovery.from.iter().any(|m| m == newest) {
             recovery.from.push(newest.clone());
         }
-        recovery.watermark = recovery.watermark.max(newest.watermark);
         recovery.windows.extend(
             newest
                 .windows
@@ -186,6 +195,7 @@ pub fn recover(manifests: &[Manifest], assigned: &[i32]) -> Recovery {
                 .cloned(),
         );
     }
+    recovery.watermark = resumed_watermark(&recovery.partitions, assigned);
     let mut newest_of_member: BTreeMap<&str, &Manifest> = BTreeMap::new();
     for m in manifests {
         let entry = newest_of_member.entry(&m.member).or_insert(m);
@@ -199,6 +209,20 @@ pub fn recover(manifests: &[Manifest], assigned: &[i32]) -> Recovery {
         .flat_map(|m| m.files.iter().cloned())
         .collect();
     recovery
+}
+
+/// The watermark a processor resumes `assigned` with: the lowest they were final up to (none
+/// for a partition no checkpoint has). One processor's watermark can be far ahead of
+/// another's (its own partitions read to the end while the other's waited for the group to
+/// notice their owner was gone); resuming all under the highest would make the waiting
+/// partitions' records late that their own owner would have counted. Each partition keeps
+/// what it was final up to as its floor, so no window of it opens again.
+fn resumed_watermark(partitions: &BTreeMap<i32, PartitionState>, assigned: &[i32]) -> Option<i64> {
+    assigned
+        .iter()
+        .map(|p| partitions.get(p).and_then(|s| s.final_to))
+        .min()
+        .flatten()
 }
 
 /// Manifests no recovery can pick any more: every partition in them is in a later manifest.
@@ -282,6 +306,7 @@ impl Cursors {
         unfinished_raw: impl IntoIterator<Item = (i32, i64)>,
         read: impl IntoIterator<Item = (i32, i64)>,
         clocks: impl IntoIterator<Item = (i32, i64)>,
+        floors: &[(i32, i64)],
     ) -> BTreeMap<i32, PartitionState> {
         let mut raw_from: BTreeMap<i32, i64> = BTreeMap::new();
         for (partition, first) in unfinished_raw.into_iter().chain(read) {
@@ -293,6 +318,7 @@ impl Cursors {
             state.max_event_ms = state.max_event_ms.max(Some(max_event_ms));
         }
         for (partition, state) in &mut self.partitions {
+            state.final_to = floors.iter().find(|(p, _)| p == partition).map(|&(_, f)| f);
             state.raw_from = raw_from.get(partition).copied().unwrap_or(state.next);
             let from = state.raw_from;
             state.raw_done.retain(|_, done| *done > from);
@@ -391,7 +417,18 @@ mod tests {
             "never seen: from the beginning"
         );
         assert_eq!(r.start(5), None);
-        assert_eq!(r.watermark, Some(4000));
+        assert_eq!(r.watermark, None, "5 has nothing final yet");
+        assert_eq!(
+            recover(&all, &[1, 2]).watermark,
+            Some(3000),
+            "b's watermark: a's was ahead of partition 2"
+        );
+        let floors: Vec<_> = r.partitions.values().map(|s| s.final_to).collect();
+        assert_eq!(
+            floors,
+            [Some(4000), Some(3000)],
+            "each as far as it was final"
+        );
         let counts: Vec<_> = r.windows.iter().map(|c| (c.partition, c.count)).collect();
         assert_eq!(counts, [(1, 30), (2, 25)]);
         let mut unpublished: Vec<_> = r.unpublished.iter().map(|f| f.key.as_str()).collect();
@@ -419,7 +456,12 @@ mod tests {
         cursors.routed(1, 50);
         cursors.raw_file(0, 7, 59);
         cursors.raw_file(0, 8, 89);
-        let sealed = cursors.seal([(0, 60), (0, 90), (1, 50)], [(0, 100), (1, 50)], [(0, 123)]);
+        let sealed = cursors.seal(
+            [(0, 60), (0, 90), (1, 50)],
+            [(0, 100), (1, 50)],
+            [(0, 123)],
+            &[],
+        );
         assert_eq!(sealed[&0].raw_from, 60);
         assert_eq!(sealed[&0].max_event_ms, Some(123));
         assert_eq!(
@@ -433,11 +475,11 @@ mod tests {
         assert_eq!(sealed[&1].raw_from, 50);
         // Replaying, with no raw file open: the raw cursor stays where reading stands, since
         // rows from there to the core cursor are in no file yet.
-        let sealed = cursors.seal([], [(0, 70)], []);
+        let sealed = cursors.seal([], [(0, 70)], [], &[]);
         assert_eq!(sealed[&0].raw_from, 70);
         assert_eq!(sealed[&0].raw_done, BTreeMap::from([(8, 90)]));
         // With no raw file open the raw cursor catches up with the core cursor.
-        let sealed = cursors.seal([], [(0, 100)], []);
+        let sealed = cursors.seal([], [(0, 100)], [], &[]);
         assert_eq!(sealed[&0].raw_from, 100);
         assert!(sealed[&0].raw_done.is_empty());
     }
@@ -450,7 +492,126 @@ mod tests {
         assert!(manifest_name(9, "z") < manifest_name(10, "a"));
     }
 
+    const MINUTE: i64 = 60_000;
+
+    /// Routes `times` of partition `p` (postcode `P<p>`) into `ws`, collecting the windows
+    /// that close as (start, postcode, count); whether each was late.
+    fn feed(
+        ws: &mut Windows,
+        p: i32,
+        times: &[i64],
+        emitted: &mut Vec<(i64, String, i64)>,
+    ) -> Vec<bool> {
+        let postcode = format!("P{p}");
+        let mut late = Vec::new();
+        for &t in times {
+            late.push(ws.add(p, t, &postcode) != crate::window::Assignment::OnTime);
+            for w in ws.drain_final() {
+                emitted.extend(w.counts.into_iter().map(|(c, n)| (w.start, c.into(), n)));
+            }
+        }
+        late
+    }
+
+    /// The checkpoint of a processor that owned partition `p` alone and routed `next` of it.
+    fn checkpoint_of(ws: &Windows, epoch: u64, p: i32, next: usize) -> Manifest {
+        let of = |pairs: Vec<(i32, i64)>| pairs.into_iter().find(|&(q, _)| q == p).map(|(_, v)| v);
+        let state = PartitionState {
+            next: next as i64,
+            raw_from: next as i64,
+            max_event_ms: of(ws.watermarks().clocks().collect()),
+            final_to: of(ws.watermarks().floors().collect()),
+            ..PartitionState::default()
+        };
+        Manifest {
+            version: VERSION,
+            epoch,
+            member: format!("m{p}"),
+            topic: "t".into(),
+            watermark: ws.watermark(),
+            partitions: BTreeMap::from([(p, state)]),
+            windows: ws.open_counts(),
+            files: Vec::new(),
+        }
+    }
+
+    /// A partition's events: about in order (within the 5 s bound), now and then one ten
+    /// minutes late.
+    fn stream() -> impl Strategy<Value = Vec<i64>> {
+        proptest::collection::vec((1_000i64..40_000, 0i64..4_000, 0u8..20), 0..120).prop_map(
+            |steps| {
+                let mut t = 100 * MINUTE;
+                steps
+                    .into_iter()
+                    .map(|(step, jitter, late)| {
+                        t += step;
+                        if late == 0 {
+                            t - 10 * MINUTE
+                        } else {
+                            t - jitter
+                        }
+                    })
+                    .collect()
+            },
+        )
+    }
+
     proptest! {
+        /// Two processors each owned one partition and got as far as they got; a third takes
+        /// both over from their checkpoints. No window of a partition closes twice, no record
+        /// is late there that its own owner would have counted, and every record is counted
+        /// or late exactly once.
+        #[test]
+        fn partitions_taken_over_from_two_processors_stay_exactly_once(
+            streams in [stream(), stream()],
+            cuts in (0usize..=120, 0usize..=120),
+        ) {
+            let cuts = [cuts.0.min(streams[0].len()), cuts.1.min(streams[1].len())];
+            let new = || Windows::new(WindowSpec::new(MINUTE), 5_000);
+            let mut emitted = Vec::new();
+            let mut manifests = Vec::new();
+            let mut alone = Vec::new();
+            let mut late = 0;
+            for p in 0..2 {
+                let times = &streams[p];
+                let mut owner = new();
+                owner.register(p as i32);
+                late += feed(&mut owner, p as i32, &times[..cuts[p]], &mut emitted)
+                    .into_iter()
+                    .filter(|&l| l)
+                    .count();
+                manifests.push(checkpoint_of(&owner, p as u64 + 1, p as i32, cuts[p]));
+                let mut whole = new();
+                whole.register(p as i32);
+                alone.push(feed(&mut whole, p as i32, times, &mut Vec::new()));
+            }
+            let recovery = recover(&manifests, &[0, 1]);
+            let mut taker = recovery.windows(WindowSpec::new(MINUTE), 5_000, &[0, 1]);
+            let longest = streams.iter().map(Vec::len).max().unwrap();
+            for i in 0..longest {
+                for p in 0..2 {
+                    if i < cuts[p] || i >= streams[p].len() {
+                        continue;
+                    }
+                    let judged = feed(&mut taker, p as i32, &streams[p][i..=i], &mut emitted)[0];
+                    prop_assert!(
+                        !judged || alone[p][i],
+                        "record {} of partition {} is late here, not at its owner", i, p
+                    );
+                    late += usize::from(judged);
+                }
+            }
+            for w in taker.drain_all() {
+                emitted.extend(w.counts.into_iter().map(|(c, n)| (w.start, c.into(), n)));
+            }
+            let mut closed = std::collections::HashSet::new();
+            for (start, postcode, _) in &emitted {
+                prop_assert!(closed.insert((start, postcode)), "window {} of {} closed twice", start, postcode);
+            }
+            let counted: i64 = emitted.iter().map(|(_, _, n)| n).sum();
+            prop_assert_eq!(counted as usize + late, streams[0].len() + streams[1].len());
+        }
+
         /// Replaying from a sealed state rewrites exactly the raw rows no finished file holds.
         #[test]
         fn replay_rewrites_exactly_the_missing_raw_rows(
@@ -474,7 +635,7 @@ mod tests {
             }
             cursors.routed(0, checkpoint_at as i64);
             let firsts = open.values().map(|rows| (0, rows[0]));
-            let sealed = cursors.seal(firsts, [(0, checkpoint_at as i64)], []);
+            let sealed = cursors.seal(firsts, [(0, checkpoint_at as i64)], [], &[]);
             let state = sealed.get(&0).cloned().unwrap_or_default();
             let mut rewritten: Vec<i64> = (state.raw_from..checkpoint_at as i64)
                 .filter(|&o| state.raw_missing(o, hours[o as usize]))

@@ -154,7 +154,11 @@ pub fn resumed_router(
     };
     let recovery = &assignment.recovery;
     Router::resume(
-        recovery.windows(pipeline.window, pipeline.watermark_delay_ms),
+        recovery.windows(
+            pipeline.window,
+            pipeline.watermark_delay_ms,
+            &assignment.partitions,
+        ),
         Sinks::new(storage, &pipeline.sink_config(tags)),
         pipeline.idle_timeout,
         &assignment.partitions,

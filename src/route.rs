@@ -294,6 +294,7 @@ impl Router {
             raw_unfinished: self.sinks.raw_unfinished().collect(),
             clocks: self.windows.watermarks().clocks().collect(),
             watermark: self.windows.watermark(),
+            floors: self.windows.watermarks().floors().collect(),
             windows: self.windows.open_counts(),
         })
     }
@@ -456,6 +457,7 @@ mod tests {
             // The hour's raw rows up to offset 1 are published.
             raw_done: [(hour, 1)].into(),
             max_event_ms: Some(T0 + 2_000),
+            final_to: None,
         };
         let Router { windows, sinks, .. } = fresh;
         let mut router = Router::resume(

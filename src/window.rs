@@ -41,11 +41,21 @@ impl WindowSpec {
 /// A partition joins with its first valid event, or before it when registered: an assigned
 /// Kafka partition that has delivered nothing yet holds everything back until it proves idle,
 /// or the first partition read would make every other one late.
+///
+/// A partition taken over from another processor can come with a floor: the watermark its
+/// windows were closed under there, when that was ahead of this processor's. Its records are
+/// late against the floor until this watermark passes it, so none of its windows opens again;
+/// the others' backlogs are judged against this processor's own watermark.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Watermarks {
     bound_ms: i64,
     partitions: Vec<Clock>,
     current: Option<i64>,
+    /// (partition, floor) above `current`, dropped once `current` reaches them.
+    floors: Vec<(i32, i64)>,
+    /// The highest floor, so that the common case (no floor at or above a window's end)
+    /// costs one comparison.
+    highest_floor: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +71,8 @@ impl Watermarks {
             bound_ms,
             partitions: Vec::new(),
             current: None,
+            floors: Vec::new(),
+            highest_floor: None,
         }
     }
 
@@ -125,10 +137,32 @@ impl Watermarks {
             self.partitions.iter().filter_map(of).max()
         };
         self.current = self.current.max(candidate);
+        if self.highest_floor.is_some() && self.highest_floor <= self.current {
+            self.floors.clear();
+            self.highest_floor = None;
+        }
     }
 
     pub fn current(&self) -> Option<i64> {
         self.current
+    }
+
+    /// The watermark `partition`'s windows are final up to: the current one, or its floor.
+    pub fn final_to(&self, partition: i32) -> Option<i64> {
+        if self.highest_floor <= self.current {
+            return self.current;
+        }
+        let floor = self.floors.iter().find(|(p, _)| *p == partition);
+        self.current.max(floor.map(|&(_, f)| f))
+    }
+
+    /// (partition, floor) of partitions whose windows are final beyond the current watermark,
+    /// for a checkpoint.
+    pub fn floors(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
+        self.floors
+            .iter()
+            .copied()
+            .filter(|&(_, f)| Some(f) > self.current)
     }
 
     /// How far each partition's watermark trails its largest event time.
@@ -143,19 +177,29 @@ impl Watermarks {
             .filter_map(|c| Some((c.partition, c.max_event_ms?)))
     }
 
-    /// Watermarks as a checkpoint saved them; every partition starts active again.
-    pub fn restore(bound_ms: i64, current: Option<i64>, clocks: &[(i32, i64)]) -> Self {
+    /// Watermarks as checkpoints saved them: `clocks` has every partition resumed, with its
+    /// largest event time if it had one (one without holds the watermark back, as a
+    /// registered one does); every partition starts active again. `floors`: see
+    /// [`Watermarks`].
+    pub fn restore(
+        bound_ms: i64,
+        current: Option<i64>,
+        clocks: &[(i32, Option<i64>)],
+        floors: &[(i32, i64)],
+    ) -> Self {
         let mut w = Watermarks::new(bound_ms);
         w.partitions = clocks
             .iter()
             .map(|&(partition, max_event_ms)| Clock {
                 partition,
-                max_event_ms: Some(max_event_ms),
+                max_event_ms,
                 idle: false,
             })
             .collect();
+        w.current = current;
+        w.floors = floors.to_vec();
+        w.highest_floor = floors.iter().map(|&(_, f)| f).max();
         w.recompute();
-        w.current = w.current.max(current);
         w
     }
 
@@ -291,8 +335,9 @@ impl Windows {
     /// the watermark.
     pub fn add(&mut self, partition: i32, event_ms: i64, postcode: &str) -> Assignment {
         let window_start = self.spec.start_of(event_ms);
-        if self.watermark.is_final(window_start + self.spec.size_ms) {
-            let watermark = self.watermark.current().unwrap_or(i64::MIN);
+        if let Some(watermark) = self.watermark.final_to(partition)
+            && watermark >= window_start + self.spec.size_ms
+        {
             return Assignment::Late {
                 window_start,
                 watermark,
@@ -514,13 +559,49 @@ mod tests {
         for (i, &(p, t, postcode)) in events.iter().enumerate() {
             straight.add(p, t, postcode);
             resumed.add(p, t, postcode);
-            let clocks: Vec<_> = resumed.watermarks().clocks().collect();
-            let watermark = Watermarks::restore(5_000, resumed.watermark(), &clocks);
+            let clocks: Vec<_> = resumed
+                .watermarks()
+                .clocks()
+                .map(|(p, t)| (p, Some(t)))
+                .collect();
+            let watermark = Watermarks::restore(5_000, resumed.watermark(), &clocks, &[]);
             resumed = Windows::restore(WindowSpec::new(MIN), watermark, &resumed.open_counts());
             assert_eq!(resumed.watermark(), straight.watermark(), "after event {i}");
         }
         assert_eq!(resumed.open_counts(), straight.open_counts());
         assert_eq!(resumed.drain_all(), straight.drain_all());
+    }
+
+    #[test]
+    fn a_partition_taken_over_stays_final_to_its_floor_while_another_catches_up() {
+        // Partition 0 comes from a processor whose watermark was at 200_000, partition 1
+        // from one at 50_000.
+        let watermark = Watermarks::restore(
+            5_000,
+            Some(50_000),
+            &[(0, Some(205_000)), (1, Some(55_000))],
+            &[(0, 200_000)],
+        );
+        let mut ws = Windows::restore(WindowSpec::new(MIN), watermark, &[]);
+        assert_eq!(ws.watermark(), Some(50_000));
+        assert_eq!(ws.add(1, 70_000, "E1"), Assignment::OnTime, "1's backlog");
+        assert_eq!(
+            ws.add(0, 70_000, "E1"),
+            Assignment::Late {
+                window_start: 60_000,
+                watermark: 200_000
+            },
+            "0's window 60_000 was final where it came from"
+        );
+        assert_eq!(ws.add(0, 201_000, "E1"), Assignment::OnTime);
+        assert_eq!(ws.watermarks().floors().collect::<Vec<_>>(), [(0, 200_000)]);
+        ws.add(1, 300_000, "E1");
+        assert_eq!(ws.watermark(), Some(200_000));
+        assert_eq!(
+            ws.watermarks().floors().count(),
+            0,
+            "passed: nothing left to save"
+        );
     }
 
     #[test]

@@ -230,9 +230,12 @@ impl Checkpointed {
             member: self.member.clone(),
             topic: self.topic.clone(),
             watermark: sealed.watermark,
-            partitions: current
-                .cursors
-                .seal(sealed.raw_unfinished, sealed.read, sealed.clocks),
+            partitions: current.cursors.seal(
+                sealed.raw_unfinished,
+                sealed.read,
+                sealed.clocks,
+                &sealed.floors,
+            ),
             windows: sealed.windows,
             files,
         };

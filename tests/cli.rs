@@ -442,3 +442,23 @@ fn a_delta_table_of_other_columns_is_refused_and_left_alone() {
         "nothing committed to it"
     );
 }
+
+#[test]
+fn compact_on_parquet_folders_is_refused_and_makes_no_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    generate_file(&input, &["--events", "2000", "--seed", "2"]);
+    let lake = dir.path().join("lake");
+    let out = process(&input, &lake, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = pageview()
+        .args(["compact", "--storage"])
+        .arg(&lake)
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "no Delta table in");
+    assert!(stderr(&out).contains(RAW), "{}", stderr(&out));
+    for bucket in [RAW, AGGREGATED, DLQ] {
+        assert!(!lake.join(bucket).join("_delta_log").exists(), "{bucket}");
+    }
+}

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use super::Lake;
-use crate::commit::vacuum;
+use crate::commit::{has_table, vacuum};
 use crate::config::{BucketsCreateArgs, CompactArgs, InspectArgs, TableFormat, VacuumArgs};
 use crate::sink::Dataset;
 use crate::storage::{Buckets, S3Settings, buckets};
@@ -187,6 +187,22 @@ impl CompactPlan {
             written_folder(root)?;
         }
         let storage = self.lake.open(&self.buckets.datasets(), None)?;
+        let root = self.lake.table_root(&*storage);
+        let mut missing = Vec::new();
+        for dataset in Dataset::ALL {
+            let bucket = dataset.bucket(&self.buckets);
+            if !has_table(&root, bucket)? {
+                missing.push(bucket);
+            }
+        }
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "no Delta table in {} of {}: `compact` works on the tables a run with \
+                 --table-format delta writes (nothing was changed)",
+                missing.join(", "),
+                self.lake
+            );
+        }
         let mut tables = self.lake.open_tables(&self.buckets, &*storage)?;
         for dataset in Dataset::ALL {
             let bucket = dataset.bucket(&self.buckets);

@@ -111,12 +111,24 @@ impl Pass {
                 watermark: (seen != NO_WATERMARK).then_some(seen),
                 open_files: OPEN_PARTITION_FILES,
             };
+            let retry = |e: TableError| {
+                tracing::warn!(
+                    "{e}; compaction tries again in {} s",
+                    interval.as_secs_f64()
+                );
+            };
+            if self.tables.is_none() {
+                match (self.open)() {
+                    Ok(tables) => self.tables = Some(tables),
+                    Err(e) => {
+                        retry(e);
+                        continue;
+                    }
+                }
+            }
             for dataset in Dataset::ALL {
                 if let Err(e) = self.compact(dataset, policy) {
-                    tracing::warn!(
-                        "{e}; compaction tries again in {} s",
-                        interval.as_secs_f64()
-                    );
+                    retry(e);
                 }
                 if is_stopped(&self.stopped) {
                     return;
@@ -127,10 +139,7 @@ impl Pass {
 
     /// Packs what `policy` takes of `dataset`'s table, one commit per file written.
     fn compact(&mut self, dataset: Dataset, policy: Policy) -> Result<(), TableError> {
-        if self.tables.is_none() {
-            self.tables = Some((self.open)()?);
-        }
-        let tables = self.tables.as_mut().expect("opened above");
+        let tables = self.tables.as_mut().expect("opened before the pass");
         let merges = tables.plan_compaction(dataset, self.target, policy)?;
         for merge in &merges {
             if is_stopped(&self.stopped) {

@@ -112,24 +112,15 @@ impl TableRoot<'_> {
     }
 
     /// Whether `bucket` holds a Delta table: a log.
-    fn has_table(&self, bucket: &str) -> Result<bool, TableError> {
+    async fn has_table(&self, bucket: &str) -> Result<bool, DeltaTableError> {
         match self {
             TableRoot::Folder(root) => Ok(root.join(bucket).join("_delta_log").is_dir()),
             TableRoot::S3(settings, outage) => {
-                let store = settings.object_store(bucket, outage.clone()).map_err(|e| {
-                    TableError::Delta {
-                        table: self.location(bucket),
-                        source: Box::new(DeltaTableError::generic(e.to_string())),
-                    }
-                })?;
+                let store = settings
+                    .object_store(bucket, outage.clone())
+                    .map_err(|e| DeltaTableError::generic(e.to_string()))?;
                 let log = deltalake::Path::from("_delta_log");
-                runtime()?
-                    .block_on(async { store.list(Some(&log)).try_next().await })
-                    .map(|first| first.is_some())
-                    .map_err(|e| TableError::Delta {
-                        table: self.location(bucket),
-                        source: Box::new(e.into()),
-                    })
+                Ok(store.list(Some(&log)).try_next().await?.is_some())
             }
         }
     }
@@ -539,6 +530,13 @@ pub(super) fn lost_to_another(error: &TableError) -> bool {
     )
 }
 
+/// Whether `bucket` under `root` holds a Delta table.
+pub fn has_table(root: &TableRoot<'_>, bucket: &str) -> Result<bool, TableError> {
+    runtime()?
+        .block_on(root.has_table(bucket))
+        .map_err(failed(&root.location(bucket)))
+}
+
 /// The data files of `bucket`'s Delta table under `root` as of its current version, sorted
 /// by path: what a reader of the table sees, whatever else the bucket holds (files of a commit
 /// that never happened, files a later commit removed). `None` when the bucket holds no table.
@@ -641,19 +639,18 @@ fn on_table<T, F>(
 where
     F: Future<Output = Result<T, DeltaTableError>>,
 {
-    if !root.has_table(bucket)? {
-        return Ok(None);
-    }
     if let TableRoot::S3(settings, outage) = root {
         PipelineS3::register(settings, outage.clone());
     }
     let location = root.location(bucket);
     runtime()?
         .block_on(async {
+            if !root.has_table(bucket).await? {
+                return Ok(None);
+            }
             let table = deltalake::open_table(deltalake::ensure_table_uri(&location)?).await?;
-            work(table).await
+            work(table).await.map(Some)
         })
-        .map(Some)
         .map_err(failed(&location))
 }
 

@@ -92,7 +92,8 @@ pub struct MetricsArgs {
 pub enum BucketsCommand {
     /// Create the raw, aggregated, DLQ and checkpoint buckets (versioned, encrypted, public
     /// access blocked), raw and aggregated data files moving to Glacier after 30 days and
-    /// dead letters expiring after `--dlq-retention-days` (Parquet folders only).
+    /// dead letters expiring after `--dlq-retention-days` (Parquet folders: Delta tables
+    /// expire their dead letters through their log).
     Create(BucketsCreateArgs),
 }
 
@@ -102,11 +103,11 @@ pub struct BucketsCreateArgs {
     pub buckets: BucketArgs,
     #[command(flatten)]
     pub s3: S3Args,
-    /// Days a dead letter is kept before S3 deletes it (Parquet folders only).
-    #[arg(long, env = "DLQ_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=36_500))]
-    pub dlq_retention_days: u32,
+    #[command(flatten)]
+    pub dlq: DlqRetentionArgs,
     /// The layout the buckets will hold: with `delta` no rule deletes dead letters, since S3
-    /// deleting a file a Delta table's log names breaks every read of the table.
+    /// deleting a file a Delta table's log names breaks every read of the table (the
+    /// processor and `vacuum` expire them through the log).
     #[arg(long, env = "TABLE_FORMAT", value_enum, default_value_t = TableFormat::Parquet)]
     pub table_format: TableFormat,
 }
@@ -140,10 +141,29 @@ pub struct InspectArgs {
     pub samples: u32,
 }
 
+/// How long dead letters are kept, in either layout.
+#[derive(Debug, Args)]
+pub struct DlqRetentionArgs {
+    /// Days a dead letter is kept. Parquet folders: S3 deletes the files this old (a bucket
+    /// rule of `buckets create`). Delta tables: the processor's compaction passes and `vacuum`
+    /// remove files added this long ago from the DLQ table, and vacuum deletes them once no
+    /// version of its retention needs them.
+    #[arg(long, env = "DLQ_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub dlq_retention_days: u32,
+}
+
+impl DlqRetentionArgs {
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(u64::from(self.dlq_retention_days) * 86_400)
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct VacuumArgs {
     #[command(flatten)]
     pub lake: LakeArgs,
+    #[command(flatten)]
+    pub dlq: DlqRetentionArgs,
     /// Files are kept this many days after no version needs them, so that readers of an
     /// older version (and a run still writing) are not cut short; 7 as Delta's default.
     #[arg(long, env = "VACUUM_RETENTION_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=36_500))]
@@ -861,6 +881,8 @@ pub struct PipelineArgs {
     pub compact_interval_ms: u64,
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub dlq: DlqRetentionArgs,
 }
 
 /// The bucket names, from the environment's defaults or given one by one.
@@ -940,6 +962,7 @@ impl PipelineArgs {
                 .then(|| CompactionSettings {
                     interval: Duration::from_millis(self.compact_interval_ms),
                     target_bytes: self.target.bytes(),
+                    dlq_retention: self.dlq.retention(),
                 }),
         })
     }

@@ -31,7 +31,7 @@ variable "table_format" {
 }
 
 variable "dlq_retention_days" {
-  description = "Days a dead letter is kept (pageview buckets create --dlq-retention-days)."
+  description = "Days a dead letter is kept (pageview buckets create --dlq-retention-days); give the processor the same DLQ_RETENTION_DAYS, which expires them in delta tables."
   type        = number
   default     = 90
 }

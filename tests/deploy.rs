@@ -247,7 +247,7 @@ fn terraform_buckets_are_the_binarys_and_the_policy_grants_only_them() {
         let Sub::Buckets(BucketsCommand::Create(args)) = cli.command else {
             unreachable!()
         };
-        (args.buckets.resolve().unwrap(), args.dlq_retention_days)
+        (args.buckets.resolve().unwrap(), args.dlq.dlq_retention_days)
     };
     let locals = block(&tf, "locals", &[]).body();
     for environment in ["local", "prod"] {

@@ -222,6 +222,71 @@ fn vacuum_deletes_only_files_no_version_needs_past_the_retention() {
     );
 }
 
+/// Dead letters leave the DLQ table `--dlq-retention-days` after they were added to it, as
+/// S3's rule deletes them from a Parquet folder; vacuum deletes their files later.
+#[test]
+fn vacuum_expires_dead_letters_past_their_retention_from_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let tables = written_as(dir.path(), "tables", &["--table-format", "delta"]);
+    let dead_letters = table_files(&tables, DLQ).unwrap();
+    assert!(!dead_letters.is_empty());
+    let raw = table_files(&tables, RAW).unwrap();
+    // As if the run had been 100 days ago: its commits say when each file was added.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let log = tables.join(DLQ).join("_delta_log");
+    let added_at = regex::Regex::new(r#""modificationTime":\d+"#).unwrap();
+    for entry in std::fs::read_dir(&log).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let aged = added_at
+                .replace_all(
+                    &std::fs::read_to_string(&path).unwrap(),
+                    format!(r#""modificationTime":{}"#, now_ms - 100 * 86_400_000),
+                )
+                .into_owned();
+            std::fs::write(&path, aged).unwrap();
+        }
+    }
+    let storage = tables.to_str().unwrap();
+    let out = run(&[
+        "vacuum",
+        "--storage",
+        storage,
+        "--dlq-retention-days",
+        "120",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!(
+            "{DLQ}: removed 0 files of dead letters older than 120 days"
+        )),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(table_files(&tables, DLQ).unwrap().len(), dead_letters.len());
+    let out = run(&["vacuum", "--storage", storage]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!(
+            "{DLQ}: removed {} files of dead letters older than 90 days",
+            dead_letters.len()
+        )),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(table_files(&tables, DLQ).unwrap(), Vec::new(), "none left");
+    for file in &dead_letters {
+        assert!(
+            tables.join(DLQ).join(&file.path).exists(),
+            "kept for readers of older versions until the vacuum retention"
+        );
+    }
+    assert_eq!(table_files(&tables, RAW).unwrap(), raw, "raw untouched");
+}
+
 #[test]
 fn one_window_shows_every_postcode() {
     let dir = tempfile::tempdir().unwrap();

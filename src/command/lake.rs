@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use super::Lake;
-use crate::commit::{has_table, vacuum};
+use crate::commit::{expire, has_table, vacuum};
 use crate::config::{BucketsCreateArgs, CompactArgs, InspectArgs, TableFormat, VacuumArgs};
 use crate::sink::Dataset;
 use crate::storage::{Buckets, S3Settings, buckets};
@@ -25,7 +25,7 @@ impl BucketsPlan {
             s3: args.s3.settings()?,
             buckets: args.buckets.resolve()?,
             dlq_retention_days: (args.table_format == TableFormat::Parquet)
-                .then_some(args.dlq_retention_days),
+                .then_some(args.dlq.dlq_retention_days),
         })
     }
 
@@ -105,6 +105,7 @@ pub struct VacuumPlan {
     lake: Lake,
     buckets: Buckets,
     retention_days: u32,
+    dlq_retention_days: u32,
 }
 
 impl VacuumPlan {
@@ -113,13 +114,14 @@ impl VacuumPlan {
             lake: Lake::new(args.lake.storage, &args.lake.s3)?,
             buckets: args.lake.buckets.resolve()?,
             retention_days: args.retention_days,
+            dlq_retention_days: args.dlq.dlq_retention_days,
         })
     }
 
     pub fn summary(&self) -> String {
         format!(
-            "vacuum the tables in {}, keeping {} days",
-            self.lake, self.retention_days
+            "vacuum the tables in {}, keeping {} days (dead letters: {} days)",
+            self.lake, self.retention_days, self.dlq_retention_days
         )
     }
 
@@ -129,6 +131,13 @@ impl VacuumPlan {
         }
         let storage = self.lake.open(&self.buckets.datasets(), None)?;
         let tables = self.lake.table_root(&*storage);
+        let before_ms = crate::generate::now_ms() - i64::from(self.dlq_retention_days) * 86_400_000;
+        if let Some(expired) = expire(&tables, &self.buckets.dlq, before_ms)? {
+            println!(
+                "{}: removed {expired} files of dead letters older than {} days from the table",
+                self.buckets.dlq, self.dlq_retention_days
+            );
+        }
         for dataset in Dataset::ALL {
             let bucket = dataset.bucket(&self.buckets);
             match vacuum(&tables, bucket, self.retention_days)? {

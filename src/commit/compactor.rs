@@ -29,6 +29,8 @@ const NO_WATERMARK: i64 = i64::MIN;
 pub struct CompactionSettings {
     pub interval: Duration,
     pub target_bytes: u64,
+    /// Dead letters added longer ago than this are removed from the DLQ table by each pass.
+    pub dlq_retention: Duration,
 }
 
 /// Stops its thread when dropped, after the commit in progress, if any.
@@ -56,6 +58,7 @@ impl Compactor {
             tables: None,
             storage,
             target: settings.target_bytes,
+            dlq_retention: settings.dlq_retention,
             compression,
             stopped,
         };
@@ -98,6 +101,7 @@ struct Pass {
     tables: Option<Tables>,
     storage: Arc<dyn Storage>,
     target: u64,
+    dlq_retention: Duration,
     compression: Compression,
     stopped: Receiver<()>,
 }
@@ -134,7 +138,26 @@ impl Pass {
                     return;
                 }
             }
+            if let Err(e) = self.expire_dead_letters() {
+                retry(e);
+            }
         }
+    }
+
+    /// Removes the dead letters older than the retention from the DLQ table, as S3's rule
+    /// deletes them from a Parquet folder.
+    fn expire_dead_letters(&mut self) -> Result<(), TableError> {
+        let tables = self.tables.as_mut().expect("opened before the pass");
+        let before_ms = crate::generate::now_ms() - self.dlq_retention.as_millis() as i64;
+        let expired = tables.expire(Dataset::Dlq, before_ms)?;
+        if expired > 0 {
+            tracing::info!(
+                "removed {expired} dead-letter files older than {} days from {}",
+                self.dlq_retention.as_secs() / 86_400,
+                tables.location(Dataset::Dlq)
+            );
+        }
+        Ok(())
     }
 
     /// Packs what `policy` takes of `dataset`'s table, one commit per file written.

@@ -399,7 +399,8 @@ impl Tables {
                 return Err(TableError::Compact {
                     table: self.location(dataset).into(),
                     problem: format!(
-                        "{gone} was removed by another compaction meanwhile; nothing is committed"
+                        "{gone} was removed meanwhile (by another compaction, or as an expired \
+                         dead letter); nothing is committed"
                     ),
                 });
             }
@@ -409,6 +410,15 @@ impl Tables {
                 committed => return committed.map(|()| files),
             }
         }
+    }
+
+    /// Removes from `dataset`'s newest version the files added before `before_ms`; how many.
+    pub(super) fn expire(&mut self, dataset: Dataset, before_ms: i64) -> Result<usize, TableError> {
+        self.refresh(dataset)?;
+        let table = &mut self.tables[dataset.index()];
+        self.runtime
+            .block_on(expire_files(&mut table.table, before_ms))
+            .map_err(failed(&table.location))
     }
 
     /// The data files of `dataset`'s newest version.
@@ -627,6 +637,45 @@ pub fn vacuum(
             .await?;
         Ok(metrics.files_deleted)
     })
+}
+
+/// Removes from `bucket`'s Delta table under `root` the files added before `before_ms`; how
+/// many. `None` when the bucket holds no table.
+pub fn expire(
+    root: &TableRoot<'_>,
+    bucket: &str,
+    before_ms: i64,
+) -> Result<Option<usize>, TableError> {
+    on_table(root, bucket, |mut table| async move {
+        expire_files(&mut table, before_ms).await
+    })
+}
+
+/// Removes from `table`'s version, in one commit, every file added before `before_ms`: a
+/// data change, so readers of later versions no longer see their rows, while one reading an
+/// older version still finds them until vacuum deletes them after its retention. A file a
+/// concurrent compaction rewrote meanwhile is removed twice (harmlessly) and its rows stay in
+/// the rewritten file, which expires in turn.
+async fn expire_files(table: &mut DeltaTable, before_ms: i64) -> Result<usize, DeltaTableError> {
+    let removes: Vec<Action> = table
+        .get_active_add_actions_by_partitions(&[])
+        .try_filter_map(|file| async move {
+            Ok((file.modification_time() < before_ms)
+                .then(|| Action::Remove(file.remove_action(true))))
+        })
+        .try_collect()
+        .await?;
+    if removes.is_empty() {
+        return Ok(0);
+    }
+    let expired = removes.len();
+    let operation = DeltaOperation::Delete { predicate: None };
+    CommitBuilder::default()
+        .with_actions(removes)
+        .build(Some(table.snapshot()?), table.log_store(), operation)
+        .await?;
+    table.update_state().await?;
+    Ok(expired)
 }
 
 /// Runs `work` on `bucket`'s Delta table under `root`, on a runtime of its own for this one
@@ -867,10 +916,50 @@ mod tests {
             .unwrap_err();
         assert!(
             matches!(err, TableError::Compact { .. })
-                && err.to_string().contains("removed by another compaction"),
+                && err.to_string().contains("was removed meanwhile"),
             "{err}"
         );
         assert_eq!(user_ids(dir.path()), (0..40).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn files_added_before_a_time_leave_the_table_but_not_older_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::open(dir.path()).unwrap();
+        let mut tables = open(dir.path());
+        append(&mut tables, &storage, "part-old.parquet", 0..10);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let cutoff = crate::generate::now_ms();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        append(&mut tables, &storage, "part-new.parquet", 10..20);
+        // A compaction planned before the expiry commits nothing after it.
+        let planned = open(dir.path())
+            .plan_compaction(Dataset::Raw, TARGET, Policy::All)
+            .unwrap();
+        assert_eq!(tables.expire(Dataset::Raw, cutoff).unwrap(), 1);
+        assert_eq!(user_ids(dir.path()), (10..20).collect::<Vec<_>>());
+        assert!(
+            dir.path()
+                .join("raw/dt=2023-11-14/event_hour=22/part-old.parquet")
+                .exists(),
+            "a reader of the version before still finds it, until vacuum"
+        );
+        assert_eq!(tables.expire(Dataset::Raw, cutoff).unwrap(), 0, "once");
+        let err = tables
+            .commit_merges(
+                Dataset::Raw,
+                &planned,
+                &storage,
+                Compression::SNAPPY,
+                TARGET,
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("was removed meanwhile"), "{err}");
+        assert_eq!(user_ids(dir.path()), (10..20).collect::<Vec<_>>());
+        let root = TableRoot::Folder(dir.path());
+        assert_eq!(expire(&root, "raw", i64::MAX).unwrap(), Some(1));
+        assert_eq!(user_ids(dir.path()), Vec::<i64>::new());
+        assert_eq!(expire(&root, "elsewhere", i64::MAX).unwrap(), None);
     }
 
     #[test]

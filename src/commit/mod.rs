@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use compactor::{CompactionSettings, Compactor};
-pub use delta::{TableError, TableRoot, Tables, current_files, has_table, vacuum};
+pub use delta::{TableError, TableRoot, Tables, current_files, expire, has_table, vacuum};
 pub use manifests::Manifests;
 pub use table_log::TableLog;
 

@@ -194,6 +194,70 @@ struct Table {
     bucket: String,
     location: String,
     table: DeltaTable,
+    txns: Txns,
+}
+
+/// Transaction versions of a table as of one of its versions, kept up to date by reading
+/// each newer commit once: a lookup through delta-rs replays the log since its last
+/// checkpoint (3 lookups took 3 ms at 10 commits since, 12 ms at 90, on local disk; on S3
+/// each replay reads every one of those commits), and fencing looks up every partition's at
+/// every checkpoint.
+#[derive(Default)]
+struct Txns {
+    at: Option<u64>,
+    /// By application id; `None`: no transaction of that id as of `at`.
+    versions: HashMap<String, Option<i64>>,
+}
+
+impl Txns {
+    /// Brings the known versions up to `table`'s version, reading the commits since; when one
+    /// of those is gone from the log, forgets them all (lookups then go to delta-rs).
+    async fn catch_up(&mut self, table: &DeltaTable) -> Result<(), DeltaTableError> {
+        let Some(version) = table.version() else {
+            return Ok(());
+        };
+        let Some(at) = self.at.filter(|&at| at <= version) else {
+            self.versions.clear();
+            self.at = Some(version);
+            return Ok(());
+        };
+        for v in at + 1..=version {
+            let Some(actions) = commit_actions(table, v).await? else {
+                self.versions.clear();
+                break;
+            };
+            for action in &actions {
+                let txn = &action["txn"];
+                if let (Some(app), Some(txn_version)) =
+                    (txn["appId"].as_str(), txn["version"].as_i64())
+                {
+                    self.versions.insert(app.to_string(), Some(txn_version));
+                }
+            }
+        }
+        self.at = Some(version);
+        Ok(())
+    }
+}
+
+/// The actions of `table`'s commit `version` as JSON objects; `None` when the log no longer
+/// holds it.
+async fn commit_actions(
+    table: &DeltaTable,
+    version: u64,
+) -> Result<Option<Vec<serde_json::Value>>, DeltaTableError> {
+    let Some(bytes) = table.log_store().read_commit_entry(version).await? else {
+        return Ok(None);
+    };
+    serde_json::Deserializer::from_slice(&bytes)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .map(Some)
+        .map_err(|json_err| DeltaTableError::InvalidJsonLog {
+            json_err,
+            version,
+            line: String::new(),
+        })
 }
 
 impl Tables {
@@ -216,6 +280,7 @@ impl Tables {
                     bucket,
                     location,
                     table,
+                    txns: Txns::default(),
                 })
             })
             .collect::<Result<_, TableError>>()?;
@@ -440,16 +505,26 @@ impl Tables {
     }
 
     /// The version of the transaction `app_id` as of the last refresh of `dataset`'s table.
-    pub(super) fn txn(&self, dataset: Dataset, app_id: &str) -> Result<Option<i64>, TableError> {
-        let table = &self.tables[dataset.index()];
-        let delta = &table.table;
+    pub(super) fn txn(
+        &mut self,
+        dataset: Dataset,
+        app_id: &str,
+    ) -> Result<Option<i64>, TableError> {
+        let table = &mut self.tables[dataset.index()];
+        let (delta, txns) = (&table.table, &mut table.txns);
         self.runtime
             .block_on(async {
+                txns.catch_up(delta).await?;
+                if let Some(&known) = txns.versions.get(app_id) {
+                    return Ok(known);
+                }
                 let log_store = delta.log_store();
-                delta
+                let found = delta
                     .snapshot()?
                     .transaction_version(log_store.as_ref(), app_id)
-                    .await
+                    .await?;
+                txns.versions.insert(app_id.to_string(), found);
+                Ok(found)
             })
             .map_err(failed(&table.location))
     }
@@ -468,20 +543,10 @@ impl Tables {
         };
         self.runtime
             .block_on(async {
-                let log_store = delta.log_store();
                 for version in (0..=newest).rev() {
-                    let Some(bytes) = log_store.read_commit_entry(version).await? else {
+                    let Some(actions) = commit_actions(delta, version).await? else {
                         break;
                     };
-                    let actions: Vec<serde_json::Value> =
-                        serde_json::Deserializer::from_slice(&bytes)
-                            .into_iter()
-                            .collect::<Result<_, _>>()
-                            .map_err(|json_err| DeltaTableError::InvalidJsonLog {
-                                json_err,
-                                version,
-                                line: String::new(),
-                            })?;
                     if let Some(found) = wanted(&actions) {
                         return Ok(Some(found));
                     }
@@ -960,6 +1025,43 @@ mod tests {
         assert_eq!(expire(&root, "raw", i64::MAX).unwrap(), Some(1));
         assert_eq!(user_ids(dir.path()), Vec::<i64>::new());
         assert_eq!(expire(&root, "elsewhere", i64::MAX).unwrap(), None);
+    }
+
+    #[test]
+    fn transactions_read_from_new_commits_agree_with_a_replay_of_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::open(dir.path()).unwrap();
+        let (mut a, mut b) = (open(dir.path()), open(dir.path()));
+        let apps = ["app/0", "app/1", "app/2"];
+        let check = |a: &mut Tables, step: usize| {
+            a.refresh(Dataset::Raw).unwrap();
+            let mut replayed = open(dir.path());
+            for app in apps {
+                assert_eq!(
+                    a.txn(Dataset::Raw, app).unwrap(),
+                    replayed.txn(Dataset::Raw, app).unwrap(),
+                    "{app} after step {step}"
+                );
+            }
+        };
+        check(&mut a, 0);
+        for step in 1..=12_i64 {
+            // Commits of both handles, some setting transactions, some (a compaction) none.
+            let writer = if step % 3 == 0 { &mut b } else { &mut a };
+            let app = apps[step as usize % 2];
+            let txns = vec![Transaction::new(app, step * 10)];
+            writer.refresh(Dataset::Raw).unwrap();
+            writer.append(Dataset::Raw, &[], txns, None).unwrap();
+            if step % 4 == 0 {
+                append(&mut b, &storage, &format!("part-{step}.parquet"), 0..1);
+                append(&mut b, &storage, &format!("part-{step}b.parquet"), 1..2);
+                b.compact(Dataset::Raw, &storage, Compression::SNAPPY, TARGET)
+                    .unwrap();
+            }
+            check(&mut a, step as usize);
+        }
+        assert_eq!(a.txn(Dataset::Raw, "app/0").unwrap(), Some(120));
+        assert_eq!(a.txn(Dataset::Raw, "app/2").unwrap(), None);
     }
 
     #[test]

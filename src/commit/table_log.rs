@@ -146,7 +146,7 @@ impl TableLog {
 
     /// The partition of `manifest` whose transaction in the raw table is not the one this
     /// processor last knew, if any: then another processor committed it.
-    fn fenced(&self, tables: &Tables, manifest: &Manifest) -> Result<(), CommitError> {
+    fn fenced(&self, tables: &mut Tables, manifest: &Manifest) -> Result<(), CommitError> {
         let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
         for &partition in manifest.partitions.keys() {
             let expected = owned.get(&partition).copied().flatten();
@@ -161,7 +161,7 @@ impl TableLog {
     /// Whether the commit the raw table holds for `manifest`'s epoch is `manifest`'s own: a
     /// commit S3 took while its answer was lost in an outage is tried again, and then meets
     /// itself as the commit that got in first.
-    fn landed(&self, tables: &Tables, manifest: &Manifest) -> Result<bool, CommitError> {
+    fn landed(&self, tables: &mut Tables, manifest: &Manifest) -> Result<bool, CommitError> {
         let epoch = manifest.epoch as i64;
         let Some(&partition) = manifest.partitions.keys().next() else {
             return Ok(false);
@@ -245,7 +245,7 @@ impl CommitPoint for TableLog {
         }
         let mut tables = self.tables();
         tables.refresh(Dataset::Raw)?;
-        self.fenced(&tables, manifest)?;
+        self.fenced(&mut tables, manifest)?;
         let epoch = manifest.epoch as i64;
         let txns = manifest
             .partitions
@@ -259,8 +259,8 @@ impl CommitPoint for TableLog {
                 return Err(e.into());
             }
             tables.refresh(Dataset::Raw)?;
-            if !self.landed(&tables, manifest)? {
-                self.fenced(&tables, manifest)?;
+            if !self.landed(&mut tables, manifest)? {
+                self.fenced(&mut tables, manifest)?;
                 return Err(e.into());
             }
         }
@@ -366,8 +366,8 @@ mod tests {
         let by_b = Manifest::of_partition_0(second.epoch, "b", 10, vec![file]);
         let err = b.commit(&by_b, &[]).unwrap_err();
         // The commit in the table is a's own, not b's: only a could have met itself.
-        assert!(a.landed(&a.tables(), &by_a).unwrap());
-        assert!(!b.landed(&b.tables(), &by_b).unwrap());
+        assert!(a.landed(&mut a.tables(), &by_a).unwrap());
+        assert!(!b.landed(&mut b.tables(), &by_b).unwrap());
         let message = err.to_string();
         assert!(
             message.contains("partition 0 of t") && message.contains("another processor"),

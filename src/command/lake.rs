@@ -2,11 +2,12 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Result;
 
 use super::Lake;
-use crate::commit::{expire, has_table, vacuum};
+use crate::commit::{added_before, expire, has_table, vacuum};
 use crate::config::{BucketsCreateArgs, CompactArgs, InspectArgs, TableFormat, VacuumArgs};
 use crate::sink::Dataset;
 use crate::storage::{Buckets, S3Settings, buckets};
@@ -105,7 +106,7 @@ pub struct VacuumPlan {
     lake: Lake,
     buckets: Buckets,
     retention_days: u32,
-    dlq_retention_days: u32,
+    dlq_retention: Duration,
 }
 
 impl VacuumPlan {
@@ -114,14 +115,16 @@ impl VacuumPlan {
             lake: Lake::new(args.lake.storage, &args.lake.s3)?,
             buckets: args.lake.buckets.resolve()?,
             retention_days: args.retention_days,
-            dlq_retention_days: args.dlq.dlq_retention_days,
+            dlq_retention: args.dlq.retention(),
         })
     }
 
     pub fn summary(&self) -> String {
         format!(
             "vacuum the tables in {}, keeping {} days (dead letters: {} days)",
-            self.lake, self.retention_days, self.dlq_retention_days
+            self.lake,
+            self.retention_days,
+            self.dlq_retention.as_secs() / 86_400
         )
     }
 
@@ -131,11 +134,12 @@ impl VacuumPlan {
         }
         let storage = self.lake.open(&self.buckets.datasets(), None)?;
         let tables = self.lake.table_root(&*storage);
-        let before_ms = crate::generate::now_ms() - i64::from(self.dlq_retention_days) * 86_400_000;
+        let before_ms = added_before(self.dlq_retention);
         if let Some(expired) = expire(&tables, &self.buckets.dlq, before_ms)? {
             println!(
                 "{}: removed {expired} files of dead letters older than {} days from the table",
-                self.buckets.dlq, self.dlq_retention_days
+                self.buckets.dlq,
+                self.dlq_retention.as_secs() / 86_400
             );
         }
         for dataset in Dataset::ALL {

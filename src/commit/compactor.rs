@@ -14,7 +14,7 @@ use std::time::Duration;
 use parquet::basic::Compression;
 
 use super::compaction::Policy;
-use super::delta::{TableError, Tables};
+use super::delta::{TableError, Tables, added_before};
 use crate::sink::Dataset;
 use crate::storage::Storage;
 
@@ -148,8 +148,7 @@ impl Pass {
     /// deletes them from a Parquet folder.
     fn expire_dead_letters(&mut self) -> Result<(), TableError> {
         let tables = self.tables.as_mut().expect("opened before the pass");
-        let before_ms = crate::generate::now_ms() - self.dlq_retention.as_millis() as i64;
-        let expired = tables.expire(Dataset::Dlq, before_ms)?;
+        let expired = tables.expire(Dataset::Dlq, added_before(self.dlq_retention))?;
         if expired > 0 {
             tracing::info!(
                 "removed {expired} dead-letter files older than {} days from {}",

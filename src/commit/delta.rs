@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow_schema::{DataType as ArrowType, TimeUnit};
 use deltalake::DeltaResult;
@@ -704,6 +705,11 @@ pub fn vacuum(
     })
 }
 
+/// The time before which a file was added `retention` or longer ago, for [`expire`].
+pub fn added_before(retention: Duration) -> i64 {
+    crate::generate::now_ms() - retention.as_millis() as i64
+}
+
 /// Removes from `bucket`'s Delta table under `root` the files added before `before_ms`; how
 /// many. `None` when the bucket holds no table.
 pub fn expire(
@@ -924,6 +930,15 @@ mod tests {
         tables.commit(&[file]).unwrap();
     }
 
+    /// Commits the compaction `planned` of the raw table as a pass of the compactor would.
+    fn merge(
+        tables: &mut Tables,
+        storage: &dyn Storage,
+        planned: &[Merge],
+    ) -> Result<Vec<WrittenFile>, TableError> {
+        tables.commit_merges(Dataset::Raw, planned, storage, Compression::SNAPPY, TARGET)
+    }
+
     /// The user ids a reader of the raw table's current version sees, sorted.
     fn user_ids(root: &Path) -> Vec<i64> {
         let table = root.join("raw");
@@ -971,14 +986,10 @@ mod tests {
             planned
         );
         assert_eq!(planned[0].inputs.len(), 3);
-        let compression = Compression::SNAPPY;
-        a.commit_merges(Dataset::Raw, &planned, &storage, compression, TARGET)
-            .unwrap();
+        merge(&mut a, &storage, &planned).unwrap();
         // A processor's append since changes nothing for the other compaction.
         append(&mut a, &storage, "part-3.parquet", 30..40);
-        let err = b
-            .commit_merges(Dataset::Raw, &planned, &storage, compression, TARGET)
-            .unwrap_err();
+        let err = merge(&mut b, &storage, &planned).unwrap_err();
         assert!(
             matches!(err, TableError::Compact { .. })
                 && err.to_string().contains("was removed meanwhile"),
@@ -993,9 +1004,9 @@ mod tests {
         let storage = LocalStorage::open(dir.path()).unwrap();
         let mut tables = open(dir.path());
         append(&mut tables, &storage, "part-old.parquet", 0..10);
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(5));
         let cutoff = crate::generate::now_ms();
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(5));
         append(&mut tables, &storage, "part-new.parquet", 10..20);
         // A compaction planned before the expiry commits nothing after it.
         let planned = open(dir.path())
@@ -1010,15 +1021,7 @@ mod tests {
             "a reader of the version before still finds it, until vacuum"
         );
         assert_eq!(tables.expire(Dataset::Raw, cutoff).unwrap(), 0, "once");
-        let err = tables
-            .commit_merges(
-                Dataset::Raw,
-                &planned,
-                &storage,
-                Compression::SNAPPY,
-                TARGET,
-            )
-            .unwrap_err();
+        let err = merge(&mut tables, &storage, &planned).unwrap_err();
         assert!(err.to_string().contains("was removed meanwhile"), "{err}");
         assert_eq!(user_ids(dir.path()), (10..20).collect::<Vec<_>>());
         let root = TableRoot::Folder(dir.path());
@@ -1075,15 +1078,7 @@ mod tests {
             .plan_compaction(Dataset::Raw, TARGET, Policy::All)
             .unwrap();
         append(&mut processor, &storage, "part-2.parquet", 20..30);
-        let written = compactor
-            .commit_merges(
-                Dataset::Raw,
-                &planned,
-                &storage,
-                Compression::SNAPPY,
-                TARGET,
-            )
-            .unwrap();
+        let written = merge(&mut compactor, &storage, &planned).unwrap();
         assert_eq!(written[0].rows, 20);
         let files = current_files(&TableRoot::Folder(dir.path()), "raw")
             .unwrap()

@@ -19,7 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use compactor::{CompactionSettings, Compactor};
-pub use delta::{TableError, TableRoot, Tables, current_files, expire, has_table, vacuum};
+pub use delta::{
+    TableError, TableRoot, Tables, added_before, current_files, expire, has_table, vacuum,
+};
 pub use manifests::Manifests;
 pub use table_log::TableLog;
 

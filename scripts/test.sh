@@ -12,7 +12,7 @@ cache="${PAGEVIEW_CACHE:-$HOME/.cache/pageview}"
 mkdir -p "$cache"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 
-# Python readers for tests/readers.rs: the datasets must open in pyarrow and DuckDB, and the
+# Python readers for tests/it/readers.rs: the datasets must open in pyarrow and DuckDB, and the
 # Delta tables in the deltalake package and polars.
 py="$cache/py"
 if ! "$py/bin/python" -c 'import pyarrow, duckdb, deltalake, polars' 2>/dev/null; then
@@ -23,10 +23,10 @@ if ! "$py/bin/python" -c 'import pyarrow, duckdb, deltalake, polars' 2>/dev/null
 fi
 export PAGEVIEW_PYTHON="$py/bin/python"
 
-# Debian's docker-compose, which checks docker-compose.yml (tests/deploy.rs) without a Docker
-# engine; Debian's Prometheus with promtool (tests/metrics.rs), started by the tests on
+# Debian's docker-compose, which checks docker-compose.yml (tests/it/deploy.rs) without a Docker
+# engine; Debian's Prometheus with promtool (tests/it/metrics.rs), started by the tests on
 # 127.0.0.1 only; and Debian's chromium, which loads the status page headless
-# (tests/metrics.rs).
+# (tests/it/metrics.rs).
 missing=()
 for pkg in docker-compose make prometheus chromium; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -48,7 +48,16 @@ export PAGEVIEW_LOCALSTACK_PYTHON="$localstack_python"
 
 echo "== cargo fmt --check"
 cargo fmt --check
-echo "== cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+
+# Clippy lints this crate while the tests are built, instead of in a check pass of its own
+# (`cargo clippy` would type-check every dependency a second time, as metadata only).
+# clippy-driver is rustc with Clippy's lints added; cargo runs it for this package only, and
+# -D warnings fails the build on any warning, as `cargo clippy --all-targets -- -D warnings`
+# does (dependencies' warnings are capped by cargo, as always).
+export RUSTC_WORKSPACE_WRAPPER
+RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver)"
+export RUSTFLAGS="-D warnings"
+echo "== cargo clippy and build (every target)"
+cargo test --locked --all-targets --no-run
 echo "== cargo test"
 cargo test --locked

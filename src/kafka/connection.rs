@@ -1,10 +1,11 @@
 //! librdkafka's error events and token requests for one client → what the operator must fix.
 //!
 //! librdkafka retries every failed connection, the hopeless ones too: a wrong password, a
-//! broker certificate no configured CA signed, TLS spoken to a plaintext port or the reverse.
-//! Those are told apart here, so start-up can stop with one line naming the problem instead of
-//! waiting in silence. Everything else (a broker down or restarting) is a complaint, kept to
-//! say what a waiting client waits for. AWS MSK IAM tokens are made here too, when asked.
+//! broker certificate no configured CA signed, a client certificate the broker refuses, TLS
+//! spoken to a plaintext port or the reverse. Those are told apart here, so start-up can stop
+//! with one line naming the problem instead of waiting in silence. Everything else (a broker
+//! down or restarting) is a complaint, kept to say what a waiting client waits for. AWS MSK
+//! IAM tokens are made here too, when asked.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -110,6 +111,17 @@ fn log(facility: &str, message: &str) {
     tracing::debug!(target: "librdkafka", "{facility} {message}");
 }
 
+/// The TLS alerts a broker sends when it refuses the client's certificate, missing or
+/// untrusted. Under TLS 1.3 the broker checks it after the client has finished its handshake,
+/// so the alert arrives as a failed read (a transport error, retried forever), not as a
+/// failed handshake.
+const REFUSED_CERTIFICATE: [&str; 4] = [
+    "alert bad certificate",
+    "alert certificate required",
+    "alert certificate unknown",
+    "alert unknown ca",
+];
+
 /// Whether an error event or a log line is a misconfiguration, and if so what to check.
 /// The texts matched are librdkafka's own (2.12), which name the likely cause; some come only
 /// as log lines (a connection closed during the first request is logged, not reported).
@@ -137,6 +149,15 @@ pub fn diagnose(code: Option<RDKafkaErrorCode>, reason: &str) -> Option<String> 
         Some(format!(
             "the broker's certificate is not trusted; set KAFKA_SSL_CA_LOCATION to the CA that \
              signed it, and check the host name it was issued for ({cause})"
+        ))
+    } else if REFUSED_CERTIFICATE
+        .iter()
+        .any(|alert| reason.contains(alert))
+    {
+        Some(format!(
+            "the broker refused this client's certificate: the listener requires one it trusts \
+             (mutual TLS); set KAFKA_SSL_CERTIFICATE_LOCATION and KAFKA_SSL_KEY_LOCATION to a \
+             certificate and key that its truststore accepts ({cause})"
         ))
     } else if code == Some(RDKafkaErrorCode::SSL) || reason.contains("SSL handshake failed") {
         Some(format!(
@@ -185,6 +206,23 @@ mod tests {
         )
         .unwrap();
         assert!(unknown_ca.contains("KAFKA_SSL_CA_LOCATION"), "{unknown_ca}");
+
+        let no_client_certificate = diagnose(
+            Some(RDKafkaErrorCode::BrokerTransportFailure),
+            "ssl://127.0.0.1:9094/bootstrap: Receive failed: SSL transport error: \
+             error:0A000412:SSL routines::ssl/tls alert bad certificate: SSL alert number 42 \
+             (after 12ms in state UP)",
+        )
+        .unwrap();
+        assert!(
+            no_client_certificate
+                .contains("KAFKA_SSL_CERTIFICATE_LOCATION and KAFKA_SSL_KEY_LOCATION"),
+            "{no_client_certificate}"
+        );
+        assert!(
+            no_client_certificate.contains("alert bad certificate"),
+            "{no_client_certificate}"
+        );
 
         let tls_to_plaintext = diagnose(
             Some(RDKafkaErrorCode::SSL),

@@ -1,20 +1,18 @@
 //! `pageview buckets create`: the pipeline's buckets with the rules of the original design,
-//! the same ones `terraform/` declares. Through the AWS SDK, since `object_store` reads and
-//! writes objects but cannot create buckets or set their rules.
+//! the same ones `terraform/` declares. `object_store` reads and writes objects but has no
+//! calls for buckets or their rules, so these are S3's own REST calls, signed by
+//! object_store's SigV4 signer with the credentials, endpoint and timeouts of the pipeline's
+//! own requests (the environment's variables, web identity, container or instance role).
 
-use aws_sdk_s3::Client;
-use aws_sdk_s3::config::Region;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_sdk_s3::types::{
-    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketLocationConstraint,
-    BucketVersioningStatus, CreateBucketConfiguration, ExpirationStatus, LifecycleExpiration,
-    LifecycleRule, LifecycleRuleFilter, NoncurrentVersionExpiration,
-    PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
-    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Transition,
-    TransitionStorageClass, VersioningConfiguration,
-};
+use base64::Engine;
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use md5::{Digest, Md5};
+use object_store::aws::{AwsAuthorizer, AwsCredentialProvider};
+use object_store::client::{HttpClient, HttpConnector, ReqwestConnector};
+use serde::Serialize;
 
-use super::{Buckets, S3Settings};
+use super::{Buckets, S3Settings, refusal};
 
 /// Days before raw events and aggregates move to Glacier (the original's lifecycle).
 pub const ARCHIVE_AFTER_DAYS: i32 = 30;
@@ -82,49 +80,208 @@ pub fn plan(buckets: &Buckets, dlq_retention_days: Option<u32>) -> Vec<BucketSpe
     ]
 }
 
+/// The namespace of every S3 configuration document.
+const NAMESPACE: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
+
+/// One rule of a bucket's `LifecycleConfiguration`, in the order S3's schema lists its parts.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LifecycleRule {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<Expiration>,
+    #[serde(rename = "ID")]
+    pub id: &'static str,
+    pub filter: Filter,
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transition: Option<Transition>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noncurrent_version_expiration: Option<NoncurrentVersionExpiration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abort_incomplete_multipart_upload: Option<AbortIncompleteMultipartUpload>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Filter {
+    pub prefix: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Expiration {
+    pub days: i32,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Transition {
+    pub days: i32,
+    pub storage_class: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NoncurrentVersionExpiration {
+    pub noncurrent_days: i32,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AbortIncompleteMultipartUpload {
+    pub days_after_initiation: i32,
+}
+
 /// A bucket's lifecycle rules: its aging, plus clean-up every bucket gets.
 pub fn lifecycle_rules(aging: Aging) -> Vec<LifecycleRule> {
-    let under = |id: &str, prefix: &str| {
-        LifecycleRule::builder()
-            .id(id)
-            .status(ExpirationStatus::Enabled)
-            .filter(LifecycleRuleFilter::builder().prefix(prefix).build())
+    let rule = |id, prefix| LifecycleRule {
+        expiration: None,
+        id,
+        filter: Filter { prefix },
+        status: "Enabled",
+        transition: None,
+        noncurrent_version_expiration: None,
+        abort_incomplete_multipart_upload: None,
     };
-    let rule = |id: &str| under(id, "");
     let mut rules = Vec::new();
     match aging {
-        Aging::Archive => rules.push(
-            under("archive-to-glacier", ARCHIVED_PREFIX).transitions(
-                Transition::builder()
-                    .days(ARCHIVE_AFTER_DAYS)
-                    .storage_class(TransitionStorageClass::Glacier)
-                    .build(),
-            ),
-        ),
-        Aging::Expire(days) => rules.push(
-            rule("expire-dead-letters")
-                .expiration(LifecycleExpiration::builder().days(days).build()),
-        ),
+        Aging::Archive => rules.push(LifecycleRule {
+            transition: Some(Transition {
+                days: ARCHIVE_AFTER_DAYS,
+                storage_class: "GLACIER",
+            }),
+            ..rule("archive-to-glacier", ARCHIVED_PREFIX)
+        }),
+        Aging::Expire(days) => rules.push(LifecycleRule {
+            expiration: Some(Expiration { days }),
+            ..rule("expire-dead-letters", "")
+        }),
         Aging::Keep => {}
     }
-    rules.push(
-        rule("abort-incomplete-uploads").abort_incomplete_multipart_upload(
-            AbortIncompleteMultipartUpload::builder()
-                .days_after_initiation(ABORT_UPLOADS_AFTER_DAYS)
-                .build(),
-        ),
-    );
-    rules.push(
-        rule("expire-replaced-versions").noncurrent_version_expiration(
-            NoncurrentVersionExpiration::builder()
-                .noncurrent_days(NONCURRENT_DAYS)
-                .build(),
-        ),
-    );
+    rules.push(LifecycleRule {
+        abort_incomplete_multipart_upload: Some(AbortIncompleteMultipartUpload {
+            days_after_initiation: ABORT_UPLOADS_AFTER_DAYS,
+        }),
+        ..rule("abort-incomplete-uploads", "")
+    });
+    rules.push(LifecycleRule {
+        noncurrent_version_expiration: Some(NoncurrentVersionExpiration {
+            noncurrent_days: NONCURRENT_DAYS,
+        }),
+        ..rule("expire-replaced-versions", "")
+    });
     rules
-        .into_iter()
-        .map(|r| r.build().expect("every rule has a status"))
-        .collect()
+}
+
+#[derive(Serialize)]
+#[serde(rename = "LifecycleConfiguration")]
+struct LifecycleConfiguration<'a> {
+    #[serde(rename = "@xmlns")]
+    xmlns: &'static str,
+    #[serde(rename = "Rule")]
+    rules: &'a [LifecycleRule],
+}
+
+#[derive(Serialize)]
+#[serde(rename = "CreateBucketConfiguration", rename_all = "PascalCase")]
+struct CreateBucketConfiguration<'a> {
+    #[serde(rename = "@xmlns")]
+    xmlns: &'static str,
+    location_constraint: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename = "PublicAccessBlockConfiguration", rename_all = "PascalCase")]
+struct PublicAccessBlockConfiguration {
+    #[serde(rename = "@xmlns")]
+    xmlns: &'static str,
+    block_public_acls: bool,
+    ignore_public_acls: bool,
+    block_public_policy: bool,
+    restrict_public_buckets: bool,
+}
+
+#[derive(Serialize)]
+#[serde(
+    rename = "ServerSideEncryptionConfiguration",
+    rename_all = "PascalCase"
+)]
+struct ServerSideEncryptionConfiguration {
+    #[serde(rename = "@xmlns")]
+    xmlns: &'static str,
+    rule: EncryptionRule,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct EncryptionRule {
+    apply_server_side_encryption_by_default: EncryptionByDefault,
+}
+
+#[derive(Serialize)]
+struct EncryptionByDefault {
+    #[serde(rename = "SSEAlgorithm")]
+    algorithm: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename = "VersioningConfiguration", rename_all = "PascalCase")]
+struct VersioningConfiguration {
+    #[serde(rename = "@xmlns")]
+    xmlns: &'static str,
+    status: &'static str,
+}
+
+/// A configuration document as S3 takes it.
+fn xml(document: &impl Serialize) -> String {
+    quick_xml::se::to_string(document).expect("the documents are plain structs of text")
+}
+
+/// The settings every bucket gets, as the (query, document) of the PUT that applies each,
+/// with what failing it means for the error message. The lifecycle is last: it is what
+/// differs between buckets.
+fn settings(aging: Aging) -> [(&'static str, &'static str, String); 4] {
+    [
+        (
+            "publicAccessBlock",
+            "block public access to",
+            xml(&PublicAccessBlockConfiguration {
+                xmlns: NAMESPACE,
+                block_public_acls: true,
+                ignore_public_acls: true,
+                block_public_policy: true,
+                restrict_public_buckets: true,
+            }),
+        ),
+        (
+            "encryption",
+            "encrypt",
+            xml(&ServerSideEncryptionConfiguration {
+                xmlns: NAMESPACE,
+                rule: EncryptionRule {
+                    apply_server_side_encryption_by_default: EncryptionByDefault {
+                        algorithm: "AES256",
+                    },
+                },
+            }),
+        ),
+        (
+            "versioning",
+            "version",
+            xml(&VersioningConfiguration {
+                xmlns: NAMESPACE,
+                status: "Enabled",
+            }),
+        ),
+        (
+            "lifecycle",
+            "set the lifecycle of",
+            xml(&LifecycleConfiguration {
+                xmlns: NAMESPACE,
+                rules: &lifecycle_rules(aging),
+            }),
+        ),
+    ]
 }
 
 /// Whether `create` made a bucket or found it.
@@ -150,135 +307,164 @@ pub fn create(
             problem: e.to_string(),
         })?;
     runtime.block_on(async {
-        let client = client(settings).await;
         let mut done = Vec::new();
+        let Some(first) = specs.first() else {
+            return Ok(done);
+        };
+        let api = S3Api::new(settings, &first.name)?;
         for spec in specs {
-            let outcome = provision(&client, settings, spec).await?;
+            let outcome = api.provision(spec).await?;
             done.push((spec.name.clone(), outcome));
         }
         Ok(done)
     })
 }
 
-async fn client(settings: &S3Settings) -> Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(Region::new(settings.region.clone()));
-    if let Some(endpoint) = &settings.endpoint {
-        loader = loader.endpoint_url(endpoint);
-    }
-    let shared = loader.load().await;
-    let config = aws_sdk_s3::config::Builder::from(&shared)
-        .force_path_style(true)
-        .build();
-    Client::from_conf(config)
+/// S3's bucket calls, addressed path-style (`<endpoint>/<bucket>?<setting>`), as the
+/// pipeline's own requests are.
+struct S3Api<'a> {
+    settings: &'a S3Settings,
+    client: HttpClient,
+    credentials: AwsCredentialProvider,
+    endpoint: String,
 }
 
-async fn provision(
-    client: &Client,
-    settings: &S3Settings,
-    spec: &BucketSpec,
-) -> Result<Outcome, BucketError> {
-    let bucket = spec.name.as_str();
-    let failed = |action: &'static str| {
-        let endpoint = settings.endpoint_name();
-        move |e: &dyn std::error::Error| BucketError::Request {
+/// What S3 answered: the status, and the error it named, if any.
+struct Answer {
+    status: StatusCode,
+    error: Option<String>,
+}
+
+impl<'a> S3Api<'a> {
+    /// `bucket` is any of the pipeline's; the credentials are the same for all.
+    fn new(settings: &'a S3Settings, bucket: &str) -> Result<Self, BucketError> {
+        let setup = |problem: String| BucketError::Request {
+            action: "reach",
+            bucket: bucket.into(),
+            endpoint: settings.endpoint_name(),
+            problem,
+        };
+        let store = settings.store(bucket).map_err(|e| setup(e.to_string()))?;
+        let client = ReqwestConnector::default()
+            .connect(&settings.client_options())
+            .map_err(|e| setup(e.to_string()))?;
+        let endpoint = match &settings.endpoint {
+            Some(endpoint) => endpoint.trim_end_matches('/').to_string(),
+            None => format!("https://s3.{}.amazonaws.com", settings.region),
+        };
+        Ok(S3Api {
+            settings,
+            client,
+            credentials: store.credentials().clone(),
+            endpoint,
+        })
+    }
+
+    fn failed(&self, action: &'static str, bucket: &str, problem: String) -> BucketError {
+        BucketError::Request {
             action,
             bucket: bucket.into(),
-            endpoint,
-            problem: DisplayErrorContext(e).to_string(),
+            endpoint: self.settings.endpoint_name(),
+            problem,
         }
-    };
-    // Asked first: us-east-1 answers a CreateBucket for a bucket one owns with success.
-    let outcome = match client.head_bucket().bucket(bucket).send().await {
-        Ok(_) => Outcome::Existed,
-        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 403) => {
-            return Err(BucketError::Taken {
-                bucket: bucket.into(),
-            });
+    }
+
+    /// Sends one signed request; `action` names it in an error.
+    async fn send(
+        &self,
+        action: &'static str,
+        method: Method,
+        bucket: &str,
+        query: &str,
+        document: Option<String>,
+    ) -> Result<Answer, BucketError> {
+        let failed = |problem: String| self.failed(action, bucket, problem);
+        let mut url = format!("{}/{bucket}", self.endpoint);
+        if !query.is_empty() {
+            url = format!("{url}?{query}");
         }
-        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
-            let mut create = client.create_bucket().bucket(bucket);
-            if settings.region != "us-east-1" {
-                create = create.create_bucket_configuration(
-                    CreateBucketConfiguration::builder()
-                        .location_constraint(BucketLocationConstraint::from(
-                            settings.region.as_str(),
-                        ))
-                        .build(),
-                );
+        let mut request = Request::builder().method(method).uri(url);
+        let body = match document {
+            // S3 wants every configuration document's MD5, to know it arrived whole.
+            Some(document) => {
+                let md5 = base64::engine::general_purpose::STANDARD
+                    .encode(Md5::digest(document.as_bytes()));
+                request = request
+                    .header("content-md5", md5)
+                    .header("content-type", "application/xml");
+                Bytes::from(document)
             }
-            match create.send().await {
-                Ok(_) => Outcome::Created,
-                Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => Outcome::Existed,
-                Err(e) if e.code() == Some("BucketAlreadyExists") => {
-                    return Err(BucketError::Taken {
-                        bucket: bucket.into(),
-                    });
+            None => Bytes::new(),
+        };
+        let mut request = request
+            .body(body.into())
+            .map_err(|e| failed(e.to_string()))?;
+        let credential = self
+            .credentials
+            .get_credential()
+            .await
+            .map_err(|e| failed(refusal::one_line(&e)))?;
+        AwsAuthorizer::new(&credential, "s3", &self.settings.region).authorize(&mut request, None);
+        let response = self
+            .client
+            .execute(request)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .bytes()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let error = (!status.is_success()).then(|| {
+            refusal::answered(&String::from_utf8_lossy(&body))
+                .unwrap_or_else(|| format!("HTTP {status}"))
+        });
+        Ok(Answer { status, error })
+    }
+
+    async fn provision(&self, spec: &BucketSpec) -> Result<Outcome, BucketError> {
+        let bucket = spec.name.as_str();
+        let taken = || BucketError::Taken {
+            bucket: bucket.into(),
+        };
+        // Asked first: us-east-1 answers a CreateBucket for a bucket one owns with success.
+        let found = self.send("look up", Method::HEAD, bucket, "", None).await?;
+        let outcome = match found.status {
+            StatusCode::FORBIDDEN => return Err(taken()),
+            StatusCode::NOT_FOUND => {
+                // us-east-1 is the one region a bucket is created in without naming it.
+                let location = (self.settings.region != "us-east-1").then(|| {
+                    xml(&CreateBucketConfiguration {
+                        xmlns: NAMESPACE,
+                        location_constraint: &self.settings.region,
+                    })
+                });
+                let created = self
+                    .send("create", Method::PUT, bucket, "", location)
+                    .await?;
+                match created.error {
+                    None => Outcome::Created,
+                    Some(error) if error.starts_with("BucketAlreadyOwnedByYou") => Outcome::Existed,
+                    Some(error) if error.starts_with("BucketAlreadyExists") => return Err(taken()),
+                    Some(error) => return Err(self.failed("create", bucket, error)),
                 }
-                Err(e) => return Err(failed("create")(&e)),
+            }
+            _ => match found.error {
+                None => Outcome::Existed,
+                Some(error) => return Err(self.failed("look up", bucket, error)),
+            },
+        };
+        for (query, action, document) in settings(spec.aging) {
+            let answer = self
+                .send(action, Method::PUT, bucket, query, Some(document))
+                .await?;
+            if let Some(error) = answer.error {
+                return Err(self.failed(action, bucket, error));
             }
         }
-        Err(e) => return Err(failed("look up")(&e)),
-    };
-    client
-        .put_public_access_block()
-        .bucket(bucket)
-        .public_access_block_configuration(
-            PublicAccessBlockConfiguration::builder()
-                .block_public_acls(true)
-                .ignore_public_acls(true)
-                .block_public_policy(true)
-                .restrict_public_buckets(true)
-                .build(),
-        )
-        .send()
-        .await
-        .map_err(|e| failed("block public access to")(&e))?;
-    client
-        .put_bucket_encryption()
-        .bucket(bucket)
-        .server_side_encryption_configuration(
-            ServerSideEncryptionConfiguration::builder()
-                .rules(
-                    ServerSideEncryptionRule::builder()
-                        .apply_server_side_encryption_by_default(
-                            ServerSideEncryptionByDefault::builder()
-                                .sse_algorithm(ServerSideEncryption::Aes256)
-                                .build()
-                                .expect("the algorithm is set"),
-                        )
-                        .build(),
-                )
-                .build()
-                .expect("a rule is set"),
-        )
-        .send()
-        .await
-        .map_err(|e| failed("encrypt")(&e))?;
-    client
-        .put_bucket_versioning()
-        .bucket(bucket)
-        .versioning_configuration(
-            VersioningConfiguration::builder()
-                .status(BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .map_err(|e| failed("version")(&e))?;
-    client
-        .put_bucket_lifecycle_configuration()
-        .bucket(bucket)
-        .lifecycle_configuration(
-            BucketLifecycleConfiguration::builder()
-                .set_rules(Some(lifecycle_rules(spec.aging)))
-                .build()
-                .expect("rules are set"),
-        )
-        .send()
-        .await
-        .map_err(|e| failed("set the lifecycle of")(&e))?;
-    Ok(outcome)
+        Ok(outcome)
+    }
 }
 
 #[cfg(test)]
@@ -315,24 +501,85 @@ mod tests {
     fn every_bucket_cleans_up_uploads_and_old_versions_and_nothing_expires_staging_alone() {
         for aging in [Aging::Archive, Aging::Expire(3), Aging::Keep] {
             let rules = lifecycle_rules(aging);
-            let ids: Vec<&str> = rules.iter().filter_map(|r| r.id()).collect();
+            let ids: Vec<&str> = rules.iter().map(|r| r.id).collect();
             assert!(ids.contains(&"abort-incomplete-uploads"), "{ids:?}");
             assert!(ids.contains(&"expire-replaced-versions"), "{ids:?}");
             for rule in &rules {
-                let everything = rule.id() != Some("archive-to-glacier");
+                let everything = rule.id != "archive-to-glacier";
                 let prefix = if everything { "" } else { ARCHIVED_PREFIX };
-                assert_eq!(rule.filter().and_then(|f| f.prefix()), Some(prefix));
+                assert_eq!(rule.filter.prefix, prefix);
             }
         }
         let archive = lifecycle_rules(Aging::Archive);
-        let glacier = &archive[0].transitions()[0];
-        assert_eq!(glacier.days(), Some(ARCHIVE_AFTER_DAYS));
-        assert_eq!(
-            glacier.storage_class(),
-            Some(&TransitionStorageClass::Glacier)
-        );
+        let glacier = archive[0].transition.as_ref().unwrap();
+        assert_eq!(glacier.days, ARCHIVE_AFTER_DAYS);
+        assert_eq!(glacier.storage_class, "GLACIER");
         let expire = lifecycle_rules(Aging::Expire(3));
-        assert_eq!(expire[0].expiration().and_then(|e| e.days()), Some(3));
+        assert_eq!(expire[0].expiration.as_ref().unwrap().days, 3);
         assert_eq!(lifecycle_rules(Aging::Keep).len(), 2);
+    }
+
+    #[test]
+    fn the_documents_are_s3s_xml() {
+        let [access, encryption, versioning, lifecycle] = settings(Aging::Expire(45));
+        let ns = r#"xmlns="http://s3.amazonaws.com/doc/2006-03-01/""#;
+        assert_eq!(access.0, "publicAccessBlock");
+        assert_eq!(
+            access.2,
+            format!(
+                "<PublicAccessBlockConfiguration {ns}><BlockPublicAcls>true</BlockPublicAcls>\
+                 <IgnorePublicAcls>true</IgnorePublicAcls><BlockPublicPolicy>true\
+                 </BlockPublicPolicy><RestrictPublicBuckets>true</RestrictPublicBuckets>\
+                 </PublicAccessBlockConfiguration>"
+            )
+        );
+        assert_eq!(
+            encryption.2,
+            format!(
+                "<ServerSideEncryptionConfiguration {ns}><Rule>\
+                 <ApplyServerSideEncryptionByDefault><SSEAlgorithm>AES256</SSEAlgorithm>\
+                 </ApplyServerSideEncryptionByDefault></Rule></ServerSideEncryptionConfiguration>"
+            )
+        );
+        assert_eq!(
+            versioning.2,
+            format!(
+                "<VersioningConfiguration {ns}><Status>Enabled</Status></VersioningConfiguration>"
+            )
+        );
+        assert_eq!(lifecycle.0, "lifecycle");
+        assert_eq!(
+            lifecycle.2,
+            format!(
+                "<LifecycleConfiguration {ns}>\
+                 <Rule><Expiration><Days>45</Days></Expiration><ID>expire-dead-letters</ID>\
+                 <Filter><Prefix/></Filter><Status>Enabled</Status></Rule>\
+                 <Rule><ID>abort-incomplete-uploads</ID><Filter><Prefix/></Filter>\
+                 <Status>Enabled</Status><AbortIncompleteMultipartUpload>\
+                 <DaysAfterInitiation>1</DaysAfterInitiation></AbortIncompleteMultipartUpload>\
+                 </Rule><Rule><ID>expire-replaced-versions</ID><Filter><Prefix/></Filter>\
+                 <Status>Enabled</Status><NoncurrentVersionExpiration><NoncurrentDays>7\
+                 </NoncurrentDays></NoncurrentVersionExpiration></Rule></LifecycleConfiguration>"
+            )
+        );
+        let archive = &settings(Aging::Archive)[3].2;
+        assert!(
+            archive.contains(
+                "<Rule><ID>archive-to-glacier</ID><Filter><Prefix>dt=</Prefix></Filter>\
+                 <Status>Enabled</Status><Transition><Days>30</Days>\
+                 <StorageClass>GLACIER</StorageClass></Transition></Rule>"
+            ),
+            "{archive}"
+        );
+        let location = xml(&CreateBucketConfiguration {
+            xmlns: NAMESPACE,
+            location_constraint: "eu-west-2",
+        });
+        assert_eq!(
+            location,
+            format!(
+                "<CreateBucketConfiguration {ns}><LocationConstraint>eu-west-2</LocationConstraint></CreateBucketConfiguration>"
+            )
+        );
     }
 }

@@ -55,16 +55,23 @@ pub fn code(error: &object_store::Error) -> Option<String> {
 /// `error` in one line: S3's code and message when it answered with them, its own words
 /// otherwise.
 pub fn one_line(error: &object_store::Error) -> String {
-    let text = text_of(error);
-    match (error_code(&text), between(&text, "<Message>", "</Message>")) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_string(),
-        _ => error
+    answered(&text_of(error)).unwrap_or_else(|| {
+        error
             .to_string()
             .split_whitespace()
             .collect::<Vec<_>>()
-            .join(" "),
-    }
+            .join(" ")
+    })
+}
+
+/// S3's code and message (`NoSuchBucket: The specified bucket does not exist`) in `text`,
+/// an XML error body or an error quoting one.
+pub fn answered(text: &str) -> Option<String> {
+    let code = error_code(text)?;
+    Some(match between(text, "<Message>", "</Message>") {
+        Some(message) => format!("{code}: {message}"),
+        None => code.to_string(),
+    })
 }
 
 fn chain<'a>(error: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (dyn Error + 'static)> {

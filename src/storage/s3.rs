@@ -79,25 +79,35 @@ impl S3Settings {
         Ok(Arc::new(Patient::new(store, bucket, outage)))
     }
 
-    fn store(&self, bucket: &str) -> Result<AmazonS3, StorageError> {
+    /// The HTTP settings of every request: timeouts, and plain HTTP only to an endpoint
+    /// named with `http://`.
+    pub(super) fn client_options(&self) -> ClientOptions {
+        ClientOptions::new()
+            .with_timeout(self.timeout)
+            .with_connect_timeout(self.timeout.min(Duration::from_secs(5)))
+            .with_allow_http(
+                self.endpoint
+                    .as_ref()
+                    .is_some_and(|e| e.starts_with("http://")),
+            )
+    }
+
+    /// A client of `bucket`, with the credentials of the environment (variables, web
+    /// identity, container or instance role).
+    pub(super) fn store(&self, bucket: &str) -> Result<AmazonS3, StorageError> {
         let retry = RetryConfig {
             backoff: BackoffConfig::default(),
             max_retries: 3,
             retry_timeout: Duration::from_secs(20),
         };
-        let options = ClientOptions::new()
-            .with_timeout(self.timeout)
-            .with_connect_timeout(self.timeout.min(Duration::from_secs(5)));
         let mut builder = AmazonS3Builder::from_env()
             .with_region(&self.region)
             .with_bucket_name(bucket)
             .with_virtual_hosted_style_request(false)
             .with_retry(retry)
-            .with_client_options(options);
+            .with_client_options(self.client_options());
         if let Some(endpoint) = &self.endpoint {
-            builder = builder
-                .with_endpoint(endpoint)
-                .with_allow_http(endpoint.starts_with("http://"));
+            builder = builder.with_endpoint(endpoint);
         }
         builder.build().map_err(|e| StorageError::S3Setup {
             endpoint: self.endpoint_name(),

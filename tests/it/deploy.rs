@@ -3,14 +3,12 @@
 //! as the binary parses and validates it (`--check-config`), terraform/ as HCL, the Makefile
 //! as make dry-runs it.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
+use crate::common::*;
 use clap::Parser;
-use common::*;
 use hcl::eval::{Context, Evaluate};
 use pageview::config::{BucketsCommand, Cli, Command as Sub};
 use serde_json::Value;
@@ -186,7 +184,17 @@ fn the_image_is_built_in_two_stages_and_runs_as_a_user() {
         .collect();
     assert_eq!(froms.len(), 2, "{froms:?}");
     assert!(froms[1].contains("slim"), "{froms:?}");
-    assert!(dockerfile.contains("cargo build --release --locked"));
+    // The shipped build, with the profile made for it (Cargo.toml).
+    assert!(dockerfile.contains("cargo build --profile dist --locked"));
+    assert!(dockerfile.contains("cp target/dist/pageview"));
+    // Cargo refuses a manifest whose declared targets are missing, benchmarks included.
+    let manifest = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    if manifest.contains("[[bench]]") {
+        assert!(
+            dockerfile.contains("COPY benches ./benches"),
+            "{dockerfile}"
+        );
+    }
     let user = dockerfile
         .lines()
         .rfind(|l| l.starts_with("USER "))

@@ -360,7 +360,7 @@ fn make_certificates(dir: &std::path::Path) {
     let key = Command::new("java")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/common/PemKey.java"
+            "/tests/it/common/PemKey.java"
         ))
         .args(["client.p12", STORE_PASSWORD, "client"])
         .current_dir(dir)

@@ -1,7 +1,5 @@
 //! Helpers shared by the integration tests: the built binary and reading datasets back.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};

@@ -2,11 +2,9 @@
 //! files read back here, and bad input (a missing folder, a time with no window, a corrupt
 //! file) fails with one line that names it. The same report from S3 is in s3.rs.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use pageview::tools::report::grouped;
 
 /// Processes 30k events (five minutes of event time, with malformed and late ones) into a

@@ -9,18 +9,16 @@
 //! so the watermark is past them whatever order the rest is read in. One far-ahead event per
 //! partition at the end closes every window before it.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::kafka::Broker;
+use crate::common::s3::LocalStack;
+use crate::common::*;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type, TimestampMillisecondType};
-use common::kafka::Broker;
-use common::s3::LocalStack;
-use common::*;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};

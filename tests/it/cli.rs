@@ -1,14 +1,12 @@
 //! The command line: every error path gives one clear line and a non-zero exit, leaving
 //! nothing behind; generate, process and run work together as documented.
 
-mod common;
-
 use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn a_missing_input_is_named_and_nothing_is_created() {

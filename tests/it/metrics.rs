@@ -3,15 +3,13 @@
 //! `/healthz` and `/readyz` answer, and Debian's Prometheus scrapes the series; `promtool`
 //! accepts monitoring/prometheus.yml.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// A child serving metrics, killed by PID when dropped.
 struct Serving {
@@ -427,7 +425,7 @@ fn promtool_accepts_the_config_and_the_rules_and_every_alert_fires_when_it_shoul
 
 #[test]
 fn a_kafka_processor_reports_its_lag_per_partition() {
-    let broker = common::kafka::Broker::start();
+    let broker = crate::common::kafka::Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let produced = run(&[
         "generate",
@@ -492,7 +490,7 @@ fn a_kafka_processor_reports_its_lag_per_partition() {
 
 #[test]
 fn run_through_kafka_serves_both_sides_and_the_page_shows_them() {
-    let broker = common::kafka::Broker::start();
+    let broker = crate::common::kafka::Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let mut command = pageview();
     command

@@ -2,15 +2,13 @@
 //! out-of-order records in; the Parquet read back and compared with expectations computed
 //! here, independently of the pipeline's code.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::common::*;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampMillisecondType};
 use arrow_schema::{DataType, TimeUnit};
-use common::*;
 
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 3_600_000;

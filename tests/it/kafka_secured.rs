@@ -1,17 +1,16 @@
 //! Generator and processor through a real Apache Kafka broker's secured listeners: SASL_SSL
 //! with SCRAM-SHA-512, SSL with a client certificate, and OAUTHBEARER (librdkafka's own
 //! tokens, and AWS MSK IAM tokens, which only MSK accepts). Each misconfiguration (a wrong
-//! password, an untrusted CA, TLS against a plaintext port and the reverse) ends the command
-//! with one line naming it, instead of a silent wait; secrets show nowhere.
-
-mod common;
+//! password, an untrusted CA, no client certificate where the broker requires one, TLS
+//! against a plaintext port and the reverse) ends the command with one line naming it,
+//! instead of a silent wait; secrets show nowhere.
 
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::kafka::{Broker, SCRAM_PASSWORD, SCRAM_USER, Secured};
-use common::*;
+use crate::common::kafka::{Broker, SCRAM_PASSWORD, SCRAM_USER, Secured};
+use crate::common::*;
 
 /// The variables of a SCRAM client of the secured broker, its password from a file.
 fn scram_env(secured: &Secured, password_file: &Path) -> Vec<(&'static str, String)> {
@@ -184,6 +183,20 @@ fn misconfigured_security_is_named_at_once() {
     unknown_ca[1].1 = secured.other_ca.display().to_string();
     assert_refused(&process(&secured.ssl, &unknown_ca), "not trusted");
     assert_refused(&generate(&secured.ssl, &unknown_ca), "not trusted");
+
+    // The listener requires a client certificate and none is given: the broker's refusal
+    // comes after the handshake, as a failed read.
+    let mut no_certificate = mtls_env(&secured);
+    no_certificate.truncate(2);
+    let certificate_settings = "KAFKA_SSL_CERTIFICATE_LOCATION and KAFKA_SSL_KEY_LOCATION";
+    assert_refused(
+        &process(&secured.ssl, &no_certificate),
+        certificate_settings,
+    );
+    assert_refused(
+        &generate(&secured.ssl, &no_certificate),
+        certificate_settings,
+    );
 
     // The system's CAs do not know the test's CA either.
     let no_ca = vec![("KAFKA_SECURITY_PROTOCOL", "SSL".to_string())];

@@ -3,12 +3,10 @@
 //! back, and clear start-up errors.
 //! Kafka → S3 (kill -9, an S3 stall) is in kafka_process.rs, with the Kafka machinery.
 
-mod common;
-
 use std::path::Path;
 
-use common::s3::{CHECKPOINTS, LocalStack};
-use common::*;
+use crate::common::s3::{CHECKPOINTS, LocalStack};
+use crate::common::*;
 
 const DATASETS: [&str; 3] = [RAW, AGGREGATED, DLQ];
 

@@ -1,13 +1,11 @@
 //! `pageview generate --bootstrap-servers` against a real Apache Kafka broker: the topic is
 //! created, every event arrives once with the bytes the file generator makes, keyed as asked.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use common::kafka::Broker;
-use common::*;
+use crate::common::kafka::Broker;
+use crate::common::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 

@@ -2,14 +2,12 @@
 //! the same numbers as the pipeline reports; as Delta tables, in the `deltalake` package and
 //! polars, with the same rows.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn delta_tables_hold_row_for_row_what_the_parquet_folders_hold() {

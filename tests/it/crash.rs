@@ -6,8 +6,6 @@
 //! record has one raw row, every malformed and late record one dead letter, every window
 //! its exact count, published or open in the last checkpoint, and no staged file is left.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::ops::Range;
@@ -32,7 +30,7 @@ use pageview::storage::{
 };
 use pageview::window::WindowSpec;
 
-use common::{AGGREGATED, DLQ, RAW};
+use crate::common::{AGGREGATED, DLQ, RAW};
 
 const TOPIC: &str = "pageview-events";
 const PARTITIONS: [i32; 2] = [0, 1];
@@ -333,7 +331,7 @@ proptest! {
         }
         prop_assert!(live(dir.path(), &pipeline, &records, Vec::new(), usize::MAX));
         check(dir.path(), &pipeline, &records)?;
-        common::assert_no_staging_leftovers(dir.path());
+        crate::common::assert_no_staging_leftovers(dir.path());
     }
 }
 
@@ -344,12 +342,12 @@ fn check(
     pipeline: &PipelineSettings,
     records: &[Vec<Vec<u8>>],
 ) -> Result<(), TestCaseError> {
-    let mut raw: Vec<i64> = common::read_dataset(root, RAW)
+    let mut raw: Vec<i64> = crate::common::read_dataset(root, RAW)
         .iter()
         .flat_map(|(_, b)| b.column(0).as_primitive::<Int64Type>().values().to_vec())
         .collect();
     raw.sort();
-    let mut dead: Vec<(Vec<u8>, String)> = common::read_dataset(root, DLQ)
+    let mut dead: Vec<(Vec<u8>, String)> = crate::common::read_dataset(root, DLQ)
         .iter()
         .flat_map(|(_, b)| {
             let payloads = b.column(0).as_binary::<i32>();
@@ -395,7 +393,7 @@ fn check(
     prop_assert_eq!(unique_late.len(), late.len(), "each late record once");
 
     let mut got: BTreeMap<(i64, String), i64> = BTreeMap::new();
-    for (start, rows) in common::window_counts(root) {
+    for (start, rows) in crate::common::window_counts(root) {
         for (postcode, count) in rows {
             let before = got.insert((start, postcode), count);
             prop_assert!(before.is_none(), "a window row published twice");

@@ -240,7 +240,7 @@ fn xml(document: &impl Serialize) -> String {
 /// The settings every bucket gets, as the (query, document) of the PUT that applies each,
 /// with what failing it means for the error message. The lifecycle is last: it is what
 /// differs between buckets.
-fn settings(aging: Aging) -> [(&'static str, &'static str, String); 4] {
+fn configurations(aging: Aging) -> [(&'static str, &'static str, String); 4] {
     [
         (
             "publicAccessBlock",
@@ -455,7 +455,7 @@ impl<'a> S3Api<'a> {
                 Some(error) => return Err(self.failed("look up", bucket, error)),
             },
         };
-        for (query, action, document) in settings(spec.aging) {
+        for (query, action, document) in configurations(spec.aging) {
             let answer = self
                 .send(action, Method::PUT, bucket, query, Some(document))
                 .await?;
@@ -521,7 +521,7 @@ mod tests {
 
     #[test]
     fn the_documents_are_s3s_xml() {
-        let [access, encryption, versioning, lifecycle] = settings(Aging::Expire(45));
+        let [access, encryption, versioning, lifecycle] = configurations(Aging::Expire(45));
         let ns = r#"xmlns="http://s3.amazonaws.com/doc/2006-03-01/""#;
         assert_eq!(access.0, "publicAccessBlock");
         assert_eq!(
@@ -562,7 +562,7 @@ mod tests {
                  </NoncurrentDays></NoncurrentVersionExpiration></Rule></LifecycleConfiguration>"
             )
         );
-        let archive = &settings(Aging::Archive)[3].2;
+        let archive = &configurations(Aging::Archive)[3].2;
         assert!(
             archive.contains(
                 "<Rule><ID>archive-to-glacier</ID><Filter><Prefix>dt=</Prefix></Filter>\

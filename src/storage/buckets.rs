@@ -399,11 +399,13 @@ impl<'a> S3Api<'a> {
         let mut request = request
             .body(body.into())
             .map_err(|e| failed(e.to_string()))?;
-        let credential = self
-            .credentials
-            .get_credential()
-            .await
-            .map_err(|e| failed(refusal::one_line(&e)))?;
+        let credential = self.credentials.get_credential().await.map_err(|e| {
+            failed(format!(
+                "no AWS credentials found (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, web \
+                 identity, or a container or instance role): {}",
+                refusal::one_line(&e)
+            ))
+        })?;
         AwsAuthorizer::new(&credential, "s3", &self.settings.region).authorize(&mut request, None);
         let response = self
             .client

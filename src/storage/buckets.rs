@@ -329,10 +329,24 @@ struct S3Api<'a> {
     endpoint: String,
 }
 
-/// What S3 answered: the status, and the error it named, if any.
+/// What S3 answered: the status, and the body, which names the error of a refusal.
 struct Answer {
     status: StatusCode,
-    error: Option<String>,
+    body: String,
+}
+
+impl Answer {
+    /// S3's error code (`BucketAlreadyOwnedByYou`), if it refused.
+    fn code(&self) -> Option<&str> {
+        refusal::error_code(&self.body)
+    }
+
+    /// The refusal in one line (S3's code and message), if it refused.
+    fn error(&self) -> Option<String> {
+        (!self.status.is_success()).then(|| {
+            refusal::answered(&self.body).unwrap_or_else(|| format!("HTTP {}", self.status))
+        })
+    }
 }
 
 impl<'a> S3Api<'a> {
@@ -418,11 +432,10 @@ impl<'a> S3Api<'a> {
             .bytes()
             .await
             .map_err(|e| failed(e.to_string()))?;
-        let error = (!status.is_success()).then(|| {
-            refusal::answered(&String::from_utf8_lossy(&body))
-                .unwrap_or_else(|| format!("HTTP {status}"))
-        });
-        Ok(Answer { status, error })
+        Ok(Answer {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
     }
 
     async fn provision(&self, spec: &BucketSpec) -> Result<Outcome, BucketError> {
@@ -445,14 +458,14 @@ impl<'a> S3Api<'a> {
                 let created = self
                     .send("create", Method::PUT, bucket, "", location)
                     .await?;
-                match created.error {
-                    None => Outcome::Created,
-                    Some(error) if error.starts_with("BucketAlreadyOwnedByYou") => Outcome::Existed,
-                    Some(error) if error.starts_with("BucketAlreadyExists") => return Err(taken()),
-                    Some(error) => return Err(self.failed("create", bucket, error)),
+                match (created.error(), created.code()) {
+                    (None, _) => Outcome::Created,
+                    (Some(_), Some("BucketAlreadyOwnedByYou")) => Outcome::Existed,
+                    (Some(_), Some("BucketAlreadyExists")) => return Err(taken()),
+                    (Some(error), _) => return Err(self.failed("create", bucket, error)),
                 }
             }
-            _ => match found.error {
+            _ => match found.error() {
                 None => Outcome::Existed,
                 Some(error) => return Err(self.failed("look up", bucket, error)),
             },
@@ -461,7 +474,7 @@ impl<'a> S3Api<'a> {
             let answer = self
                 .send(action, Method::PUT, bucket, query, Some(document))
                 .await?;
-            if let Some(error) = answer.error {
+            if let Some(error) = answer.error() {
                 return Err(self.failed(action, bucket, error));
             }
         }

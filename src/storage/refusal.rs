@@ -86,7 +86,9 @@ fn text_of(error: &(dyn Error + 'static)) -> String {
         .join("\n")
 }
 
-fn error_code(text: &str) -> Option<&str> {
+/// S3's error code in `text` (`<Code>NoSuchBucket</Code>`), an XML error body or an error
+/// quoting one.
+pub fn error_code(text: &str) -> Option<&str> {
     between(text, "<Code>", "</Code>")
 }
 

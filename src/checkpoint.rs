@@ -54,6 +54,29 @@ pub struct Manifest {
     pub files: Vec<StagedFile>,
 }
 
+impl Manifest {
+    /// A manifest read from `key`, wherever it was kept (a file of its own, a raw table
+    /// commit's info): one that does not parse, or is of another format version, stops the
+    /// processor rather than have it guess where to resume.
+    pub fn checked(
+        parsed: serde_json::Result<Manifest>,
+        key: impl Into<String>,
+    ) -> Result<Manifest, CheckpointError> {
+        let problem = match parsed {
+            Ok(manifest) if manifest.version == VERSION => return Ok(manifest),
+            Ok(manifest) => format!(
+                "format version {} (this build reads {VERSION})",
+                manifest.version
+            ),
+            Err(e) => e.to_string(),
+        };
+        Err(CheckpointError::Corrupt {
+            key: key.into(),
+            problem,
+        })
+    }
+}
+
 #[cfg(test)]
 impl Manifest {
     /// A checkpoint of `member` holding partition 0 alone, complete up to `next`.
@@ -361,6 +384,28 @@ mod tests {
         assert!(due(ms(500), interval, true));
         assert!(!due(ms(9_999), interval, false));
         assert!(due(ms(10_000), interval, false));
+    }
+
+    #[test]
+    fn a_manifest_of_another_format_or_none_is_refused_naming_where_it_was_read() {
+        let mut newer = Manifest::of_partition_0(3, "a", 10, Vec::new());
+        newer.version = VERSION + 1;
+        let json = serde_json::to_value(&newer).unwrap();
+        let refused = Manifest::checked(serde_json::from_value(json), "raw (commit info)");
+        let message = refused.unwrap_err().to_string();
+        assert!(
+            message.contains("raw (commit info)")
+                && message.contains(&format!("format version {}", VERSION + 1)),
+            "{message}"
+        );
+        let garbled = Manifest::checked(serde_json::from_slice(b"{\"epoch\": 3"), "k.json");
+        assert!(garbled.unwrap_err().to_string().contains("k.json"));
+        let current = Manifest::of_partition_0(3, "a", 10, Vec::new());
+        let read = Manifest::checked(
+            serde_json::from_slice(&serde_json::to_vec(&current).unwrap()),
+            "k",
+        );
+        assert_eq!(read.unwrap(), current);
     }
 
     fn state(next: i64, raw_from: i64) -> PartitionState {

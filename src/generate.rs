@@ -345,7 +345,8 @@ impl<C: Clock> Pace<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::{ErrorKind, validate};
+    use crate::record::ErrorKind;
+    use crate::validate::validate;
     use std::cell::{Cell, RefCell};
     use std::collections::HashMap;
     use std::rc::Rc;

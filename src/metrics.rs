@@ -13,10 +13,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::record::ErrorKind;
 use crate::sink::Dataset;
 use crate::stats::Stats;
 use crate::storage::RequestObserver;
-use crate::validate::ErrorKind;
 use crate::window::Watermarks;
 
 /// Every metric name starts with this.

@@ -1,6 +1,8 @@
 //! A record: its exact bytes and where it came from. What every source yields and what the
-//! router, the dead-letter sink and checkpoints name records by.
+//! router, the dead-letter sink and checkpoints name records by; and why a record can become
+//! a dead letter, which validation decides for most kinds and the router for the rest.
 
+use std::fmt;
 use std::sync::Arc;
 
 /// Where a source's records live; goes into DLQ rows beside each record's offset.
@@ -28,4 +30,56 @@ pub struct Record<'a> {
     pub bytes: &'a [u8],
     pub offset: i64,
     pub origin: &'a Origin,
+}
+
+/// Why a record went to the dead-letter queue; `as_str` is the `error_kind` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKind {
+    InvalidUtf8,
+    InvalidJson,
+    MissingField,
+    WrongType,
+    InvalidUserId,
+    InvalidPostcode,
+    InvalidWebpage,
+    InvalidTimestamp,
+    LateEvent,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 9] = [
+        ErrorKind::InvalidUtf8,
+        ErrorKind::InvalidJson,
+        ErrorKind::MissingField,
+        ErrorKind::WrongType,
+        ErrorKind::InvalidUserId,
+        ErrorKind::InvalidPostcode,
+        ErrorKind::InvalidWebpage,
+        ErrorKind::InvalidTimestamp,
+        ErrorKind::LateEvent,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidUtf8 => "invalid_utf8",
+            ErrorKind::InvalidJson => "invalid_json",
+            ErrorKind::MissingField => "missing_field",
+            ErrorKind::WrongType => "wrong_type",
+            ErrorKind::InvalidUserId => "invalid_user_id",
+            ErrorKind::InvalidPostcode => "invalid_postcode",
+            ErrorKind::InvalidWebpage => "invalid_webpage",
+            ErrorKind::InvalidTimestamp => "invalid_timestamp",
+            ErrorKind::LateEvent => "late_event",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }

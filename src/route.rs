@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::{PartitionState, Sealed};
-use crate::record::Record;
+use crate::record::{ErrorKind, Record};
 use crate::sink::{DeadLetter, SinkError, Sinks, WrittenFile, naming};
 use crate::stats::RecentWindows;
 use crate::stats::Stats;
-use crate::validate::{ErrorKind, validate};
+use crate::validate::validate;
 use crate::window::{Assignment, ClosedWindow, Windows};
 
 pub struct Router {

@@ -3,8 +3,8 @@
 
 use std::collections::VecDeque;
 
+use crate::record::ErrorKind;
 use crate::sink::{Dataset, WrittenFile};
-use crate::validate::ErrorKind;
 use crate::window::ClosedWindow;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

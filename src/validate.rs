@@ -12,6 +12,8 @@ use serde::Deserializer;
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use sonic_rs::LazyValue;
 
+use crate::record::ErrorKind;
+
 pub const MIN_TIMESTAMP_MS: i64 = 946_684_800_000;
 pub const MAX_TIMESTAMP_MS: i64 = 4_102_444_800_000;
 const POSTCODE_LEN: std::ops::RangeInclusive<usize> = 2..=10;
@@ -26,58 +28,6 @@ pub struct Pageview<'a> {
     pub postcode: Cow<'a, str>,
     pub webpage: Cow<'a, str>,
     pub timestamp: i64,
-}
-
-/// Why a record went to the dead-letter queue; `as_str` is the `error_kind` column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ErrorKind {
-    InvalidUtf8,
-    InvalidJson,
-    MissingField,
-    WrongType,
-    InvalidUserId,
-    InvalidPostcode,
-    InvalidWebpage,
-    InvalidTimestamp,
-    LateEvent,
-}
-
-impl ErrorKind {
-    pub const ALL: [ErrorKind; 9] = [
-        ErrorKind::InvalidUtf8,
-        ErrorKind::InvalidJson,
-        ErrorKind::MissingField,
-        ErrorKind::WrongType,
-        ErrorKind::InvalidUserId,
-        ErrorKind::InvalidPostcode,
-        ErrorKind::InvalidWebpage,
-        ErrorKind::InvalidTimestamp,
-        ErrorKind::LateEvent,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::InvalidUtf8 => "invalid_utf8",
-            ErrorKind::InvalidJson => "invalid_json",
-            ErrorKind::MissingField => "missing_field",
-            ErrorKind::WrongType => "wrong_type",
-            ErrorKind::InvalidUserId => "invalid_user_id",
-            ErrorKind::InvalidPostcode => "invalid_postcode",
-            ErrorKind::InvalidWebpage => "invalid_webpage",
-            ErrorKind::InvalidTimestamp => "invalid_timestamp",
-            ErrorKind::LateEvent => "late_event",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// A malformed record: which rule it broke and a message for a human.

@@ -43,21 +43,7 @@ impl Manifests {
             let Some(bytes) = self.storage.get(&key)? else {
                 continue;
             };
-            let manifest: Manifest =
-                serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Corrupt {
-                    key: key.clone(),
-                    problem: e.to_string(),
-                })?;
-            if manifest.version != checkpoint::VERSION {
-                return Err(CheckpointError::Corrupt {
-                    key,
-                    problem: format!(
-                        "format version {} (this build reads {})",
-                        manifest.version,
-                        checkpoint::VERSION
-                    ),
-                });
-            }
+            let manifest = Manifest::checked(serde_json::from_slice(&bytes), key)?;
             manifests.push((name, manifest));
         }
         Ok(manifests)

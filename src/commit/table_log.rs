@@ -90,12 +90,10 @@ impl TableLog {
             sets.then(|| serde_json::from_value::<Manifest>(info.clone()))
         })?;
         match found {
-            Some(Ok(manifest)) => Ok(manifest),
-            Some(Err(e)) => Err(checkpoint::CheckpointError::Corrupt {
-                key: format!("{} (commit info)", tables.location(Dataset::Raw)),
-                problem: e.to_string(),
-            }
-            .into()),
+            Some(parsed) => Ok(Manifest::checked(
+                parsed,
+                format!("{} (commit info)", tables.location(Dataset::Raw)),
+            )?),
             None => Err(TableError::Lost {
                 table: tables.location(Dataset::Raw).into(),
                 partition,

@@ -14,8 +14,8 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use super::naming;
 use super::rolling::{FileSettings, RollingFile, RowBuffer, Slot};
 use super::{Finished, SinkError};
+use crate::record::ErrorKind;
 use crate::record::Origin;
-use crate::validate::ErrorKind;
 
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![

@@ -172,7 +172,7 @@ pub fn size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::ErrorKind;
+    use crate::record::ErrorKind;
 
     #[test]
     fn numbers_are_grouped_and_sizes_in_units() {

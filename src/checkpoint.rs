@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::record::{EventMs, Offset, Partition};
 use crate::sink::Finished;
 use crate::storage::StorageError;
 use crate::window::{OpenCount, Watermarks, WindowSpec, Windows};
@@ -22,18 +23,73 @@ pub const VERSION: u32 = 1;
 /// What a checkpoint saves and publishes, taken from the router in one step.
 pub struct Sealed {
     pub finished: Vec<Finished>,
-    /// (partition, offset after its last routed record).
-    pub next: Vec<(i32, i64)>,
-    /// (partition, offset after its last record read): where reading would resume.
-    pub read: Vec<(i32, i64)>,
-    /// (partition, first offset) of each raw file still open.
-    pub raw_unfinished: Vec<(i32, i64)>,
-    /// (partition, largest valid event time).
-    pub clocks: Vec<(i32, i64)>,
-    pub watermark: Option<i64>,
-    /// (partition, watermark its windows are final up to) where that is above `watermark`.
-    pub floors: Vec<(i32, i64)>,
+    /// Every partition the router knows something of, in partition order.
+    pub partitions: Vec<Progress>,
+    pub watermark: Option<EventMs>,
     pub windows: Vec<OpenCount>,
+}
+
+/// Where one partition stood when the router sealed a checkpoint; `None` where the part of
+/// the router that knows it has nothing of the partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub partition: Partition,
+    /// The offset after its last routed record.
+    pub next: Option<Offset>,
+    /// The offset after its last record read, replayed ones included: where reading would
+    /// resume.
+    pub read: Option<Offset>,
+    /// The first offset of its oldest raw file still open.
+    pub raw_open_from: Option<Offset>,
+    /// Its largest valid event time.
+    pub clock: Option<EventMs>,
+    /// The watermark its windows are final up to, where that is above the processor's.
+    pub floor: Option<EventMs>,
+}
+
+impl Progress {
+    fn of(partition: Partition) -> Self {
+        Progress {
+            partition,
+            next: None,
+            read: None,
+            raw_open_from: None,
+            clock: None,
+            floor: None,
+        }
+    }
+
+    /// One record per partition from what each part of the router knows: the cursors of
+    /// the partitions it routes (partition, next, read), the first offset of each open raw
+    /// file, the partitions' clocks and their floors.
+    pub fn join(
+        cursors: impl IntoIterator<Item = (Partition, Offset, Offset)>,
+        raw_open: impl IntoIterator<Item = (Partition, Offset)>,
+        clocks: impl IntoIterator<Item = (Partition, EventMs)>,
+        floors: impl IntoIterator<Item = (Partition, EventMs)>,
+    ) -> Vec<Progress> {
+        fn at(all: &mut BTreeMap<Partition, Progress>, partition: Partition) -> &mut Progress {
+            all.entry(partition)
+                .or_insert_with(|| Progress::of(partition))
+        }
+        let mut all = BTreeMap::new();
+        for (partition, next, read) in cursors {
+            let progress = at(&mut all, partition);
+            progress.next = Some(next);
+            progress.read = Some(read);
+        }
+        for (partition, first) in raw_open {
+            let progress = at(&mut all, partition);
+            progress.raw_open_from = Some(progress.raw_open_from.map_or(first, |f| f.min(first)));
+        }
+        for (partition, clock) in clocks {
+            at(&mut all, partition).clock = Some(clock);
+        }
+        for (partition, floor) in floors {
+            at(&mut all, partition).floor = Some(floor);
+        }
+        all.into_values().collect()
+    }
 }
 
 /// One checkpoint of one processor.
@@ -46,8 +102,8 @@ pub struct Manifest {
     pub member: String,
     pub topic: String,
     /// The processor's watermark, which never moves back.
-    pub watermark: Option<i64>,
-    pub partitions: BTreeMap<i32, PartitionState>,
+    pub watermark: Option<EventMs>,
+    pub partitions: BTreeMap<Partition, PartitionState>,
     /// Open window counts of these partitions.
     pub windows: Vec<OpenCount>,
     /// Staged files this checkpoint publishes.
@@ -105,24 +161,24 @@ impl Manifest {
 pub struct PartitionState {
     /// Every record below this offset is counted in the windows saved here or in published
     /// aggregated files, and is in a published DLQ file if it went there.
-    pub next: i64,
+    pub next: Offset,
     /// Every valid record below this offset has its raw row in a published file; replay
     /// starts here.
-    pub raw_from: i64,
+    pub raw_from: Offset,
     /// Per event hour, the offset after the last raw row of that hour in a published file:
     /// replay below `next` rewrites a raw row only at or after it.
-    pub raw_done: BTreeMap<i64, i64>,
+    pub raw_done: BTreeMap<i64, Offset>,
     /// The largest valid event time seen on the partition.
-    pub max_event_ms: Option<i64>,
+    pub max_event_ms: Option<EventMs>,
     /// The watermark the partition's windows are final up to, when above the manifest's:
     /// it came from a processor whose watermark was ahead (`Watermarks`' floors).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub final_to: Option<i64>,
+    pub final_to: Option<EventMs>,
 }
 
 impl PartitionState {
     /// Whether a valid record of `hour` at `offset` below [`Self::next`] still lacks a raw row.
-    pub fn raw_missing(&self, offset: i64, hour: i64) -> bool {
+    pub fn raw_missing(&self, offset: Offset, hour: i64) -> bool {
         self.raw_done.get(&hour).is_none_or(|&done| offset >= done)
     }
 }
@@ -148,12 +204,12 @@ pub fn manifest_name(epoch: u64, member: &str) -> String {
 pub struct Recovery {
     /// The epoch of this processor's next manifest: above every one found.
     pub epoch: u64,
-    pub watermark: Option<i64>,
+    pub watermark: Option<EventMs>,
     /// Assigned partitions with a saved state; the others start at their beginning.
-    pub partitions: BTreeMap<i32, PartitionState>,
+    pub partitions: BTreeMap<Partition, PartitionState>,
     pub windows: Vec<OpenCount>,
     /// The epoch of the manifest each assigned partition's state comes from.
-    pub committed: BTreeMap<i32, u64>,
+    pub committed: BTreeMap<Partition, u64>,
     /// Those manifests, newest first.
     pub from: Vec<Manifest>,
     /// Staged files that may not be published yet: those of each member's newest manifest
@@ -169,17 +225,22 @@ pub struct Recovery {
 
 impl Recovery {
     /// Where each assigned partition's reading starts: its raw cursor, or the beginning.
-    pub fn start(&self, partition: i32) -> Option<i64> {
+    pub fn start(&self, partition: Partition) -> Option<Offset> {
         self.partitions.get(&partition).map(|s| s.raw_from)
     }
 
     /// The window operator of `assigned` as the manifests left it.
-    pub fn windows(&self, spec: WindowSpec, watermark_bound_ms: i64, assigned: &[i32]) -> Windows {
-        let clocks: Vec<(i32, Option<i64>)> = assigned
+    pub fn windows(
+        &self,
+        spec: WindowSpec,
+        watermark_bound_ms: i64,
+        assigned: &[Partition],
+    ) -> Windows {
+        let clocks: Vec<(Partition, Option<EventMs>)> = assigned
             .iter()
             .map(|p| (*p, self.partitions.get(p).and_then(|s| s.max_event_ms)))
             .collect();
-        let floors: Vec<(i32, i64)> = self
+        let floors: Vec<(Partition, EventMs)> = self
             .partitions
             .iter()
             .filter_map(|(&p, s)| Some((p, s.final_to?)))
@@ -190,7 +251,7 @@ impl Recovery {
 }
 
 /// The newest saved state of each partition in `assigned`, from all manifests of the group.
-pub fn recover(manifests: &[Manifest], assigned: &[i32]) -> Recovery {
+pub fn recover(manifests: &[Manifest], assigned: &[Partition]) -> Recovery {
     let mut recovery = Recovery {
         epoch: manifests.iter().map(|m| m.epoch + 1).max().unwrap_or(0),
         ..Recovery::default()
@@ -240,7 +301,10 @@ pub fn recover(manifests: &[Manifest], assigned: &[i32]) -> Recovery {
 /// notice their owner was gone); resuming all under the highest would make the waiting
 /// partitions' records late that their own owner would have counted. Each partition keeps
 /// what it was final up to as its floor, so no window of it opens again.
-fn resumed_watermark(partitions: &BTreeMap<i32, PartitionState>, assigned: &[i32]) -> Option<i64> {
+fn resumed_watermark(
+    partitions: &BTreeMap<Partition, PartitionState>,
+    assigned: &[Partition],
+) -> Option<EventMs> {
     assigned
         .iter()
         .map(|p| partitions.get(p).and_then(|s| s.final_to))
@@ -266,7 +330,7 @@ pub fn superseded(manifests: &[Manifest]) -> Vec<usize> {
 
 /// Manifests a processor given `assigned` replaces with its first manifest: every partition
 /// of theirs is now its own (and so in every manifest it writes).
-pub fn replaced(manifests: &[(String, Manifest)], assigned: &[i32]) -> Vec<String> {
+pub fn replaced(manifests: &[(String, Manifest)], assigned: &[Partition]) -> Vec<String> {
     manifests
         .iter()
         .filter(|(_, m)| m.partitions.keys().all(|p| assigned.contains(p)))
@@ -277,7 +341,10 @@ pub fn replaced(manifests: &[(String, Manifest)], assigned: &[i32]) -> Vec<Strin
 /// Sorts a group's `named` manifests for a processor given `assigned`: the names of those
 /// no recovery can pick any more ([`superseded`]), and of those its first manifest replaces
 /// ([`replaced`]) among the rest.
-pub fn sort_out(named: Vec<(String, Manifest)>, assigned: &[i32]) -> (Vec<String>, Vec<String>) {
+pub fn sort_out(
+    named: Vec<(String, Manifest)>,
+    assigned: &[Partition],
+) -> (Vec<String>, Vec<String>) {
     let manifests: Vec<Manifest> = named.iter().map(|(_, m)| m.clone()).collect();
     let old = superseded(&manifests);
     let (gone, current): (Vec<_>, Vec<_>) = named
@@ -294,22 +361,22 @@ pub fn sort_out(named: Vec<(String, Manifest)>, assigned: &[i32]) -> (Vec<String
 /// The partition states of the next manifest, from the previous ones and what happened since.
 #[derive(Debug, Default, Clone)]
 pub struct Cursors {
-    partitions: BTreeMap<i32, PartitionState>,
+    partitions: BTreeMap<Partition, PartitionState>,
 }
 
 impl Cursors {
-    pub fn restore(partitions: BTreeMap<i32, PartitionState>) -> Self {
+    pub fn restore(partitions: BTreeMap<Partition, PartitionState>) -> Self {
         Cursors { partitions }
     }
 
     /// Records below `next` of `partition` have been routed.
-    pub fn routed(&mut self, partition: i32, next: i64) {
+    fn routed(&mut self, partition: Partition, next: Offset) {
         let state = self.partitions.entry(partition).or_default();
         state.next = state.next.max(next);
     }
 
     /// A raw file of `partition` and `hour` ending at offset `last` is in this checkpoint.
-    pub fn raw_file(&mut self, partition: i32, hour: i64, last: i64) {
+    pub fn raw_file(&mut self, partition: Partition, hour: i64, last: Offset) {
         let done = self
             .partitions
             .entry(partition)
@@ -320,29 +387,29 @@ impl Cursors {
         *done = (*done).max(last + 1);
     }
 
-    /// The states to save, given the first offset of each raw file still open, where each
-    /// partition's reading stands (below `next` during a replay: the rows from there on are
-    /// in no file yet) and each partition's largest event time. Raw progress below the raw
-    /// cursor is forgotten: replay never goes there again.
-    pub fn seal(
-        &mut self,
-        unfinished_raw: impl IntoIterator<Item = (i32, i64)>,
-        read: impl IntoIterator<Item = (i32, i64)>,
-        clocks: impl IntoIterator<Item = (i32, i64)>,
-        floors: &[(i32, i64)],
-    ) -> BTreeMap<i32, PartitionState> {
-        let mut raw_from: BTreeMap<i32, i64> = BTreeMap::new();
-        for (partition, first) in unfinished_raw.into_iter().chain(read) {
-            let from = raw_from.entry(partition).or_insert(first);
-            *from = (*from).min(first);
-        }
-        for (partition, max_event_ms) in clocks {
-            let state = self.partitions.entry(partition).or_default();
-            state.max_event_ms = state.max_event_ms.max(Some(max_event_ms));
+    /// The states to save, given where each partition stood (`progress`, in partition
+    /// order). A partition's raw cursor is the first offset of its oldest open raw file, or
+    /// where its reading stands if that is lower (below `next` during a replay: the rows from
+    /// there on are in no file yet), or `next`. Raw progress below the raw cursor is
+    /// forgotten: replay never goes there again.
+    pub fn seal(&mut self, progress: &[Progress]) -> BTreeMap<Partition, PartitionState> {
+        for p in progress {
+            if let Some(next) = p.next {
+                self.routed(p.partition, next);
+            }
+            if let Some(clock) = p.clock {
+                let state = self.partitions.entry(p.partition).or_default();
+                state.max_event_ms = state.max_event_ms.max(Some(clock));
+            }
         }
         for (partition, state) in &mut self.partitions {
-            state.final_to = floors.iter().find(|(p, _)| p == partition).map(|&(_, f)| f);
-            state.raw_from = raw_from.get(partition).copied().unwrap_or(state.next);
+            let p = progress
+                .binary_search_by_key(partition, |p| p.partition)
+                .ok()
+                .map(|i| progress[i]);
+            state.final_to = p.and_then(|p| p.floor);
+            let raw_from = p.and_then(|p| p.raw_open_from.into_iter().chain(p.read).min());
+            state.raw_from = raw_from.unwrap_or(state.next);
             let from = state.raw_from;
             state.raw_done.retain(|_, done| *done > from);
         }
@@ -495,18 +562,57 @@ mod tests {
     }
 
     #[test]
+    fn progress_is_one_record_per_partition_whichever_part_knows_it() {
+        let joined = Progress::join(
+            [(1, 40, 30)],
+            [(1, 12), (1, 7), (3, 5)],
+            [(0, 900)],
+            [(1, 60)],
+        );
+        let partitions: Vec<Partition> = joined.iter().map(|p| p.partition).collect();
+        assert_eq!(partitions, [0, 1, 3], "in partition order");
+        assert_eq!(
+            joined[0],
+            Progress {
+                clock: Some(900),
+                ..Progress::of(0)
+            },
+            "resumed, nothing read yet: its clock alone"
+        );
+        assert_eq!(
+            joined[1],
+            Progress {
+                partition: 1,
+                next: Some(40),
+                read: Some(30),
+                raw_open_from: Some(7),
+                clock: None,
+                floor: Some(60),
+            },
+            "the oldest of its open raw files"
+        );
+        let mut cursors = Cursors::default();
+        let sealed = cursors.seal(&joined);
+        assert_eq!(sealed[&0].max_event_ms, Some(900));
+        assert_eq!((sealed[&1].next, sealed[&1].raw_from), (40, 7));
+        assert_eq!(sealed[&1].final_to, Some(60));
+        assert!(
+            !sealed.contains_key(&3),
+            "a raw file alone says nothing routed"
+        );
+    }
+
+    #[test]
     fn raw_cursor_is_the_oldest_open_raw_row() {
         let mut cursors = Cursors::default();
-        cursors.routed(0, 100);
-        cursors.routed(1, 50);
         cursors.raw_file(0, 7, 59);
         cursors.raw_file(0, 8, 89);
-        let sealed = cursors.seal(
+        let sealed = cursors.seal(&Progress::join(
+            [(0, 100, 100), (1, 50, 50)],
             [(0, 60), (0, 90), (1, 50)],
-            [(0, 100), (1, 50)],
             [(0, 123)],
-            &[],
-        );
+            [],
+        ));
         assert_eq!(sealed[&0].raw_from, 60);
         assert_eq!(sealed[&0].max_event_ms, Some(123));
         assert_eq!(
@@ -520,11 +626,11 @@ mod tests {
         assert_eq!(sealed[&1].raw_from, 50);
         // Replaying, with no raw file open: the raw cursor stays where reading stands, since
         // rows from there to the core cursor are in no file yet.
-        let sealed = cursors.seal([], [(0, 70)], [], &[]);
+        let sealed = cursors.seal(&Progress::join([(0, 100, 70)], [], [], []));
         assert_eq!(sealed[&0].raw_from, 70);
         assert_eq!(sealed[&0].raw_done, BTreeMap::from([(8, 90)]));
         // With no raw file open the raw cursor catches up with the core cursor.
-        let sealed = cursors.seal([], [(0, 100)], [], &[]);
+        let sealed = cursors.seal(&Progress::join([(0, 100, 100)], [], [], []));
         assert_eq!(sealed[&0].raw_from, 100);
         assert!(sealed[&0].raw_done.is_empty());
     }
@@ -678,9 +784,9 @@ mod tests {
                     in_files.extend(rows);
                 }
             }
-            cursors.routed(0, checkpoint_at as i64);
+            let at = checkpoint_at as i64;
             let firsts = open.values().map(|rows| (0, rows[0]));
-            let sealed = cursors.seal(firsts, [(0, checkpoint_at as i64)], [], &[]);
+            let sealed = cursors.seal(&Progress::join([(0, at, at)], firsts, [], []));
             let state = sealed.get(&0).cloned().unwrap_or_default();
             let mut rewritten: Vec<i64> = (state.raw_from..checkpoint_at as i64)
                 .filter(|&o| state.raw_missing(o, hours[o as usize]))

@@ -5,18 +5,28 @@
 use std::fmt;
 use std::sync::Arc;
 
+/// A partition of the topic; a file or stdin is one stream, partition 0.
+pub type Partition = i32;
+/// A record's position in its partition (a 1-based line number in a file).
+pub type Offset = i64;
+/// An event time, in milliseconds since the epoch.
+pub type EventMs = i64;
+
 /// Where a source's records live; goes into DLQ rows beside each record's offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
     /// A JSONL file (`-` is stdin); offsets are 1-based line numbers.
     File { path: Arc<str> },
     /// A topic partition; offsets are the partition's offsets.
-    Topic { topic: Arc<str>, partition: i32 },
+    Topic {
+        topic: Arc<str>,
+        partition: Partition,
+    },
 }
 
 impl Origin {
     /// The partition this origin is; a file is one stream, partition 0.
-    pub fn partition(&self) -> i32 {
+    pub fn partition(&self) -> Partition {
         match self {
             Origin::File { .. } => 0,
             Origin::Topic { partition, .. } => *partition,
@@ -28,7 +38,7 @@ impl Origin {
 #[derive(Debug, Clone, Copy)]
 pub struct Record<'a> {
     pub bytes: &'a [u8],
-    pub offset: i64,
+    pub offset: Offset,
     pub origin: &'a Origin,
 }
 

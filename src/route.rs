@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::checkpoint::{PartitionState, Sealed};
+use crate::checkpoint::{PartitionState, Progress, Sealed};
 use crate::record::{ErrorKind, Record};
 use crate::sink::{DeadLetter, SinkError, Sinks, WrittenFile, naming};
 use crate::stats::RecentWindows;
@@ -279,22 +279,17 @@ impl Router {
             self.sinks.finish_ordered()?;
         }
         self.closed_since_seal = false;
+        let watermarks = self.windows.watermarks();
+        let partitions = Progress::join(
+            self.activity.iter().map(|a| (a.partition, a.next, a.read)),
+            self.sinks.raw_unfinished(),
+            watermarks.clocks(),
+            watermarks.floors(),
+        );
         Ok(Sealed {
             finished: self.sinks.take_finished(),
-            next: self
-                .activity
-                .iter()
-                .map(|a| (a.partition, a.next))
-                .collect(),
-            read: self
-                .activity
-                .iter()
-                .map(|a| (a.partition, a.read))
-                .collect(),
-            raw_unfinished: self.sinks.raw_unfinished().collect(),
-            clocks: self.windows.watermarks().clocks().collect(),
+            partitions,
             watermark: self.windows.watermark(),
-            floors: self.windows.watermarks().floors().collect(),
             windows: self.windows.open_counts(),
         })
     }
@@ -430,11 +425,16 @@ mod tests {
             !datasets.contains(&Dataset::Raw),
             "raw stays open: {datasets:?}"
         );
-        assert_eq!(sealed.next, [(2, 3)]);
-        assert_eq!(sealed.read, [(2, 3)]);
         assert_eq!(
-            sealed.raw_unfinished,
-            [(2, 0)],
+            sealed.partitions,
+            [Progress {
+                partition: 2,
+                next: Some(3),
+                read: Some(3),
+                raw_open_from: Some(0),
+                clock: Some(T0 + 66_000),
+                floor: None,
+            }],
             "raw rows from offset 0 are open"
         );
         assert_eq!(sealed.watermark, Some(T0 + 61_000));
@@ -443,7 +443,7 @@ mod tests {
         assert_eq!(stopping.finished.len(), 1);
         assert_eq!(stopping.finished[0].dataset, Dataset::Raw);
         assert_eq!(stopping.finished[0].rows, 2);
-        assert!(stopping.raw_unfinished.is_empty());
+        assert_eq!(stopping.partitions[0].raw_open_from, None);
     }
 
     #[test]

@@ -223,21 +223,13 @@ impl Checkpointed {
                 bytes: staged.bytes,
             });
         }
-        for (partition, next) in sealed.next {
-            current.cursors.routed(partition, next);
-        }
         let manifest = Manifest {
             version: checkpoint::VERSION,
             epoch: current.epoch,
             member: self.member.clone(),
             topic: self.topic.clone(),
             watermark: sealed.watermark,
-            partitions: current.cursors.seal(
-                sealed.raw_unfinished,
-                sealed.read,
-                sealed.clocks,
-                &sealed.floors,
-            ),
+            partitions: current.cursors.seal(&sealed.partitions),
             windows: sealed.windows,
             files,
         };

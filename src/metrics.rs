@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::record::ErrorKind;
+use crate::record::{ErrorKind, Partition};
 use crate::sink::Dataset;
 use crate::stats::Stats;
 use crate::storage::RequestObserver;
@@ -198,7 +198,7 @@ impl PipelineMetrics {
     }
 
     /// (partition, records behind) of each partition read from Kafka.
-    pub fn observe_lag(&self, lag: &[(i32, i64)]) {
+    pub fn observe_lag(&self, lag: &[(Partition, i64)]) {
         for &(partition, behind) in lag {
             let label = PartitionLabel {
                 partition: partition.to_string(),

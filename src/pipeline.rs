@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::commit::{Commit, CommitError};
 use crate::config::PipelineSettings;
 use crate::kafka::KafkaError;
+use crate::record::{Offset, Partition};
 use crate::route::Router;
 use crate::sink::{SinkError, Sinks, Tags};
 use crate::source::{Assignment, HasRead, Poll, Source, SourceError, Ticked};
@@ -89,7 +90,7 @@ pub fn drive(
         };
         let read = owned
             .as_ref()
-            .map(|router| move |ends: &[(i32, i64)]| router.has_read(ends));
+            .map(|router| move |ends: &[(Partition, Offset)]| router.has_read(ends));
         let ticked = source.tick(now, read.as_ref().map(|f| f as HasRead<'_>))?;
         if ticked == Ticked::Revoked {
             let_go(&mut owned, &mut previous, commit);

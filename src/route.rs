@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::{PartitionState, Progress, Sealed};
-use crate::record::{ErrorKind, Record};
+use crate::record::{ErrorKind, Offset, Partition, Record};
 use crate::sink::{DeadLetter, SinkError, Sinks, WrittenFile, naming};
 use crate::stats::RecentWindows;
 use crate::stats::Stats;
@@ -214,7 +214,7 @@ impl Router {
 
     /// Whether every partition this router owns was read up to its `ends` (partition, offset
     /// after the last record); partitions not in `ends` have nothing to read.
-    pub fn has_read(&self, ends: &[(i32, i64)]) -> bool {
+    pub fn has_read(&self, ends: &[(Partition, Offset)]) -> bool {
         self.activity.iter().all(|a| {
             ends.iter()
                 .find(|(p, _)| *p == a.partition)

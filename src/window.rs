@@ -6,6 +6,7 @@
 //! Counts are kept per source partition until the window closes, so that a checkpoint can
 //! hand each partition's share to whichever processor owns the partition next.
 
+use crate::record::{EventMs, Partition};
 use std::collections::{BTreeMap, HashMap};
 
 /// Postcode counts of one window; foldhash because SipHash showed up in profiles.
@@ -52,7 +53,7 @@ pub struct Watermarks {
     partitions: Vec<Clock>,
     current: Option<i64>,
     /// (partition, floor) above `current`, dropped once `current` reaches them.
-    floors: Vec<(i32, i64)>,
+    floors: Vec<(Partition, EventMs)>,
     /// The highest floor, so that the common case (no floor at or above a window's end)
     /// costs one comparison.
     highest_floor: Option<i64>,
@@ -158,7 +159,7 @@ impl Watermarks {
 
     /// (partition, floor) of partitions whose windows are final beyond the current watermark,
     /// for a checkpoint.
-    pub fn floors(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
+    pub fn floors(&self) -> impl Iterator<Item = (Partition, EventMs)> + '_ {
         self.floors
             .iter()
             .copied()
@@ -171,7 +172,7 @@ impl Watermarks {
     }
 
     /// The largest valid event time per partition, for a checkpoint.
-    pub fn clocks(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
+    pub fn clocks(&self) -> impl Iterator<Item = (Partition, EventMs)> + '_ {
         self.partitions
             .iter()
             .filter_map(|c| Some((c.partition, c.max_event_ms?)))
@@ -184,8 +185,8 @@ impl Watermarks {
     pub fn restore(
         bound_ms: i64,
         current: Option<i64>,
-        clocks: &[(i32, Option<i64>)],
-        floors: &[(i32, i64)],
+        clocks: &[(Partition, Option<EventMs>)],
+        floors: &[(Partition, EventMs)],
     ) -> Self {
         let mut w = Watermarks::new(bound_ms);
         w.partitions = clocks

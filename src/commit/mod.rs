@@ -26,6 +26,7 @@ pub use manifests::Manifests;
 pub use table_log::TableLog;
 
 use crate::checkpoint::{self, CheckpointError, Cursors, Manifest, Recovery, StagedFile};
+use crate::record::{Offset, Partition};
 use crate::route::Router;
 use crate::sink::{Dataset, SinkError, WrittenFile};
 
@@ -61,7 +62,7 @@ impl From<crate::storage::StorageError> for CommitError {
 }
 
 /// (partition, next offset): how far a commit made the input durable, for Kafka to be told.
-pub type Offsets = Vec<(i32, i64)>;
+pub type Offsets = Vec<(Partition, Offset)>;
 
 /// The commit protocol of one run, and the compactor of its tables, if they have one.
 pub struct Commit {

@@ -14,6 +14,7 @@ use super::dlq::{DeadLetter, DlqRows, DlqSink};
 use super::naming;
 use super::raw::{RawRows, RawSink};
 use super::rolling::{FileSettings, RowBuffer};
+use crate::record::{Offset, Partition};
 use crate::storage::{Buckets, PendingFile, Storage, StorageError};
 use crate::validate::Pageview;
 use crate::window::ClosedWindow;
@@ -233,7 +234,7 @@ impl Sinks {
 
     /// (partition, position of its first buffered row) of each raw file still open: raw
     /// rows from there on are not in any finished file.
-    pub fn raw_unfinished(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
+    pub fn raw_unfinished(&self) -> impl Iterator<Item = (Partition, Offset)> + '_ {
         self.raw.unfinished()
     }
 }

@@ -13,6 +13,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use super::naming;
 use super::rolling::{BATCH_ROWS, FileSettings, RollingFile, RowBuffer, Slot};
 use super::{Finished, SinkError};
+use crate::record::{Offset, Partition};
 use crate::validate::Pageview;
 
 /// Files open at once. Event time is nearly ordered, so only the newest hour or two of each
@@ -158,7 +159,7 @@ impl RawSink {
     }
 
     /// (partition, position of the first row not in a finished file) of each open file.
-    pub fn unfinished(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
+    pub fn unfinished(&self) -> impl Iterator<Item = (Partition, Offset)> + '_ {
         self.open
             .values()
             .filter_map(|f| Some((f.slot().partition, f.first()?)))

@@ -19,10 +19,12 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError as ClientError;
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::topic_partition_list::{Offset as Position, TopicPartitionList};
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
-use super::{Assignment, HasRead, Origin, Poll, Record, Source, SourceError, Ticked};
+use super::{
+    Assignment, HasRead, Offset, Origin, Partition, Poll, Record, Source, SourceError, Ticked,
+};
 use crate::checkpoint::CheckpointError;
 use crate::commit::{CommitError, CommitPoint};
 use crate::kafka::{
@@ -89,7 +91,7 @@ struct GroupContext {
     steady: AtomicBool,
     /// From the last statistics: (partition, records behind the partition's end) of each
     /// partition this member fetches.
-    lag: Mutex<Vec<(i32, i64)>>,
+    lag: Mutex<Vec<(Partition, i64)>>,
     /// Where assigned partitions forward their messages ([`FetchQueue`]).
     fetch: AtomicPtr<rdsys::rd_kafka_queue_t>,
     connection: Connection,
@@ -144,7 +146,7 @@ impl GroupContext {
         for &partition in &partitions {
             let offset = recovery
                 .start(partition)
-                .map_or(Offset::Beginning, Offset::Offset);
+                .map_or(Position::Beginning, Position::Offset);
             // The partition is in the list, so this cannot fail.
             let _ = tpl.set_partition_offset(&self.topic, partition, offset);
         }
@@ -297,7 +299,7 @@ pub struct GroupConsumer {
     /// reports [`Ticked::Drained`]: for a run whose producer has finished.
     drain: Option<Arc<AtomicBool>>,
     /// Where the partitions ended when the drain was asked for.
-    ends: Option<Vec<(i32, i64)>>,
+    ends: Option<Vec<(Partition, Offset)>>,
     /// Declared before the client so that it is destroyed first.
     fetch: FetchQueue,
     consumer: BaseConsumer<GroupContext>,
@@ -370,7 +372,7 @@ impl GroupConsumer {
 
     /// Where each partition of the topic holding records ends now: (partition, offset after
     /// its last record).
-    pub fn ends(&self) -> Result<Vec<(i32, i64)>, KafkaError> {
+    pub fn ends(&self) -> Result<Vec<(Partition, Offset)>, KafkaError> {
         let topic = &self.settings.topic;
         let metadata = self.consumer.fetch_metadata(Some(topic), CONNECT_TIMEOUT)?;
         let mut ends = Vec::new();
@@ -678,10 +680,10 @@ impl Source for GroupConsumer {
 
     /// Tells Kafka how far the commit point goes, for lag metrics and tools; a failed commit
     /// only delays that, so it is not an error.
-    fn committed(&mut self, offsets: &[(i32, i64)]) {
+    fn committed(&mut self, offsets: &[(Partition, Offset)]) {
         let mut tpl = TopicPartitionList::new();
         for &(partition, next) in offsets {
-            tpl.add_partition_offset(&self.settings.topic, partition, Offset::Offset(next))
+            tpl.add_partition_offset(&self.settings.topic, partition, Position::Offset(next))
                 .expect("an offset is a valid position");
         }
         if tpl.count() > 0 {
@@ -690,7 +692,7 @@ impl Source for GroupConsumer {
     }
 
     /// As of librdkafka's last statistics (every 5 s).
-    fn lag(&self) -> Vec<(i32, i64)> {
+    fn lag(&self) -> Vec<(Partition, i64)> {
         let lag = self.consumer.context().lag.lock();
         lag.unwrap_or_else(|e| e.into_inner()).clone()
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::checkpoint::Recovery;
 use crate::commit::CommitError;
 use crate::kafka::KafkaError;
-pub use crate::record::{Origin, Record};
+pub use crate::record::{Offset, Origin, Partition, Record};
 pub use file::FileSource;
 pub use stream::StreamSource;
 
@@ -62,7 +62,7 @@ pub enum Ticked {
 }
 
 /// Whether a reader got to the given (partition, offset after the last record) ends.
-pub type HasRead<'a> = &'a dyn Fn(&[(i32, i64)]) -> bool;
+pub type HasRead<'a> = &'a dyn Fn(&[(Partition, Offset)]) -> bool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -89,9 +89,9 @@ pub trait Source {
         Ok(Ticked::Nothing)
     }
     /// A commit made the input durable up to these (partition, next offset).
-    fn committed(&mut self, _offsets: &[(i32, i64)]) {}
+    fn committed(&mut self, _offsets: &[(Partition, Offset)]) {}
     /// (partition, records not yet read) of each partition read.
-    fn lag(&self) -> Vec<(i32, i64)> {
+    fn lag(&self) -> Vec<(Partition, i64)> {
         Vec::new()
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::config::MetricsArgs;
 use crate::generate::now_ms;
 use crate::metrics::{self, GeneratorMetrics, PipelineMetrics};
+use crate::record::Partition;
 use crate::route::Router;
 use crate::storage::RequestObserver;
 use crate::tools::report;
@@ -100,7 +101,7 @@ pub struct Observed {
 }
 
 impl Observed {
-    pub fn observe_lag(&self, lag: &[(i32, i64)]) {
+    pub fn observe_lag(&self, lag: &[(Partition, i64)]) {
         if let Some(metrics) = &self.metrics {
             metrics.observe_lag(lag);
         }

@@ -329,6 +329,21 @@ struct S3Api<'a> {
     endpoint: String,
 }
 
+/// A call on `bucket` that did not get through, or that S3 refused.
+fn failed(
+    settings: &S3Settings,
+    action: &'static str,
+    bucket: &str,
+    problem: String,
+) -> BucketError {
+    BucketError::Request {
+        action,
+        bucket: bucket.into(),
+        endpoint: settings.endpoint_name(),
+        problem,
+    }
+}
+
 /// What S3 answered: the status, and the body, which names the error of a refusal.
 struct Answer {
     status: StatusCode,
@@ -352,12 +367,7 @@ impl Answer {
 impl<'a> S3Api<'a> {
     /// `bucket` is any of the pipeline's; the credentials are the same for all.
     fn new(settings: &'a S3Settings, bucket: &str) -> Result<Self, BucketError> {
-        let setup = |problem: String| BucketError::Request {
-            action: "reach",
-            bucket: bucket.into(),
-            endpoint: settings.endpoint_name(),
-            problem,
-        };
+        let setup = |problem: String| failed(settings, "reach", bucket, problem);
         let store = settings.store(bucket).map_err(|e| setup(e.to_string()))?;
         let client = ReqwestConnector::default()
             .connect(&settings.client_options())
@@ -374,15 +384,6 @@ impl<'a> S3Api<'a> {
         })
     }
 
-    fn failed(&self, action: &'static str, bucket: &str, problem: String) -> BucketError {
-        BucketError::Request {
-            action,
-            bucket: bucket.into(),
-            endpoint: self.settings.endpoint_name(),
-            problem,
-        }
-    }
-
     /// Sends one signed request; `action` names it in an error.
     async fn send(
         &self,
@@ -392,7 +393,7 @@ impl<'a> S3Api<'a> {
         query: &str,
         document: Option<String>,
     ) -> Result<Answer, BucketError> {
-        let failed = |problem: String| self.failed(action, bucket, problem);
+        let failed = |problem: String| failed(self.settings, action, bucket, problem);
         let mut url = format!("{}/{bucket}", self.endpoint);
         if !query.is_empty() {
             url = format!("{url}?{query}");
@@ -462,12 +463,12 @@ impl<'a> S3Api<'a> {
                     (None, _) => Outcome::Created,
                     (Some(_), Some("BucketAlreadyOwnedByYou")) => Outcome::Existed,
                     (Some(_), Some("BucketAlreadyExists")) => return Err(taken()),
-                    (Some(error), _) => return Err(self.failed("create", bucket, error)),
+                    (Some(error), _) => return Err(failed(self.settings, "create", bucket, error)),
                 }
             }
             _ => match found.error() {
                 None => Outcome::Existed,
-                Some(error) => return Err(self.failed("look up", bucket, error)),
+                Some(error) => return Err(failed(self.settings, "look up", bucket, error)),
             },
         };
         for (query, action, document) in configurations(spec.aging) {
@@ -475,7 +476,7 @@ impl<'a> S3Api<'a> {
                 .send(action, Method::PUT, bucket, query, Some(document))
                 .await?;
             if let Some(error) = answer.error() {
-                return Err(self.failed(action, bucket, error));
+                return Err(failed(self.settings, action, bucket, error));
             }
         }
         Ok(outcome)

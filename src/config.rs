@@ -4,13 +4,14 @@
 //! types the pipeline uses, so nothing downstream re-checks configuration.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use parquet::basic::{Compression, ZstdLevel};
 
 use crate::commit::CompactionSettings;
-use crate::generate::{GeneratorConfig, now_ms};
+use crate::future::FutureBound;
+use crate::generate::{GeneratorConfig, now_ms, simulated_start};
 use crate::kafka::KeyChoice;
 use crate::kafka::security::{
     Cluster, Mechanism, Protocol, RESERVED, Reserved, Sasl, Secret, Security, Tls,
@@ -764,10 +765,12 @@ pub struct GeneratorArgs {
     /// Back-date valid events by up to this many ms, so they arrive out of order.
     #[arg(long, default_value_t = 0)]
     pub jitter_ms: u32,
-    /// Event time advances 1/rate per event as fast as events are made, not with the clock.
+    /// Event time advances 1/rate per event as fast as events are made, not with the clock,
+    /// until it reaches the clock; then events come at --rate in real time.
     #[arg(long)]
     pub simulated_time: bool,
-    /// Event time of the first simulated event, epoch ms [default: now].
+    /// Event time of the first simulated event, epoch ms [default: so that --events end
+    /// now; a day back without --events].
     #[arg(long, requires = "simulated_time", value_parser = clap::value_parser!(i64).range(946_684_800_000..=4_102_444_800_000))]
     pub start_time_ms: Option<i64>,
     /// Simulated time runs this many times as fast as the clock instead of as fast as events
@@ -806,16 +809,18 @@ impl GeneratorArgs {
                 problem: format!("{malformed_share} + {late_share} is more than 1"),
             });
         }
+        let rate = self.rate.unwrap_or(defaults.rate);
         Ok(GeneratorConfig {
-            rate: self.rate.unwrap_or(defaults.rate),
+            rate,
             events: self.events,
             seed: self.seed.unwrap_or_else(|| now_ms() as u64),
             malformed_share,
             late_share,
             jitter_ms: i64::from(self.jitter_ms),
-            simulated_start_ms: self
-                .simulated_time
-                .then(|| self.start_time_ms.unwrap_or_else(now_ms)),
+            simulated_start_ms: self.simulated_time.then(|| {
+                self.start_time_ms
+                    .unwrap_or_else(|| simulated_start(now_ms(), rate, self.events))
+            }),
             speedup: self.speedup,
         })
     }
@@ -861,6 +866,16 @@ pub struct PipelineArgs {
     /// (`500ms`, `30s`, `2m`).
     #[arg(long, env = "IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
+    /// An event more than this far ahead of its reference time (a Kafka record's timestamp;
+    /// for a file or stdin, the clock) is a dead letter, `future_timestamp` (`30m`, `1h`,
+    /// `off`).
+    #[arg(long, env = "MAX_FUTURE_SKEW", default_value = "1h", value_parser = parse_skew)]
+    pub max_future_skew: Skew,
+    /// The reference time of records without one of their own (a file, stdin), instead of
+    /// the clock: a backfill decides the same whenever it runs [ms since the epoch, or a
+    /// time like 2026-11-30T05:42:00Z].
+    #[arg(long, env = "REFERENCE_TIME_MS", value_parser = parse_time)]
+    pub reference_time_ms: Option<i64>,
     #[command(flatten)]
     pub buckets: BucketArgs,
     /// A file is published once its encoded size reaches this many bytes.
@@ -953,6 +968,8 @@ impl PipelineArgs {
             window: WindowSpec::new(i64::from(self.window_size_seconds) * 1000),
             watermark_delay_ms: i64::from(self.watermark_delay_ms),
             idle_timeout: self.idle_timeout,
+            max_future_skew: self.max_future_skew.0,
+            reference_time_ms: self.reference_time_ms,
             buckets: self.buckets.resolve()?,
             file_max_bytes: self.file_max_bytes,
             file_max_age: Duration::from_millis(self.file_max_age_ms),
@@ -975,6 +992,10 @@ pub struct PipelineSettings {
     pub window: WindowSpec,
     pub watermark_delay_ms: i64,
     pub idle_timeout: Duration,
+    /// `None`: events may be any distance ahead.
+    pub max_future_skew: Option<Duration>,
+    /// Pins the reference time of records without one.
+    pub reference_time_ms: Option<i64>,
     pub buckets: Buckets,
     pub file_max_bytes: u64,
     pub file_max_age: Duration,
@@ -988,6 +1009,16 @@ impl PipelineSettings {
     /// A fresh window operator.
     pub fn windows(&self) -> Windows {
         Windows::new(self.window, self.watermark_delay_ms)
+    }
+
+    /// The future bound of a router starting now.
+    pub fn future_bound(&self) -> FutureBound {
+        FutureBound::new(
+            self.max_future_skew,
+            self.reference_time_ms,
+            now_ms(),
+            Instant::now(),
+        )
     }
 
     /// How the sinks name and roll files whose names carry `tags`.
@@ -1080,19 +1111,37 @@ fn parse_time(s: &str) -> Result<i64, String> {
         })
 }
 
-/// `250ms`, `30s`, `2m`.
+/// `250ms`, `30s`, `2m`, `1h`.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, unit) = s.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 30s or 2m"))?;
+    let wrong = || format!("{s:?} is not a duration like 500ms, 30s, 2m or 1h");
+    let n: u64 = digits.parse().map_err(|_| wrong())?;
+    let seconds = |scale: u64| {
+        n.checked_mul(scale)
+            .map(Duration::from_secs)
+            .ok_or_else(wrong)
+    };
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?} is not a duration like 500ms, 30s or 2m")),
+        "s" => seconds(1),
+        "m" => seconds(60),
+        "h" => seconds(3600),
+        _ => Err(wrong()),
     }
+}
+
+/// How far ahead of its reference an event may be; `off`: any distance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Skew(pub Option<Duration>);
+
+fn parse_skew(s: &str) -> Result<Skew, String> {
+    if s == "off" {
+        return Ok(Skew(None));
+    }
+    parse_duration(s)
+        .map(|d| Skew(Some(d)))
+        .map_err(|e| format!("{e}, or off"))
 }
 
 /// `1500`, `10k`, `10M`, `1G`.
@@ -1219,7 +1268,12 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("30").is_err());
         assert!(parse_duration("s").is_err());
-        assert!(parse_duration("1h").is_err());
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("1d").is_err());
+        assert!(parse_duration("99999999999999999h").is_err());
+        assert_eq!(parse_skew("off"), Ok(Skew(None)));
+        assert_eq!(parse_skew("90m"), Ok(Skew(Some(Duration::from_secs(5400)))));
+        assert!(parse_skew("none").unwrap_err().contains("or off"));
         assert!(
             parse(&[
                 "process",

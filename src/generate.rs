@@ -41,7 +41,8 @@ pub struct GeneratorConfig {
     pub late_share: f64,
     /// Valid events are back-dated by up to this much, arriving out of order.
     pub jitter_ms: i64,
-    /// Event time starts here and advances `1/rate` per event, as fast as events are made.
+    /// Event time starts here and advances `1/rate` per event, as fast as events are made
+    /// until it reaches the clock, then with it.
     pub simulated_start_ms: Option<i64>,
     /// Simulated time runs this many times as fast as the clock, not as fast as events are
     /// made.
@@ -106,12 +107,22 @@ impl Generator {
     }
 
     /// How events are paced: to the clock in real time, `speedup` times as fast as it in
-    /// simulated time, or not at all.
+    /// simulated time, or not at all; simulated time never passes the clock.
     pub(crate) fn pace(&self) -> Pace {
+        let simulated = self.simulated();
         match self.config.speedup {
-            Some(speedup) if !self.is_real_time() => Pace::new(self.config.rate * speedup, true),
-            _ => Pace::new(self.config.rate, self.is_real_time()),
+            Some(speedup) if simulated.is_some() => {
+                Pace::new(self.config.rate * speedup, true, simulated)
+            }
+            _ => Pace::new(self.config.rate, simulated.is_none(), simulated),
         }
+    }
+
+    fn simulated(&self) -> Option<Simulated> {
+        self.config.simulated_start_ms.map(|start_ms| Simulated {
+            start_ms,
+            rate: self.config.rate,
+        })
     }
 
     pub fn is_done(&self) -> bool {
@@ -120,8 +131,8 @@ impl Generator {
 
     /// The event time of the next event: simulated, or the wall clock.
     fn event_time(&self) -> i64 {
-        match self.config.simulated_start_ms {
-            Some(start) => start + (self.made as f64 * 1000.0 / self.config.rate) as i64,
+        match self.simulated() {
+            Some(simulated) => simulated.time_of(self.made),
             None => now_ms(),
         }
     }
@@ -256,10 +267,48 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// A day: how far back simulated time starts when the run has no end, so that it shows a
+/// day of events before it follows the clock.
+const SIMULATED_DAY_MS: i64 = 24 * 3_600_000;
+/// The earliest valid event time (docs/CONTRACT.md 1).
+const EARLIEST_MS: i64 = 946_684_800_000;
+
+/// Where simulated time starts unless given: so that `events` at `rate` end at `now_ms`, or a
+/// day back when the run has no end. Never before the earliest valid event time.
+pub fn simulated_start(now_ms: i64, rate: f64, events: Option<u64>) -> i64 {
+    let span = events.map_or(SIMULATED_DAY_MS, |n| {
+        (n.saturating_sub(1) as f64 * 1000.0 / rate).min(i64::MAX as f64) as i64
+    });
+    now_ms.saturating_sub(span).max(EARLIEST_MS)
+}
+
+/// Simulated event time: event `n` is `n / rate` seconds after the start.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Simulated {
+    start_ms: i64,
+    rate: f64,
+}
+
+impl Simulated {
+    fn time_of(self, n: u64) -> i64 {
+        self.start_ms + (n as f64 * 1000.0 / self.rate) as i64
+    }
+
+    /// How many events have a time at or before `now_ms`.
+    fn reached(self, now_ms: i64) -> u64 {
+        if now_ms < self.start_ms {
+            return 0;
+        }
+        ((now_ms - self.start_ms) as f64 * self.rate / 1000.0) as u64 + 1
+    }
+}
+
 /// The pace's view of time, so its logic can be tested with a clock the test controls.
 pub(crate) trait Clock {
     /// Time since the clock was started.
     fn elapsed(&self) -> Duration;
+    /// The time of day, in ms since the epoch.
+    fn epoch_ms(&self) -> i64;
     fn sleep(&self, duration: Duration);
 }
 
@@ -268,6 +317,10 @@ pub(crate) struct WallClock(Instant);
 impl Clock for WallClock {
     fn elapsed(&self) -> Duration {
         self.0.elapsed()
+    }
+
+    fn epoch_ms(&self) -> i64 {
+        now_ms()
     }
 
     fn sleep(&self, duration: Duration) {
@@ -280,27 +333,61 @@ impl Clock for WallClock {
 const WAIT_SLICE: Duration = Duration::from_millis(200);
 
 /// Wall-clock pacing for real-time generation: event `i` is due `i / rate` seconds after
-/// the start, so `N` events at `r`/s take `N / r` seconds at every rate. Does nothing in
-/// simulated time.
+/// the start, so `N` events at `r`/s take `N / r` seconds at every rate. In simulated time,
+/// an event is due once the clock has reached its time: a run that catches up with the clock
+/// goes on at `rate` in real time, and no event is ever ahead of the clock.
 pub(crate) struct Pace<C = WallClock> {
     clock: C,
     rate: f64,
     real_time: bool,
+    simulated: Option<Simulated>,
+    /// The clock's time of day when last read, so that simulated time far behind it costs
+    /// no clock reads.
+    seen_ms: std::cell::Cell<i64>,
 }
 
 impl Pace {
-    pub(crate) fn new(rate: f64, real_time: bool) -> Self {
-        Pace::with_clock(WallClock(Instant::now()), rate, real_time)
+    pub(crate) fn new(rate: f64, real_time: bool, simulated: Option<Simulated>) -> Self {
+        Pace::with_clock(WallClock(Instant::now()), rate, real_time, simulated)
     }
 }
 
 impl<C: Clock> Pace<C> {
-    pub(crate) fn with_clock(clock: C, rate: f64, real_time: bool) -> Self {
+    pub(crate) fn with_clock(
+        clock: C,
+        rate: f64,
+        real_time: bool,
+        simulated: Option<Simulated>,
+    ) -> Self {
         Pace {
             clock,
             rate,
             real_time,
+            simulated,
+            seen_ms: std::cell::Cell::new(i64::MIN),
         }
+    }
+
+    /// The clock's time of day if `at_least` is beyond what it last showed.
+    fn epoch_ms(&self, at_least: i64) -> i64 {
+        if self.seen_ms.get() < at_least {
+            self.seen_ms.set(self.clock.epoch_ms());
+        }
+        self.seen_ms.get()
+    }
+
+    /// How long until event number `made` may be made.
+    fn wait(&self, made: u64) -> Duration {
+        let paced = if self.real_time {
+            self.due_at(made).saturating_sub(self.clock.elapsed())
+        } else {
+            Duration::ZERO
+        };
+        let clock = self.simulated.map_or(Duration::ZERO, |simulated| {
+            let at = simulated.time_of(made);
+            Duration::from_millis(at.saturating_sub(self.epoch_ms(at)).max(0) as u64)
+        });
+        paced.max(clock)
     }
 
     fn is_real_time(&self) -> bool {
@@ -314,29 +401,29 @@ impl<C: Clock> Pace<C> {
 
     /// How many events should have been made by now.
     fn due(&self, made: u64) -> u64 {
-        if !self.real_time {
-            return u64::MAX;
-        }
-        let due = (self.clock.elapsed().as_secs_f64() * self.rate) as u64;
-        due.max(made)
+        let paced = if self.real_time {
+            (self.clock.elapsed().as_secs_f64() * self.rate) as u64
+        } else {
+            u64::MAX
+        };
+        let reached = self.simulated.map_or(u64::MAX, |simulated| {
+            simulated.reached(self.epoch_ms(simulated.time_of(made)))
+        });
+        paced.min(reached).max(made)
     }
 
     /// Waits until event number `made` is due, calling `between` after each slice of the
     /// wait (a producer polls its deliveries there); false when `stop` was set first.
     pub(crate) fn wait_for(&self, made: u64, stop: &AtomicBool, mut between: impl FnMut()) -> bool {
-        if !self.real_time {
-            return !stop.load(Ordering::Relaxed);
-        }
-        let at = self.due_at(made);
         loop {
             if stop.load(Ordering::Relaxed) {
                 return false;
             }
-            let elapsed = self.clock.elapsed();
-            if elapsed >= at {
+            let wait = self.wait(made);
+            if wait.is_zero() {
                 return true;
             }
-            self.clock.sleep((at - elapsed).min(WAIT_SLICE));
+            self.clock.sleep(wait.min(WAIT_SLICE));
             between();
         }
     }
@@ -351,16 +438,22 @@ mod tests {
     use std::collections::HashMap;
     use std::rc::Rc;
 
-    /// A clock that moves only when slept on, remembering each sleep.
+    /// A clock that moves only when slept on, remembering each sleep; started at `epoch_ms`
+    /// into the epoch.
     #[derive(Clone, Default)]
     struct TestClock {
         now: Rc<Cell<Duration>>,
         sleeps: Rc<RefCell<Vec<Duration>>>,
+        epoch_ms: i64,
     }
 
     impl Clock for TestClock {
         fn elapsed(&self) -> Duration {
             self.now.get()
+        }
+
+        fn epoch_ms(&self) -> i64 {
+            self.epoch_ms + self.now.get().as_millis() as i64
         }
 
         fn sleep(&self, duration: Duration) {
@@ -396,7 +489,7 @@ mod tests {
     fn real_time_events_keep_their_rate_at_every_rate() {
         for rate in [0.01, 0.3, 1.16, 4.9, 5.0, 7.5, 1000.0] {
             let clock = TestClock::default();
-            let pace = Pace::with_clock(clock.clone(), rate, true);
+            let pace = Pace::with_clock(clock.clone(), rate, true, None);
             let mut generator = Generator::new(GeneratorConfig {
                 rate,
                 events: Some(10),
@@ -431,7 +524,7 @@ mod tests {
     #[test]
     fn a_stop_ends_a_long_wait_within_a_slice() {
         let clock = TestClock::default();
-        let pace = Pace::with_clock(clock.clone(), 0.01, true);
+        let pace = Pace::with_clock(clock.clone(), 0.01, true, None);
         let stop = AtomicBool::new(false);
         let mut slices = 0;
         let waited = pace.wait_for(1, &stop, || {
@@ -449,12 +542,45 @@ mod tests {
     }
 
     #[test]
-    fn simulated_time_never_waits() {
-        let clock = TestClock::default();
-        let pace = Pace::with_clock(clock.clone(), 0.01, false);
-        assert!(pace.wait_for(1_000_000, &AtomicBool::new(false), || {}));
+    fn simulated_time_waits_only_for_the_clock() {
+        let clock = TestClock {
+            epoch_ms: 1_700_000_000_000,
+            ..TestClock::default()
+        };
+        // An hour behind the clock at 0.01/s: 37 events are due at once.
+        let simulated = Simulated {
+            start_ms: 1_700_000_000_000 - 3_600_000,
+            rate: 0.01,
+        };
+        let pace = Pace::with_clock(clock.clone(), 0.01, false, Some(simulated));
+        assert!(pace.wait_for(36, &AtomicBool::new(false), || {}));
         assert_eq!(clock.elapsed(), Duration::ZERO);
-        assert_eq!(pace.due(5), u64::MAX);
+        assert_eq!(pace.due(5), 37);
+        // Event 37 is at the clock's time plus 100 s: it waits for the clock.
+        assert!(pace.wait_for(37, &AtomicBool::new(false), || {}));
+        assert_eq!(clock.elapsed(), Duration::from_secs(100));
+        assert_eq!(simulated.time_of(37), clock.epoch_ms());
+        assert_eq!(pace.due(37), 38);
+        let unbounded = Pace::with_clock(clock.clone(), 0.01, false, None);
+        assert_eq!(unbounded.due(5), u64::MAX);
+    }
+
+    #[test]
+    fn simulated_time_ends_at_the_clock_or_starts_a_day_back() {
+        let now = 1_765_100_000_000;
+        assert_eq!(simulated_start(now, 1000.0, Some(10_001)), now - 10_000);
+        assert_eq!(simulated_start(now, 1.16, None), now - 24 * 3_600_000);
+        assert_eq!(simulated_start(now, 0.01, Some(u64::MAX)), EARLIEST_MS);
+        let start = simulated_start(now, 1000.0, Some(20_000));
+        let generator = Generator::new(GeneratorConfig {
+            simulated_start_ms: Some(start),
+            ..config(0.0)
+        });
+        let last = generator.simulated().unwrap().time_of(19_999);
+        assert_eq!(
+            last, now,
+            "the last of 20,000 events is at the clock's time"
+        );
     }
 
     #[test]
@@ -528,7 +654,7 @@ mod tests {
         assert!((9_000..11_000).contains(&broken), "{broken}");
         for kind in ErrorKind::ALL
             .into_iter()
-            .filter(|k| *k != ErrorKind::LateEvent)
+            .filter(|k| ![ErrorKind::LateEvent, ErrorKind::FutureTimestamp].contains(k))
         {
             assert!(
                 kinds.get(&kind).copied().unwrap_or(0) > 1_000,

@@ -22,6 +22,7 @@ pub mod generate;
 pub mod record;
 pub mod source;
 pub mod validate;
+pub mod future;
 pub mod route;
 pub mod window;
 pub mod stats;

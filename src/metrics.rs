@@ -50,6 +50,7 @@ pub struct PipelineMetrics {
     valid: Counter,
     malformed: Family<KindLabel, Counter>,
     late: Counter,
+    future: Counter,
     windows: Counter,
     window_rows: Counter,
     files: Family<DatasetLabel, Counter>,
@@ -75,6 +76,7 @@ impl PipelineMetrics {
             valid: Counter::default(),
             malformed: Family::default(),
             late: Counter::default(),
+            future: Counter::default(),
             windows: Counter::default(),
             window_rows: Counter::default(),
             files: Family::default(),
@@ -114,6 +116,11 @@ impl PipelineMetrics {
             "records_late",
             "Valid events whose window was already final: archived in raw and sent to the DLQ",
             m.late.clone(),
+        );
+        registry.register(
+            "records_future",
+            "Events more than MAX_FUTURE_SKEW ahead of their reference time (a Kafka record's timestamp, or the clock): sent to the DLQ, not archived in raw",
+            m.future.clone(),
         );
         registry.register(
             "windows_emitted",
@@ -225,6 +232,8 @@ impl PipelineMetrics {
             let (now, before) = (stats.dead_letters(kind), seen.dead_letters(kind));
             if kind == ErrorKind::LateEvent {
                 add(&self.late, now, before);
+            } else if kind == ErrorKind::FutureTimestamp {
+                add(&self.future, now, before);
             } else if now > before {
                 let label = KindLabel {
                     error_kind: kind.to_string(),

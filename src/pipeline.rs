@@ -138,6 +138,7 @@ pub fn router(pipeline: &PipelineSettings, storage: Arc<dyn Storage>, tags: Tags
         pipeline.windows(),
         Sinks::new(storage, &pipeline.sink_config(tags)),
         pipeline.idle_timeout,
+        pipeline.future_bound(),
     )
 }
 
@@ -162,6 +163,7 @@ pub fn resumed_router(
         ),
         Sinks::new(storage, &pipeline.sink_config(tags)),
         pipeline.idle_timeout,
+        pipeline.future_bound(),
         &assignment.partitions,
         recovery.partitions.clone(),
     )

@@ -34,12 +34,33 @@ impl Origin {
     }
 }
 
-/// One record: its exact bytes and its position within its origin.
+/// One record: its exact bytes, its position within its origin, and the time its source
+/// gives it.
 #[derive(Debug, Clone, Copy)]
 pub struct Record<'a> {
     pub bytes: &'a [u8],
     pub offset: Offset,
     pub origin: &'a Origin,
+    /// A Kafka record's timestamp; `None` for a file or stdin, whose records have none.
+    pub time: Option<RecordTime>,
+}
+
+/// The timestamp a Kafka topic keeps with a record: what bounds how far ahead of it an
+/// event time may be, and how far a partition's clock may go. The same on every replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordTime {
+    /// Set by the producer (the topic's default): as trustworthy as the producer's clock.
+    CreateTime(EventMs),
+    /// Set by the broker as it appended the record (`message.timestamp.type=LogAppendTime`).
+    LogAppendTime(EventMs),
+}
+
+impl RecordTime {
+    pub fn ms(self) -> EventMs {
+        match self {
+            RecordTime::CreateTime(ms) | RecordTime::LogAppendTime(ms) => ms,
+        }
+    }
 }
 
 /// Why a record went to the dead-letter queue; `as_str` is the `error_kind` column.
@@ -54,10 +75,11 @@ pub enum ErrorKind {
     InvalidWebpage,
     InvalidTimestamp,
     LateEvent,
+    FutureTimestamp,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 10] = [
         ErrorKind::InvalidUtf8,
         ErrorKind::InvalidJson,
         ErrorKind::MissingField,
@@ -67,6 +89,7 @@ impl ErrorKind {
         ErrorKind::InvalidWebpage,
         ErrorKind::InvalidTimestamp,
         ErrorKind::LateEvent,
+        ErrorKind::FutureTimestamp,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -80,6 +103,7 @@ impl ErrorKind {
             ErrorKind::InvalidWebpage => "invalid_webpage",
             ErrorKind::InvalidTimestamp => "invalid_timestamp",
             ErrorKind::LateEvent => "late_event",
+            ErrorKind::FutureTimestamp => "future_timestamp",
         }
     }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::{PartitionState, Progress, Sealed};
+use crate::future::FutureBound;
 use crate::record::{ErrorKind, Offset, Partition, Record};
 use crate::sink::{DeadLetter, SinkError, Sinks, WrittenFile, naming};
 use crate::stats::RecentWindows;
@@ -19,6 +20,7 @@ pub struct Router {
     recent: RecentWindows,
     activity: Vec<Activity>,
     idle_timeout: Duration,
+    future: FutureBound,
     /// Restored partitions still below their core cursor: their records are re-read only to
     /// rewrite raw rows that no published file holds.
     replay: BTreeMap<i32, PartitionState>,
@@ -39,8 +41,14 @@ struct Activity {
 }
 
 impl Router {
-    /// A partition that delivers nothing for `idle_timeout` stops holding the watermark back.
-    pub fn new(windows: Windows, sinks: Sinks, idle_timeout: Duration) -> Self {
+    /// A partition that delivers nothing for `idle_timeout` stops holding the watermark back;
+    /// an event beyond the `future` bound is a dead letter.
+    pub fn new(
+        windows: Windows,
+        sinks: Sinks,
+        idle_timeout: Duration,
+        future: FutureBound,
+    ) -> Self {
         Router {
             windows,
             sinks,
@@ -48,6 +56,7 @@ impl Router {
             recent: RecentWindows::default(),
             activity: Vec::new(),
             idle_timeout,
+            future,
             replay: BTreeMap::new(),
             closed_since_seal: false,
         }
@@ -60,6 +69,7 @@ impl Router {
         mut windows: Windows,
         sinks: Sinks,
         idle_timeout: Duration,
+        future: FutureBound,
         assigned: &[i32],
         resumed: BTreeMap<i32, PartitionState>,
     ) -> Self {
@@ -77,7 +87,7 @@ impl Router {
                 }
             })
             .collect();
-        let mut router = Router::new(windows, sinks, idle_timeout);
+        let mut router = Router::new(windows, sinks, idle_timeout, future);
         router.activity = activity;
         router.replay = resumed;
         router
@@ -116,6 +126,9 @@ impl Router {
                 return self.dead_letter(record, rejection.kind, &rejection.message);
             }
         };
+        if let Some(ahead) = self.future.check(event.timestamp, record.time) {
+            return self.dead_letter(record, ErrorKind::FutureTimestamp, &ahead.to_string());
+        }
         self.stats.valid += 1;
         self.sinks.raw(&event, partition, record.offset)?;
         match self
@@ -177,6 +190,9 @@ impl Router {
         let Ok(event) = validate(record.bytes) else {
             return Ok(());
         };
+        if self.future.check(event.timestamp, record.time).is_some() {
+            return Ok(());
+        }
         let state = &self.replay[&partition];
         if state.raw_missing(record.offset, naming::hour_of(event.timestamp)) {
             self.sinks.raw(&event, partition, record.offset)?;
@@ -225,6 +241,7 @@ impl Router {
     /// Time-based work: marks quiet partitions idle, which may close windows, and finishes
     /// files that reached the age limit.
     pub fn tick(&mut self, now: Instant) -> Result<(), SinkError> {
+        self.future.tick(now);
         let mut moved = false;
         for activity in &mut self.activity {
             if std::mem::take(&mut activity.seen_since_tick) {
@@ -333,7 +350,7 @@ mod tests {
         let windows = Windows::new(WindowSpec::new(60_000), 5_000);
         let sinks = Sinks::new(storage.clone(), &config);
         (
-            Router::new(windows, sinks, Duration::from_secs(30)),
+            Router::new(windows, sinks, Duration::from_secs(30), FutureBound::off()),
             storage,
         )
     }
@@ -357,6 +374,7 @@ mod tests {
                     bytes,
                     offset: offset as i64,
                     origin: &origin,
+                    time: None,
                 })
                 .unwrap();
         }
@@ -464,6 +482,7 @@ mod tests {
             windows,
             sinks,
             Duration::from_secs(30),
+            FutureBound::off(),
             &[0],
             [(0, state)].into(),
         );

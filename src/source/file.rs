@@ -92,6 +92,7 @@ impl Source for FileSource {
             bytes: line,
             offset: self.line_number,
             origin: &self.origin,
+            time: None,
         }))
     }
 

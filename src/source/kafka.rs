@@ -18,12 +18,13 @@ use rdkafka::client::{ClientContext, OAuthToken};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError as ClientError;
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage, Timestamp};
 use rdkafka::topic_partition_list::{Offset as Position, TopicPartitionList};
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
 use super::{
-    Assignment, HasRead, Offset, Origin, Partition, Poll, Record, Source, SourceError, Ticked,
+    Assignment, HasRead, Offset, Origin, Partition, Poll, Record, RecordTime, Source, SourceError,
+    Ticked,
 };
 use crate::checkpoint::CheckpointError;
 use crate::commit::{CommitError, CommitPoint};
@@ -641,6 +642,7 @@ impl Source for GroupConsumer {
             bytes,
             offset: message.offset(),
             origin,
+            time: record_time(message.timestamp()),
         }))
     }
 
@@ -715,11 +717,35 @@ impl GroupConsumer {
         };
         self.bytes_read += bytes.len() as u64;
         let origin = origin(&mut self.origins, &self.settings.topic, m.partition);
+        let mut kind = rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+        // SAFETY: as above; librdkafka only reads the message and writes `kind`.
+        let ms = unsafe { rdsys::rd_kafka_message_timestamp(message, &mut kind) };
         Poll::Record(Record {
             bytes,
             offset: m.offset,
             origin,
+            time: record_time(raw_timestamp(kind, ms)),
         })
+    }
+}
+
+/// The timestamp librdkafka gives a message of a batch, as its `Message` API gives it.
+fn raw_timestamp(kind: rdsys::rd_kafka_timestamp_type_t, ms: i64) -> Timestamp {
+    use rdsys::rd_kafka_timestamp_type_t as Kind;
+    match kind {
+        Kind::RD_KAFKA_TIMESTAMP_CREATE_TIME => Timestamp::CreateTime(ms),
+        Kind::RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME => Timestamp::LogAppendTime(ms),
+        Kind::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE => Timestamp::NotAvailable,
+    }
+}
+
+/// A record's time; none where the topic keeps none (message format 0, which Kafka 4 no
+/// longer writes).
+fn record_time(timestamp: Timestamp) -> Option<RecordTime> {
+    match timestamp {
+        Timestamp::CreateTime(ms) if ms >= 0 => Some(RecordTime::CreateTime(ms)),
+        Timestamp::LogAppendTime(ms) if ms >= 0 => Some(RecordTime::LogAppendTime(ms)),
+        _ => None,
     }
 }
 

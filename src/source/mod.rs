@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::checkpoint::Recovery;
 use crate::commit::CommitError;
 use crate::kafka::KafkaError;
-pub use crate::record::{Offset, Origin, Partition, Record};
+pub use crate::record::{Offset, Origin, Partition, Record, RecordTime};
 pub use file::FileSource;
 pub use stream::StreamSource;
 

@@ -112,6 +112,7 @@ impl Source for StreamSource {
                     bytes: line,
                     offset,
                     origin: &self.origin,
+                    time: None,
                 }));
             }
             self.partial.extend_from_slice(rest);
@@ -128,6 +129,7 @@ impl Source for StreamSource {
                     bytes: &self.assembled,
                     offset,
                     origin: &self.origin,
+                    time: None,
                 }));
             }
             match self.chunks.recv_timeout(wait) {

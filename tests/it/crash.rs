@@ -189,6 +189,7 @@ impl Source for Partitions<'_> {
             bytes: &self.records[partition][offset as usize],
             offset,
             origin: &self.origins[partition],
+            time: None,
         }))
     }
 
@@ -202,6 +203,8 @@ fn settings(roll_every: Duration) -> PipelineSettings {
         window: WindowSpec::new(60_000),
         watermark_delay_ms: 5_000,
         idle_timeout: Duration::from_secs(3600),
+        max_future_skew: Some(Duration::from_secs(3600)),
+        reference_time_ms: None,
         buckets: Buckets {
             raw: RAW.into(),
             aggregated: AGGREGATED.into(),

@@ -93,6 +93,11 @@ fn input() -> Vec<(Vec<u8>, Expect)> {
             let (bytes, kind) = MALFORMED[(i / 997) % MALFORMED.len()];
             lines.push((bytes.to_vec(), Expect::Dead(kind)));
         }
+        if i == 2_000 {
+            // A clock set to the last valid day: far ahead of the clock this runs under.
+            let ahead = valid_line(8, "E1", pages[0], 4_102_444_800_000);
+            lines.push((ahead, Expect::Dead("future_timestamp")));
+        }
         if i == 1_000 {
             let mut crlf = valid_line(9, "E1", pages[0], ts);
             crlf.push(b'\r');
@@ -153,7 +158,7 @@ fn every_record_lands_exactly_where_the_spec_says() {
     let kinds: std::collections::BTreeSet<_> = want_dlq.iter().map(|d| d.1.clone()).collect();
     assert_eq!(
         kinds.len(),
-        9,
+        10,
         "the input covers every error_kind: {kinds:?}"
     );
 
@@ -270,7 +275,17 @@ fn the_same_input_gives_the_same_files_byte_for_byte() {
         .iter()
         .map(|name| {
             let out = dir.path().join(name);
-            let output = process(&input_path, &out, &["--file-max-age-ms", "3600000"]);
+            // Pinned, so that the future event's dead letter names the same reference time.
+            let output = process(
+                &input_path,
+                &out,
+                &[
+                    "--file-max-age-ms",
+                    "3600000",
+                    "--reference-time-ms",
+                    "2026-01-01T00:00:00Z",
+                ],
+            );
             assert!(output.status.success(), "{}", stderr(&output));
             parquet_files(&out)
                 .into_iter()

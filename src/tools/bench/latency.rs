@@ -150,7 +150,7 @@ fn produce(
         simulated_start_ms: None,
         speedup: None,
     });
-    let pace = Pace::new(rate, true);
+    let pace = Pace::new(rate, true, None);
     let mut line = Vec::with_capacity(256);
     let mut n: u64 = 0;
     while pace.wait_for(n, stop, || {

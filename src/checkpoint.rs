@@ -15,10 +15,12 @@ use serde::{Deserialize, Serialize};
 use crate::record::{EventMs, Offset, Partition};
 use crate::sink::Finished;
 use crate::storage::StorageError;
-use crate::window::{OpenCount, Watermarks, WindowSpec, Windows};
+use crate::window::{EventClock, OpenCount, Watermarks, WindowSpec, Windows};
 
 /// Bumped when the manifest format changes, so an old processor refuses a newer manifest.
-pub const VERSION: u32 = 1;
+/// Version 2 saves each partition's recent event times and record timestamps with its clock;
+/// a version 1 manifest is still read (its clock resumes, its recent times start empty).
+pub const VERSION: u32 = 2;
 
 /// What a checkpoint saves and publishes, taken from the router in one step.
 pub struct Sealed {
@@ -41,8 +43,8 @@ pub struct Progress {
     pub read: Option<Offset>,
     /// The first offset of its oldest raw file still open.
     pub raw_open_from: Option<Offset>,
-    /// Its largest valid event time.
-    pub clock: Option<EventMs>,
+    /// Its event-time clock.
+    pub clock: Option<EventClock>,
     /// The watermark its windows are final up to, where that is above the processor's.
     pub floor: Option<EventMs>,
 }
@@ -65,7 +67,7 @@ impl Progress {
     pub fn join(
         cursors: impl IntoIterator<Item = (Partition, Offset, Offset)>,
         raw_open: impl IntoIterator<Item = (Partition, Offset)>,
-        clocks: impl IntoIterator<Item = (Partition, EventMs)>,
+        clocks: impl IntoIterator<Item = (Partition, EventClock)>,
         floors: impl IntoIterator<Item = (Partition, EventMs)>,
     ) -> Vec<Progress> {
         fn at(all: &mut BTreeMap<Partition, Progress>, partition: Partition) -> &mut Progress {
@@ -119,7 +121,7 @@ impl Manifest {
         key: impl Into<String>,
     ) -> Result<Manifest, CheckpointError> {
         let problem = match parsed {
-            Ok(manifest) if manifest.version == VERSION => return Ok(manifest),
+            Ok(manifest) if (1..=VERSION).contains(&manifest.version) => return Ok(manifest),
             Ok(manifest) => format!(
                 "format version {} (this build reads {VERSION})",
                 manifest.version
@@ -168,8 +170,16 @@ pub struct PartitionState {
     /// Per event hour, the offset after the last raw row of that hour in a published file:
     /// replay below `next` rewrites a raw row only at or after it.
     pub raw_done: BTreeMap<i64, Offset>,
-    /// The largest valid event time seen on the partition.
-    pub max_event_ms: Option<EventMs>,
+    /// Where the partition's event-time clock stands (`EventClock`; version 1 called it
+    /// `max_event_ms`, the largest valid event time).
+    #[serde(alias = "max_event_ms")]
+    pub clock: Option<EventMs>,
+    /// Its latest valid event times, oldest first: what confirms the clock's next move.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent: Vec<EventMs>,
+    /// The highest Kafka record timestamp of its valid events: the clock never passes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_max_ms: Option<EventMs>,
     /// The watermark the partition's windows are final up to, when above the manifest's:
     /// it came from a processor whose watermark was ahead (`Watermarks`' floors).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -177,6 +187,11 @@ pub struct PartitionState {
 }
 
 impl PartitionState {
+    /// The partition's event-time clock as saved.
+    pub fn clock(&self) -> EventClock {
+        EventClock::restore(self.clock, &self.recent, self.record_max_ms)
+    }
+
     /// Whether a valid record of `hour` at `offset` below [`Self::next`] still lacks a raw row.
     pub fn raw_missing(&self, offset: Offset, hour: i64) -> bool {
         self.raw_done.get(&hour).is_none_or(|&done| offset >= done)
@@ -236,9 +251,17 @@ impl Recovery {
         watermark_bound_ms: i64,
         assigned: &[Partition],
     ) -> Windows {
-        let clocks: Vec<(Partition, Option<EventMs>)> = assigned
+        let clocks: Vec<(Partition, EventClock)> = assigned
             .iter()
-            .map(|p| (*p, self.partitions.get(p).and_then(|s| s.max_event_ms)))
+            .map(|p| {
+                (
+                    *p,
+                    self.partitions
+                        .get(p)
+                        .map(PartitionState::clock)
+                        .unwrap_or_default(),
+                )
+            })
             .collect();
         let floors: Vec<(Partition, EventMs)> = self
             .partitions
@@ -399,7 +422,9 @@ impl Cursors {
             }
             if let Some(clock) = p.clock {
                 let state = self.partitions.entry(p.partition).or_default();
-                state.max_event_ms = state.max_event_ms.max(Some(clock));
+                state.clock = clock.time();
+                state.recent = clock.recent();
+                state.record_max_ms = clock.record_max();
             }
         }
         for (partition, state) in &mut self.partitions {
@@ -473,6 +498,22 @@ mod tests {
             "k",
         );
         assert_eq!(read.unwrap(), current);
+    }
+
+    #[test]
+    fn a_version_1_manifest_resumes_its_clock() {
+        let v1 = r#"{"version": 1, "epoch": 4, "member": "a", "topic": "t", "watermark": 95,
+            "partitions": {"0": {"next": 10, "raw_from": 10, "raw_done": {}, "max_event_ms": 100}},
+            "windows": [], "files": []}"#;
+        let manifest = Manifest::checked(serde_json::from_str(v1), "k").unwrap();
+        let state = &manifest.partitions[&0];
+        assert_eq!(state.clock(), EventClock::restore(Some(100), &[], None));
+        let written = serde_json::to_string(&Manifest {
+            version: VERSION,
+            ..manifest
+        })
+        .unwrap();
+        assert!(written.contains(r#""clock":100"#) && !written.contains("max_event_ms"));
     }
 
     fn state(next: i64, raw_from: i64) -> PartitionState {
@@ -566,7 +607,7 @@ mod tests {
         let joined = Progress::join(
             [(1, 40, 30)],
             [(1, 12), (1, 7), (3, 5)],
-            [(0, 900)],
+            [(0, EventClock::restore(Some(900), &[900, 950], Some(990)))],
             [(1, 60)],
         );
         let partitions: Vec<Partition> = joined.iter().map(|p| p.partition).collect();
@@ -574,7 +615,7 @@ mod tests {
         assert_eq!(
             joined[0],
             Progress {
-                clock: Some(900),
+                clock: Some(EventClock::restore(Some(900), &[900, 950], Some(990))),
                 ..Progress::of(0)
             },
             "resumed, nothing read yet: its clock alone"
@@ -593,7 +634,15 @@ mod tests {
         );
         let mut cursors = Cursors::default();
         let sealed = cursors.seal(&joined);
-        assert_eq!(sealed[&0].max_event_ms, Some(900));
+        assert_eq!(
+            (
+                sealed[&0].clock,
+                &sealed[&0].recent[..],
+                sealed[&0].record_max_ms
+            ),
+            (Some(900), &[900, 950][..], Some(990))
+        );
+        assert_eq!(sealed[&0].clock(), joined[0].clock.unwrap());
         assert_eq!((sealed[&1].next, sealed[&1].raw_from), (40, 7));
         assert_eq!(sealed[&1].final_to, Some(60));
         assert!(
@@ -610,11 +659,11 @@ mod tests {
         let sealed = cursors.seal(&Progress::join(
             [(0, 100, 100), (1, 50, 50)],
             [(0, 60), (0, 90), (1, 50)],
-            [(0, 123)],
+            [(0, EventClock::restore(Some(123), &[], None))],
             [],
         ));
         assert_eq!(sealed[&0].raw_from, 60);
-        assert_eq!(sealed[&0].max_event_ms, Some(123));
+        assert_eq!(sealed[&0].clock, Some(123));
         assert_eq!(
             sealed[&0].raw_done,
             BTreeMap::from([(8, 90)]),
@@ -656,7 +705,7 @@ mod tests {
         let postcode = format!("P{p}");
         let mut late = Vec::new();
         for &t in times {
-            late.push(ws.add(p, t, &postcode) != crate::window::Assignment::OnTime);
+            late.push(ws.add(p, t, None, &postcode) != crate::window::Assignment::OnTime);
             for w in ws.drain_final() {
                 emitted.extend(w.counts.into_iter().map(|(c, n)| (w.start, c.into(), n)));
             }
@@ -666,12 +715,22 @@ mod tests {
 
     /// The checkpoint of a processor that owned partition `p` alone and routed `next` of it.
     fn checkpoint_of(ws: &Windows, epoch: u64, p: i32, next: usize) -> Manifest {
-        let of = |pairs: Vec<(i32, i64)>| pairs.into_iter().find(|&(q, _)| q == p).map(|(_, v)| v);
+        let clock = ws
+            .watermarks()
+            .clocks()
+            .find(|&(q, _)| q == p)
+            .map(|(_, c)| c);
         let state = PartitionState {
             next: next as i64,
             raw_from: next as i64,
-            max_event_ms: of(ws.watermarks().clocks().collect()),
-            final_to: of(ws.watermarks().floors().collect()),
+            clock: clock.and_then(|c| c.time()),
+            recent: clock.map(|c| c.recent()).unwrap_or_default(),
+            record_max_ms: clock.and_then(|c| c.record_max()),
+            final_to: ws
+                .watermarks()
+                .floors()
+                .find(|&(q, _)| q == p)
+                .map(|(_, f)| f),
             ..PartitionState::default()
         };
         Manifest {

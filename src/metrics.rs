@@ -263,12 +263,13 @@ impl PipelineMetrics {
                 .set((now_ms - watermark).max(0) as f64 / 1000.0);
         }
         for (partition, clock) in watermarks.clocks() {
+            let Some(time) = clock.time() else { continue };
             let label = PartitionLabel {
                 partition: partition.to_string(),
             };
             self.partition_watermark
                 .get_or_create(&label)
-                .set((clock - watermarks.bound_ms()) as f64 / 1000.0);
+                .set((time - watermarks.bound_ms()) as f64 / 1000.0);
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::checkpoint::{PartitionState, Progress, Sealed};
 use crate::future::FutureBound;
-use crate::record::{ErrorKind, Offset, Partition, Record};
+use crate::record::{ErrorKind, Offset, Partition, Record, RecordTime};
 use crate::sink::{DeadLetter, SinkError, Sinks, WrittenFile, naming};
 use crate::stats::RecentWindows;
 use crate::stats::Stats;
@@ -131,10 +131,12 @@ impl Router {
         }
         self.stats.valid += 1;
         self.sinks.raw(&event, partition, record.offset)?;
-        match self
-            .windows
-            .add(partition, event.timestamp, &event.postcode)
-        {
+        match self.windows.add(
+            partition,
+            event.timestamp,
+            record.time.map(RecordTime::ms),
+            &event.postcode,
+        ) {
             Assignment::OnTime if self.windows.has_final() => {
                 let closed = self.windows.drain_final();
                 self.emit(&closed)
@@ -329,7 +331,7 @@ mod tests {
     use crate::record::Origin;
     use crate::sink::{Dataset, SinkConfig, Tags};
     use crate::storage::{Buckets, LocalStorage, Storage};
-    use crate::window::WindowSpec;
+    use crate::window::{EventClock, WindowSpec};
 
     const T0: i64 = 1_700_000_040_000;
 
@@ -392,25 +394,28 @@ mod tests {
                 event("E1", T0 + 1_000),
                 event("SW19", T0 + 2_000),
                 b"not json".to_vec(),
-                // Past the first window's end plus the 5 s bound: the window is final.
+                // Past the first window's end plus the 5 s bound, three times: the clock
+                // follows and the window is final.
                 event("N1", T0 + 66_000),
+                event("N1", T0 + 66_500),
+                event("N1", T0 + 67_000),
                 // Its window is final: late, archived in raw and dead-lettered.
                 event("E1", T0 + 3_000),
             ],
         );
         let stats = router.stats();
-        assert_eq!((stats.records, stats.valid), (6, 5));
+        assert_eq!((stats.records, stats.valid), (8, 7));
         assert_eq!(stats.dead_letters(ErrorKind::InvalidJson), 1);
         assert_eq!(stats.late(), 1);
         assert_eq!((stats.windows, stats.window_rows), (1, 2), "SW19 and E1");
         assert!(router.has_closed_windows());
         assert_eq!(router.recent_windows().latest().count(), 1);
-        assert!(router.has_read(&[(0, 6)]));
-        assert!(!router.has_read(&[(0, 7)]));
+        assert!(router.has_read(&[(0, 8)]));
+        assert!(!router.has_read(&[(0, 9)]));
 
         router.finish().unwrap();
         let stats = router.stats();
-        assert_eq!(stats.written(Dataset::Raw).rows, 5, "late ones included");
+        assert_eq!(stats.written(Dataset::Raw).rows, 7, "late ones included");
         assert_eq!(stats.written(Dataset::Dlq).rows, 2);
         assert_eq!(
             stats.written(Dataset::Aggregated).rows,
@@ -422,8 +427,58 @@ mod tests {
         assert_eq!(published.len(), 1);
         assert_eq!(
             published[0].path,
-            "dt=2023-11-14/event_hour=22/part-t-000000000000-000000000005.parquet",
+            "dt=2023-11-14/event_hour=22/part-t-000000000000-000000000007.parquet",
             "named by the first and last offset it holds"
+        );
+    }
+
+    #[test]
+    fn an_event_beyond_the_future_bound_is_a_dead_letter_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fresh, storage) = router(dir.path());
+        let Router { windows, sinks, .. } = fresh;
+        let skew = Some(Duration::from_secs(3600));
+        let future = FutureBound::new(skew, Some(T0), 0, Instant::now());
+        let mut router = Router::new(windows, sinks, Duration::from_secs(30), future);
+        let origin = Origin::Topic {
+            topic: "t".into(),
+            partition: 0,
+        };
+        let year_2099 = 4_070_908_800_000;
+        let records = [
+            (event("E1", T0), None),
+            (event("E1", year_2099), None),
+            (
+                event("E1", T0 + 2 * 3_600_000),
+                Some(RecordTime::CreateTime(T0 + 3_600_000)),
+            ),
+            (
+                event("E1", T0 + 2 * 3_600_000 + 1),
+                Some(RecordTime::LogAppendTime(T0 + 3_600_000)),
+            ),
+        ];
+        for (offset, (bytes, time)) in records.iter().enumerate() {
+            let record = Record {
+                bytes,
+                offset: offset as i64,
+                origin: &origin,
+                time: *time,
+            };
+            router.route(record).unwrap();
+        }
+        let stats = router.stats();
+        assert_eq!((stats.records, stats.valid), (4, 2));
+        assert_eq!(stats.dead_letters(ErrorKind::FutureTimestamp), 2);
+        router.finish().unwrap();
+        let raw = storage.list_files("raw").unwrap();
+        assert!(
+            raw.iter().all(|f| f.path.starts_with("dt=2023-11-1")),
+            "{raw:?}"
+        );
+        assert_eq!(
+            router.stats().written(Dataset::Aggregated).rows,
+            2,
+            "two windows of E1"
         );
     }
 
@@ -431,10 +486,17 @@ mod tests {
     fn a_seal_finishes_final_windows_and_dead_letters_and_raw_files_only_when_stopping() {
         let dir = tempfile::tempdir().unwrap();
         let (mut router, _) = router(dir.path());
+        let ahead = T0 + 66_000;
         route_all(
             &mut router,
             2,
-            &[event("SW19", T0), b"{}".to_vec(), event("E1", T0 + 66_000)],
+            &[
+                event("SW19", T0),
+                b"{}".to_vec(),
+                event("E1", ahead),
+                event("E1", ahead),
+                event("E1", ahead),
+            ],
         );
         let sealed = router.seal(false).unwrap();
         let datasets: Vec<Dataset> = sealed.finished.iter().map(|f| f.dataset).collect();
@@ -447,10 +509,14 @@ mod tests {
             sealed.partitions,
             [Progress {
                 partition: 2,
-                next: Some(3),
-                read: Some(3),
+                next: Some(5),
+                read: Some(5),
                 raw_open_from: Some(0),
-                clock: Some(T0 + 66_000),
+                clock: Some(EventClock::restore(
+                    Some(ahead),
+                    &[T0, ahead, ahead, ahead],
+                    None
+                )),
                 floor: None,
             }],
             "raw rows from offset 0 are open"
@@ -460,7 +526,7 @@ mod tests {
         let stopping = router.seal(true).unwrap();
         assert_eq!(stopping.finished.len(), 1);
         assert_eq!(stopping.finished[0].dataset, Dataset::Raw);
-        assert_eq!(stopping.finished[0].rows, 2);
+        assert_eq!(stopping.finished[0].rows, 4);
         assert_eq!(stopping.partitions[0].raw_open_from, None);
     }
 
@@ -474,8 +540,8 @@ mod tests {
             raw_from: 0,
             // The hour's raw rows up to offset 1 are published.
             raw_done: [(hour, 1)].into(),
-            max_event_ms: Some(T0 + 2_000),
-            final_to: None,
+            clock: Some(T0 + 2_000),
+            ..PartitionState::default()
         };
         let Router { windows, sinks, .. } = fresh;
         let mut router = Router::resume(

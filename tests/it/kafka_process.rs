@@ -6,8 +6,9 @@
 //! partition events are in order up to a few seconds (inside the watermark bound), so none is
 //! late whatever the others do. The late ones are ten minutes before the start, and are
 //! produced only once a first part of every partition has been processed and checkpointed,
-//! so the watermark is past them whatever order the rest is read in. One far-ahead event per
-//! partition at the end closes every window before it.
+//! so the watermark is past them whatever order the rest is read in. Three far-ahead events
+//! per partition at the end (enough for the partition's clock to follow) close every window
+//! before them.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -102,15 +103,18 @@ impl Data {
                 let mut huge = b"{\"user_id\":".to_vec();
                 huge.resize(600_000, b'9');
                 records.push((Some(huge), vec![Fate::Dead("invalid_json")]));
-                // Far ahead: closes every window before it, and stays open itself.
-                let user_id = p * 10_000_000 + 9_999_999;
-                records.push((
-                    Some(event(user_id, "SW19", T0 + 120 * MINUTE, 0)),
-                    vec![Fate::Valid {
-                        user_id,
-                        counted: None,
-                    }],
-                ));
+                // Far ahead, three times: the partition's clock follows (a lone event it would
+                // not), which closes every window before them; theirs stays open.
+                for k in 0..3 {
+                    let user_id = p * 10_000_000 + 9_999_997 + k;
+                    records.push((
+                        Some(event(user_id, "SW19", T0 + 120 * MINUTE + k * 1_000, 0)),
+                        vec![Fate::Valid {
+                            user_id,
+                            counted: None,
+                        }],
+                    ));
+                }
                 records
             })
             .collect();
@@ -303,11 +307,19 @@ impl Store {
 }
 
 fn create_topic(bootstrap: &str) {
+    create_topic_with(bootstrap, TOPIC, &[]);
+}
+
+/// Creates `name` with 3 partitions and the topic settings `config`.
+fn create_topic_with(bootstrap: &str, name: &str, config: &[(&str, &str)]) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .unwrap();
-    let topic = NewTopic::new(TOPIC, 3, TopicReplication::Fixed(1));
+    let mut topic = NewTopic::new(name, 3, TopicReplication::Fixed(1));
+    for &(key, value) in config {
+        topic = topic.set(key, value);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -388,13 +400,17 @@ fn member(bootstrap: &str, storage: &Store, id: &str, extra: &[&str]) -> Process
         .append(true)
         .open(&log)
         .unwrap();
+    let idle: &[&str] = if extra.contains(&"--idle-timeout") {
+        &[]
+    } else {
+        &["--idle-timeout", "10m"]
+    };
     let child = storage
         .command()
+        .args(idle)
         .args([
             "--bootstrap-servers",
             bootstrap,
-            "--idle-timeout",
-            "10m",
             "--checkpoint-interval-ms",
             "300",
             "--group-instance-id",
@@ -1332,4 +1348,224 @@ fn s3_stall(format: &[&str]) {
     assert!(failed > 0.0, "{metrics}");
     assert_exactly_once(storage.path(), &data, Rows::One);
     assert_no_staging_leftovers(storage.path());
+}
+
+/// Produces each `(partition, value, record timestamp)` to `topic` and waits for delivery.
+fn produce_stamped(bootstrap: &str, topic: &str, records: &[(i32, Vec<u8>, i64)]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    for (partition, value, timestamp) in records {
+        let record = BaseRecord::<(), _>::to(topic)
+            .payload(value)
+            .partition(*partition)
+            .timestamp(*timestamp);
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// The DLQ's (error_kind, error_message) rows.
+fn dead_letters(root: &Path) -> Vec<(String, String)> {
+    read_dataset(root, DLQ)
+        .iter()
+        .flat_map(|(_, b)| {
+            let kinds = b.column(1).as_string::<i32>();
+            let messages = b.column(2).as_string::<i32>();
+            (0..b.num_rows())
+                .map(|i| (kinds.value(i).to_string(), messages.value(i).to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Client clocks set wrong, through Kafka (docs/CONTRACT.md 3). The records carry the times
+/// of a producer whose clock is two hours behind this machine's, as if produced two hours
+/// ago, so a decision taken against the machine's clock would differ from one against the
+/// record's: an event 90 minutes ahead of its record is future, though the clock has passed
+/// it. An outlier within the bound (30 minutes ahead) is in the checkpoint when the processor
+/// is killed and closes nothing after the restart; quiet gaps longer than the idle timeout let
+/// every partition settle on its record times, never on the outlier.
+#[test]
+fn wrong_client_clocks_make_no_honest_event_late_through_kafka_and_a_kill_9() {
+    let broker = Broker::start();
+    create_topic(&broker.bootstrap);
+    let storage = Store::local();
+    let t = now_ms() - 120 * MINUTE;
+    // Honest event i of partition p, a second apart, its record 200 ms after it.
+    let honest = |p: i32, i: i64| {
+        let at = t + i * 1_000 + i64::from(p) * 100;
+        let user_id = i64::from(p) * 1_000_000 + i + 1;
+        (
+            p,
+            event(user_id, POSTCODES[(i % 5) as usize], at, 0),
+            at + 200,
+        )
+    };
+    let run = |range: std::ops::Range<i64>| -> Vec<(i32, Vec<u8>, i64)> {
+        range
+            .flat_map(|i| (0..3).map(move |p| honest(p, i)))
+            .collect()
+    };
+    let flags = ["--idle-timeout", "1s", "--file-max-age-ms", "300"];
+    let first = processor(&broker.bootstrap, &storage, &flags);
+    produce_stamped(&broker.bootstrap, TOPIC, &run(0..40));
+    std::thread::sleep(Duration::from_secs(2));
+    // Record times as the honest producer gives them; event times as the clients do.
+    let record = t + 40_000;
+    let outliers = [
+        (0, event(900_000, "SW19", t + 30 * MINUTE, 0), record),
+        (1, event(900_001, "SW19", record + 90 * MINUTE, 0), record),
+        (2, event(900_002, "SW19", t + 24 * 60 * MINUTE, 0), record),
+        (0, event(900_003, "SW19", 4_070_908_800_000, 0), record),
+    ];
+    produce_stamped(&broker.bootstrap, TOPIC, &outliers);
+    produce_stamped(&broker.bootstrap, TOPIC, &run(40..80));
+    let future = |root: &Path| {
+        dead_letters(root)
+            .into_iter()
+            .filter(|(kind, _)| kind == "future_timestamp")
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while future(storage.path()).len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "no future letters: {}",
+            first.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The 30-minute outlier is in the open checkpoint, its window open.
+    first.kill();
+    let second = processor(&broker.bootstrap, &storage, &flags);
+    std::thread::sleep(Duration::from_secs(2));
+    produce_stamped(&broker.bootstrap, TOPIC, &run(80..120));
+    // The stream moves on ten minutes, three events a partition: every window before closes.
+    let jump: Vec<(i32, Vec<u8>, i64)> = (0..3)
+        .flat_map(|p| {
+            (0..3).map(move |k| {
+                let at = t + 10 * MINUTE + k * 1_000;
+                (
+                    p,
+                    event(800_000 + i64::from(p) * 10 + k, "E1", at, 0),
+                    at + 200,
+                )
+            })
+        })
+        .collect();
+    produce_stamped(&broker.bootstrap, TOPIC, &jump);
+    let mut want: BTreeMap<(i64, String), i64> = BTreeMap::new();
+    for i in 0..120 {
+        for p in 0..3 {
+            let at = t + i * 1_000 + i64::from(p) * 100;
+            *want
+                .entry((
+                    at.div_euclid(MINUTE) * MINUTE,
+                    POSTCODES[(i % 5) as usize].into(),
+                ))
+                .or_default() += 1;
+        }
+    }
+    let last = want.keys().map(|(start, _)| *start).max().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !window_counts(storage.path()).contains_key(&last) {
+        assert!(
+            Instant::now() < deadline,
+            "the last window never closed: {}",
+            second.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop(second);
+
+    let root = storage.path();
+    assert_eq!(
+        dead_letters_of(root, "late_event"),
+        0,
+        "no honest event is late"
+    );
+    let future = future(root);
+    assert_eq!(
+        future.len(),
+        3,
+        "90 minutes, a day and 2099 ahead, each once: {future:?}"
+    );
+    assert!(
+        future
+            .iter()
+            .all(|(_, m)| m.contains("the Kafka record's CreateTime")),
+        "{future:?}"
+    );
+    let (mut raw, _) = outputs(root);
+    raw.sort_unstable();
+    let mut want_raw: Vec<i64> = (0..3)
+        .flat_map(|p: i64| (0..120).map(move |i| p * 1_000_000 + i + 1))
+        .chain([900_000])
+        .chain((0..3).flat_map(|p| (0..3).map(move |k| 800_000 + p * 10 + k)))
+        .collect();
+    want_raw.sort_unstable();
+    assert_eq!(
+        raw, want_raw,
+        "every honest event and the 30-minute outlier, once"
+    );
+    let got: BTreeMap<(i64, String), i64> = window_counts(root)
+        .into_iter()
+        .flat_map(|(start, rows)| {
+            rows.into_iter()
+                .map(move |(postcode, n)| ((start, postcode), n))
+        })
+        .collect();
+    assert_eq!(
+        got, want,
+        "every honest window, exact; the outliers' stay open"
+    );
+}
+
+/// A topic that keeps the broker's clock: a producer a day fast vouches for nothing.
+#[test]
+fn a_log_append_time_topic_judges_events_by_the_brokers_clock() {
+    let broker = Broker::start();
+    create_topic_with(
+        &broker.bootstrap,
+        TOPIC,
+        &[("message.timestamp.type", "LogAppendTime")],
+    );
+    let storage = Store::local();
+    let now = now_ms();
+    let day = 24 * 60 * MINUTE;
+    // One producer honest, one a day fast, its records stamped with its own clock.
+    let records: Vec<(i32, Vec<u8>, i64)> = (0..3)
+        .flat_map(|i| {
+            [
+                (0, event(i + 1, "E1", now + i, 0), now + i),
+                (1, event(100 + i, "E1", now + day + i, 0), now + day + i),
+            ]
+        })
+        .collect();
+    produce_stamped(&broker.bootstrap, TOPIC, &records);
+    let mut done = processor(&broker.bootstrap, &storage, &["--stop-at-end"]);
+    let status = done.exit_within(Duration::from_secs(60), "--stop-at-end never stopped");
+    assert!(status.success(), "{}", done.log());
+    let root = storage.path();
+    let letters = dead_letters(root);
+    assert_eq!(letters.len(), 3, "{letters:?}");
+    assert!(
+        letters
+            .iter()
+            .all(|(kind, message)| kind == "future_timestamp"
+                && message.contains("the Kafka record's LogAppendTime")),
+        "{letters:?}"
+    );
+    assert_eq!(rows(root, RAW), 3);
 }

@@ -403,7 +403,7 @@ fn promtool(args: &[&str]) -> String {
 fn promtool_accepts_the_config_and_the_rules_and_every_alert_fires_when_it_should() {
     promtool(&["check", "config", "prometheus.yml"]);
     let rules = promtool(&["check", "rules", "alerts.yml"]);
-    assert!(rules.contains("4 rules found"), "{rules}");
+    assert!(rules.contains("5 rules found"), "{rules}");
     promtool(&["test", "rules", "alerts_test.yml"]);
     // Every alert has a test case.
     let tests = std::fs::read_to_string(
@@ -413,6 +413,7 @@ fn promtool_accepts_the_config_and_the_rules_and_every_alert_fires_when_it_shoul
     for alert in [
         "PageviewConsumerLagGrowing",
         "PageviewDeadLetterShareHigh",
+        "PageviewFutureEvents",
         "PageviewWatermarkStalled",
         "PageviewNoFilesWritten",
     ] {
@@ -598,15 +599,16 @@ fn exported() -> Vec<String> {
         .stdout(Stdio::null());
     let mut serving = Serving::spawn(command);
     let mut stdin = serving.child.stdin.take().unwrap();
-    stdin
-        .write_all(b"{\"user_id\":1,\"postcode\":\"E1\",\"webpage\":\"https://a\",\"timestamp\":1700000000000}\nnot json\n")
-        .unwrap();
+    // Three events: a partition's clock, and so its watermark, needs three to confirm a time.
+    let event = b"{\"user_id\":1,\"postcode\":\"E1\",\"webpage\":\"https://a\",\"timestamp\":1700000000000}\n";
+    stdin.write_all(&event.repeat(3)).unwrap();
+    stdin.write_all(b"not json\n").unwrap();
     stdin.flush().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut text = http_get(serving.address, "/metrics").1;
     // One observation sets the series one after another: a scrape may land between the
     // records read and the partition watermarks of the same observation.
-    while !(text.contains("pageview_records_read_total 2")
+    while !(text.contains("pageview_records_read_total 4")
         && text.contains("pageview_partition_watermark_seconds{"))
     {
         assert!(Instant::now() < deadline, "{text}");

@@ -302,3 +302,62 @@ fn the_same_input_gives_the_same_files_byte_for_byte() {
         "file names or contents differ between runs"
     );
 }
+
+/// Last year's traffic as a backfill file (10 events/s for 100 minutes, up to 1.5 s out of
+/// order), with one event from a clock a day fast at the 10% mark and one from a clock set to
+/// 2099. Before the partition's clock needed three events to move, the day-ahead event made
+/// 54,003 of these 60,002 lines late (docs/PERFORMANCE.md, issue 24).
+#[test]
+fn a_backfill_with_a_clock_a_day_fast_and_one_in_2099_keeps_every_honest_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let input_path = dir.path().join("backfill.jsonl");
+    let out = dir.path().join("out");
+    let base = 1_765_065_600_000; // 2025-12-07T00:00:00Z
+    let mut rng = Lcg(24);
+    let mut lines = Vec::new();
+    let mut want: BTreeMap<(i64, String), i64> = BTreeMap::new();
+    let postcodes = ["SW19", "E1", "W1"];
+    for i in 0..60_000i64 {
+        let ts = base + 1_500 + i * 100 + rng.below(3_001) as i64 - 1_500;
+        let postcode = postcodes[(i % 3) as usize];
+        lines.push(valid_line(i + 1, postcode, "https://x", ts));
+        *want
+            .entry((ts.div_euclid(MINUTE) * MINUTE, postcode.into()))
+            .or_default() += 1;
+        if i == 6_000 {
+            let ahead = ts + 24 * 60 * MINUTE;
+            lines.push(valid_line(900_001, "E1", "https://x", ahead));
+            *want
+                .entry((ahead.div_euclid(MINUTE) * MINUTE, "E1".into()))
+                .or_default() += 1;
+            lines.push(valid_line(900_002, "E1", "https://x", 4_070_908_800_000));
+        }
+    }
+    std::fs::write(&input_path, lines.join(&b'\n')).unwrap();
+    let output = process(&input_path, &out, &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    assert_eq!(
+        dead_letters_of(&out, "late_event"),
+        0,
+        "no honest event late"
+    );
+    assert_eq!(dead_letters_of(&out, "future_timestamp"), 1, "2099");
+    assert_eq!(
+        rows(&out, RAW) + rows(&out, DLQ),
+        lines.len(),
+        "every line once"
+    );
+    let got: BTreeMap<(i64, String), i64> = window_counts(&out)
+        .into_iter()
+        .flat_map(|(start, rows)| rows.into_iter().map(move |(p, n)| ((start, p), n)))
+        .collect();
+    assert!(
+        got.len() >= 300,
+        "100 minutes of 3 postcodes, and the outlier's own window"
+    );
+    assert_eq!(
+        got, want,
+        "every window's honest count; the day-ahead event in its own"
+    );
+}

@@ -4,9 +4,11 @@
 //! Delta tables (`TABLE_FORMAT=delta`, which the child inherits), the files of each new
 //! version of the table.
 //!
-//! A window [s, e) can be final only once every partition has delivered an event of time
-//! e + watermark delay or later; the producer picks each event's partition, so it knows when
-//! the last of those was produced. A window's latency is from that moment to its row being
+//! A window [s, e) can be final only once every partition's clock has reached e + watermark
+//! delay: once the partition has delivered `CONFIRMING` events of that time or later (its
+//! events come in order here); the producer picks each event's partition, so it knows when
+//! the last of those was produced. How much later that is than the first such event of each
+//! partition is the clock's cost (docs/CONTRACT.md 3), reported beside the latency. A window's latency is from that moment to its row being
 //! readable: Kafka both ways, routing, the checkpoint that publishes it, and the rename (and
 //! the table's commit). A raw row's is from its event time, when it was produced, to when it
 //! is readable: mostly the file's age when it rolls and the wait for the next checkpoint.
@@ -32,6 +34,7 @@ use super::{parquet_files, sample_rss};
 use crate::commit::TableRoot;
 use crate::generate::{Generator, GeneratorConfig, Pace, now_ms};
 use crate::kafka::{self, Cluster, producer_config};
+use crate::window::CONFIRMING;
 
 const PARTITIONS: i32 = 3;
 /// The buckets the processor writes windows and raw rows to, whatever the environment says.
@@ -46,6 +49,9 @@ const WATCH_EVERY: Duration = Duration::from_millis(10);
 pub struct Latencies {
     /// Per window, from when it could first be final to its row being readable.
     pub windows: Vec<Duration>,
+    /// Per window, how long the partitions' clocks took to confirm its end: from when every
+    /// partition had an event past it to when every partition had enough.
+    pub confirmations: Vec<Duration>,
     /// Per raw row, from its event time (when it was produced) to its being readable, ms.
     pub raw_rows: Vec<i64>,
     /// The processor's resident memory every `super::RSS_EVERY`.
@@ -115,16 +121,27 @@ pub fn measure(
     seen?;
     let sent = sent.lock().unwrap_or_else(|e| e.into_inner());
     let size_ms = i64::from(window_seconds) * 1000;
+    let confirmations = watched
+        .windows
+        .keys()
+        .filter_map(|&start| {
+            let end = start + size_ms + WATERMARK_DELAY_MS;
+            let first = closable_at(&sent, end, 1)?;
+            let confirmed = closable_at(&sent, end, CONFIRMING)?;
+            Some(Duration::from_millis((confirmed - first) as u64))
+        })
+        .collect();
     let windows = watched
         .windows
         .iter()
         .filter_map(|(&start, &readable)| {
-            let closable = closable_at(&sent, start + size_ms + WATERMARK_DELAY_MS)?;
+            let closable = closable_at(&sent, start + size_ms + WATERMARK_DELAY_MS, CONFIRMING)?;
             Some(Duration::from_millis((readable - closable).max(0) as u64))
         })
         .collect();
     Ok(Latencies {
         windows,
+        confirmations,
         raw_rows: watched.raw_rows,
         rss_samples,
     })
@@ -186,10 +203,14 @@ fn produce(
     Ok(())
 }
 
-/// When the last partition got its first event at or after `time` (ms), if all did.
-fn closable_at(sent: &[Vec<i64>], time: i64) -> Option<i64> {
+/// When the last partition got its `nth` event at or after `time` (ms), if all did.
+fn closable_at(sent: &[Vec<i64>], time: i64, nth: usize) -> Option<i64> {
     sent.iter()
-        .map(|times| times.get(times.partition_point(|&t| t < time)).copied())
+        .map(|times| {
+            times
+                .get(times.partition_point(|&t| t < time) + nth - 1)
+                .copied()
+        })
         .try_fold(i64::MIN, |latest, first| Some(latest.max(first?)))
 }
 
@@ -311,8 +332,22 @@ mod tests {
     #[test]
     fn a_window_is_closable_once_every_partition_passed_its_end() {
         let sent = vec![vec![100, 200, 300], vec![150, 250], vec![120, 400]];
-        assert_eq!(closable_at(&sent, 200), Some(400));
-        assert_eq!(closable_at(&sent, 100), Some(150));
-        assert_eq!(closable_at(&sent, 260), None, "partition 1 never got there");
+        assert_eq!(closable_at(&sent, 200, 1), Some(400));
+        assert_eq!(closable_at(&sent, 100, 1), Some(150));
+        assert_eq!(
+            closable_at(&sent, 260, 1),
+            None,
+            "partition 1 never got there"
+        );
+        assert_eq!(
+            closable_at(&sent, 100, 2),
+            Some(400),
+            "partition 2's second"
+        );
+        assert_eq!(
+            closable_at(&sent, 100, 3),
+            None,
+            "partitions 1 and 2 have two"
+        );
     }
 }

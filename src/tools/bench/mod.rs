@@ -286,6 +286,7 @@ fn run_latency(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
         "windows",
         "latency p50 ms",
         "latency max ms",
+        "clock confirms p50 ms",
         "raw rows",
         "raw row p50 ms",
         "raw row p99 ms",
@@ -306,6 +307,12 @@ fn run_latency(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
         )?;
         let mut ms: Vec<u128> = measured.windows.iter().map(|d| d.as_millis()).collect();
         ms.sort_unstable();
+        let mut confirm: Vec<u128> = measured
+            .confirmations
+            .iter()
+            .map(|d| d.as_millis())
+            .collect();
+        confirm.sort_unstable();
         let mut raw = measured.raw_rows;
         raw.sort_unstable();
         let raw_at = |q: f64| {
@@ -317,11 +324,12 @@ fn run_latency(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
         // From its second second on: the first is start-up, not load.
         let loaded = measured.rss_samples.get(5..).unwrap_or_default();
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {:.0}–{:.0} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0}–{:.0} |",
             human(rate),
             ms.len(),
             ms.get(ms.len() / 2).copied().unwrap_or_default(),
             ms.last().copied().unwrap_or_default(),
+            confirm.get(confirm.len() / 2).copied().unwrap_or_default(),
             raw.len(),
             raw_at(0.5),
             raw_at(0.99),

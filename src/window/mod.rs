@@ -9,6 +9,9 @@
 use crate::record::{EventMs, Partition};
 use std::collections::{BTreeMap, HashMap};
 
+mod watermark;
+pub use watermark::{CONFIRMING, EventClock, RECENT, Watermarks};
+
 /// Postcode counts of one window; foldhash because SipHash showed up in profiles.
 type Counts = HashMap<Box<str>, i64, foldhash::fast::RandomState>;
 /// One open window's counts per partition: a handful of partitions, so a short list.
@@ -33,180 +36,6 @@ impl WindowSpec {
 
     pub fn start_of(&self, t: i64) -> i64 {
         t.div_euclid(self.size_ms) * self.size_ms
-    }
-}
-
-/// Each partition's watermark trails the largest valid event time seen on it by `bound`;
-/// the pipeline's is the minimum over partitions that are not idle (SPEC.md 3), or, when all
-/// are idle, the maximum, so a quiet stream still closes what it has. It never moves back.
-/// A partition joins with its first valid event, or before it when registered: an assigned
-/// Kafka partition that has delivered nothing yet holds everything back until it proves idle,
-/// or the first partition read would make every other one late.
-///
-/// A partition taken over from another processor can come with a floor: the watermark its
-/// windows were closed under there, when that was ahead of this processor's. Its records are
-/// late against the floor until this watermark passes it, so none of its windows opens again;
-/// the others' backlogs are judged against this processor's own watermark.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Watermarks {
-    bound_ms: i64,
-    partitions: Vec<Clock>,
-    current: Option<i64>,
-    /// (partition, floor) above `current`, dropped once `current` reaches them.
-    floors: Vec<(Partition, EventMs)>,
-    /// The highest floor, so that the common case (no floor at or above a window's end)
-    /// costs one comparison.
-    highest_floor: Option<i64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Clock {
-    partition: i32,
-    max_event_ms: Option<i64>,
-    idle: bool,
-}
-
-impl Watermarks {
-    pub fn new(bound_ms: i64) -> Self {
-        Watermarks {
-            bound_ms,
-            partitions: Vec::new(),
-            current: None,
-            floors: Vec::new(),
-            highest_floor: None,
-        }
-    }
-
-    /// A valid event of `partition`; the partition is active again.
-    pub fn observe(&mut self, partition: i32, event_ms: i64) {
-        let clock = match self
-            .partitions
-            .iter_mut()
-            .position(|c| c.partition == partition)
-        {
-            Some(i) => &mut self.partitions[i],
-            None => {
-                self.partitions.push(Clock {
-                    partition,
-                    max_event_ms: Some(event_ms),
-                    idle: false,
-                });
-                return self.recompute();
-            }
-        };
-        if clock.max_event_ms < Some(event_ms) || clock.idle {
-            clock.max_event_ms = clock.max_event_ms.max(Some(event_ms));
-            clock.idle = false;
-            self.recompute();
-        }
-    }
-
-    /// `partition` belongs to this pipeline before its first event (an assigned Kafka
-    /// partition): it holds the watermark back from now on, until it proves idle.
-    pub fn register(&mut self, partition: i32) {
-        if !self.partitions.iter().any(|c| c.partition == partition) {
-            self.partitions.push(Clock {
-                partition,
-                max_event_ms: None,
-                idle: false,
-            });
-        }
-    }
-
-    /// `partition` delivered nothing for the idle timeout: it stops holding the watermark
-    /// back. True when that moved the watermark.
-    pub fn set_idle(&mut self, partition: i32) -> bool {
-        let before = self.current;
-        if let Some(clock) = self
-            .partitions
-            .iter_mut()
-            .find(|c| c.partition == partition)
-        {
-            clock.idle = true;
-            self.recompute();
-        }
-        self.current != before
-    }
-
-    fn recompute(&mut self) {
-        let of = |c: &Clock| c.max_event_ms.map(|t| t - self.bound_ms);
-        let mut active = self.partitions.iter().filter(|c| !c.idle).peekable();
-        let candidate = if active.peek().is_some() {
-            // A partition with no event yet makes the minimum None: nothing is final.
-            active.map(of).min().flatten()
-        } else {
-            self.partitions.iter().filter_map(of).max()
-        };
-        self.current = self.current.max(candidate);
-        if self.highest_floor.is_some() && self.highest_floor <= self.current {
-            self.floors.clear();
-            self.highest_floor = None;
-        }
-    }
-
-    pub fn current(&self) -> Option<i64> {
-        self.current
-    }
-
-    /// The watermark `partition`'s windows are final up to: the current one, or its floor.
-    pub fn final_to(&self, partition: i32) -> Option<i64> {
-        if self.highest_floor <= self.current {
-            return self.current;
-        }
-        let floor = self.floors.iter().find(|(p, _)| *p == partition);
-        self.current.max(floor.map(|&(_, f)| f))
-    }
-
-    /// (partition, floor) of partitions whose windows are final beyond the current watermark,
-    /// for a checkpoint.
-    pub fn floors(&self) -> impl Iterator<Item = (Partition, EventMs)> + '_ {
-        self.floors
-            .iter()
-            .copied()
-            .filter(|&(_, f)| Some(f) > self.current)
-    }
-
-    /// How far each partition's watermark trails its largest event time.
-    pub fn bound_ms(&self) -> i64 {
-        self.bound_ms
-    }
-
-    /// The largest valid event time per partition, for a checkpoint.
-    pub fn clocks(&self) -> impl Iterator<Item = (Partition, EventMs)> + '_ {
-        self.partitions
-            .iter()
-            .filter_map(|c| Some((c.partition, c.max_event_ms?)))
-    }
-
-    /// Watermarks as checkpoints saved them: `clocks` has every partition resumed, with its
-    /// largest event time if it had one (one without holds the watermark back, as a
-    /// registered one does); every partition starts active again. `floors`: see
-    /// [`Watermarks`].
-    pub fn restore(
-        bound_ms: i64,
-        current: Option<i64>,
-        clocks: &[(Partition, Option<EventMs>)],
-        floors: &[(Partition, EventMs)],
-    ) -> Self {
-        let mut w = Watermarks::new(bound_ms);
-        w.partitions = clocks
-            .iter()
-            .map(|&(partition, max_event_ms)| Clock {
-                partition,
-                max_event_ms,
-                idle: false,
-            })
-            .collect();
-        w.current = current;
-        w.floors = floors.to_vec();
-        w.highest_floor = floors.iter().map(|&(_, f)| f).max();
-        w.recompute();
-        w
-    }
-
-    /// A window is final once the watermark has reached its end.
-    pub fn is_final(&self, window_end: i64) -> bool {
-        self.current.is_some_and(|w| w >= window_end)
     }
 }
 
@@ -333,12 +162,21 @@ impl Windows {
     }
 
     /// Counts an on-time event of `partition` in its window, or says it is late; then moves
-    /// the watermark.
-    pub fn add(&mut self, partition: i32, event_ms: i64, postcode: &str) -> Assignment {
+    /// the watermark. `record_ms`: the timestamp of the event's Kafka record, if it has one.
+    /// A late event still counts among the partition's recent events: left out, a run of
+    /// late events would crowd the outliers around it together in the clock's view.
+    pub fn add(
+        &mut self,
+        partition: Partition,
+        event_ms: EventMs,
+        record_ms: Option<EventMs>,
+        postcode: &str,
+    ) -> Assignment {
         let window_start = self.spec.start_of(event_ms);
         if let Some(watermark) = self.watermark.final_to(partition)
             && watermark >= window_start + self.spec.size_ms
         {
+            self.watermark.observe(partition, event_ms, record_ms);
             return Assignment::Late {
                 window_start,
                 watermark,
@@ -351,7 +189,7 @@ impl Windows {
                 counts.insert(postcode.into(), 1);
             }
         }
-        self.watermark.observe(partition, event_ms);
+        self.watermark.observe(partition, event_ms, record_ms);
         Assignment::OnTime
     }
 
@@ -425,25 +263,25 @@ mod tests {
         assert_eq!(spec.start_of(-1), -60_000);
     }
 
-    #[test]
-    fn watermark_trails_the_largest_event_time() {
-        let mut w = Watermarks::new(5_000);
-        assert_eq!(w.current(), None);
-        assert!(!w.is_final(i64::MIN));
-        w.observe(0, 100_000);
-        w.observe(0, 90_000);
-        assert_eq!(w.current(), Some(95_000));
-        assert!(w.is_final(95_000));
-        assert!(!w.is_final(95_001));
+    /// Adds events of partition 0 without record times.
+    fn add_all(ws: &mut Windows, events: &[(i64, &str)]) -> Vec<Assignment> {
+        events
+            .iter()
+            .map(|&(t, postcode)| ws.add(0, t, None, postcode))
+            .collect()
     }
 
     #[test]
     fn a_window_closes_exactly_when_the_watermark_reaches_its_end() {
         let mut ws = Windows::new(WindowSpec::new(MIN), 5_000);
-        assert_eq!(ws.add(0, 10_000, "SW19"), Assignment::OnTime);
-        assert_eq!(ws.add(0, 64_999, "E1"), Assignment::OnTime);
+        add_all(&mut ws, &[(10_000, "SW19"), (64_999, "E1"), (64_999, "E1")]);
         assert!(ws.drain_final().is_empty(), "W = 59_999 < 60_000");
-        assert_eq!(ws.add(0, 65_000, "E1"), Assignment::OnTime);
+        add_all(&mut ws, &[(65_000, "E1"), (65_000, "E1")]);
+        assert!(
+            ws.drain_final().is_empty(),
+            "two events at 65_000 confirm nothing"
+        );
+        add_all(&mut ws, &[(65_000, "E1")]);
         let closed = ws.drain_final();
         assert_eq!(
             closed,
@@ -463,74 +301,58 @@ mod tests {
     #[test]
     fn an_event_for_a_final_window_is_late_and_not_counted() {
         let mut ws = Windows::new(WindowSpec::new(MIN), 5_000);
-        ws.add(0, 59_000, "SW19");
-        ws.add(0, 65_000, "SW19");
+        add_all(
+            &mut ws,
+            &[(59_000, "SW19"), (65_000, "SW19"), (65_000, "SW19")],
+        );
+        add_all(&mut ws, &[(65_000, "SW19")]);
         assert_eq!(ws.drain_final().len(), 1);
         assert_eq!(
-            ws.add(0, 59_999, "SW19"),
+            ws.add(0, 59_999, None, "SW19"),
             Assignment::Late {
                 window_start: 0,
                 watermark: 60_000
             }
         );
         // Out of order but within the bound: still on time.
-        assert_eq!(ws.add(0, 60_000, "SW19"), Assignment::OnTime);
+        assert_eq!(ws.add(0, 60_000, None, "SW19"), Assignment::OnTime);
         // A window that never opened is final too once the watermark passed it.
         let mut ws = Windows::new(WindowSpec::new(MIN), 5_000);
-        ws.add(0, 600_000, "E1");
-        assert!(matches!(ws.add(0, 1_000, "E1"), Assignment::Late { .. }));
+        add_all(&mut ws, &[(600_000, "E1"); CONFIRMING]);
+        assert!(matches!(
+            ws.add(0, 1_000, None, "E1"),
+            Assignment::Late { .. }
+        ));
         let all = ws.drain_all();
         assert_eq!(all.len(), 1);
-        assert_eq!(all[0].counts, vec![("E1".into(), 1)]);
+        assert_eq!(all[0].counts, vec![("E1".into(), CONFIRMING as i64)]);
     }
 
     #[test]
-    fn the_slowest_active_partition_holds_the_watermark() {
-        let mut w = Watermarks::new(1_000);
-        w.observe(1, 50_000);
-        w.observe(0, 100_000);
-        assert_eq!(w.current(), Some(49_000), "partition 1 is behind");
-        w.observe(1, 70_000);
-        assert_eq!(w.current(), Some(69_000));
-        assert!(w.set_idle(1), "an idle partition stops holding it back");
-        assert_eq!(w.current(), Some(99_000));
-        // Back from idle and still behind: the watermark does not move back.
-        w.observe(1, 80_000);
-        assert_eq!(w.current(), Some(99_000));
-        w.observe(0, 200_000);
-        assert_eq!(w.current(), Some(99_000), "until partition 1 catches up");
-        w.observe(1, 150_000);
-        assert_eq!(w.current(), Some(149_000));
-        assert!(!w.set_idle(0), "partition 1 still holds it");
-        // All idle: everything seen is final.
-        assert!(w.set_idle(1));
-        assert_eq!(w.current(), Some(199_000));
-        assert!(!w.set_idle(7), "an unknown partition changes nothing");
-    }
-
-    #[test]
-    fn a_registered_partition_holds_the_watermark_before_its_first_event() {
-        let mut w = Watermarks::new(1_000);
-        w.register(0);
-        w.register(1);
-        w.observe(0, 100_000);
-        assert_eq!(w.current(), None, "partition 1 has delivered nothing yet");
-        w.observe(1, 50_000);
-        assert_eq!(w.current(), Some(49_000));
-        let mut w = Watermarks::new(1_000);
-        w.register(1);
-        w.observe(0, 100_000);
-        assert!(w.set_idle(1), "an empty partition that proves idle lets go");
-        assert_eq!(w.current(), Some(99_000));
-        w.set_idle(0);
-        assert_eq!(w.current(), Some(99_000), "all idle: the largest seen");
+    fn an_event_a_day_ahead_is_counted_in_its_own_window_and_closes_none() {
+        let day = 24 * 60 * MIN;
+        let mut ws = Windows::new(WindowSpec::new(MIN), 5_000);
+        let mut late = 0;
+        for i in 0..600 {
+            let t = i * 1_000;
+            if i == 60 {
+                ws.add(0, day, None, "E1");
+            }
+            late += matches!(ws.add(0, t, None, "E1"), Assignment::Late { .. }) as usize;
+            assert!(ws.drain_final().iter().all(|w| w.end < day));
+        }
+        assert_eq!(late, 0);
+        let last = ws.drain_all().pop().unwrap();
+        assert_eq!((last.start, last.counts), (day, vec![("E1".into(), 1)]));
     }
 
     #[test]
     fn an_idle_partition_lets_windows_close() {
         let mut ws = Windows::new(WindowSpec::new(MIN), 5_000);
-        ws.add(1, 10_000, "E1");
-        ws.add(0, 200_000, "E1");
+        for _ in 0..CONFIRMING {
+            ws.add(1, 10_000, Some(10_000), "E1");
+            ws.add(0, 200_000, Some(200_000), "E1");
+        }
         assert!(
             ws.drain_final().is_empty(),
             "partition 1 holds the watermark at 5_000"
@@ -543,7 +365,10 @@ mod tests {
             "window 0 closed, window 180_000 still open"
         );
         assert_eq!(closed[0].start, 0);
-        assert!(matches!(ws.add(1, 20_000, "E1"), Assignment::Late { .. }));
+        assert!(matches!(
+            ws.add(1, 20_000, None, "E1"),
+            Assignment::Late { .. }
+        ));
     }
 
     #[test]
@@ -554,21 +379,34 @@ mod tests {
             (1, 70_000, "SW19"),
             (0, 80_000, "E1"),
             (2, 30_000, "B1"),
+            (2, 31_000, "B1"),
+            (2, 32_000, "B1"),
+            (0, 81_000, "E1"),
+            (0, 82_000, "E1"),
+            (1, 71_000, "SW19"),
+            (1, 72_000, "SW19"),
         ];
         let mut straight = Windows::new(WindowSpec::new(MIN), 5_000);
         let mut resumed = Windows::new(WindowSpec::new(MIN), 5_000);
         for (i, &(p, t, postcode)) in events.iter().enumerate() {
-            straight.add(p, t, postcode);
-            resumed.add(p, t, postcode);
+            let record = Some(t + 500);
+            straight.add(p, t, record, postcode);
+            resumed.add(p, t, record, postcode);
             let clocks: Vec<_> = resumed
                 .watermarks()
                 .clocks()
-                .map(|(p, t)| (p, Some(t)))
+                .map(|(p, c)| {
+                    (
+                        p,
+                        EventClock::restore(c.time(), &c.recent(), c.record_max()),
+                    )
+                })
                 .collect();
             let watermark = Watermarks::restore(5_000, resumed.watermark(), &clocks, &[]);
             resumed = Windows::restore(WindowSpec::new(MIN), watermark, &resumed.open_counts());
             assert_eq!(resumed.watermark(), straight.watermark(), "after event {i}");
         }
+        assert!(straight.watermark().is_some());
         assert_eq!(resumed.open_counts(), straight.open_counts());
         assert_eq!(resumed.drain_all(), straight.drain_all());
     }
@@ -577,26 +415,33 @@ mod tests {
     fn a_partition_taken_over_stays_final_to_its_floor_while_another_catches_up() {
         // Partition 0 comes from a processor whose watermark was at 200_000, partition 1
         // from one at 50_000.
+        let clock = |t| EventClock::restore(Some(t), &[], None);
         let watermark = Watermarks::restore(
             5_000,
             Some(50_000),
-            &[(0, Some(205_000)), (1, Some(55_000))],
+            &[(0, clock(205_000)), (1, clock(55_000))],
             &[(0, 200_000)],
         );
         let mut ws = Windows::restore(WindowSpec::new(MIN), watermark, &[]);
         assert_eq!(ws.watermark(), Some(50_000));
-        assert_eq!(ws.add(1, 70_000, "E1"), Assignment::OnTime, "1's backlog");
         assert_eq!(
-            ws.add(0, 70_000, "E1"),
+            ws.add(1, 70_000, None, "E1"),
+            Assignment::OnTime,
+            "1's backlog"
+        );
+        assert_eq!(
+            ws.add(0, 70_000, None, "E1"),
             Assignment::Late {
                 window_start: 60_000,
                 watermark: 200_000
             },
             "0's window 60_000 was final where it came from"
         );
-        assert_eq!(ws.add(0, 201_000, "E1"), Assignment::OnTime);
+        assert_eq!(ws.add(0, 201_000, None, "E1"), Assignment::OnTime);
         assert_eq!(ws.watermarks().floors().collect::<Vec<_>>(), [(0, 200_000)]);
-        ws.add(1, 300_000, "E1");
+        for _ in 0..CONFIRMING {
+            ws.add(1, 300_000, None, "E1");
+        }
         assert_eq!(ws.watermark(), Some(200_000));
         assert_eq!(
             ws.watermarks().floors().count(),
@@ -608,34 +453,45 @@ mod tests {
     #[test]
     fn a_window_sums_its_partitions() {
         let mut ws = Windows::new(WindowSpec::new(MIN), 5_000);
-        ws.add(0, 1_000, "E1");
-        ws.add(1, 2_000, "E1");
-        ws.add(1, 3_000, "B1");
+        ws.add(0, 1_000, None, "E1");
+        ws.add(1, 2_000, None, "E1");
+        ws.add(1, 3_000, None, "B1");
         assert_eq!(ws.open_counts().len(), 3);
         let all = ws.drain_all();
         assert_eq!(all[0].counts, vec![("B1".into(), 1), ("E1".into(), 2)]);
     }
 
-    fn naive(events: &[(i64, u8)], bound: i64) -> (BTreeMap<(i64, String), i64>, usize) {
+    /// A group-by that judges lateness with the clock rule written out plainly: the
+    /// `CONFIRMING`-th highest of the last `RECENT` times, never moving back.
+    /// Counts per (window start, postcode).
+    type Grouped = BTreeMap<(i64, String), i64>;
+
+    fn naive(events: &[(i64, u8)], bound: i64) -> (Grouped, Vec<usize>) {
         let mut counts = BTreeMap::new();
-        let mut late = 0;
-        let mut max: Option<i64> = None;
-        for &(t, p) in events {
+        let mut late = Vec::new();
+        let mut seen: Vec<i64> = Vec::new();
+        let mut clock: Option<i64> = None;
+        for (i, &(t, p)) in events.iter().enumerate() {
             let start = t.div_euclid(MIN) * MIN;
-            if max.is_some_and(|m| m - bound >= start + MIN) {
-                late += 1;
+            seen.push(t);
+            if clock.is_some_and(|c| c - bound >= start + MIN) {
+                late.push(i);
                 continue;
             }
             *counts.entry((start, format!("P{p}"))).or_insert(0) += 1;
-            max = Some(max.map_or(t, |m| m.max(t)));
+            let mut recent = seen[seen.len().saturating_sub(RECENT)..].to_vec();
+            recent.sort_unstable_by(|a, b| b.cmp(a));
+            if let Some(&confirmed) = recent.get(CONFIRMING - 1) {
+                clock = clock.max(Some(confirmed));
+            }
         }
         (counts, late)
     }
 
-    fn run(events: &[(i64, u8)], bound: i64) -> (BTreeMap<(i64, String), i64>, usize, Vec<i64>) {
+    fn run(events: &[(i64, u8)], bound: i64) -> (Grouped, Vec<usize>, Vec<i64>) {
         let mut ws = Windows::new(WindowSpec::new(MIN), bound);
         let mut counts = BTreeMap::new();
-        let mut late = 0;
+        let mut late = Vec::new();
         let mut order = Vec::new();
         let mut take = |closed: Vec<ClosedWindow>| {
             for w in closed {
@@ -645,14 +501,38 @@ mod tests {
                 }
             }
         };
-        for &(t, p) in events {
-            if let Assignment::Late { .. } = ws.add(0, t, &format!("P{p}")) {
-                late += 1;
+        for (i, &(t, p)) in events.iter().enumerate() {
+            if let Assignment::Late { .. } = ws.add(0, t, None, &format!("P{p}")) {
+                late.push(i);
             }
             take(ws.drain_final());
         }
         take(ws.drain_all());
         (counts, late, order)
+    }
+
+    /// Honest streams: times rising by up to 2 s with disorder below 1.5 s, and after the
+    /// first few (before which nothing is confirmed, so an outlier confirms a time earlier)
+    /// now and then an event back-dated 10 minutes, which may be late.
+    fn honest() -> impl Strategy<Value = Vec<(i64, u8)>> {
+        proptest::collection::vec((0i64..2_000, 0i64..1_500, 0u8..4, 0u8..40), 0..300).prop_map(
+            |steps| {
+                let mut t = 1_700_000_000_000;
+                steps
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (step, jitter, p, back))| {
+                        t += step;
+                        let late = if back == 0 && i >= RECENT {
+                            10 * MIN
+                        } else {
+                            0
+                        };
+                        (t - jitter - late, p)
+                    })
+                    .collect()
+            },
+        )
     }
 
     proptest! {
@@ -666,27 +546,35 @@ mod tests {
             prop_assert!(order.windows(2).all(|w| w[0] < w[1]), "each window once, in order");
         }
 
+        /// Outliers (never three of any five events) change no honest event's fate, and each
+        /// is counted in its own window.
         #[test]
-        fn disorder_within_the_bound_changes_nothing(
-            base in proptest::collection::vec((0i64..600_000, 0u8..4), 0..300),
-            jitter in proptest::collection::vec(0i64..5_000, 300),
+        fn outliers_make_no_honest_event_late(
+            stream in honest(),
+            outliers in proptest::collection::vec((0usize..300, MIN..30 * 24 * 60 * MIN), 0..30),
         ) {
-            let mut sorted = base.clone();
-            sorted.sort();
-            let shuffled: Vec<_> = sorted
-                .iter()
-                .zip(&jitter)
-                .map(|(&(t, p), &j)| (t, p, t + j))
-                .collect::<Vec<_>>();
-            // Arrival order = event time plus a delay below the bound.
-            let mut arrival = shuffled.clone();
-            arrival.sort_by_key(|&(_, _, at)| at);
-            let arrival: Vec<_> = arrival.iter().map(|&(t, p, _)| (t, p)).collect();
-            let (in_order, late_sorted, _) = run(&sorted, 5_000);
-            let (disordered, late_arrival, _) = run(&arrival, 5_000);
-            prop_assert_eq!(late_sorted, 0);
-            prop_assert_eq!(late_arrival, 0);
-            prop_assert_eq!(in_order, disordered);
+            let mut mixed: Vec<(i64, u8, Option<usize>)> =
+                stream.iter().enumerate().map(|(i, &(t, p))| (t, p, Some(i))).collect();
+            for &(at, ahead) in &outliers {
+                let at = at.min(mixed.len());
+                let near = &mixed[at.saturating_sub(RECENT - 1)..(at + RECENT - 1).min(mixed.len())];
+                if near.iter().filter(|e| e.2.is_none()).count() < CONFIRMING - 1 {
+                    let base = mixed[..at].iter().map(|e| e.0).max().unwrap_or(1_700_000_000_000);
+                    mixed.insert(at, (base + ahead, 9, None));
+                }
+            }
+            let events: Vec<(i64, u8)> = mixed.iter().map(|e| (e.0, e.1)).collect();
+            let (counts, late, _) = run(&events, 5_000);
+            let (_, honest_late, _) = run(&stream, 5_000);
+            let late_honest: Vec<usize> = late.iter().map(|&i| mixed[i].2.expect("no outlier is late")).collect();
+            prop_assert_eq!(late_honest, honest_late);
+            let mut want = Grouped::new();
+            for (i, e) in events.iter().enumerate() {
+                if !late.contains(&i) {
+                    *want.entry((e.0.div_euclid(MIN) * MIN, format!("P{}", e.1))).or_default() += 1;
+                }
+            }
+            prop_assert_eq!(counts, want);
         }
     }
 }

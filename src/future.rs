@@ -15,9 +15,11 @@ use crate::record::{EventMs, RecordTime};
 /// The bound, and the clock records without a time of their own are judged against.
 #[derive(Debug, Clone)]
 pub struct FutureBound {
-    /// `None`: no bound (`--max-future-skew off`).
-    skew_ms: Option<EventMs>,
+    /// `EventMs::MAX`: no bound (`--max-future-skew off`).
+    skew_ms: EventMs,
     fallback: Fallback,
+    /// The fallback plus the skew: the latest event time a record without a time may have.
+    fallback_limit: EventMs,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -88,23 +90,36 @@ impl FutureBound {
         now_ms: EventMs,
         now: Instant,
     ) -> Self {
-        FutureBound {
-            skew_ms: skew.map(|s| i64::try_from(s.as_millis()).unwrap_or(i64::MAX)),
-            fallback: match pinned {
-                Some(ms) => Fallback::Pinned(ms),
-                None => Fallback::Clock {
-                    ms: now_ms,
-                    at: now,
-                },
+        let skew_ms = skew.map_or(EventMs::MAX, |s| {
+            EventMs::try_from(s.as_millis()).unwrap_or(EventMs::MAX)
+        });
+        let fallback = match pinned {
+            Some(ms) => Fallback::Pinned(ms),
+            None => Fallback::Clock {
+                ms: now_ms,
+                at: now,
             },
-        }
+        };
+        let mut bound = FutureBound {
+            skew_ms,
+            fallback,
+            fallback_limit: 0,
+        };
+        bound.limit();
+        bound
+    }
+
+    fn limit(&mut self) {
+        let (Fallback::Clock { ms, .. } | Fallback::Pinned(ms)) = self.fallback;
+        self.fallback_limit = ms.saturating_add(self.skew_ms);
     }
 
     /// No bound: for tools that route what they are given.
     pub fn off() -> Self {
         FutureBound {
-            skew_ms: None,
+            skew_ms: EventMs::MAX,
             fallback: Fallback::Pinned(0),
+            fallback_limit: EventMs::MAX,
         }
     }
 
@@ -113,23 +128,35 @@ impl FutureBound {
         if let Fallback::Clock { ms, at } = &mut self.fallback {
             *ms += now.saturating_duration_since(*at).as_millis() as i64;
             *at = now;
+            self.limit();
         }
     }
 
     /// `Some` when `event_ms` is more than the bound ahead of its reference: the record's
-    /// `time`, or the fallback when it has none.
+    /// `time`, or the fallback when it has none. One comparison when it is not.
     #[inline]
     pub fn check(&self, event_ms: EventMs, time: Option<RecordTime>) -> Option<Ahead> {
-        let skew_ms = self.skew_ms?;
+        let limit = match time {
+            Some(time) => time.ms().saturating_add(self.skew_ms),
+            None => self.fallback_limit,
+        };
+        if event_ms <= limit {
+            return None;
+        }
+        self.ahead(event_ms, time)
+    }
+
+    #[cold]
+    fn ahead(&self, event_ms: EventMs, time: Option<RecordTime>) -> Option<Ahead> {
         let reference = match (time, self.fallback) {
             (Some(time), _) => Reference::Record(time),
             (None, Fallback::Clock { ms, .. }) => Reference::Clock(ms),
             (None, Fallback::Pinned(ms)) => Reference::Pinned(ms),
         };
-        (event_ms > reference.ms().saturating_add(skew_ms)).then_some(Ahead {
+        Some(Ahead {
             event_ms,
             reference,
-            skew_ms,
+            skew_ms: self.skew_ms,
         })
     }
 }

@@ -306,7 +306,7 @@ fn the_same_input_gives_the_same_files_byte_for_byte() {
 /// Last year's traffic as a backfill file (10 events/s for 100 minutes, up to 1.5 s out of
 /// order), with one event from a clock a day fast at the 10% mark and one from a clock set to
 /// 2099. Before the partition's clock needed three events to move, the day-ahead event made
-/// 54,003 of these 60,002 lines late (docs/PERFORMANCE.md, issue 24).
+/// 53,999 of these 60,002 lines late (docs/PERFORMANCE.md, issue 24).
 #[test]
 fn a_backfill_with_a_clock_a_day_fast_and_one_in_2099_keeps_every_honest_event() {
     let dir = tempfile::tempdir().unwrap();

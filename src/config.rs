@@ -859,7 +859,7 @@ pub struct PipelineArgs {
     /// Tumbling window length in seconds.
     #[arg(long, env = "WINDOW_SIZE_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=86_400))]
     pub window_size_seconds: u32,
-    /// How far the watermark trails the largest event time seen, in ms.
+    /// How far the watermark trails each partition's event-time clock, in ms.
     #[arg(long, env = "WATERMARK_DELAY_MS", default_value_t = 5000)]
     pub watermark_delay_ms: u32,
     /// A partition that delivers nothing for this long stops holding the watermark back

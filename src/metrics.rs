@@ -162,7 +162,7 @@ impl PipelineMetrics {
         );
         registry.register_with_unit(
             "partition_watermark",
-            "Each source partition's watermark (its largest event time minus the bound)",
+            "Each source partition's watermark (its event-time clock minus the bound)",
             Unit::Seconds,
             m.partition_watermark.clone(),
         );

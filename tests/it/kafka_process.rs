@@ -501,7 +501,8 @@ fn wait_for_everything(storage: &Store, data: &Data, within: Duration) {
 
 /// Stops the processor as an operator would, and checks it said so cleanly. Only once it has
 /// joined: a SIGTERM before the process even handles signals ends it as SIGTERM ends any.
-fn stop(mut processor: Processor) -> String {
+/// Waits until `processor` has joined its group and consumes.
+fn joined(processor: &Processor) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while processor.log().matches(JOINED).count() <= processor.joined_before {
         assert!(
@@ -511,6 +512,10 @@ fn stop(mut processor: Processor) -> String {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+fn stop(mut processor: Processor) -> String {
+    joined(&processor);
     let pid = processor.child.as_ref().unwrap().id();
     // SAFETY: signals the child we spawned, by its PID.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
@@ -1350,8 +1355,9 @@ fn s3_stall(format: &[&str]) {
     assert_no_staging_leftovers(storage.path());
 }
 
-/// Produces each `(partition, value, record timestamp)` to `topic` and waits for delivery.
-fn produce_stamped(bootstrap: &str, topic: &str, records: &[(i32, Vec<u8>, i64)]) {
+/// Produces each `(partition, value, record timestamp)` to `topic`, `pace` apart, and waits
+/// for delivery.
+fn produce_stamped(bootstrap: &str, topic: &str, records: &[(i32, Vec<u8>, i64)], pace: Duration) {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
@@ -1363,7 +1369,7 @@ fn produce_stamped(bootstrap: &str, topic: &str, records: &[(i32, Vec<u8>, i64)]
             .partition(*partition)
             .timestamp(*timestamp);
         producer.send(record).map_err(|(e, _)| e).unwrap();
-        producer.poll(Duration::ZERO);
+        producer.poll(pace);
     }
     producer.flush(Duration::from_secs(30)).unwrap();
 }
@@ -1417,10 +1423,17 @@ fn wrong_client_clocks_make_no_honest_event_late_through_kafka_and_a_kill_9() {
             .flat_map(|i| (0..3).map(move |p| honest(p, i)))
             .collect()
     };
-    let flags = ["--idle-timeout", "1s", "--file-max-age-ms", "300"];
+    // Records trickle in while the processor consumes, event time running about 13 times as
+    // fast as the clock, and the quiet after each part outlasts the idle timeout. (Faster,
+    // a partition whose records a loaded machine delivers a second late, after every
+    // partition went idle, would find windows closed by the others: the idle rule's risk
+    // with time compressed, whatever the clock rule.)
+    let flags = ["--idle-timeout", "3s", "--file-max-age-ms", "300"];
+    let (pace, quiet) = (Duration::from_millis(25), Duration::from_secs(4));
     let first = processor(&broker.bootstrap, &storage, &flags);
-    produce_stamped(&broker.bootstrap, TOPIC, &run(0..40));
-    std::thread::sleep(Duration::from_secs(2));
+    joined(&first);
+    produce_stamped(&broker.bootstrap, TOPIC, &run(0..40), pace);
+    std::thread::sleep(quiet);
     // Record times as the honest producer gives them; event times as the clients do.
     let record = t + 40_000;
     let outliers = [
@@ -1429,8 +1442,8 @@ fn wrong_client_clocks_make_no_honest_event_late_through_kafka_and_a_kill_9() {
         (2, event(900_002, "SW19", t + 24 * 60 * MINUTE, 0), record),
         (0, event(900_003, "SW19", 4_070_908_800_000, 0), record),
     ];
-    produce_stamped(&broker.bootstrap, TOPIC, &outliers);
-    produce_stamped(&broker.bootstrap, TOPIC, &run(40..80));
+    produce_stamped(&broker.bootstrap, TOPIC, &outliers, pace);
+    produce_stamped(&broker.bootstrap, TOPIC, &run(40..80), pace);
     let future = |root: &Path| {
         dead_letters(root)
             .into_iter()
@@ -1438,19 +1451,21 @@ fn wrong_client_clocks_make_no_honest_event_late_through_kafka_and_a_kill_9() {
             .collect::<Vec<_>>()
     };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while future(storage.path()).len() < 3 {
+    // Killed once all of it is published: the 30-minute outlier is in the open checkpoint,
+    // its window open, and the restart reads nothing new before the next part.
+    while future(storage.path()).len() < 3 || rows(storage.path(), RAW) < 3 * 80 + 1 {
         assert!(
             Instant::now() < deadline,
-            "no future letters: {}",
+            "not all published: {}",
             first.log()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // The 30-minute outlier is in the open checkpoint, its window open.
     first.kill();
     let second = processor(&broker.bootstrap, &storage, &flags);
-    std::thread::sleep(Duration::from_secs(2));
-    produce_stamped(&broker.bootstrap, TOPIC, &run(80..120));
+    joined(&second);
+    std::thread::sleep(quiet);
+    produce_stamped(&broker.bootstrap, TOPIC, &run(80..120), pace);
     // The stream moves on ten minutes, three events a partition: every window before closes.
     let jump: Vec<(i32, Vec<u8>, i64)> = (0..3)
         .flat_map(|p| {
@@ -1464,7 +1479,7 @@ fn wrong_client_clocks_make_no_honest_event_late_through_kafka_and_a_kill_9() {
             })
         })
         .collect();
-    produce_stamped(&broker.bootstrap, TOPIC, &jump);
+    produce_stamped(&broker.bootstrap, TOPIC, &jump, pace);
     let mut want: BTreeMap<(i64, String), i64> = BTreeMap::new();
     for i in 0..120 {
         for p in 0..3 {
@@ -1553,7 +1568,7 @@ fn a_log_append_time_topic_judges_events_by_the_brokers_clock() {
             ]
         })
         .collect();
-    produce_stamped(&broker.bootstrap, TOPIC, &records);
+    produce_stamped(&broker.bootstrap, TOPIC, &records, Duration::ZERO);
     let mut done = processor(&broker.bootstrap, &storage, &["--stop-at-end"]);
     let status = done.exit_within(Duration::from_secs(60), "--stop-at-end never stopped");
     assert!(status.success(), "{}", done.log());

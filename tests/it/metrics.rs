@@ -113,19 +113,23 @@ fn metrics_agree_with_the_files_and_the_summary() {
     assert_eq!(http_get(serving.address, "/healthz"), (200, "ok\n".into()));
     let mut stdin = serving.child.stdin.take().unwrap();
     stdin.write_all(&std::fs::read(&input).unwrap()).unwrap();
+    // Two events from a clock set to 2099: dead letters of their own kind.
+    let future = b"{\"user_id\":1,\"postcode\":\"E1\",\"webpage\":\"https://a\",\"timestamp\":4070908800000}\n";
+    stdin.write_all(&future.repeat(2)).unwrap();
     stdin.flush().unwrap();
     // Everything read, and every raw row, dead letter and closed window in a file published
     // by age: nothing more is written until stdin closes.
     let deadline = Instant::now() + Duration::from_secs(60);
     let metrics = loop {
         let m = serving.metrics();
-        let all_read = m["pageview_records_read_total"] == 40_000.0;
+        let all_read = m["pageview_records_read_total"] == 40_002.0;
         let raw_published = m.get("pageview_rows_written_total{dataset=\"raw\"}")
             == m.get("pageview_records_valid_total");
         let windows_published = m.get("pageview_rows_written_total{dataset=\"aggregated\"}")
             == m.get("pageview_window_rows_total");
-        let dead_letters =
-            sum_of(&m, "pageview_records_malformed_total") + m["pageview_records_late_total"];
+        let dead_letters = sum_of(&m, "pageview_records_malformed_total")
+            + m["pageview_records_late_total"]
+            + m["pageview_records_future_total"];
         let dlq_published =
             m.get("pageview_rows_written_total{dataset=\"dlq\"}") == Some(&dead_letters);
         if all_read && raw_published && windows_published && dlq_published {
@@ -177,8 +181,11 @@ fn metrics_agree_with_the_files_and_the_summary() {
     let late = metrics["pageview_records_late_total"];
     assert!(late > 0.0);
     assert!(summary.contains(&format!("(late {late})")), "{summary}");
+    assert_eq!(metrics["pageview_records_future_total"], 2.0);
     assert_eq!(
-        sum_of(&metrics, "pageview_records_malformed_total") + late,
+        sum_of(&metrics, "pageview_records_malformed_total")
+            + late
+            + metrics["pageview_records_future_total"],
         summary_number(&summary, "dead-letter")
     );
     for (series, value) in &metrics {
@@ -252,15 +259,18 @@ fn the_page_shows(serving: &Serving, metrics: &BTreeMap<String, f64>, storage: &
         ("records", "pageview_records_read_total"),
         ("valid", "pageview_records_valid_total"),
         ("late", "pageview_records_late_total"),
+        ("future", "pageview_records_future_total"),
         ("windows", "pageview_windows_emitted_total"),
         ("window-rows", "pageview_window_rows_total"),
     ] {
         assert_eq!(shown(&dom, id), Some(metrics[series]), "{id}");
     }
     let late = metrics["pageview_records_late_total"];
-    let dead = sum_of(metrics, "pageview_records_malformed_total") + late;
+    let future = metrics["pageview_records_future_total"];
+    let dead = sum_of(metrics, "pageview_records_malformed_total") + late + future;
     assert_eq!(shown(&dom, "dead-letters"), Some(dead));
     assert_eq!(shown_row(&dom, "dlq-late_event"), [late]);
+    assert_eq!(shown_row(&dom, "dlq-future_timestamp"), [future]);
     for (series, value) in metrics {
         if let Some(kind) = series
             .strip_prefix("pageview_records_malformed_total{error_kind=\"")

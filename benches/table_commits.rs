@@ -13,12 +13,7 @@ use pageview::storage::{Buckets, LocalStorage, Storage};
 
 fn main() {
     let dir = tempfile::tempdir().expect("a temporary folder");
-    let buckets = Buckets {
-        raw: "raw".into(),
-        aggregated: "agg".into(),
-        dlq: "dlq".into(),
-        checkpoints: "cp".into(),
-    };
+    let buckets = Buckets::new(["raw", "agg", "dlq"].map(String::from), "cp".into());
     let storage: Arc<dyn Storage> = Arc::new(LocalStorage::open(dir.path()).expect("storage"));
     let tables = Tables::open(TableRoot::Folder(dir.path()), &buckets).expect("tables");
     let point = TableLog::new(tables, storage, "cp", "bench", "pageview-events");

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use parquet::basic::{Compression, ZstdLevel};
 
 use crate::commit::CompactionSettings;
+use crate::dataset::Dataset;
 use crate::future::FutureBound;
 use crate::generate::{GeneratorConfig, now_ms, simulated_start};
 use crate::kafka::KeyChoice;
@@ -921,8 +922,19 @@ pub struct BucketArgs {
     pub checkpoints_bucket: Option<String>,
 }
 
-/// The three bucket names of SPEC.md 2, and where checkpoints go.
+const CHECKPOINTS_BUCKET: &str = "CHECKPOINTS_BUCKET";
+
+/// The datasets' bucket names (SPEC.md 2), and where checkpoints go.
 impl BucketArgs {
+    /// The bucket named for `dataset`, if one is.
+    fn given(&self, dataset: Dataset) -> &Option<String> {
+        match dataset {
+            Dataset::Raw => &self.raw_events_bucket,
+            Dataset::Aggregated => &self.aggregated_bucket,
+            Dataset::Dlq => &self.dlq_bucket,
+        }
+    }
+
     pub fn resolve(&self) -> Result<Buckets, ConfigError> {
         let env = &self.environment;
         // Empty is unset, as `NAME: ${NAME:-}` in a compose file passes it.
@@ -935,27 +947,30 @@ impl BucketArgs {
                 .map_err(|problem| ConfigError::Invalid { setting, problem })?;
             Ok(name)
         };
-        let buckets = Buckets {
-            raw: pick(&self.raw_events_bucket, "RAW_EVENTS_BUCKET", "raw-events")?,
-            aggregated: pick(&self.aggregated_bucket, "AGGREGATED_BUCKET", "aggregated")?,
-            dlq: pick(&self.dlq_bucket, "DLQ_BUCKET", "dlq")?,
-            checkpoints: pick(
-                &self.checkpoints_bucket,
-                "CHECKPOINTS_BUCKET",
-                "checkpoints",
-            )?,
-        };
-        let all = [
-            &buckets.raw,
-            &buckets.aggregated,
-            &buckets.dlq,
-            &buckets.checkpoints,
-        ];
-        if (1..all.len()).any(|i| all[..i].contains(&all[i])) {
-            return Err(ConfigError::Invalid {
-                setting: "RAW_EVENTS_BUCKET, AGGREGATED_BUCKET, DLQ_BUCKET, CHECKPOINTS_BUCKET",
-                problem: "the datasets and the checkpoints need different buckets".into(),
-            });
+        let mut datasets: [String; Dataset::ALL.len()] = Default::default();
+        for dataset in Dataset::ALL {
+            let given = self.given(dataset);
+            datasets[dataset.index()] =
+                pick(given, dataset.bucket_setting(), dataset.bucket_suffix())?;
+        }
+        let checkpoints = pick(&self.checkpoints_bucket, CHECKPOINTS_BUCKET, "checkpoints")?;
+        let buckets = Buckets::new(datasets, checkpoints);
+        let names = buckets.with_checkpoints();
+        let settings: Vec<&'static str> = Dataset::ALL
+            .iter()
+            .map(|d| d.bucket_setting())
+            .chain([CHECKPOINTS_BUCKET])
+            .collect();
+        for (i, name) in names.iter().enumerate() {
+            if let Some(first) = names[..i].iter().position(|n| n == name) {
+                return Err(ConfigError::Invalid {
+                    setting: settings[i],
+                    problem: format!(
+                        "{name:?} is {}'s bucket too: the datasets and the checkpoints need different buckets",
+                        settings[first]
+                    ),
+                });
+            }
         }
         Ok(buckets)
     }
@@ -1222,14 +1237,34 @@ mod tests {
     #[test]
     fn default_buckets_follow_the_original_names() {
         let buckets = pipeline(&[]).buckets.resolve().unwrap();
-        assert_eq!(buckets.raw, "pageview-pipeline-local-raw-events");
-        assert_eq!(buckets.aggregated, "pageview-pipeline-local-aggregated");
-        assert_eq!(buckets.dlq, "pageview-pipeline-local-dlq");
+        assert_eq!(
+            buckets.with_checkpoints(),
+            [
+                "pageview-pipeline-local-raw-events",
+                "pageview-pipeline-local-aggregated",
+                "pageview-pipeline-local-dlq",
+                "pageview-pipeline-local-checkpoints"
+            ]
+        );
         let prod = pipeline(&["--environment", "prod"])
             .buckets
             .resolve()
             .unwrap();
-        assert_eq!(prod.dlq, "pageview-pipeline-prod-dlq");
+        assert_eq!(prod.of(Dataset::Dlq), "pageview-pipeline-prod-dlq");
+    }
+
+    #[test]
+    fn one_bucket_for_two_uses_names_both_settings() {
+        let err = pipeline(&["--checkpoints-bucket", "pageview-pipeline-local-dlq"])
+            .buckets
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid CHECKPOINTS_BUCKET: \"pageview-pipeline-local-dlq\" is DLQ_BUCKET's bucket too: \
+             the datasets and the checkpoints need different buckets"
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod storage;
 pub mod pipeline;
 
 // The edges the stages talk to.
+pub mod dataset;
 pub mod kafka;
 pub mod metrics;
 

@@ -338,12 +338,7 @@ mod tests {
     fn router(dir: &std::path::Path) -> (Router, Arc<dyn Storage>) {
         let storage: Arc<dyn Storage> = Arc::new(LocalStorage::open(dir).unwrap());
         let config = SinkConfig {
-            buckets: Buckets {
-                raw: "raw".into(),
-                aggregated: "agg".into(),
-                dlq: "dlq".into(),
-                checkpoints: "cp".into(),
-            },
+            buckets: Buckets::new(["raw", "agg", "dlq"].map(String::from), "cp".into()),
             tags: Tags::Fixed("t".into()),
             max_file_bytes: 128 << 20,
             max_file_age: Duration::from_secs(3600),

@@ -31,13 +31,13 @@ impl BucketsPlan {
     }
 
     pub fn summary(&self) -> String {
-        let names = &self.buckets;
+        let names = self.buckets.with_checkpoints();
+        let (last, rest) = names
+            .split_last()
+            .expect("the checkpoints' bucket at least");
         format!(
-            "create {}, {}, {} and {} at {}",
-            names.raw,
-            names.aggregated,
-            names.dlq,
-            names.checkpoints,
+            "create {} and {last} at {}",
+            rest.join(", "),
             self.s3.endpoint_name()
         )
     }
@@ -135,15 +135,15 @@ impl VacuumPlan {
         let storage = self.lake.open(&self.buckets.datasets(), None)?;
         let tables = self.lake.table_root(&*storage);
         let before_ms = added_before(self.dlq_retention);
-        if let Some(expired) = expire(&tables, &self.buckets.dlq, before_ms)? {
+        let dlq = self.buckets.of(Dataset::Dlq);
+        if let Some(expired) = expire(&tables, dlq, before_ms)? {
             println!(
-                "{}: removed {expired} files of dead letters older than {} days from the table",
-                self.buckets.dlq,
+                "{dlq}: removed {expired} files of dead letters older than {} days from the table",
                 self.dlq_retention.as_secs() / 86_400
             );
         }
         for dataset in Dataset::ALL {
-            let bucket = dataset.bucket(&self.buckets);
+            let bucket = self.buckets.of(dataset);
             match vacuum(&tables, bucket, self.retention_days)? {
                 Some(deleted) => println!(
                     "{bucket}: deleted {} files no version of the last {} days needs",
@@ -203,7 +203,7 @@ impl CompactPlan {
         let root = self.lake.table_root(&*storage);
         let mut missing = Vec::new();
         for dataset in Dataset::ALL {
-            let bucket = dataset.bucket(&self.buckets);
+            let bucket = self.buckets.of(dataset);
             if !has_table(&root, bucket)? {
                 missing.push(bucket);
             }
@@ -218,7 +218,7 @@ impl CompactPlan {
         }
         let mut tables = self.lake.open_tables(&self.buckets, &*storage)?;
         for dataset in Dataset::ALL {
-            let bucket = dataset.bucket(&self.buckets);
+            let bucket = self.buckets.of(dataset);
             let (removed, added) =
                 tables.compact(dataset, &*storage, self.compression, self.target_bytes)?;
             println!("{bucket}: {removed} small files rewritten into {added}");

@@ -159,7 +159,7 @@ impl Lake {
     fn describe(&self, pipeline: &PipelineSettings) -> String {
         let b = &pipeline.buckets;
         match self {
-            Lake::S3(_) => format!("s3://{}, s3://{}, s3://{}", b.raw, b.aggregated, b.dlq),
+            Lake::S3(_) => b.datasets().map(|name| format!("s3://{name}")).join(", "),
             Lake::Local(_) => self.to_string(),
         }
     }

@@ -304,12 +304,7 @@ mod tests {
     use crate::storage::{Buckets, LocalStorage};
 
     fn buckets() -> Buckets {
-        Buckets {
-            raw: "raw".into(),
-            aggregated: "agg".into(),
-            dlq: "dlq".into(),
-            checkpoints: "cp".into(),
-        }
+        Buckets::new(["raw", "agg", "dlq"].map(String::from), "cp".into())
     }
 
     /// A processor's commit point on the tables under `root`.

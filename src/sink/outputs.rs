@@ -1,6 +1,5 @@
 //! The three datasets together: what the router writes to, and what it gets back.
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,42 +13,14 @@ use super::dlq::{DeadLetter, DlqRows, DlqSink};
 use super::naming;
 use super::raw::{RawRows, RawSink};
 use super::rolling::{FileSettings, RowBuffer};
+pub use crate::dataset::Dataset;
 use crate::record::{Offset, Partition};
 use crate::storage::{Buckets, PendingFile, Storage, StorageError};
 use crate::validate::Pageview;
 use crate::window::ClosedWindow;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Dataset {
-    Raw,
-    Aggregated,
-    Dlq,
-}
-
+/// What each dataset's files hold.
 impl Dataset {
-    pub const ALL: [Dataset; 3] = [Dataset::Raw, Dataset::Aggregated, Dataset::Dlq];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dataset::Raw => "raw",
-            Dataset::Aggregated => "aggregated",
-            Dataset::Dlq => "dlq",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The bucket this dataset's files go to.
-    pub fn bucket(self, buckets: &Buckets) -> &str {
-        match self {
-            Dataset::Raw => &buckets.raw,
-            Dataset::Aggregated => &buckets.aggregated,
-            Dataset::Dlq => &buckets.dlq,
-        }
-    }
-
     /// The columns of this dataset's files.
     pub fn schema(self) -> SchemaRef {
         match self {
@@ -57,12 +28,6 @@ impl Dataset {
             Dataset::Aggregated => AggregatedRows::schema(),
             Dataset::Dlq => DlqRows::schema(),
         }
-    }
-}
-
-impl fmt::Display for Dataset {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -171,12 +136,12 @@ impl Sinks {
             compression: config.compression,
         };
         Sinks {
-            raw: RawSink::new(settings(Dataset::Raw, &config.buckets.raw)),
+            raw: RawSink::new(settings(Dataset::Raw, config.buckets.of(Dataset::Raw))),
             aggregated: AggregatedSink::new(settings(
                 Dataset::Aggregated,
-                &config.buckets.aggregated,
+                config.buckets.of(Dataset::Aggregated),
             )),
-            dlq: DlqSink::new(settings(Dataset::Dlq, &config.buckets.dlq)),
+            dlq: DlqSink::new(settings(Dataset::Dlq, config.buckets.of(Dataset::Dlq))),
             finished: Vec::new(),
         }
     }

@@ -13,6 +13,7 @@ use object_store::client::{HttpClient, HttpConnector, ReqwestConnector};
 use serde::Serialize;
 
 use super::{Buckets, S3Settings, refusal};
+use crate::dataset::Dataset;
 
 /// Days before raw events and aggregates move to Glacier (the original's lifecycle).
 pub const ARCHIVE_AFTER_DAYS: i32 = 30;
@@ -63,21 +64,24 @@ pub struct BucketSpec {
 /// folders (`dlq_retention_days: None` keeps them): S3 deleting a file a Delta table's log
 /// names would break every read of the table.
 pub fn plan(buckets: &Buckets, dlq_retention_days: Option<u32>) -> Vec<BucketSpec> {
-    let spec = |name: &String, aging| BucketSpec {
-        name: name.clone(),
+    let spec = |name: &str, aging| BucketSpec {
+        name: name.to_string(),
         aging,
     };
-    vec![
-        spec(&buckets.raw, Aging::Archive),
-        spec(&buckets.aggregated, Aging::Archive),
-        spec(
-            &buckets.dlq,
-            dlq_retention_days.map_or(Aging::Keep, |days| {
-                Aging::Expire(i32::try_from(days).unwrap_or(i32::MAX))
-            }),
-        ),
-        spec(&buckets.checkpoints, Aging::Keep),
-    ]
+    let mut specs: Vec<BucketSpec> = Dataset::ALL
+        .into_iter()
+        .map(|dataset| {
+            let aging = match dataset {
+                Dataset::Raw | Dataset::Aggregated => Aging::Archive,
+                Dataset::Dlq => dlq_retention_days.map_or(Aging::Keep, |days| {
+                    Aging::Expire(i32::try_from(days).unwrap_or(i32::MAX))
+                }),
+            };
+            spec(buckets.of(dataset), aging)
+        })
+        .collect();
+    specs.push(spec(&buckets.checkpoints, Aging::Keep));
+    specs
 }
 
 /// The namespace of every S3 configuration document.
@@ -488,12 +492,7 @@ mod tests {
     use super::*;
 
     fn buckets() -> Buckets {
-        Buckets {
-            raw: "r-raw".into(),
-            aggregated: "r-agg".into(),
-            dlq: "r-dlq".into(),
-            checkpoints: "r-cp".into(),
-        }
+        Buckets::new(["r-raw", "r-agg", "r-dlq"].map(String::from), "r-cp".into())
     }
 
     #[test]

@@ -19,6 +19,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::dataset::Dataset;
+
 pub use local::LocalStorage;
 pub use outage::Outage;
 pub use s3::{S3Settings, S3Storage};
@@ -54,24 +56,38 @@ pub enum StorageError {
     S3Setup { endpoint: String, problem: String },
 }
 
-/// The names of the pipeline's buckets: the three datasets' and the checkpoints'.
+/// The names of the pipeline's buckets: each dataset's and the checkpoints'.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Buckets {
-    pub raw: String,
-    pub aggregated: String,
-    pub dlq: String,
+    /// By [`Dataset::index`].
+    datasets: [String; Dataset::ALL.len()],
     pub checkpoints: String,
 }
 
 impl Buckets {
-    /// The buckets of the three datasets: what a bounded input writes to.
-    pub fn datasets(&self) -> [&str; 3] {
-        [&self.raw, &self.aggregated, &self.dlq]
+    /// `datasets` in the order of [`Dataset::ALL`].
+    pub fn new(datasets: [String; Dataset::ALL.len()], checkpoints: String) -> Self {
+        Buckets {
+            datasets,
+            checkpoints,
+        }
+    }
+
+    /// The bucket `dataset`'s files go to.
+    pub fn of(&self, dataset: Dataset) -> &str {
+        &self.datasets[dataset.index()]
+    }
+
+    /// The buckets of the datasets: what a bounded input writes to.
+    pub fn datasets(&self) -> [&str; Dataset::ALL.len()] {
+        Dataset::ALL.map(|d| self.of(d))
     }
 
     /// The datasets' buckets and the checkpoints': what a Kafka run writes to.
-    pub fn with_checkpoints(&self) -> [&str; 4] {
-        [&self.raw, &self.aggregated, &self.dlq, &self.checkpoints]
+    pub fn with_checkpoints(&self) -> Vec<&str> {
+        let mut all = self.datasets().to_vec();
+        all.push(&self.checkpoints);
+        all
     }
 }
 

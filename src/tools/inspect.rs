@@ -121,7 +121,7 @@ pub fn inspect(
     // The aggregated and dead-letter files, footers read, to read their columns next.
     let mut opened = Vec::new();
     for dataset in Dataset::ALL {
-        let bucket = dataset.bucket(buckets).to_string();
+        let bucket = buckets.of(dataset).to_string();
         let files = files_of(storage, &bucket, tables)?;
         let mut summary = DatasetSummary {
             dataset,

@@ -205,12 +205,10 @@ fn settings(roll_every: Duration) -> PipelineSettings {
         idle_timeout: Duration::from_secs(3600),
         max_future_skew: Some(Duration::from_secs(3600)),
         reference_time_ms: None,
-        buckets: Buckets {
-            raw: RAW.into(),
-            aggregated: AGGREGATED.into(),
-            dlq: DLQ.into(),
-            checkpoints: "pageview-pipeline-local-checkpoints".into(),
-        },
+        buckets: Buckets::new(
+            [RAW, AGGREGATED, DLQ].map(String::from),
+            "pageview-pipeline-local-checkpoints".into(),
+        ),
         file_max_bytes: 128 << 20,
         file_max_age: roll_every,
         compression: Compression::SNAPPY,

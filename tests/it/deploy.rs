@@ -11,6 +11,7 @@ use crate::common::*;
 use clap::Parser;
 use hcl::eval::{Context, Evaluate};
 use pageview::config::{BucketsCommand, Cli, Command as Sub};
+use pageview::dataset::Dataset;
 use serde_json::Value;
 
 fn repo() -> &'static Path {
@@ -270,15 +271,12 @@ fn terraform_buckets_are_the_binarys_and_the_policy_grants_only_them() {
                 other => panic!("{other:?}"),
             };
         let (binary, _) = defaults(environment);
-        let want: BTreeMap<String, String> = [
-            ("raw", binary.raw),
-            ("aggregated", binary.aggregated),
-            ("dlq", binary.dlq),
-            ("checkpoints", binary.checkpoints),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        let want: BTreeMap<String, String> = Dataset::ALL
+            .into_iter()
+            .map(|d| (d.as_str(), binary.of(d)))
+            .chain([("checkpoints", binary.checkpoints.as_str())])
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         assert_eq!(names, want, "environment {environment}");
     }
     // One bucket resource, one per name above.

@@ -166,7 +166,7 @@ impl Tables {
         let tables = Dataset::ALL
             .iter()
             .map(|&dataset| {
-                let bucket = dataset.bucket(buckets).to_string();
+                let bucket = buckets.of(dataset).to_string();
                 let location = root.location(&bucket);
                 let table = runtime
                     .block_on(open_or_create(&location, dataset))
@@ -379,12 +379,7 @@ mod tests {
     const TARGET: u64 = 1 << 20;
 
     fn open(root: &Path) -> Tables {
-        let buckets = Buckets {
-            raw: "raw".into(),
-            aggregated: "agg".into(),
-            dlq: "dlq".into(),
-            checkpoints: "cp".into(),
-        };
+        let buckets = Buckets::new(["raw", "agg", "dlq"].map(String::from), "cp".into());
         Tables::open(TableRoot::Folder(root), &buckets).unwrap()
     }
 

@@ -11,6 +11,7 @@ use anyhow::Result;
 
 use super::{Runs, Usage, clear, ensure_input, measure, parquet_files, path_str, table_header};
 use crate::config::BenchArgs;
+use crate::dataset::Dataset;
 use crate::storage::{S3Settings, S3Storage, Storage};
 use crate::tools::report::human;
 
@@ -28,13 +29,12 @@ pub fn run(args: &BenchArgs, exe: &Path) -> Result<()> {
         &part_mib,
         "--s3-upload-concurrency",
         &concurrency,
-        "--raw-events-bucket",
-        &buckets.raw,
-        "--aggregated-bucket",
-        &buckets.aggregated,
-        "--dlq-bucket",
-        &buckets.dlq,
     ];
+    let bucket_flags: Vec<String> = Dataset::ALL
+        .into_iter()
+        .flat_map(|d| [d.bucket_flag(), buckets.of(d).to_string()])
+        .collect();
+    s3_flags.extend(bucket_flags.iter().map(String::as_str));
     if let Some(endpoint) = &settings.endpoint {
         s3_flags.extend(["--aws-endpoint-url", endpoint]);
     }
@@ -81,7 +81,7 @@ pub fn run(args: &BenchArgs, exe: &Path) -> Result<()> {
                 measure(exe, args.cpu, &process)
             })?;
             to_s3 = Some(Usage::fastest(to_s3, run));
-            let took = upload_only(&settings, &buckets.raw, bytes)?;
+            let took = upload_only(&settings, buckets.of(Dataset::Raw), bytes)?;
             upload = Some(upload.map_or(took, |best| best.min(took)));
         }
         let (disk, to_s3) = (disk.expect("repeat >= 1"), to_s3.expect("repeat >= 1"));

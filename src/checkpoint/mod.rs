@@ -324,6 +324,18 @@ pub enum CheckpointError {
     Corrupt { key: String, problem: String },
     #[error("cannot take the assigned partitions at their checkpointed offsets: {0}")]
     Assign(String),
+    /// The group's checkpoints are of another topic: a group reads one topic.
+    #[error(
+        "consumer group {group} has checkpoints of topic {found} ({key}), not {wanted}: a group \
+         reads one topic, so give {wanted} a group of its own (--group), or delete the group's \
+         checkpoints to start it over"
+    )]
+    OtherTopic {
+        group: String,
+        found: String,
+        wanted: String,
+        key: String,
+    },
 }
 
 /// The least time between two checkpoints made for closed windows.

@@ -65,6 +65,7 @@ impl ConsumeOnlyPlan {
             storage,
             "consume-only",
             &self.settings.group,
+            &self.settings.topic,
         ));
         let mut group = GroupConsumer::join(&self.settings, manifests, &AtomicBool::new(false))?;
         let ends = group.ends()?;

@@ -223,6 +223,7 @@ impl Lake {
                 storage.clone(),
                 checkpoints,
                 &settings.group,
+                &settings.topic,
             )),
             Some(tables) => Arc::new(TableLog::new(
                 *tables,

@@ -8,18 +8,22 @@ use crate::checkpoint::{self, CheckpointError, Manifest, Recovery};
 use crate::sink::naming;
 use crate::storage::Storage;
 
-/// The manifests of one consumer group.
+/// The manifests of one consumer group, which reads one topic.
 #[derive(Clone)]
 pub struct Manifests {
     storage: Arc<dyn Storage>,
     folder: String,
+    group: String,
+    topic: String,
 }
 
 impl Manifests {
-    pub fn new(storage: Arc<dyn Storage>, bucket: &str, group: &str) -> Self {
+    pub fn new(storage: Arc<dyn Storage>, bucket: &str, group: &str, topic: &str) -> Self {
         Manifests {
             storage,
             folder: format!("{bucket}/{}", naming::source_tag(group)),
+            group: group.into(),
+            topic: topic.into(),
         }
     }
 
@@ -43,7 +47,16 @@ impl Manifests {
             let Some(bytes) = self.storage.get(&key)? else {
                 continue;
             };
-            let manifest = Manifest::checked(serde_json::from_slice(&bytes), key)?;
+            let manifest = Manifest::checked(serde_json::from_slice(&bytes), &key)?;
+            // Resumed on this topic, another topic's offsets would skip records, silently.
+            if manifest.topic != self.topic {
+                return Err(CheckpointError::OtherTopic {
+                    group: self.group.clone(),
+                    found: manifest.topic,
+                    wanted: self.topic.clone(),
+                    key,
+                });
+            }
             manifests.push((name, manifest));
         }
         Ok(manifests)
@@ -112,11 +125,30 @@ mod tests {
     }
 
     #[test]
+    fn a_group_whose_checkpoints_are_of_another_topic_is_refused_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> =
+            Arc::new(crate::storage::LocalStorage::open(dir.path()).unwrap());
+        left_behind(
+            &Manifests::new(storage.clone(), "cp", "g", "t"),
+            &Manifest::of_partition_0(3, "a", 10, Vec::new()),
+        );
+        let other = Manifests::new(storage, "cp", "g", "clicks");
+        let refused = other.recover(&[0]).expect_err("refused").to_string();
+        assert!(
+            refused.contains("consumer group g has checkpoints of topic t")
+                && refused.contains("not clicks")
+                && refused.contains("--group"),
+            "{refused}"
+        );
+    }
+
+    #[test]
     fn recovery_only_reads_and_completing_it_publishes_the_newest_manifests_files() {
         let dir = tempfile::tempdir().unwrap();
         let storage: Arc<dyn Storage> =
             Arc::new(crate::storage::LocalStorage::open(dir.path()).unwrap());
-        let manifests = Manifests::new(storage.clone(), "cp", "my group");
+        let manifests = Manifests::new(storage.clone(), "cp", "my group", "t");
         let mut file = storage.create("k").unwrap();
         std::io::Write::write_all(&mut file, b"rows").unwrap();
         let staged = file.stage().unwrap();

@@ -50,7 +50,7 @@ impl TableLog {
     ) -> Self {
         TableLog {
             tables: Mutex::new(tables),
-            saved: Manifests::new(storage.clone(), checkpoints, group),
+            saved: Manifests::new(storage.clone(), checkpoints, group, topic),
             storage,
             group: group.into(),
             topic: topic.into(),

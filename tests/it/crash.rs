@@ -235,6 +235,7 @@ fn live(
         storage.clone(),
         &pipeline.buckets.checkpoints,
         "group",
+        TOPIC,
     ));
     let mut source = Partitions {
         records,
@@ -401,7 +402,7 @@ fn check(
         }
     }
     let storage: Arc<dyn Storage> = Arc::new(LocalStorage::open(root).unwrap());
-    let open = Manifests::new(storage, &pipeline.buckets.checkpoints, "group")
+    let open = Manifests::new(storage, &pipeline.buckets.checkpoints, "group", TOPIC)
         .recover(&PARTITIONS)
         .unwrap()
         .windows;

@@ -1584,3 +1584,44 @@ fn a_log_append_time_topic_judges_events_by_the_brokers_clock() {
     );
     assert_eq!(rows(root, RAW), 3);
 }
+
+/// A group that read one topic, started on another: it stops with one line, rather than
+/// resume the new topic at the old one's offsets and read nothing.
+#[test]
+fn a_group_reused_for_another_topic_stops_naming_both() {
+    let broker = Broker::start();
+    let storage = Store::local();
+    let run_on = |topic: &str| {
+        let produced = run(&[
+            "generate",
+            "--bootstrap-servers",
+            &broker.bootstrap,
+            "--topic",
+            topic,
+            "--events",
+            "30",
+            "--simulated-time",
+            "--partitions",
+            "3",
+        ]);
+        assert!(produced.status.success(), "{}", stderr(&produced));
+        storage
+            .command()
+            .args(["--bootstrap-servers", &broker.bootstrap, "--topic", topic])
+            .args(["--group", "shared", "--stop-at-end"])
+            .output()
+            .unwrap()
+    };
+    let first = run_on("views-a");
+    assert!(first.status.success(), "{}", stderr(&first));
+    let second = run_on("views-b");
+    assert!(!second.status.success());
+    let log = stderr(&second);
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("pageview: error: consumer group shared has checkpoints of topic views-a")
+            && last.contains("not views-b"),
+        "{log}"
+    );
+    assert_eq!(log.matches("error").count(), 1, "one line: {log}");
+}

@@ -114,15 +114,6 @@ impl FutureBound {
         self.fallback_limit = ms.saturating_add(self.skew_ms);
     }
 
-    /// No bound: for tools that route what they are given.
-    pub fn off() -> Self {
-        FutureBound {
-            skew_ms: EventMs::MAX,
-            fallback: Fallback::Pinned(0),
-            fallback_limit: EventMs::MAX,
-        }
-    }
-
     /// The clock has moved on to `now`: records without a time are judged against it.
     pub fn tick(&mut self, now: Instant) {
         if let Fallback::Clock { ms, at } = &mut self.fallback {
@@ -158,6 +149,14 @@ impl FutureBound {
             reference,
             skew_ms: self.skew_ms,
         })
+    }
+}
+
+#[cfg(test)]
+impl FutureBound {
+    /// No bound: for tests of what the bound does not decide.
+    pub fn off() -> Self {
+        FutureBound::new(None, Some(0), 0, Instant::now())
     }
 }
 

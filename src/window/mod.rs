@@ -10,7 +10,7 @@ use crate::record::{EventMs, Partition};
 use std::collections::{BTreeMap, HashMap};
 
 mod watermark;
-pub use watermark::{CONFIRMING, EventClock, RECENT, Watermarks};
+pub use watermark::{CONFIRMING, EventClock, Watermarks};
 
 /// Postcode counts of one window; foldhash because SipHash showed up in profiles.
 type Counts = HashMap<Box<str>, i64, foldhash::fast::RandomState>;
@@ -248,6 +248,7 @@ impl Windows {
 
 #[cfg(test)]
 mod tests {
+    use super::watermark::RECENT;
     use super::*;
     use proptest::prelude::*;
 

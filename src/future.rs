@@ -24,8 +24,13 @@ pub struct FutureBound {
 
 #[derive(Debug, Clone, Copy)]
 enum Fallback {
-    /// The wall clock, `ms` at `at`, moved on at each tick.
-    Clock { ms: EventMs, at: Instant },
+    /// The wall clock: `ms` as of the last tick, from `start_ms` at `started` (measured from
+    /// the start each time, so that ticks do not add up rounding).
+    Clock {
+        ms: EventMs,
+        start_ms: EventMs,
+        started: Instant,
+    },
     /// `--reference-time-ms`.
     Pinned(EventMs),
 }
@@ -97,7 +102,8 @@ impl FutureBound {
             Some(ms) => Fallback::Pinned(ms),
             None => Fallback::Clock {
                 ms: now_ms,
-                at: now,
+                start_ms: now_ms,
+                started: now,
             },
         };
         let mut bound = FutureBound {
@@ -116,9 +122,13 @@ impl FutureBound {
 
     /// The clock has moved on to `now`: records without a time are judged against it.
     pub fn tick(&mut self, now: Instant) {
-        if let Fallback::Clock { ms, at } = &mut self.fallback {
-            *ms += now.saturating_duration_since(*at).as_millis() as i64;
-            *at = now;
+        if let Fallback::Clock {
+            ms,
+            start_ms,
+            started,
+        } = &mut self.fallback
+        {
+            *ms = *start_ms + now.saturating_duration_since(*started).as_millis() as i64;
             self.limit();
         }
     }
@@ -236,8 +246,19 @@ mod tests {
     fn the_clock_moves_on_at_each_tick_and_a_pinned_time_does_not() {
         let (mut clock, at) = bound(None);
         let (mut pinned, _) = bound(Some(NOW));
-        let later = at + Duration::from_secs(2 * 3600);
-        clock.tick(later);
+        // A tick every 100.9 ms for two hours: no rounding adds up.
+        let tick = Duration::from_micros(100_900);
+        let mut later = at;
+        while later < at + Duration::from_secs(2 * 3600) {
+            later += tick;
+            clock.tick(later);
+        }
+        let behind = NOW + (later - at).as_millis() as i64 + HOUR;
+        assert_eq!(clock.check(behind, None), None);
+        assert!(
+            clock.check(behind + 1, None).is_some(),
+            "exactly the clock's time"
+        );
         pinned.tick(later);
         assert_eq!(clock.check(NOW + 2 * HOUR, None), None);
         assert!(pinned.check(NOW + 2 * HOUR, None).is_some());

@@ -955,19 +955,17 @@ impl BucketArgs {
         }
         let checkpoints = pick(&self.checkpoints_bucket, CHECKPOINTS_BUCKET, "checkpoints")?;
         let buckets = Buckets::new(datasets, checkpoints);
-        let names = buckets.with_checkpoints();
-        let settings: Vec<&'static str> = Dataset::ALL
+        let named: Vec<(&'static str, &str)> = Dataset::ALL
             .iter()
-            .map(|d| d.bucket_setting())
-            .chain([CHECKPOINTS_BUCKET])
+            .map(|&d| (d.bucket_setting(), buckets.of(d)))
+            .chain([(CHECKPOINTS_BUCKET, buckets.checkpoints.as_str())])
             .collect();
-        for (i, name) in names.iter().enumerate() {
-            if let Some(first) = names[..i].iter().position(|n| n == name) {
+        for (i, &(setting, name)) in named.iter().enumerate() {
+            if let Some((first, _)) = named[..i].iter().find(|(_, n)| *n == name) {
                 return Err(ConfigError::Invalid {
-                    setting: settings[i],
+                    setting,
                     problem: format!(
-                        "{name:?} is {}'s bucket too: the datasets and the checkpoints need different buckets",
-                        settings[first]
+                        "{name:?} is {first}'s bucket too: the datasets and the checkpoints need different buckets"
                     ),
                 });
             }

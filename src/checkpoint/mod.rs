@@ -126,7 +126,7 @@ impl Manifest {
         let problem = match parsed {
             Ok(manifest) if (1..=VERSION).contains(&manifest.version) => return Ok(manifest),
             Ok(manifest) => format!(
-                "format version {} (this build reads {VERSION})",
+                "format version {} (this build reads 1 to {VERSION})",
                 manifest.version
             ),
             Err(e) => e.to_string(),

@@ -349,15 +349,9 @@ fn check(
         .flat_map(|(_, b)| b.column(0).as_primitive::<Int64Type>().values().to_vec())
         .collect();
     raw.sort();
-    let mut dead: Vec<(Vec<u8>, String)> = crate::common::read_dataset(root, DLQ)
-        .iter()
-        .flat_map(|(_, b)| {
-            let payloads = b.column(0).as_binary::<i32>();
-            let kinds = b.column(1).as_string::<i32>();
-            (0..b.num_rows())
-                .map(|i| (payloads.value(i).to_vec(), kinds.value(i).to_string()))
-                .collect::<Vec<_>>()
-        })
+    let mut dead: Vec<(Vec<u8>, String)> = crate::common::dead_letter_rows(root)
+        .into_iter()
+        .map(|row| (row.payload, row.kind))
         .collect();
     dead.sort();
     let late: Vec<&[u8]> = dead

@@ -230,10 +230,7 @@ fn vacuum_expires_dead_letters_past_their_retention_from_the_table() {
     assert!(!dead_letters.is_empty());
     let raw = table_files(&tables, RAW).unwrap();
     // As if the run had been 100 days ago: its commits say when each file was added.
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now_ms = pageview::generate::now_ms();
     let log = tables.join(DLQ).join("_delta_log");
     let added_at = regex::Regex::new(r#""modificationTime":\d+"#).unwrap();
     for entry in std::fs::read_dir(&log).unwrap() {

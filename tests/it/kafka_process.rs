@@ -20,6 +20,7 @@ use crate::common::s3::LocalStack;
 use crate::common::*;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type, TimestampMillisecondType};
+use pageview::generate::now_ms;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
@@ -1374,27 +1375,6 @@ fn produce_stamped(bootstrap: &str, topic: &str, records: &[(i32, Vec<u8>, i64)]
     producer.flush(Duration::from_secs(30)).unwrap();
 }
 
-/// The DLQ's (error_kind, error_message) rows.
-fn dead_letters(root: &Path) -> Vec<(String, String)> {
-    read_dataset(root, DLQ)
-        .iter()
-        .flat_map(|(_, b)| {
-            let kinds = b.column(1).as_string::<i32>();
-            let messages = b.column(2).as_string::<i32>();
-            (0..b.num_rows())
-                .map(|i| (kinds.value(i).to_string(), messages.value(i).to_string()))
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 /// Client clocks set wrong, through Kafka (docs/CONTRACT.md 3). The records carry the times
 /// of a producer whose clock is two hours behind this machine's, as if produced two hours
 /// ago, so a decision taken against the machine's clock would differ from one against the
@@ -1445,9 +1425,10 @@ fn wrong_client_clocks_make_no_honest_event_late_through_kafka_and_a_kill_9() {
     produce_stamped(&broker.bootstrap, TOPIC, &outliers, pace);
     produce_stamped(&broker.bootstrap, TOPIC, &run(40..80), pace);
     let future = |root: &Path| {
-        dead_letters(root)
+        dead_letter_rows(root)
             .into_iter()
-            .filter(|(kind, _)| kind == "future_timestamp")
+            .filter(|row| row.kind == "future_timestamp")
+            .map(|row| row.message)
             .collect::<Vec<_>>()
     };
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -1519,7 +1500,7 @@ fn wrong_client_clocks_make_no_honest_event_late_through_kafka_and_a_kill_9() {
     assert!(
         future
             .iter()
-            .all(|(_, m)| m.contains("the Kafka record's CreateTime")),
+            .all(|m| m.contains("the Kafka record's CreateTime")),
         "{future:?}"
     );
     let (mut raw, _) = outputs(root);
@@ -1573,7 +1554,10 @@ fn a_log_append_time_topic_judges_events_by_the_brokers_clock() {
     let status = done.exit_within(Duration::from_secs(60), "--stop-at-end never stopped");
     assert!(status.success(), "{}", done.log());
     let root = storage.path();
-    let letters = dead_letters(root);
+    let letters: Vec<(String, String)> = dead_letter_rows(root)
+        .into_iter()
+        .map(|row| (row.kind, row.message))
+        .collect();
     assert_eq!(letters.len(), 3, "{letters:?}");
     assert!(
         letters

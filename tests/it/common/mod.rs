@@ -180,18 +180,42 @@ pub fn rows(root: &Path, bucket: &str) -> usize {
         .sum()
 }
 
-/// DLQ rows of one `error_kind`.
-pub fn dead_letters_of(root: &Path, kind: &str) -> usize {
+/// One DLQ row: the payload, its `error_kind` and its `error_message`.
+#[derive(Debug)]
+pub struct DeadLetterRow {
+    pub payload: Vec<u8>,
+    pub kind: String,
+    pub message: String,
+}
+
+/// The DLQ's rows, in file order.
+pub fn dead_letter_rows(root: &Path) -> Vec<DeadLetterRow> {
+    use arrow_array::cast::AsArray;
     read_dataset(root, DLQ)
         .iter()
-        .map(|(_, b)| {
-            arrow_array::cast::AsArray::as_string::<i32>(b.column(1))
-                .iter()
-                .filter(|k| *k == Some(kind))
-                .count()
+        .flat_map(|(_, b)| {
+            let payloads = b.column(0).as_binary::<i32>();
+            let kinds = b.column(1).as_string::<i32>();
+            let messages = b.column(2).as_string::<i32>();
+            (0..b.num_rows())
+                .map(|i| DeadLetterRow {
+                    payload: payloads.value(i).to_vec(),
+                    kind: kinds.value(i).to_string(),
+                    message: messages.value(i).to_string(),
+                })
+                .collect::<Vec<_>>()
         })
-        .sum()
+        .collect()
 }
+
+/// DLQ rows of one `error_kind`.
+pub fn dead_letters_of(root: &Path, kind: &str) -> usize {
+    dead_letter_rows(root)
+        .iter()
+        .filter(|row| row.kind == kind)
+        .count()
+}
+
 /// The aggregated dataset: window start (ms) → (postcode, count), in file order.
 pub fn window_counts(root: &Path) -> std::collections::BTreeMap<i64, Vec<(String, i64)>> {
     use arrow_array::cast::AsArray;

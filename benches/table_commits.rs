@@ -29,6 +29,7 @@ fn main() {
             epoch: recovery.epoch + n,
             member: "bench".into(),
             topic: "pageview-events".into(),
+            topic_partitions: None,
             watermark: Some(n as i64 * 1000),
             partitions: partitions
                 .iter()

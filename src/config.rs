@@ -1042,6 +1042,7 @@ impl PipelineSettings {
             max_file_bytes: self.file_max_bytes,
             max_file_age: self.file_max_age,
             compression: self.compression,
+            partials: None,
         }
     }
 }

@@ -143,17 +143,20 @@ pub fn router(pipeline: &PipelineSettings, storage: Arc<dyn Storage>, tags: Tags
 }
 
 /// The router of assigned partitions of `topic`, windows and cursors restored from their
-/// recovery.
+/// recovery; closed windows go to `partials` when the group merges them.
 pub fn resumed_router(
     pipeline: &PipelineSettings,
     storage: Arc<dyn Storage>,
     topic: &str,
+    partials: Option<&str>,
     assignment: &Assignment,
 ) -> Router {
     let tags = Tags::Topic {
         topic: topic.into(),
         partitions: assignment.partitions.clone(),
     };
+    let mut sinks = pipeline.sink_config(tags);
+    sinks.partials = partials.map(String::from);
     let recovery = &assignment.recovery;
     Router::resume(
         recovery.windows(
@@ -161,7 +164,7 @@ pub fn resumed_router(
             pipeline.watermark_delay_ms,
             &assignment.partitions,
         ),
-        Sinks::new(storage, &pipeline.sink_config(tags)),
+        Sinks::new(storage, &sinks),
         pipeline.idle_timeout,
         pipeline.future_bound(),
         &assignment.partitions,

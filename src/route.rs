@@ -131,30 +131,32 @@ impl Router {
         }
         self.stats.valid += 1;
         self.sinks.raw(&event, partition, record.offset)?;
-        match self.windows.add(
+        let assigned = self.windows.add(
             partition,
             event.timestamp,
             record.time.map(RecordTime::ms),
             &event.postcode,
-        ) {
-            Assignment::OnTime if self.windows.has_final() => {
-                let closed = self.windows.drain_final();
-                self.emit(&closed)
-            }
-            Assignment::OnTime => Ok(()),
-            Assignment::Late {
-                window_start,
-                watermark,
-            } => {
-                let size = self.windows.spec().size_ms();
-                let message = format!(
-                    "late event: timestamp {} falls in window [{window_start}, {}), already final at watermark {watermark}",
-                    event.timestamp,
-                    window_start + size
-                );
-                self.dead_letter(record, ErrorKind::LateEvent, &message)
-            }
+        );
+        if let Assignment::Late {
+            window_start,
+            watermark,
+        } = assigned
+        {
+            let size = self.windows.spec().size_ms();
+            let message = format!(
+                "late event: timestamp {} falls in window [{window_start}, {}), already final at watermark {watermark}",
+                event.timestamp,
+                window_start + size
+            );
+            self.dead_letter(record, ErrorKind::LateEvent, &message)?;
         }
+        // A late event moves the clock too (it counts among the recent events), so either
+        // can make windows final.
+        if self.windows.has_final() {
+            let closed = self.windows.drain_final();
+            self.emit(&closed)?;
+        }
+        Ok(())
     }
 
     fn dead_letter(
@@ -292,6 +294,12 @@ impl Router {
     /// Everything a checkpoint needs. Final windows and dead letters always go into files;
     /// raw files only when due, or all of them when `stopping`.
     pub fn seal(&mut self, stopping: bool) -> Result<Sealed, SinkError> {
+        // A checkpoint never holds open a window its watermark made final: the group reads
+        // its watermark as how far its windows are published. Resuming can find some so.
+        if self.windows.has_final() {
+            let closed = self.windows.drain_final();
+            self.emit(&closed)?;
+        }
         if stopping {
             self.sinks.finish_all()?;
         } else {
@@ -335,17 +343,21 @@ mod tests {
 
     const T0: i64 = 1_700_000_040_000;
 
-    fn router(dir: &std::path::Path) -> (Router, Arc<dyn Storage>) {
-        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::open(dir).unwrap());
-        let config = SinkConfig {
+    fn router_config() -> SinkConfig {
+        SinkConfig {
             buckets: Buckets::new(["raw", "agg", "dlq"].map(String::from), "cp".into()),
             tags: Tags::Fixed("t".into()),
             max_file_bytes: 128 << 20,
             max_file_age: Duration::from_secs(3600),
             compression: Compression::SNAPPY,
-        };
+            partials: None,
+        }
+    }
+
+    fn router(dir: &std::path::Path) -> (Router, Arc<dyn Storage>) {
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::open(dir).unwrap());
         let windows = Windows::new(WindowSpec::new(60_000), 5_000);
-        let sinks = Sinks::new(storage.clone(), &config);
+        let sinks = Sinks::new(storage.clone(), &router_config());
         (
             Router::new(windows, sinks, Duration::from_secs(30), FutureBound::off()),
             storage,
@@ -375,6 +387,39 @@ mod tests {
                 })
                 .unwrap();
         }
+    }
+
+    #[test]
+    fn a_checkpoint_holds_no_window_its_watermark_made_final() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::open(dir.path()).unwrap());
+        let clock = EventClock::restore(Some(T0 + 70_000), &[], None);
+        let open = crate::window::OpenCount {
+            window_start: T0,
+            partition: 0,
+            postcode: "E1".into(),
+            count: 2,
+        };
+        // Resumed where the partition's clock is past the window the checkpoint left open:
+        // final before any record comes.
+        let windows = Windows::restore(
+            WindowSpec::new(60_000),
+            crate::window::Watermarks::restore(5_000, Some(T0 + 30_000), &[(0, clock)], &[]),
+            &[open],
+        );
+        let mut router = Router::resume(
+            windows,
+            Sinks::new(storage, &router_config()),
+            Duration::from_secs(30),
+            FutureBound::off(),
+            &[0],
+            BTreeMap::new(),
+        );
+        let sealed = router.seal(false).unwrap();
+        assert_eq!(sealed.watermark, Some(T0 + 65_000));
+        assert!(sealed.windows.is_empty(), "{:?}", sealed.windows);
+        assert_eq!(sealed.finished.len(), 1);
+        assert_eq!(sealed.finished[0].dataset, Dataset::Aggregated);
     }
 
     #[test]

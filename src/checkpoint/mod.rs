@@ -23,7 +23,10 @@ pub use recovery::{Recovery, recover, replaced, sort_out, superseded};
 /// Bumped when the manifest format changes, so an old processor refuses a newer manifest.
 /// Version 2 saves each partition's recent event times and record timestamps with its clock;
 /// a version 1 manifest is still read (its clock resumes, its recent times start empty).
-pub const VERSION: u32 = 2;
+/// Version 3 publishes closed windows as the group's partial counts, merged into one row
+/// per (window, postcode), where earlier versions wrote each processor's own rows: a
+/// version 2 processor must not join a group that merges.
+pub const VERSION: u32 = 3;
 
 /// What a checkpoint saves and publishes, taken from the router in one step.
 pub struct Sealed {
@@ -106,6 +109,10 @@ pub struct Manifest {
     pub epoch: u64,
     pub member: String,
     pub topic: String,
+    /// How many partitions the topic had when the processor was given its partitions: a
+    /// window is final for the group once every one of them is final past it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_partitions: Option<i32>,
     /// The processor's watermark, which never moves back.
     pub watermark: Option<EventMs>,
     pub partitions: BTreeMap<Partition, PartitionState>,
@@ -148,6 +155,7 @@ impl Manifest {
             epoch,
             member: member.into(),
             topic: "t".into(),
+            topic_partitions: None,
             watermark: Some(epoch as i64 * 1000),
             partitions: partitions
                 .iter()
@@ -189,6 +197,7 @@ impl Manifest {
             epoch,
             member: member.into(),
             topic: "t".into(),
+            topic_partitions: None,
             watermark: None,
             partitions: BTreeMap::from([(0, state)]),
             windows: Vec::new(),

@@ -30,6 +30,9 @@ pub struct Recovery {
     /// Names of manifests no recovery can pick any more, deleted once the recovery is
     /// complete.
     pub superseded: Vec<String>,
+    /// How many partitions the topic has, as the source learnt when it was assigned; saved
+    /// in every checkpoint, for the group to know when a window is final in all of them.
+    pub topic_partitions: Option<i32>,
 }
 
 impl Recovery {
@@ -281,6 +284,7 @@ mod tests {
             epoch,
             member: format!("m{p}"),
             topic: "t".into(),
+            topic_partitions: None,
             watermark: ws.watermark(),
             partitions: BTreeMap::from([(p, state)]),
             windows: ws.open_counts(),

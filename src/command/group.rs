@@ -59,6 +59,7 @@ pub(super) fn consume_group(
         settings.group,
         settings.checkpoint_interval.as_millis()
     );
+    let partials = point.partials().map(String::from);
     let progress = Progress::new("processing", observed);
     let mut start = |assignment: &Assignment, before: Option<Router>| {
         progress.observed.health.set_connected(true);
@@ -67,7 +68,13 @@ pub(super) fn consume_group(
             assignment.partitions,
             settings.topic
         );
-        let mut router = resumed_router(pipeline, storage.clone(), &settings.topic, assignment);
+        let mut router = resumed_router(
+            pipeline,
+            storage.clone(),
+            &settings.topic,
+            partials.as_deref(),
+            assignment,
+        );
         if let Some(before) = before {
             router.continue_stats(before);
         }

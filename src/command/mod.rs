@@ -16,9 +16,12 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 
-use crate::commit::{Commit, CommitPoint, Compactor, Manifests, TableLog, TableRoot, Tables};
+use crate::commit::{
+    Commit, CommitPoint, Compactor, Manifests, Merger, TableLog, TableRoot, Tables,
+};
 use crate::config::{BucketsCommand, Command, ConfigError, PipelineSettings, S3Args, TableFormat};
 use crate::kafka::{self, Cluster, TopicState};
+use crate::sink::Tags;
 use crate::source::kafka::ConsumerSettings;
 use crate::storage::{
     Buckets, LocalStorage, Location, RequestObserver, S3Settings, S3Storage, Storage,
@@ -219,12 +222,22 @@ impl Lake {
     ) -> Result<Committer> {
         let checkpoints = &pipeline.buckets.checkpoints;
         let point: Arc<dyn CommitPoint> = match self.tables(pipeline, &*storage)? {
-            None => Arc::new(Manifests::new(
-                storage.clone(),
-                checkpoints,
-                &settings.group,
-                &settings.topic,
-            )),
+            None => Arc::new(
+                Manifests::new(
+                    storage.clone(),
+                    checkpoints,
+                    &settings.group,
+                    &settings.topic,
+                )
+                .merged_by(Merger::new(
+                    storage.clone(),
+                    checkpoints,
+                    &settings.group,
+                    &settings.topic,
+                    pipeline.window,
+                    pipeline.sink_config(Tags::Fixed(String::new())),
+                )),
+            ),
             Some(tables) => Arc::new(TableLog::new(
                 *tables,
                 storage.clone(),

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use super::{CommitError, CommitPoint};
+use super::{CommitError, CommitPoint, Merger, Pass};
 use crate::checkpoint::{self, CheckpointError, Manifest, Recovery};
 use crate::sink::naming;
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError};
 
 /// The manifests of one consumer group, which reads one topic.
 #[derive(Clone)]
@@ -15,6 +15,8 @@ pub struct Manifests {
     folder: String,
     group: String,
     topic: String,
+    /// Merges the group's partial counts, when its processors write them.
+    merger: Option<Arc<Merger>>,
 }
 
 impl Manifests {
@@ -24,7 +26,15 @@ impl Manifests {
             folder: format!("{bucket}/{}", naming::source_tag(group)),
             group: group.into(),
             topic: topic.into(),
+            merger: None,
         }
+    }
+
+    /// The group's processors write closed windows as partial counts, which `merger` merges
+    /// after each checkpoint.
+    pub fn merged_by(mut self, merger: Merger) -> Self {
+        self.merger = Some(Arc::new(merger));
+        self
     }
 
     fn key(&self, name: &str) -> String {
@@ -97,7 +107,17 @@ impl CommitPoint for Manifests {
 
     fn complete(&self, recovery: &Recovery) -> Result<(), CommitError> {
         for file in &recovery.unpublished {
-            self.storage.publish_staged(&file.staged, &file.key)?;
+            let Err(e) = self.storage.publish_staged(&file.staged, &file.key) else {
+                continue;
+            };
+            // Published, merged and deleted: no recovery needs it again.
+            let merged = match (&e, &self.merger) {
+                (StorageError::StagedMissing { .. }, Some(merger)) => merger.merged(&file.key)?,
+                _ => false,
+            };
+            if !merged {
+                return Err(e.into());
+            }
         }
         Ok(self.tidy(&recovery.superseded)?)
     }
@@ -111,6 +131,18 @@ impl CommitPoint for Manifests {
             self.delete(old)?;
         }
         Ok(name)
+    }
+
+    fn partials(&self) -> Option<&str> {
+        self.merger.as_deref().map(Merger::partials)
+    }
+
+    fn merge(&self) -> Result<Option<Pass>, CommitError> {
+        let Some(merger) = &self.merger else {
+            return Ok(None);
+        };
+        let manifests: Vec<_> = self.load()?.into_iter().map(|(_, m)| m).collect();
+        Ok(Some(merger.pass(&manifests)?))
     }
 }
 

@@ -13,6 +13,8 @@ mod compaction;
 mod compactor;
 mod delta;
 mod manifests;
+mod merge;
+mod merger;
 mod table_log;
 
 use std::sync::Arc;
@@ -23,6 +25,8 @@ pub use delta::{
     TableError, TableRoot, Tables, added_before, current_files, expire, has_table, vacuum,
 };
 pub use manifests::Manifests;
+pub use merge::Hold;
+pub use merger::{Merger, Pass};
 pub use table_log::TableLog;
 
 use crate::checkpoint::{self, CheckpointError, Cursors, Manifest, Recovery, StagedFile};
@@ -43,6 +47,16 @@ pub trait CommitPoint: Send + Sync {
     /// visible and the checkpoints it supersedes (`replaced`) deleted. Returns the name the
     /// next commit replaces.
     fn commit(&self, manifest: &Manifest, replaced: &[String]) -> Result<String, CommitError>;
+    /// Where the group's processors put closed windows, as partial counts for
+    /// [`CommitPoint::merge`] to merge; `None` when they write them as final rows.
+    fn partials(&self) -> Option<&str> {
+        None
+    }
+    /// Merges what the group's checkpoints made final into one row per (window, postcode);
+    /// run after each checkpoint. `None` where windows are not merged.
+    fn merge(&self) -> Result<Option<Pass>, CommitError> {
+        Ok(None)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +122,7 @@ impl Commit {
         if let Protocol::Checkpointed(c) = &mut self.protocol {
             c.point.complete(recovery)?;
             c.current = Some(Assigned::new(recovery));
+            c.merge()?;
         }
         Ok(())
     }
@@ -164,6 +179,7 @@ pub struct Checkpointed {
     timed: Option<Box<dyn Fn(Duration) + Send>>,
     /// The checkpoints of the current assignment.
     current: Option<Assigned>,
+    merged: Option<Pass>,
 }
 
 impl Checkpointed {
@@ -176,6 +192,7 @@ impl Checkpointed {
             interval,
             timed: None,
             current: None,
+            merged: None,
         }
     }
 
@@ -229,6 +246,7 @@ impl Checkpointed {
             epoch: current.epoch,
             member: self.member.clone(),
             topic: self.topic.clone(),
+            topic_partitions: current.topic_partitions,
             watermark: sealed.watermark,
             partitions: current.cursors.seal(&sealed.partitions),
             windows: sealed.windows,
@@ -257,13 +275,28 @@ impl Checkpointed {
         if let Some(timed) = &self.timed {
             timed(now.elapsed());
         }
+        self.merge()?;
         Ok(offsets)
+    }
+
+    /// Merges what the group's checkpoints, this one's included, made final.
+    fn merge(&mut self) -> Result<(), CommitError> {
+        if let Some(pass) = self.point.merge()? {
+            self.merged = Some(pass);
+        }
+        Ok(())
+    }
+
+    /// The last merge pass, for the status of the group.
+    pub fn merged(&self) -> Option<&Pass> {
+        self.merged.as_ref()
     }
 }
 
 /// The checkpoints of one assignment.
 struct Assigned {
     epoch: u64,
+    topic_partitions: Option<i32>,
     cursors: Cursors,
     last: Instant,
     /// The last checkpoint committed, so a quiet stream does not commit the same one again.
@@ -278,6 +311,7 @@ impl Assigned {
     fn new(recovery: &Recovery) -> Self {
         Assigned {
             epoch: recovery.epoch,
+            topic_partitions: recovery.topic_partitions,
             cursors: Cursors::restore(recovery.partitions.clone()),
             last: Instant::now(),
             previous: None,

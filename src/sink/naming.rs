@@ -66,6 +66,17 @@ pub fn file_name(source: &str, first: i64, last: i64) -> String {
     format!("part-{source}-{first:012}-{last:012}.parquet")
 }
 
+/// The (first, last) positions a name made by [`file_name`] holds: for a file of windows,
+/// the first and last window start in it.
+pub fn positions(file_name: &str) -> Option<(i64, i64)> {
+    let stem = file_name.strip_suffix(".parquet")?;
+    let mut fields = stem.rsplitn(3, '-');
+    let last = fields.next()?.parse().ok()?;
+    let first = fields.next()?.parse().ok()?;
+    fields.next()?.strip_prefix("part-")?;
+    Some((first, last))
+}
+
 /// The file of no rows a dataset holds when nothing else was written to it (see
 /// [`crate::sink::Sinks::ensure_dlq_file`]); a name without positions, so no file of rows
 /// is ever named so.
@@ -101,6 +112,19 @@ pub fn source_tag(label: &str) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_names_positions_read_back() {
+        let name = file_name("pageview_events.p0_2", 1_700_000_040_000, 1_700_000_100_000);
+        assert_eq!(
+            positions(&name),
+            Some((1_700_000_040_000, 1_700_000_100_000))
+        );
+        assert_eq!(positions(&file_name("x", 3, 12)), Some((3, 12)));
+        assert_eq!(positions(EMPTY_FILE), None);
+        assert_eq!(positions("part-x-1-2.json"), None);
+        assert_eq!(positions("other-1-2.parquet"), None);
+    }
 
     #[test]
     fn partitions_follow_utc_event_time() {

@@ -115,6 +115,10 @@ pub struct SinkConfig {
     pub max_file_bytes: u64,
     pub max_file_age: Duration,
     pub compression: Compression,
+    /// Where closed windows go when they are one group member's partial counts, to be
+    /// merged with the other members' (`commit::Merger`); `None`: into the aggregated
+    /// dataset, final.
+    pub partials: Option<String>,
 }
 
 pub struct Sinks {
@@ -139,7 +143,10 @@ impl Sinks {
             raw: RawSink::new(settings(Dataset::Raw, config.buckets.of(Dataset::Raw))),
             aggregated: AggregatedSink::new(settings(
                 Dataset::Aggregated,
-                config.buckets.of(Dataset::Aggregated),
+                config
+                    .partials
+                    .as_deref()
+                    .unwrap_or(config.buckets.of(Dataset::Aggregated)),
             )),
             dlq: DlqSink::new(settings(Dataset::Dlq, config.buckets.of(Dataset::Dlq))),
             finished: Vec::new(),

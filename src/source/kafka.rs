@@ -388,6 +388,24 @@ impl GroupConsumer {
         Ok(ends)
     }
 
+    /// How many partitions the topic has, as the broker says; `None` (said in a line) when
+    /// it does not answer: the group's windows then wait for another member to know.
+    fn topic_partitions(&self) -> Option<i32> {
+        let topic = &self.settings.topic;
+        match self.consumer.fetch_metadata(Some(topic), CONNECT_TIMEOUT) {
+            Ok(metadata) => metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .map(|t| t.partitions().len() as i32)
+                .filter(|&n| n > 0),
+            Err(e) => {
+                tracing::warn!("kafka: cannot learn how many partitions {topic} has: {e}");
+                None
+            }
+        }
+    }
+
     /// Whether a consumer that has delivered nothing for a while is stuck rather than idle:
     /// the broker answers, yet a partition it owns has records it did not read (`read` says
     /// whether the reader got to the given ends; `None` without an assignment: then the
@@ -474,8 +492,9 @@ impl GroupConsumer {
     fn rebalanced(&mut self, event: Rebalanced) -> Result<Poll<'static>, SourceError> {
         match event {
             Rebalanced::Revoked => Ok(Poll::Revoked),
-            Rebalanced::Assigned(assignment) => {
+            Rebalanced::Assigned(mut assignment) => {
                 self.unassigned_note = Instant::now() + UNASSIGNED_NOTE_EVERY;
+                assignment.recovery.topic_partitions = self.topic_partitions();
                 Ok(Poll::Assigned(Box::new(assignment)))
             }
             Rebalanced::Failed(e) => Err(e.into()),

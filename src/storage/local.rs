@@ -158,6 +158,22 @@ fn process_alive(pid: u32) -> bool {
 }
 
 impl LocalStorage {
+    /// A durable file holding `bytes` in the staging folder, for a put to move into place.
+    fn write_temporary(&self, bytes: &[u8]) -> Result<PathBuf, StorageError> {
+        let path = self.staging_path(STAGING_SUFFIX);
+        let written = File::create(&path).and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        });
+        match written {
+            Ok(()) => Ok(path),
+            Err(source) => {
+                let _ = fs::remove_file(&path);
+                Err(StorageError::Write { path, source })
+            }
+        }
+    }
+
     fn staging_path(&self, suffix: &str) -> PathBuf {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.staging.join(format!(
@@ -226,20 +242,37 @@ impl Storage for LocalStorage {
     }
 
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
-        let path = self.staging_path(STAGING_SUFFIX);
         timed(&self.observer, "put", || {
-            let written = File::create(&path).and_then(|mut f| {
-                f.write_all(bytes)?;
-                f.sync_all()
-            });
-            if let Err(source) = written {
-                let _ = fs::remove_file(&path);
-                return Err(StorageError::Write { path, source });
-            }
+            let path = self.write_temporary(bytes)?;
             rename_durably(&path, &self.root.join(key)).inspect_err(|_| {
                 let _ = fs::remove_file(&path);
             })
         })
+    }
+
+    fn put_new(&self, key: &str, bytes: &[u8]) -> Result<bool, StorageError> {
+        timed(&self.observer, "put new", || {
+            let path = self.write_temporary(bytes)?;
+            let target = self.root.join(key);
+            let dir = target.parent().expect("keys name a file under the root");
+            // A hard link, unlike a rename, refuses to replace an existing entry.
+            let linked = fs::create_dir_all(dir).and_then(|()| fs::hard_link(&path, &target));
+            let _ = fs::remove_file(&path);
+            match linked {
+                Ok(()) => sync_dir(dir).map(|()| true),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                Err(source) => Err(StorageError::Write {
+                    path: target,
+                    source,
+                }),
+            }
+        })
+    }
+
+    fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        let path = self.root.join(key);
+        path.try_exists()
+            .map_err(|source| StorageError::Read { path, source })
     }
 
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
@@ -271,9 +304,9 @@ impl Storage for LocalStorage {
         Ok(names)
     }
 
-    fn list_files(&self, bucket: &str) -> Result<Vec<Listed>, StorageError> {
+    fn list_files(&self, folder: &str) -> Result<Vec<Listed>, StorageError> {
         let mut files = Vec::new();
-        walk(&self.root.join(bucket), "", &mut files)?;
+        walk(&self.root.join(folder), "", &mut files)?;
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(files)
     }

@@ -115,7 +115,8 @@ pub struct Listed {
 
 /// Somewhere files can be published atomically; the seam for local disk and S3.
 pub trait Storage: Send + Sync {
-    /// Starts a file for `bucket` whose bytes stay invisible until [`PendingFile::publish`].
+    /// Starts a file for `bucket` (or a folder in it) whose bytes stay invisible until
+    /// [`PendingFile::publish`].
     fn create(&self, bucket: &str) -> Result<Box<dyn PendingFile>, StorageError>;
     /// Makes a staged file visible at `key` (in the bucket it was created for). Idempotent,
     /// so recovery can repeat it: a staged file that is gone while `key` exists was
@@ -126,13 +127,19 @@ pub trait Storage: Send + Sync {
     fn remove_staged_orphans(&self) -> Result<(), StorageError>;
     /// Writes a small object whole and atomically, replacing any object at `key`.
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError>;
+    /// Writes a small object whole and atomically unless one is at `key` already: true when
+    /// this call wrote it. Of two writers racing for one key exactly one gets true, which
+    /// makes it a commit point that succeeds once.
+    fn put_new(&self, key: &str, bytes: &[u8]) -> Result<bool, StorageError>;
+    /// Whether an object is at `key`.
+    fn exists(&self, key: &str) -> Result<bool, StorageError>;
     /// The object at `key`, or `None` when there is none.
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
     /// The names of the objects directly under the folder `prefix`, in no particular order.
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
-    /// Every published object in `bucket`, at any depth, sorted by path; staged files are
-    /// not listed.
-    fn list_files(&self, bucket: &str) -> Result<Vec<Listed>, StorageError>;
+    /// Every published object in `folder` (a bucket, or a folder in one), at any depth,
+    /// sorted by path (relative to `folder`); staged files are not listed.
+    fn list_files(&self, folder: &str) -> Result<Vec<Listed>, StorageError>;
     /// The bytes `range` of the object at `key`: a Parquet footer or column chunk, without
     /// fetching the rest.
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StorageError>;

@@ -26,7 +26,8 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{
-    BackoffConfig, ClientOptions, MultipartId, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+    BackoffConfig, ClientOptions, MultipartId, ObjectStore, ObjectStoreExt, PutMode, PutPayload,
+    RetryConfig,
 };
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
@@ -289,6 +290,7 @@ impl Storage for S3Storage {
     }
 
     fn create(&self, bucket: &str) -> Result<Box<dyn PendingFile>, StorageError> {
+        let bucket = bucket.split_once('/').map_or(bucket, |(bucket, _)| bucket);
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         Ok(Box::new(S3Pending {
             shared: self.shared.clone(),
@@ -340,6 +342,34 @@ impl Storage for S3Storage {
             .map(drop)
     }
 
+    fn put_new(&self, key: &str, bytes: &[u8]) -> Result<bool, StorageError> {
+        let (store, path) = self.locate(key);
+        let payload = PutPayload::from(bytes.to_vec());
+        // If-None-Match: * — S3 refuses the put when the key exists. A retried put whose
+        // first answer was lost is refused too: the caller then finds its own object there.
+        let put = self.shared.wait("put new", key, || {
+            store.put_opts(&path, payload.clone(), PutMode::Create.into())
+        });
+        match put {
+            Ok(_) => Ok(true),
+            Err(StorageError::S3 {
+                cause:
+                    object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+                ..
+            }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        let (store, path) = self.locate(key);
+        match self.shared.wait("head", key, || store.head(&path)) {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         let (store, path) = self.locate(key);
         let got = self.shared.wait("get", key, || async {
@@ -364,17 +394,30 @@ impl Storage for S3Storage {
             .collect())
     }
 
-    fn list_files(&self, bucket: &str) -> Result<Vec<Listed>, StorageError> {
+    fn list_files(&self, folder: &str) -> Result<Vec<Listed>, StorageError> {
+        let (bucket, prefix) = folder.split_once('/').unwrap_or((folder, ""));
         let store = self.store(bucket);
-        let listed = self
-            .shared
-            .wait("list", bucket, || store.list(None).try_collect::<Vec<_>>())?;
+        let prefix = (!prefix.is_empty()).then(|| Path::from(prefix));
+        let listed = self.shared.wait("list", folder, || {
+            store.list(prefix.as_ref()).try_collect::<Vec<_>>()
+        })?;
         let staging = format!("{S3_STAGING}/");
         let mut files: Vec<Listed> = listed
             .into_iter()
             .filter(|o| !o.location.as_ref().starts_with(&staging))
             .map(|o| Listed {
-                path: o.location.to_string(),
+                path: match &prefix {
+                    Some(prefix) => o.location.prefix_match(prefix).map_or_else(
+                        || o.location.to_string(),
+                        |parts| {
+                            parts
+                                .map(|p| p.as_ref().to_string())
+                                .collect::<Vec<_>>()
+                                .join("/")
+                        },
+                    ),
+                    None => o.location.to_string(),
+                },
                 bytes: o.size,
             })
             .collect();

@@ -15,15 +15,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::Int64Type;
+use arrow_array::types::{Int64Type, TimestampMillisecondType};
 use bytes::Bytes;
 use parquet::basic::Compression;
 use proptest::prelude::*;
 
-use pageview::commit::{Checkpointed, Commit, CommitPoint, Manifests};
+use pageview::commit::{Checkpointed, Commit, CommitPoint, Manifests, Merger};
 use pageview::config::{PipelineSettings, TableFormat};
 use pageview::pipeline::{drive, resumed_router};
 use pageview::record::Origin;
+use pageview::sink::Tags;
 use pageview::source::{Assignment, Poll, Record, Source, SourceError};
 use pageview::storage::{
     Buckets, Listed, LocalStorage, PendingFile, Staged, Storage, StorageError,
@@ -111,6 +112,13 @@ impl Storage for Life {
         self.0.write()?;
         self.0.disk.put(key, bytes)
     }
+    fn put_new(&self, key: &str, bytes: &[u8]) -> Result<bool, StorageError> {
+        self.0.write()?;
+        self.0.disk.put_new(key, bytes)
+    }
+    fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        self.0.disk.exists(key)
+    }
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         self.0.disk.get(key)
     }
@@ -139,14 +147,16 @@ enum Step {
     Rebalance,
 }
 
-/// The partitions of a topic as a consumer group member sees them: assigned where the
-/// commit point says, then records in the order `steps` gives, then the rest, then the end.
+/// The partitions of a topic as a consumer group member given `owned` sees them: assigned
+/// where the commit point says, then records in the order `steps` gives, then the rest of
+/// them, then the end.
 struct Partitions<'a> {
     records: &'a [Vec<Vec<u8>>],
     origins: Vec<Origin>,
     next: Vec<i64>,
     steps: std::vec::IntoIter<Step>,
     point: Arc<dyn CommitPoint>,
+    owned: Vec<i32>,
     assigned: bool,
 }
 
@@ -154,18 +164,24 @@ impl Source for Partitions<'_> {
     fn poll(&mut self, _: Duration) -> Result<Poll<'_>, SourceError> {
         if !self.assigned {
             self.assigned = true;
-            let recovery = self.point.recover(&PARTITIONS)?;
-            for p in PARTITIONS {
+            let mut recovery = self.point.recover(&self.owned)?;
+            recovery.topic_partitions = Some(PARTITIONS.len() as i32);
+            for &p in &self.owned {
                 self.next[p as usize] = recovery.start(p).unwrap_or(0);
             }
             return Ok(Poll::Assigned(Box::new(Assignment {
-                partitions: PARTITIONS.to_vec(),
+                partitions: self.owned.clone(),
                 recovery,
             })));
         }
         let partition = loop {
             match self.steps.next() {
-                Some(Step::Record(p)) if self.next[p] < self.records[p].len() as i64 => break p,
+                Some(Step::Record(p))
+                    if self.owned.contains(&(p as i32))
+                        && self.next[p] < self.records[p].len() as i64 =>
+                {
+                    break p;
+                }
                 Some(Step::Record(_)) => {}
                 Some(Step::Idle) => {
                     std::thread::sleep(IDLE);
@@ -175,7 +191,10 @@ impl Source for Partitions<'_> {
                     self.assigned = false;
                     return Ok(Poll::Revoked);
                 }
-                None => match (0..self.next.len())
+                None => match self
+                    .owned
+                    .iter()
+                    .map(|&p| p as usize)
                     .find(|&p| self.next[p] < self.records[p].len() as i64)
                 {
                     Some(p) => break p,
@@ -217,12 +236,13 @@ fn settings(roll_every: Duration) -> PipelineSettings {
     }
 }
 
-/// One life of a processor: until the input ends, or until its storage has taken `writes`
-/// writes (then it dies).
+/// One life of a processor, group member `member` given the partitions `owned`: until the
+/// input ends, or until its storage has taken `writes` writes (then it dies).
 fn live(
     root: &Path,
     pipeline: &PipelineSettings,
     records: &[Vec<Vec<u8>>],
+    (member, owned): (&str, &[i32]),
     steps: Vec<Step>,
     writes: usize,
 ) -> bool {
@@ -231,12 +251,17 @@ fn live(
         left: AtomicUsize::new(writes),
     });
     let storage: Arc<dyn Storage> = Arc::new(Life(mortal));
-    let point: Arc<dyn CommitPoint> = Arc::new(Manifests::new(
+    let checkpoints = &pipeline.buckets.checkpoints;
+    let merger = Merger::new(
         storage.clone(),
-        &pipeline.buckets.checkpoints,
+        checkpoints,
         "group",
         TOPIC,
-    ));
+        pipeline.window,
+        pipeline.sink_config(Tags::Fixed(String::new())),
+    );
+    let manifests = Manifests::new(storage.clone(), checkpoints, "group", TOPIC).merged_by(merger);
+    let point: Arc<dyn CommitPoint> = Arc::new(manifests);
     let mut source = Partitions {
         records,
         origins: PARTITIONS
@@ -249,12 +274,21 @@ fn live(
         next: vec![0; PARTITIONS.len()],
         steps: steps.into_iter(),
         point: point.clone(),
+        owned: owned.to_vec(),
         assigned: false,
     };
-    let checkpointed = Checkpointed::new(point, "member", TOPIC, Duration::ZERO);
+    let checkpointed = Checkpointed::new(point.clone(), member, TOPIC, Duration::ZERO);
     let driven = drive(
         &mut source,
-        &mut |assignment, _| resumed_router(pipeline, storage.clone(), TOPIC, assignment),
+        &mut |assignment, _| {
+            resumed_router(
+                pipeline,
+                storage.clone(),
+                TOPIC,
+                point.partials(),
+                assignment,
+            )
+        },
         &mut Commit::checkpointed(checkpointed),
         &AtomicBool::new(false),
         Duration::from_secs(3600),
@@ -305,8 +339,16 @@ proptest! {
             ),
             PARTITIONS.len(),
         ),
+        // Each life is one of two group members, given both partitions or one: the
+        // group's windows are merged only once each partition is final past them in the
+        // newest checkpoint that has it, whichever member wrote it.
         lives in proptest::collection::vec(
-            (proptest::collection::vec(step(), 0..60), 0usize..40),
+            (
+                proptest::collection::vec(step(), 0..60),
+                0usize..40,
+                prop::sample::select(vec!["a", "b"]),
+                prop::sample::select(vec![vec![0, 1], vec![0], vec![1]]),
+            ),
             0..6,
         ),
         roll_ms in prop_oneof![Just(0u64), Just(3), Just(3_600_000)],
@@ -328,17 +370,18 @@ proptest! {
                     .collect()
             })
             .collect();
-        for (steps, writes) in lives {
-            live(dir.path(), &pipeline, &records, steps, writes);
+        for (steps, writes, member, owned) in lives {
+            live(dir.path(), &pipeline, &records, (member, &owned), steps, writes);
         }
-        prop_assert!(live(dir.path(), &pipeline, &records, Vec::new(), usize::MAX));
+        let last = ("a", &PARTITIONS[..]);
+        prop_assert!(live(dir.path(), &pipeline, &records, last, Vec::new(), usize::MAX));
         check(dir.path(), &pipeline, &records)?;
         crate::common::assert_no_staging_leftovers(dir.path());
     }
 }
 
 /// Every valid record once in raw, every malformed and late one once in the DLQ, every
-/// window's count exact.
+/// window's count exact: merged, in partial counts not yet final for the group, or open.
 fn check(
     root: &Path,
     pipeline: &PipelineSettings,
@@ -393,6 +436,37 @@ fn check(
         for (postcode, count) in rows {
             let before = got.insert((start, postcode), count);
             prop_assert!(before.is_none(), "a window row published twice");
+        }
+    }
+    // The group's rows are merged up to the end of the newest merge: later windows are not
+    // final in every partition yet, and their counts are each member's partial counts.
+    let folder = root.join(&pipeline.buckets.checkpoints).join("group");
+    let merged_to = std::fs::read_dir(folder.join("merged"))
+        .map(|markers| {
+            markers
+                .flatten()
+                .filter(|m| m.file_name() != "known.json")
+                .map(|m| {
+                    let marker: serde_json::Value =
+                        serde_json::from_slice(&std::fs::read(m.path()).unwrap()).unwrap();
+                    marker["to"].as_i64().unwrap()
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0);
+    prop_assert!(
+        got.keys().all(|(start, _)| *start < merged_to),
+        "rows only of merged windows"
+    );
+    let partials = format!("{}/group/partials", pipeline.buckets.checkpoints);
+    for (_, batch) in crate::common::read_dataset(root, &partials) {
+        let starts = batch.column(0).as_primitive::<TimestampMillisecondType>();
+        let postcodes = batch.column(2).as_string::<i32>();
+        let counts = batch.column(3).as_primitive::<Int64Type>();
+        for i in (0..batch.num_rows()).filter(|&i| starts.value(i) >= merged_to) {
+            *got.entry((starts.value(i), postcodes.value(i).into()))
+                .or_default() += counts.value(i);
         }
     }
     let storage: Arc<dyn Storage> = Arc::new(LocalStorage::open(root).unwrap());

@@ -13,6 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::commit::{Hold, Pass};
 use crate::record::{ErrorKind, Partition};
 use crate::sink::Dataset;
 use crate::stats::Stats;
@@ -42,6 +43,15 @@ struct PartitionLabel {
     partition: String,
 }
 
+/// What holds the group's merging back: a partition (and the member whose checkpoint has
+/// it), or a reason without one.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HoldLabel {
+    reason: String,
+    partition: String,
+    member: String,
+}
+
 type Seconds = Gauge<f64, AtomicU64>;
 
 /// The processor's metrics.
@@ -65,6 +75,10 @@ pub struct PipelineMetrics {
     checkpoint_seconds: Histogram,
     checkpoint_age: Seconds,
     last_checkpoint: Mutex<Option<Instant>>,
+    group_merged: Seconds,
+    group_final: Seconds,
+    group_held_by: Family<HoldLabel, Gauge>,
+    group_rows: Counter,
     /// What the counters last showed, so each observation adds only what is new.
     seen: Mutex<Stats>,
 }
@@ -94,6 +108,10 @@ impl PipelineMetrics {
             checkpoint_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             checkpoint_age: Seconds::default(),
             last_checkpoint: Mutex::default(),
+            group_merged: Seconds::default(),
+            group_final: Seconds::default(),
+            group_held_by: Family::default(),
+            group_rows: Counter::default(),
             seen: Mutex::default(),
         });
         let m = &metrics;
@@ -194,7 +212,55 @@ impl PipelineMetrics {
             Unit::Seconds,
             m.checkpoint_age.clone(),
         );
+        registry.register_with_unit(
+            "group_merged",
+            "The consumer group's aggregated rows are merged up to this event time (a window end, epoch seconds)",
+            Unit::Seconds,
+            m.group_merged.clone(),
+        );
+        registry.register_with_unit(
+            "group_final",
+            "Every partition of the topic is final up to this event time: windows ending by it can be merged",
+            Unit::Seconds,
+            m.group_final.clone(),
+        );
+        registry.register(
+            "group_held_by",
+            "1 for what holds the group's merging back: a partition (and the member whose checkpoint has it), one with no checkpoint yet, unpublished partial counts, or an unknown topic",
+            m.group_held_by.clone(),
+        );
+        registry.register(
+            "group_rows_merged",
+            "Aggregated rows this processor merged for the group",
+            m.group_rows.clone(),
+        );
         metrics
+    }
+
+    /// A merge pass after a checkpoint found and did `pass`.
+    pub fn merged(&self, pass: &Pass) {
+        self.group_merged.set(pass.merged_to as f64 / 1000.0);
+        if let Some(to) = pass.horizon.to {
+            self.group_final.set(to as f64 / 1000.0);
+        }
+        self.group_rows.inc_by(pass.rows);
+        self.group_held_by.clear();
+        if let Some(hold) = &pass.horizon.held {
+            let (reason, partition, member) = match hold {
+                Hold::NoTopic => ("no_topic", None, None),
+                Hold::Unclaimed { partition } => ("no_checkpoint", Some(partition), None),
+                Hold::Partition {
+                    partition, member, ..
+                } => ("partition", Some(partition), Some(member.as_str())),
+                Hold::Unpublished { member, .. } => ("unpublished", None, Some(member.as_str())),
+            };
+            let label = HoldLabel {
+                reason: reason.into(),
+                partition: partition.map(i32::to_string).unwrap_or_default(),
+                member: member.unwrap_or_default().into(),
+            };
+            self.group_held_by.get_or_create(&label).set(1);
+        }
     }
 
     /// A checkpoint took `took`.
@@ -350,4 +416,55 @@ pub fn encode(registry: &Registry) -> String {
     prometheus_client::encoding::text::encode(&mut text, registry)
         .expect("writing to a String cannot fail");
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commit::Horizon;
+
+    #[test]
+    fn a_merge_pass_says_how_far_the_group_is_merged_and_what_holds_it() {
+        let mut registry = registry();
+        let metrics = PipelineMetrics::register(&mut registry);
+        let held = |partition| Hold::Partition {
+            partition,
+            member: "b".into(),
+            final_to: Some(1_700_000_090_000),
+        };
+        let mut pass = Pass {
+            merged_to: 1_700_000_040_000,
+            horizon: Horizon {
+                to: Some(1_700_000_090_000),
+                held: Some(held(2)),
+            },
+            rows: 7,
+        };
+        metrics.merged(&pass);
+        pass.horizon.held = Some(held(1));
+        metrics.merged(&pass);
+        let text = encode(&registry);
+        assert!(
+            text.contains("pageview_group_merged_seconds 1700000040.0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pageview_group_final_seconds 1700000090.0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pageview_group_rows_merged_total 14"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"pageview_group_held_by{reason="partition",partition="1",member="b"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#"partition="2""#),
+            "only the current hold: {text}"
+        );
+    }
 }

@@ -87,7 +87,10 @@ pub(super) fn consume_group(
         settings.checkpoint_interval,
     );
     if let Some(metrics) = progress.observed.metrics.clone() {
-        checkpointed = checkpointed.timed_by(move |took| metrics.checkpointed(took));
+        let told = metrics.clone();
+        checkpointed = checkpointed
+            .timed_by(move |took| metrics.checkpointed(took))
+            .merges_told_to(move |pass| told.merged(pass));
     }
     let driven = drive(
         &mut group,

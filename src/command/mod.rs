@@ -221,30 +221,23 @@ impl Lake {
         settings: &ConsumerSettings,
     ) -> Result<Committer> {
         let checkpoints = &pipeline.buckets.checkpoints;
+        let (group, topic) = (&settings.group, &settings.topic);
+        let merger = Merger::new(
+            storage.clone(),
+            checkpoints,
+            group,
+            topic,
+            pipeline.window,
+            pipeline.sink_config(Tags::Fixed(String::new())),
+        );
         let point: Arc<dyn CommitPoint> = match self.tables(pipeline, &*storage)? {
             None => Arc::new(
-                Manifests::new(
-                    storage.clone(),
-                    checkpoints,
-                    &settings.group,
-                    &settings.topic,
-                )
-                .merged_by(Merger::new(
-                    storage.clone(),
-                    checkpoints,
-                    &settings.group,
-                    &settings.topic,
-                    pipeline.window,
-                    pipeline.sink_config(Tags::Fixed(String::new())),
-                )),
+                Manifests::new(storage.clone(), checkpoints, group, topic).merged_by(merger),
             ),
-            Some(tables) => Arc::new(TableLog::new(
-                *tables,
-                storage.clone(),
-                checkpoints,
-                &settings.group,
-                &settings.topic,
-            )),
+            Some(tables) => Arc::new(
+                TableLog::new(*tables, storage.clone(), checkpoints, group, topic)
+                    .merged_by(merger),
+            ),
         };
         let compactor = self.compactor(pipeline, storage)?;
         Ok(Committer { point, compactor })

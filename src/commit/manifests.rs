@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
+use super::markers::Markers;
 use super::{CommitError, CommitPoint, Merger, Pass};
 use crate::checkpoint::{self, CheckpointError, Manifest, Recovery};
 use crate::sink::naming;
-use crate::storage::{Storage, StorageError};
+use crate::storage::Storage;
 
 /// The manifests of one consumer group, which reads one topic.
 #[derive(Clone)]
@@ -15,8 +16,9 @@ pub struct Manifests {
     folder: String,
     group: String,
     topic: String,
-    /// Merges the group's partial counts, when its processors write them.
-    merger: Option<Arc<Merger>>,
+    /// Merges the group's partial counts, when its processors write them, committing each
+    /// merge with a marker.
+    merging: Option<Arc<(Merger, Markers)>>,
 }
 
 impl Manifests {
@@ -26,14 +28,15 @@ impl Manifests {
             folder: format!("{bucket}/{}", naming::source_tag(group)),
             group: group.into(),
             topic: topic.into(),
-            merger: None,
+            merging: None,
         }
     }
 
     /// The group's processors write closed windows as partial counts, which `merger` merges
     /// after each checkpoint.
     pub fn merged_by(mut self, merger: Merger) -> Self {
-        self.merger = Some(Arc::new(merger));
+        let markers = Markers::of(&merger);
+        self.merging = Some(Arc::new((merger, markers)));
         self
     }
 
@@ -107,16 +110,9 @@ impl CommitPoint for Manifests {
 
     fn complete(&self, recovery: &Recovery) -> Result<(), CommitError> {
         for file in &recovery.unpublished {
-            let Err(e) = self.storage.publish_staged(&file.staged, &file.key) else {
-                continue;
-            };
-            // Published, merged and deleted: no recovery needs it again.
-            let merged = match (&e, &self.merger) {
-                (StorageError::StagedMissing { .. }, Some(merger)) => merger.merged(&file.key)?,
-                _ => false,
-            };
-            if !merged {
-                return Err(e.into());
+            match self.merging.as_deref() {
+                Some((merger, markers)) => merger.publish(file, markers)?,
+                None => self.storage.publish_staged(&file.staged, &file.key)?,
             }
         }
         Ok(self.tidy(&recovery.superseded)?)
@@ -134,15 +130,15 @@ impl CommitPoint for Manifests {
     }
 
     fn partials(&self) -> Option<&str> {
-        self.merger.as_deref().map(Merger::partials)
+        self.merging.as_deref().map(|(merger, _)| merger.partials())
     }
 
     fn merge(&self) -> Result<Option<Pass>, CommitError> {
-        let Some(merger) = &self.merger else {
+        let Some((merger, markers)) = self.merging.as_deref() else {
             return Ok(None);
         };
         let manifests: Vec<_> = self.load()?.into_iter().map(|(_, m)| m).collect();
-        Ok(Some(merger.pass(&manifests)?))
+        Ok(Some(merger.pass(&manifests, markers)?))
     }
 }
 

@@ -1,38 +1,41 @@
 //! The group's partial counts → one row per (window, postcode) in the aggregated dataset:
 //! the I/O of a merge planned by `merge` (docs/EXACTLY_ONCE.md, "One row per window").
 //!
-//! Any processor of the group may merge, and several may try the same windows at once. A
-//! merge's commit point is its marker, `<checkpoints>/<group>/merged/<from>.json`, written
-//! only if absent: of all who try to merge from `from`, exactly one writes it, and the rows
-//! it names become the group's. The marker names the partial files it sums and the files it
-//! writes, which are a function of those inputs; whoever finds a marker whose files are not
-//! all published (its writer died) writes them again from its inputs, byte for byte the
-//! same. Partial files are deleted only once every window in them is merged and written.
+//! Any processor of the group may merge, and several may try the same windows at once. Each
+//! merge commits through a [`MergeLog`] that takes one merge from any point exactly once: a
+//! marker written only if absent beside Parquet folders (`markers`), or a Delta transaction
+//! in the aggregated table (`table_log`). The files a merge writes are a function of the
+//! partial files it sums, so whoever writes them again writes the same bytes. Partial files
+//! are deleted only once every window in them is merged and written.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampMillisecondType};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use serde::{Deserialize, Serialize};
 
 use super::CommitError;
 use super::merge::{self, Horizon, PartialFile, Plan};
-use crate::checkpoint::{CheckpointError, Manifest};
+use crate::checkpoint::{CheckpointError, Manifest, StagedFile};
 use crate::record::EventMs;
-use crate::sink::{Finished, SinkConfig, Sinks, naming};
-use crate::storage::Storage;
+use crate::sink::{Finished, SinkConfig, Sinks, Tags, naming};
+use crate::storage::{Storage, StorageError};
 use crate::window::WindowSpec;
 
-/// A merge's commit point: the windows starting in `[from, to)`, summed from `inputs` into
-/// `outputs`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Marker {
-    from: EventMs,
-    to: EventMs,
-    inputs: Vec<String>,
-    outputs: Vec<String>,
+/// Where a group's merges are committed.
+pub trait MergeLog {
+    /// How far the group's rows are merged, every merge up to there written in full (one a
+    /// dead merger left half done is finished first, its files written again by `merger`).
+    fn merged_to(&self, merger: &Merger) -> Result<EventMs, CommitError>;
+    /// Makes `plan`'s rows, encoded in `files`, the group's, unless another merger committed
+    /// a merge from `plan.from` first: then false, and `files` are dropped unseen.
+    fn commit(
+        &self,
+        merger: &Merger,
+        plan: Plan,
+        files: Vec<Finished>,
+    ) -> Result<bool, CommitError>;
 }
 
 /// What one pass found and did.
@@ -41,23 +44,20 @@ pub struct Pass {
     /// The group's windows are merged up to here (a window end; 0 before the first merge).
     pub merged_to: EventMs,
     pub horizon: Horizon,
-    /// Rows this pass wrote, its own merge's or one it completed.
+    /// Rows this pass's own merge wrote.
     pub rows: u64,
 }
 
 /// Merges one consumer group's windows.
 pub struct Merger {
     storage: Arc<dyn Storage>,
-    /// `<checkpoints>/<group>/partials`: the folder the group's partial counts go to.
+    /// `<checkpoints>/<group>`: where the group's checkpoints are.
+    folder: String,
+    /// `<folder>/partials`: where the group's partial counts go.
     partials: String,
-    /// `<checkpoints>/<group>/merged`: the markers.
-    markers: String,
     spec: WindowSpec,
     /// How merged rows are written: into the aggregated dataset, named after the topic.
     output: SinkConfig,
-    /// How far this processor knows the windows are merged and written: the next walk over
-    /// the markers starts here.
-    known: Mutex<Option<EventMs>>,
 }
 
 impl Merger {
@@ -71,15 +71,14 @@ impl Merger {
         mut output: SinkConfig,
     ) -> Self {
         let folder = format!("{checkpoints}/{}", naming::source_tag(group));
-        output.tags = crate::sink::Tags::Fixed(naming::source_tag(topic));
+        output.tags = Tags::Fixed(naming::source_tag(topic));
         output.partials = None;
         Merger {
             storage,
             partials: format!("{folder}/partials"),
-            markers: format!("{folder}/merged"),
+            folder,
             spec,
             output,
-            known: Mutex::new(None),
         }
     }
 
@@ -88,44 +87,31 @@ impl Merger {
         &self.partials
     }
 
-    fn marker_key(&self, from: EventMs) -> String {
-        format!("{}/{from:020}.json", self.markers)
+    /// The group's checkpoint folder, where merges may keep what they need.
+    pub(super) fn folder(&self) -> &str {
+        &self.folder
     }
 
-    /// Where a walk over the markers may start: the last merge this processor knows of.
-    fn hint_key(&self) -> String {
-        format!("{}/known.json", self.markers)
+    pub(super) fn storage(&self) -> &dyn Storage {
+        &*self.storage
     }
 
     /// One pass: merges every window final for the group (as `manifests`, all the group's
-    /// checkpoints, say) that is not merged yet, completes merges whose writer died, and
-    /// deletes the partial files no merge needs any more.
-    pub fn pass(&self, manifests: &[Manifest]) -> Result<Pass, CommitError> {
-        let (mut merged_to, mut rows) = self.walk()?;
+    /// checkpoints, say) that is not merged yet, through `log`, and deletes the partial
+    /// files no merge needs any more.
+    pub fn pass(&self, manifests: &[Manifest], log: &dyn MergeLog) -> Result<Pass, CommitError> {
+        let mut merged_to = log.merged_to(self)?;
         let partials = self.published()?;
         let horizon = merge::horizon(manifests, &partials, &self.partials, merged_to);
+        let mut rows = 0;
         if let Some(plan) = merge::plan(merged_to, horizon.to, self.spec, &partials)
             && let Some(files) = self.write(&plan)?
         {
-            let marker = Marker {
-                from: plan.from,
-                to: plan.to,
-                inputs: plan.inputs,
-                outputs: files.iter().map(|f| f.key.clone()).collect(),
-            };
-            let json = serde_json::to_vec(&marker).expect("a marker always serialises");
-            if self.storage.put_new(&self.marker_key(marker.from), &json)? {
-                for file in files {
-                    rows += file.rows;
-                    file.publish()?;
-                }
-                merged_to = marker.to;
-                self.known(merged_to)?;
+            let (to, written) = (plan.to, files.iter().map(|f| f.rows).sum());
+            if log.commit(self, plan, files)? {
+                (merged_to, rows) = (to, written);
             } else {
-                // Another processor merged from here first: its marker is the truth.
-                drop(files);
-                let (to, completed) = self.walk()?;
-                (merged_to, rows) = (to, rows + completed);
+                merged_to = log.merged_to(self)?;
             }
         }
         for spent in merge::spent(&partials, merged_to) {
@@ -138,115 +124,23 @@ impl Merger {
         })
     }
 
-    /// Whether `key` is a partial file every window of which is merged: a checkpoint that
-    /// names it may find it deleted.
-    pub fn merged(&self, key: &str) -> Result<bool, CommitError> {
-        let Some(file) = key
+    /// Publishes `file`, staged by a committed checkpoint, as recovery does (again, maybe).
+    /// A partial file found neither staged nor published was published, merged (as `log`
+    /// says) and deleted: nothing needs it any more.
+    pub fn publish(&self, file: &StagedFile, log: &dyn MergeLog) -> Result<(), CommitError> {
+        let Err(e) = self.storage.publish_staged(&file.staged, &file.key) else {
+            return Ok(());
+        };
+        let partial = file
+            .key
             .strip_prefix(&self.partials)
-            .and_then(|_| PartialFile::at(key))
-        else {
-            return Ok(false);
-        };
-        Ok(file.last < self.walk()?.0)
-    }
-
-    /// Follows the markers from the last merge this processor knows of to the newest,
-    /// writing the files of any whose writer died before it published them. Returns where
-    /// the windows are merged up to, and the rows it wrote.
-    fn walk(&self) -> Result<(EventMs, u64), CommitError> {
-        let known = *self.known.lock().unwrap_or_else(|e| e.into_inner());
-        let mut at = match known {
-            Some(at) => at,
-            None => self.read::<EventMs>(&self.hint_key())?.unwrap_or(0),
-        };
-        let mut rows = 0;
-        let mut moved = false;
-        while let Some(marker) = self.read::<Marker>(&self.marker_key(at))? {
-            rows += self.complete(&marker)?;
-            at = marker.to;
-            moved = true;
-        }
-        if moved || known.is_none() {
-            self.known(at)?;
-        }
-        Ok((at, rows))
-    }
-
-    /// Remembers that the windows are merged and written up to `to`, here and for the next
-    /// processor that starts.
-    fn known(&self, to: EventMs) -> Result<(), CommitError> {
-        *self.known.lock().unwrap_or_else(|e| e.into_inner()) = Some(to);
-        let json = serde_json::to_vec(&to).expect("a number always serialises");
-        Ok(self.storage.put(&self.hint_key(), &json)?)
-    }
-
-    /// A small JSON object at `key`, `None` when there is none.
-    fn read<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, CommitError> {
-        let Some(bytes) = self.storage.get(key)? else {
-            return Ok(None);
-        };
-        let parsed = serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Corrupt {
-            key: key.into(),
-            problem: e.to_string(),
-        })?;
-        Ok(Some(parsed))
-    }
-
-    /// Publishes the files of `marker` that are missing, written again from its inputs; the
-    /// rows written.
-    fn complete(&self, marker: &Marker) -> Result<u64, CommitError> {
-        if self.all_exist(&marker.outputs)? {
-            return Ok(0);
-        }
-        let plan = Plan {
-            from: marker.from,
-            to: marker.to,
-            inputs: marker.inputs.clone(),
-        };
-        let Some(files) = self.write(&plan)? else {
-            // An input is gone: its remover saw every output published first.
-            return if self.all_exist(&marker.outputs)? {
-                Ok(0)
-            } else {
-                Err(self.broken(marker, "an input is gone but not every output was written"))
-            };
-        };
-        let keys: Vec<&String> = files.iter().map(|f| &f.key).collect();
-        if keys != marker.outputs.iter().collect::<Vec<_>>() {
-            return Err(self.broken(
-                marker,
-                &format!(
-                    "its inputs give the files {keys:?} (a processor of another version or \
-                     FILE_MAX_BYTES wrote it)"
-                ),
-            ));
-        }
-        let mut rows = 0;
-        for file in files {
-            rows += file.rows;
-            file.publish()?;
-        }
-        Ok(rows)
-    }
-
-    fn broken(&self, marker: &Marker, problem: &str) -> CommitError {
-        CheckpointError::Corrupt {
-            key: self.marker_key(marker.from),
-            problem: format!(
-                "the merge names the files {:?}, but {problem}",
-                marker.outputs
-            ),
-        }
-        .into()
-    }
-
-    fn all_exist(&self, keys: &[String]) -> Result<bool, CommitError> {
-        for key in keys {
-            if !self.storage.exists(key)? {
-                return Ok(false);
+            .and_then(|_| PartialFile::at(&file.key));
+        match (&e, partial) {
+            (StorageError::StagedMissing { .. }, Some(p)) if p.last < log.merged_to(self)? => {
+                Ok(())
             }
+            _ => Err(e.into()),
         }
-        Ok(true)
     }
 
     /// The group's partial files, as published.
@@ -261,7 +155,7 @@ impl Merger {
 
     /// The files of `plan`'s rows, complete but not visible; `None` when one of its inputs
     /// is gone (merged and deleted by another processor meanwhile).
-    fn write(&self, plan: &Plan) -> Result<Option<Vec<Finished>>, CommitError> {
+    pub(super) fn write(&self, plan: &Plan) -> Result<Option<Vec<Finished>>, CommitError> {
         let mut counts = Vec::new();
         for key in &plan.inputs {
             let Some(bytes) = self.storage.get(key)? else {
@@ -323,4 +217,143 @@ fn read_counts(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+pub(in crate::commit) mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::checkpoint::{Manifest, PartitionState};
+    use crate::commit::markers::Markers;
+    use crate::storage::{Buckets, LocalStorage};
+    use crate::window::ClosedWindow;
+
+    const T0: i64 = 1_700_000_040_000;
+
+    pub(in crate::commit) fn output() -> SinkConfig {
+        SinkConfig {
+            buckets: Buckets::new(["raw", "agg", "dlq"].map(String::from), "cp".into()),
+            tags: Tags::Fixed(String::new()),
+            max_file_bytes: 128 << 20,
+            max_file_age: Duration::from_secs(3600),
+            compression: parquet::basic::Compression::SNAPPY,
+            partials: None,
+        }
+    }
+
+    /// A group of one partition whose member closed `windows`: its checkpoint, with the
+    /// partial counts published.
+    pub(in crate::commit) fn closed(
+        storage: &Arc<dyn Storage>,
+        merger: &Merger,
+        windows: &[ClosedWindow],
+    ) -> Manifest {
+        let mut config = output();
+        config.tags = Tags::Topic {
+            topic: "t".into(),
+            partitions: vec![0],
+        };
+        config.partials = Some(merger.partials().into());
+        let mut sinks = Sinks::new(storage.clone(), &config);
+        for window in windows {
+            sinks.window(window).unwrap();
+        }
+        sinks.finish_all().unwrap();
+        for file in sinks.take_finished() {
+            file.publish().unwrap();
+        }
+        let mut m = Manifest::sample(3, "a", &[]);
+        m.topic_partitions = Some(1);
+        m.watermark = windows.last().map(|w| w.end);
+        m.partitions.insert(0, PartitionState::default());
+        m.files.clear();
+        m
+    }
+
+    #[test]
+    fn of_two_mergers_of_the_same_windows_at_the_same_moment_one_writes_the_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::open(dir.path()).unwrap());
+        let spec = WindowSpec::new(60_000);
+        let merger = |s: &Arc<dyn Storage>| Merger::new(s.clone(), "cp", "g", "t", spec, output());
+        let (a, b) = (merger(&storage), merger(&storage));
+        let manifest = closed(
+            &storage,
+            &a,
+            &[
+                ClosedWindow::minute(T0, &[("E1", 2), ("N1", 1)]),
+                ClosedWindow::minute(T0 + 60_000, &[("E1", 5)]),
+            ],
+        );
+        let (a_log, b_log) = (Markers::of(&a), Markers::of(&b));
+        // Both plan and encode the same merge before either commits.
+        let plan = |m: &Merger, log: &Markers| {
+            let merged_to = log.merged_to(m).unwrap();
+            let partials = m.published().unwrap();
+            let horizon = merge::horizon(
+                std::slice::from_ref(&manifest),
+                &partials,
+                m.partials(),
+                merged_to,
+            );
+            let plan = merge::plan(merged_to, horizon.to, spec, &partials).unwrap();
+            let files = m.write(&plan).unwrap().unwrap();
+            (plan, files)
+        };
+        let (a_plan, a_files) = plan(&a, &a_log);
+        let (b_plan, b_files) = plan(&b, &b_log);
+        assert_eq!(a_plan, b_plan);
+        assert!(a_log.commit(&a, a_plan, a_files).unwrap());
+        assert!(
+            !b_log.commit(&b, b_plan, b_files).unwrap(),
+            "one commit per merge"
+        );
+        assert_eq!(b_log.merged_to(&b).unwrap(), T0 + 120_000);
+        let rows: Vec<_> = storage.list_files("agg").unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        let pass = b.pass(std::slice::from_ref(&manifest), &b_log).unwrap();
+        assert_eq!((pass.merged_to, pass.rows), (T0 + 120_000, 0));
+        assert!(
+            storage.list_files(a.partials()).unwrap().is_empty(),
+            "merged partial counts are deleted"
+        );
+        assert_eq!(
+            storage.list_files("agg").unwrap(),
+            rows,
+            "nothing merged twice"
+        );
+    }
+
+    #[test]
+    fn a_merge_whose_merger_died_before_its_files_is_written_by_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::open(dir.path()).unwrap());
+        let spec = WindowSpec::new(60_000);
+        let a = Merger::new(storage.clone(), "cp", "g", "t", spec, output());
+        let manifest = closed(&storage, &a, &[ClosedWindow::minute(T0, &[("E1", 2)])]);
+        let partials = a.published().unwrap();
+        let plan = merge::plan(0, Some(T0 + 60_000), spec, &partials).unwrap();
+        let files = a.write(&plan).unwrap().unwrap();
+        let outputs: Vec<String> = files.iter().map(|f| f.key.clone()).collect();
+        // Its marker is written, its files are not: the merger died between the two.
+        let marker = serde_json::json!({
+            "from": 0, "to": T0 + 60_000, "inputs": plan.inputs, "outputs": outputs,
+        });
+        let key = format!("cp/g/merged/{:020}.json", 0);
+        assert!(
+            storage
+                .put_new(&key, marker.to_string().as_bytes())
+                .unwrap()
+        );
+        drop(files);
+        let b = Merger::new(storage.clone(), "cp", "g", "t", spec, output());
+        let pass = b.pass(&[manifest], &Markers::of(&b)).unwrap();
+        assert_eq!(pass.merged_to, T0 + 60_000);
+        assert!(
+            storage.exists(&outputs[0]).unwrap(),
+            "written again: {outputs:?}"
+        );
+        assert!(storage.list_files(a.partials()).unwrap().is_empty());
+    }
 }

@@ -13,6 +13,7 @@ mod compaction;
 mod compactor;
 mod delta;
 mod manifests;
+mod markers;
 mod merge;
 mod merger;
 mod table_log;
@@ -25,7 +26,7 @@ pub use delta::{
     TableError, TableRoot, Tables, added_before, current_files, expire, has_table, vacuum,
 };
 pub use manifests::Manifests;
-pub use merge::Hold;
+pub use merge::{Hold, Horizon};
 pub use merger::{Merger, Pass};
 pub use table_log::TableLog;
 
@@ -169,6 +170,9 @@ fn added(
     Ok(Offsets::new())
 }
 
+/// Something told of each `T` as it happens.
+type Told<T> = Box<dyn Fn(&T) + Send>;
+
 /// Checkpoints of a Kafka group member: when they are due, and what each one saves.
 pub struct Checkpointed {
     point: Arc<dyn CommitPoint>,
@@ -179,7 +183,8 @@ pub struct Checkpointed {
     timed: Option<Box<dyn Fn(Duration) + Send>>,
     /// The checkpoints of the current assignment.
     current: Option<Assigned>,
-    merged: Option<Pass>,
+    /// Told what each merge pass found (metrics).
+    merges_told: Option<Told<Pass>>,
 }
 
 impl Checkpointed {
@@ -192,8 +197,14 @@ impl Checkpointed {
             interval,
             timed: None,
             current: None,
-            merged: None,
+            merges_told: None,
         }
+    }
+
+    /// Tells `told` what each merge pass of the group's windows found and did.
+    pub fn merges_told_to(mut self, told: impl Fn(&Pass) + Send + 'static) -> Self {
+        self.merges_told = Some(Box::new(told));
+        self
     }
 
     /// Tells `timed` how long each checkpoint that commits takes.
@@ -281,15 +292,12 @@ impl Checkpointed {
 
     /// Merges what the group's checkpoints, this one's included, made final.
     fn merge(&mut self) -> Result<(), CommitError> {
-        if let Some(pass) = self.point.merge()? {
-            self.merged = Some(pass);
+        if let Some(pass) = self.point.merge()?
+            && let Some(told) = &self.merges_told
+        {
+            told(&pass);
         }
         Ok(())
-    }
-
-    /// The last merge pass, for the status of the group.
-    pub fn merged(&self) -> Option<&Pass> {
-        self.merged.as_ref()
     }
 }
 

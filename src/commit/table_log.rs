@@ -9,22 +9,25 @@
 //! delta-rs refuses a commit whose transactions another commit set since its snapshot, so
 //! exactly one commits and the other stops.
 //!
-//! The aggregated and DLQ files of the checkpoint follow in one commit per table, which
-//! sets the writer's transaction (`…/checkpoints/<member>`, version = epoch): whoever
+//! The DLQ files of the checkpoint follow in one commit to their table, which sets the
+//! writer's transaction (`…/checkpoints/<member>`, version = epoch): whoever
 //! completes a checkpoint its writer left half done (the writer itself, or the next owner of
 //! any of its partitions) adds them once. Then the checkpoint is also saved beside the
 //! tables (`<checkpoints bucket>/<group>/<epoch>-<member>.json`), so that recovery does not
 //! depend on the log keeping old commits; one a writer died before saving is read from the
 //! log.
+//!
+//! Closed windows are partial counts, published once their checkpoint's raw commit is in,
+//! and merged into the aggregated table by a commit per merge (`delta::TableMerges`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use deltalake::kernel::Transaction;
 
-use super::delta::{TableError, Tables, lost_to_another};
-use super::{CommitError, CommitPoint, Manifests};
-use crate::checkpoint::{self, Manifest, Recovery};
+use super::delta::{TableError, TableMerges, Tables, lost_to_another};
+use super::{CommitError, CommitPoint, Manifests, Merger, Pass};
+use crate::checkpoint::{self, Manifest, Recovery, StagedFile};
 use crate::sink::{Dataset, WrittenFile};
 use crate::storage::Storage;
 
@@ -38,6 +41,8 @@ pub struct TableLog {
     /// before it took the partition: a raw table naming another means another processor
     /// committed it since.
     owned: Mutex<BTreeMap<i32, Option<i64>>>,
+    /// Merges the group's partial counts into the aggregated table.
+    merger: Option<Merger>,
 }
 
 impl TableLog {
@@ -55,7 +60,38 @@ impl TableLog {
             group: group.into(),
             topic: topic.into(),
             owned: Mutex::new(BTreeMap::new()),
+            merger: None,
         }
+    }
+
+    /// The group's processors write closed windows as partial counts, which `merger` merges
+    /// into the aggregated table after each checkpoint.
+    pub fn merged_by(mut self, merger: Merger) -> Self {
+        self.merger = Some(merger);
+        self
+    }
+
+    /// Whether `file` holds partial counts, published only once its checkpoint is committed.
+    fn is_partial(&self, file: &StagedFile) -> bool {
+        self.merger
+            .as_ref()
+            .is_some_and(|m| file.key.starts_with(m.partials()))
+    }
+
+    /// Publishes the partial counts of the committed checkpoint `manifest`.
+    fn publish_partials(
+        &self,
+        tables: &mut Tables,
+        manifest: &Manifest,
+    ) -> Result<(), CommitError> {
+        let Some(merger) = &self.merger else {
+            return Ok(());
+        };
+        let merges = TableMerges::new(tables, &self.group, &self.topic);
+        for file in manifest.files.iter().filter(|f| self.is_partial(f)) {
+            merger.publish(file, &merges)?;
+        }
+        Ok(())
     }
 
     fn tables(&self) -> MutexGuard<'_, Tables> {
@@ -224,6 +260,7 @@ impl CommitPoint for TableLog {
         let saved = self.saved.names()?;
         for manifest in &recovery.from {
             self.follow(&mut tables, manifest, false)?;
+            self.publish_partials(&mut tables, manifest)?;
             if !saved.contains(&checkpoint::manifest_name(manifest.epoch, &manifest.member)) {
                 self.saved.save(manifest)?;
             }
@@ -238,7 +275,9 @@ impl CommitPoint for TableLog {
 
     fn commit(&self, manifest: &Manifest, replaced: &[String]) -> Result<String, CommitError> {
         tracing::debug!("committing checkpoint {}", manifest.epoch);
-        for file in &manifest.files {
+        // Files no table names yet are invisible to readers of the tables; partial counts
+        // are not in a table, so they wait for the commit.
+        for file in manifest.files.iter().filter(|f| !self.is_partial(f)) {
             self.storage.publish_staged(&file.staged, &file.key)?;
         }
         let mut tables = self.tables();
@@ -271,12 +310,27 @@ impl CommitPoint for TableLog {
         // The windows it closed are readable once the aggregated table has its files: before
         // the copy saved beside, which recovery can also read from the log.
         self.follow(&mut tables, manifest, true)?;
+        self.publish_partials(&mut tables, manifest)?;
         let name = self.saved.save(manifest)?;
         for old in replaced {
             self.saved.delete(old)?;
         }
         tracing::debug!("committed checkpoint {}", manifest.epoch);
         Ok(name)
+    }
+
+    fn partials(&self) -> Option<&str> {
+        self.merger.as_ref().map(Merger::partials)
+    }
+
+    fn merge(&self) -> Result<Option<Pass>, CommitError> {
+        let Some(merger) = &self.merger else {
+            return Ok(None);
+        };
+        let manifests: Vec<_> = self.saved.load()?.into_iter().map(|(_, m)| m).collect();
+        let mut tables = self.tables();
+        let merges = TableMerges::new(&mut tables, &self.group, &self.topic);
+        Ok(Some(merger.pass(&manifests, &merges)?))
     }
 }
 

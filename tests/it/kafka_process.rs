@@ -531,30 +531,9 @@ fn stop(mut processor: Processor) -> String {
     stdout(&output)
 }
 
-/// How many aggregated rows one (window, postcode) may have.
-#[derive(Clone, Copy, PartialEq)]
-enum Rows {
-    /// One, however many processors: the group merges their counts.
-    One,
-    /// Several processors into Delta tables, which do not merge yet: a row from each,
-    /// summed by readers.
-    Summed,
-}
-
-impl Rows {
-    /// Of a group of several processors writing in `format`.
-    fn of_group(format: &[&str]) -> Rows {
-        if format.is_empty() {
-            Rows::One
-        } else {
-            Rows::Summed
-        }
-    }
-}
-
 /// Everything exactly once: raw by user id, the DLQ by (partition, offset, kind), window
-/// counts against the expectation.
-fn assert_exactly_once(root: &Path, data: &Data, rows: Rows) {
+/// counts against the expectation, one row per (window, postcode) however many processors.
+fn assert_exactly_once(root: &Path, data: &Data) {
     let (mut raw, dead) = outputs(root);
     let mut want_raw: Vec<i64> = data
         .fates()
@@ -621,10 +600,7 @@ fn assert_exactly_once(root: &Path, data: &Data, rows: Rows) {
         for i in 0..batch.num_rows() {
             let key = (starts.value(i), postcodes.value(i).to_string());
             let count = counts.entry(key.clone()).or_default();
-            assert!(
-                rows == Rows::Summed || *count == 0,
-                "one row per (window, postcode): {key:?} twice"
-            );
+            assert!(*count == 0, "one row per (window, postcode): {key:?} twice");
             *count += n.value(i);
         }
     }
@@ -641,7 +617,7 @@ fn three_partitions_end_to_end_with_bad_records() {
     wait_for_everything(&storage, &data, Duration::from_secs(120));
     let summary = stop(child);
     assert!(summary.contains("records"), "{summary}");
-    assert_exactly_once(storage.path(), &data, Rows::One);
+    assert_exactly_once(storage.path(), &data);
     assert_no_staging_leftovers(storage.path());
     // Raw files hold one partition each, named after it.
     for file in parquet_files(&storage.path().join(RAW)) {
@@ -652,7 +628,7 @@ fn three_partitions_end_to_end_with_bad_records() {
     let child = processor(&broker.bootstrap, &storage, &extra);
     std::thread::sleep(Duration::from_secs(5));
     stop(child);
-    assert_exactly_once(storage.path(), &data, Rows::One);
+    assert_exactly_once(storage.path(), &data);
 }
 
 #[test]
@@ -710,7 +686,7 @@ fn kill_9_at_random_moments(format: &[&str]) {
         data.valid(),
         data.dead()
     );
-    assert_exactly_once(storage.path(), &data, Rows::One);
+    assert_exactly_once(storage.path(), &data);
     assert_no_staging_leftovers(storage.path());
 }
 
@@ -756,7 +732,7 @@ fn kill_9_during_a_compaction_leaves_every_table_whole() {
         ) {
             killed_while_compacting += 1;
         }
-        assert_exactly_once(storage.path(), &data, Rows::One);
+        assert_exactly_once(storage.path(), &data);
         if killed_while_compacting == 3 {
             eprintln!("compaction chaos: 3 of {attempt} kills landed while files were rewritten");
             break;
@@ -781,7 +757,7 @@ fn kill_9_during_a_compaction_leaves_every_table_whole() {
         std::thread::sleep(Duration::from_millis(100));
     }
     stop(child);
-    assert_exactly_once(storage.path(), &data, Rows::One);
+    assert_exactly_once(storage.path(), &data);
     assert_no_staging_leftovers(storage.path());
 }
 
@@ -834,7 +810,7 @@ fn kill_9_during_a_table_commit_loses_and_repeats_nothing() {
     let child = processor(&broker.bootstrap, &storage, &extra);
     wait_for_everything(&storage, &data, Duration::from_secs(120));
     stop(child);
-    assert_exactly_once(storage.path(), &data, Rows::One);
+    assert_exactly_once(storage.path(), &data);
     assert_no_staging_leftovers(storage.path());
 }
 
@@ -890,7 +866,7 @@ fn two_processors_split_the_partitions(format: &[&str]) {
     let (first_log, second_log) = (first.log(), second.log());
     stop(first);
     stop(second);
-    assert_exactly_once(storage.path(), &data, Rows::of_group(format));
+    assert_exactly_once(storage.path(), &data);
     assert_no_staging_leftovers(storage.path());
     let (a, b) = (last_assignment(&first_log), last_assignment(&second_log));
     assert!(
@@ -934,7 +910,7 @@ fn frozen_member(format: &[&str]) {
     let steady_log = steady.log();
     stop(steady);
     frozen.kill();
-    assert_exactly_once(storage.path(), &data, Rows::of_group(format));
+    assert_exactly_once(storage.path(), &data);
     assert!(
         last_assignment(&steady_log).contains("[0, 1, 2]"),
         "the steady one took every partition: {steady_log}"
@@ -966,7 +942,7 @@ fn rides_out(format: &[&str], outage: impl FnOnce(&mut Broker)) {
     // Stopped while the broker is gone for good: it still exits, with everything written.
     broker.kill();
     stop(child);
-    assert_exactly_once(storage.path(), &data, Rows::One);
+    assert_exactly_once(storage.path(), &data);
     assert_no_staging_leftovers(storage.path());
 }
 
@@ -1182,7 +1158,7 @@ fn stop_at_end_reads_up_to_the_end_then_stops() {
     let mut backfill = processor(&broker.bootstrap, &storage, &["--stop-at-end"]);
     let status = backfill.exit_within(Duration::from_secs(120), "--stop-at-end still runs");
     assert!(status.success(), "{}", backfill.log());
-    assert_exactly_once(storage.path(), &data, Rows::One);
+    assert_exactly_once(storage.path(), &data);
     assert_no_staging_leftovers(storage.path());
 }
 
@@ -1228,7 +1204,7 @@ fn to_s3_kill_9_during_multipart_uploads_loses_and_repeats_nothing() {
     wait_for_everything(&storage, &data, Duration::from_secs(180));
     stop(child);
     eprintln!("kill -9 left {open_at_kill} multipart uploads unfinished");
-    assert_exactly_once(storage.path(), &data, Rows::One);
+    assert_exactly_once(storage.path(), &data);
     // A kill between staging a file and writing the manifest that names it leaves the
     // staged object (a complete file, outside every dataset) for an hour, until a recovery
     // may take its writer for dead (docs/EXACTLY_ONCE.md, "On S3").
@@ -1291,7 +1267,7 @@ fn to_s3_delta_tables_two_processors_and_kill_9_lose_and_repeat_nothing() {
         storage.path().join(RAW).join("_delta_log").is_dir(),
         "the raw dataset is a table"
     );
-    assert_exactly_once(storage.path(), &data, Rows::Summed);
+    assert_exactly_once(storage.path(), &data);
     // polars reads the table straight from S3, as docs/DEPLOY.md shows.
     let endpoint = &storage.s3.as_ref().unwrap().endpoint;
     let script = format!(
@@ -1364,7 +1340,7 @@ fn s3_stall(format: &[&str]) {
     assert!(log.contains("pageview: S3 works again after"), "{log}");
     let failed = sum_of(&parse_metrics(&metrics), "pageview_storage_errors_total");
     assert!(failed > 0.0, "{metrics}");
-    assert_exactly_once(storage.path(), &data, Rows::One);
+    assert_exactly_once(storage.path(), &data);
     assert_no_staging_leftovers(storage.path());
 }
 

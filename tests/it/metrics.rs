@@ -413,7 +413,7 @@ fn promtool(args: &[&str]) -> String {
 fn promtool_accepts_the_config_and_the_rules_and_every_alert_fires_when_it_should() {
     promtool(&["check", "config", "prometheus.yml"]);
     let rules = promtool(&["check", "rules", "alerts.yml"]);
-    assert!(rules.contains("5 rules found"), "{rules}");
+    assert!(rules.contains("6 rules found"), "{rules}");
     promtool(&["test", "rules", "alerts_test.yml"]);
     // Every alert has a test case.
     let tests = std::fs::read_to_string(
@@ -630,6 +630,14 @@ fn exported() -> Vec<String> {
     let mut registry = registry();
     let pipeline = PipelineMetrics::register(&mut registry);
     pipeline.observe_lag(&[(0, 0)]);
+    pipeline.merged(&pageview::commit::Pass {
+        merged_to: 0,
+        horizon: pageview::commit::Horizon {
+            to: None,
+            held: Some(pageview::commit::Hold::Unclaimed { partition: 0 }),
+        },
+        rows: 0,
+    });
     pageview::storage::RequestObserver::request(&*pipeline, "put", Duration::ZERO, false);
     GeneratorMetrics::register(&mut registry).delivered(Duration::from_millis(1));
     names.extend(declared(&encode(&registry)));

@@ -6,15 +6,17 @@
 //!
 //! `root` is where the tables are (a folder, or S3 through the pipeline's own clients),
 //! `schema` what each dataset's table holds, `compact` the rewrites of small files and the
-//! expiry of old ones, `maintenance` what the commands run on a table they open (vacuum,
-//! expire, listing).
+//! expiry of old ones, `merges` the group's merged windows, `maintenance` what the commands
+//! run on a table they open (vacuum, expire, listing).
 
 mod compact;
 mod maintenance;
+mod merges;
 mod root;
 mod schema;
 
 pub use maintenance::{added_before, current_files, expire, has_table, vacuum};
+pub(super) use merges::TableMerges;
 pub use root::TableRoot;
 
 use std::collections::HashMap;

@@ -710,6 +710,10 @@ pub struct BenchArgs {
     /// Windows measured per rate.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub latency_windows: u64,
+    /// Processors of one consumer group in each latency run: with several, a window's row is
+    /// readable once the group has merged it.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=3))]
+    pub latency_processors: u64,
     /// Window length for the latency runs, in seconds (shorter than the default 60 so a run
     /// sees several windows in a minute).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=86_400))]

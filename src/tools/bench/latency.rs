@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -42,6 +42,8 @@ const AGGREGATED: &str = "pageview-latency-aggregated";
 const RAW: &str = "pageview-latency-raw-events";
 /// The processor's default `--watermark-delay-ms`.
 const WATERMARK_DELAY_MS: i64 = 5000;
+/// How long a group must go without a rebalance to count as settled.
+const SETTLE: Duration = Duration::from_secs(2);
 /// How often the datasets are looked at: the resolution of the measurement.
 const WATCH_EVERY: Duration = Duration::from_millis(10);
 
@@ -54,18 +56,18 @@ pub struct Latencies {
     pub confirmations: Vec<Duration>,
     /// Per raw row, from its event time (when it was produced) to its being readable, ms.
     pub raw_rows: Vec<i64>,
-    /// The processor's resident memory every `super::RSS_EVERY`.
+    /// The (first) processor's resident memory every `super::RSS_EVERY`.
     pub rss_samples: Vec<u64>,
 }
 
-/// Runs a processor on a new topic fed at `rate` events/s until `windows` windows are
-/// readable.
+/// Runs `processors` processors of one group on a new topic fed at `rate` events/s until
+/// `windows` windows are readable.
 pub fn measure(
     exe: &Path,
     servers: &str,
     rate: f64,
-    windows: usize,
-    window_seconds: u32,
+    (windows, window_seconds): (usize, u32),
+    processors: usize,
     dir: &Path,
 ) -> Result<Latencies> {
     let topic = format!("pageview-latency-{}", now_ms());
@@ -77,21 +79,27 @@ pub fn measure(
     )?;
     let out = dir.join("out-latency");
     super::clear(&out)?;
-    let mut child = Command::new(exe)
-        .args(["process", "--bootstrap-servers", servers, "--topic", &topic])
-        .args(["--group", &topic, "--storage", super::path_str(&out)?])
-        .args([
-            "--aggregated-bucket",
-            AGGREGATED,
-            "--raw-events-bucket",
-            RAW,
-        ])
-        .args(["--window-size-seconds", &window_seconds.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("cannot start {}", exe.display()))?;
-    let rss = sample_rss(child.id() as libc::pid_t);
+    let mut children = Vec::with_capacity(processors);
+    for n in 0..processors {
+        let log = dir.join(format!("latency-processor-{n}.log"));
+        let child = Command::new(exe)
+            .args(["process", "--bootstrap-servers", servers, "--topic", &topic])
+            .args(["--group", &topic, "--storage", super::path_str(&out)?])
+            .args([
+                "--aggregated-bucket",
+                AGGREGATED,
+                "--raw-events-bucket",
+                RAW,
+            ])
+            .args(["--window-size-seconds", &window_seconds.to_string()])
+            .stdout(Stdio::null())
+            .stderr(File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("cannot start {}", exe.display()))?;
+        children.push((child, log));
+    }
+    settled(&mut children)?;
+    let rss = sample_rss(children[0].0.id() as libc::pid_t);
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(Mutex::new(vec![Vec::new(); PARTITIONS as usize]));
     let producer = {
@@ -109,11 +117,13 @@ pub fn measure(
         windows: BTreeMap::new(),
         raw_rows: Vec::new(),
     };
-    let seen = watched.until(windows, &mut child, &producer);
+    let seen = watched.until(windows, &mut children, &producer);
     stop.store(true, Ordering::Relaxed);
-    // SAFETY: signals the child we spawned, by its PID.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let _ = child.wait();
+    for (child, _) in &mut children {
+        // SAFETY: signals the child we spawned, by its PID.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = child.wait();
+    }
     let rss_samples = rss.join().unwrap_or_default();
     producer
         .join()
@@ -273,14 +283,12 @@ impl Watched {
     fn until(
         &mut self,
         windows: usize,
-        child: &mut std::process::Child,
+        children: &mut [(Child, PathBuf)],
         producer: &std::thread::JoinHandle<Result<()>>,
     ) -> Result<()> {
         let started = Instant::now();
         while self.windows.len() < windows {
-            if let Some(status) = child.try_wait()? {
-                bail!("the processor stopped early ({status})");
-            }
+            stopped(children)?;
             if producer.is_finished() {
                 bail!("the producer stopped early");
             }
@@ -300,6 +308,50 @@ impl Watched {
             std::thread::sleep(WATCH_EVERY);
         }
         Ok(())
+    }
+}
+
+/// An error naming the processor that stopped, with its log, if one did.
+fn stopped(children: &mut [(Child, PathBuf)]) -> Result<()> {
+    for (child, log) in children {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "a processor stopped early ({status}); its log: {}",
+                log.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Waits until every processor has been given partitions and the group has been quiet for
+/// a moment, so that no window is measured across the rebalances of processors joining.
+fn settled(children: &mut [(Child, PathBuf)]) -> Result<()> {
+    // How many assignments each processor has logged.
+    let assignments = |children: &[(Child, PathBuf)]| -> Vec<usize> {
+        children
+            .iter()
+            .map(|(_, log)| {
+                std::fs::read_to_string(log)
+                    .map(|text| text.matches("assigned partitions").count())
+                    .unwrap_or(0)
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        stopped(children)?;
+        let before = assignments(children);
+        if before.iter().all(|&n| n > 0) {
+            std::thread::sleep(SETTLE);
+            if assignments(children) == before {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the processors were not all given partitions within two minutes");
+        }
+        std::thread::sleep(WATCH_EVERY);
     }
 }
 

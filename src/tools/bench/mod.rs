@@ -283,6 +283,7 @@ fn run_kafka(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
 fn run_latency(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
     table_header(&[
         "events/s",
+        "processors",
         "windows",
         "latency p50 ms",
         "latency max ms",
@@ -294,15 +295,15 @@ fn run_latency(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
     ]);
     for &rate in &args.latency_rates {
         eprintln!(
-            "measuring {} windows of {} s at {rate} events/s …",
-            args.latency_windows, args.latency_window_seconds
+            "measuring {} windows of {} s at {rate} events/s, {} processor(s) …",
+            args.latency_windows, args.latency_window_seconds, args.latency_processors
         );
         let measured = latency::measure(
             exe,
             servers,
             rate,
-            args.latency_windows as usize,
-            args.latency_window_seconds,
+            (args.latency_windows as usize, args.latency_window_seconds),
+            args.latency_processors as usize,
             &args.dir,
         )?;
         let mut ms: Vec<u128> = measured.windows.iter().map(|d| d.as_millis()).collect();
@@ -324,8 +325,9 @@ fn run_latency(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
         // From its second second on: the first is start-up, not load.
         let loaded = measured.rss_samples.get(5..).unwrap_or_default();
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0}–{:.0} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0}–{:.0} |",
             human(rate),
+            args.latency_processors,
             ms.len(),
             ms.get(ms.len() / 2).copied().unwrap_or_default(),
             ms.last().copied().unwrap_or_default(),

@@ -44,7 +44,7 @@ bench: ## Throughput against the parse-only limit (docs/PERFORMANCE.md)
 docker-build: ## Build the pageview image
 	$(COMPOSE) build
 
-docker-up: ## Start every container (Kafka, LocalStack, generator, processor, monitoring)
+docker-up: ## Start every container (Kafka, LocalStack, generator, two processors, monitoring)
 	$(COMPOSE) up -d --build
 
 docker-down: ## Stop every container

@@ -71,7 +71,10 @@ fn every_command_compose_gives_our_image_is_one_the_binary_accepts() {
         .filter(|(_, s)| s["image"] == "pageview:latest")
         .collect();
     let names: Vec<&str> = ours.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["bucket-setup", "generator", "processor"]);
+    assert_eq!(
+        names,
+        ["bucket-setup", "generator", "processor", "processor-2"]
+    );
     for (name, service) in ours {
         assert_eq!(
             service["build"]["context"],
@@ -97,6 +100,16 @@ fn every_command_compose_gives_our_image_is_one_the_binary_accepts() {
         );
         assert!(stdout(&out).starts_with("configuration is valid"), "{name}");
     }
+    // Two members of one group, each with its own instance id.
+    let instance = |name: &str| services[name]["environment"]["KAFKA_GROUP_INSTANCE_ID"].clone();
+    assert_eq!(
+        (instance("processor"), instance("processor-2")),
+        (Value::from("processor-1"), Value::from("processor-2"))
+    );
+    assert_eq!(
+        strings(&services["processor"]["command"]),
+        strings(&services["processor-2"]["command"])
+    );
     // What the processor reads from, and where it writes.
     let processor = &services["processor"];
     assert_eq!(
@@ -128,12 +141,10 @@ fn compose_starts_each_service_after_what_it_needs_is_healthy_or_done() {
     waits("topic-setup", "kafka", "service_healthy");
     waits("bucket-setup", "localstack", "service_healthy");
     waits("generator", "topic-setup", "service_completed_successfully");
-    waits("processor", "topic-setup", "service_completed_successfully");
-    waits(
-        "processor",
-        "bucket-setup",
-        "service_completed_successfully",
-    );
+    for processor in ["processor", "processor-2"] {
+        waits(processor, "topic-setup", "service_completed_successfully");
+        waits(processor, "bucket-setup", "service_completed_successfully");
+    }
     waits("grafana", "prometheus", "service_healthy");
     for expected in ["kafka-exporter", "prometheus", "grafana"] {
         assert!(services.contains_key(expected), "{expected}");

@@ -33,9 +33,28 @@ pub struct Recovery {
     /// How many partitions the topic has, as the source learnt when it was assigned; saved
     /// in every checkpoint, for the group to know when a window is final in all of them.
     pub topic_partitions: Option<i32>,
+    /// Windows ending by this are merged into the group's rows: final in every assigned
+    /// partition, a partition new to the topic included ([`Recovery::merged_to`]).
+    pub merged_to: Option<EventMs>,
 }
 
 impl Recovery {
+    /// The group's rows are merged up to `merged_to`: no assigned partition may count in
+    /// those windows any more. A partition the group has merged past already is final past
+    /// it anyway; one new to the topic (or never checkpointed) would otherwise count its
+    /// records in windows whose row is written, where nobody would merge them: they are
+    /// late instead, once.
+    pub fn merged_to(&mut self, merged_to: EventMs, assigned: &[Partition]) {
+        self.merged_to = Some(merged_to);
+        self.watermark = assigned.iter().map(|p| self.final_to(*p)).min().flatten();
+    }
+
+    /// How far `partition`'s windows are final as it resumes.
+    fn final_to(&self, partition: Partition) -> Option<EventMs> {
+        let saved = self.partitions.get(&partition).and_then(|s| s.final_to);
+        saved.max(self.merged_to)
+    }
+
     /// Where each assigned partition's reading starts: its raw cursor, or the beginning.
     pub fn start(&self, partition: Partition) -> Option<Offset> {
         self.partitions.get(&partition).map(|s| s.raw_from)
@@ -60,10 +79,9 @@ impl Recovery {
                 )
             })
             .collect();
-        let floors: Vec<(Partition, EventMs)> = self
-            .partitions
+        let floors: Vec<(Partition, EventMs)> = assigned
             .iter()
-            .filter_map(|(&p, s)| Some((p, s.final_to?)))
+            .filter_map(|&p| Some((p, self.final_to(p)?)))
             .collect();
         let watermarks = Watermarks::restore(watermark_bound_ms, self.watermark, &clocks, &floors);
         Windows::restore(spec, watermarks, &self.windows)
@@ -186,6 +204,35 @@ mod tests {
 
     fn manifest(epoch: u64, member: &str, partitions: &[(i32, i64)]) -> Manifest {
         Manifest::sample(epoch, member, partitions)
+    }
+
+    #[test]
+    fn a_partition_new_to_the_group_counts_nothing_in_windows_already_merged() {
+        // Partition 0 was checkpointed final up to 130 s; 1 was added to the topic since.
+        let all = [manifest(130, "a", &[(0, 10)])];
+        let mut r = recover(&all, &[0, 1]);
+        assert_eq!(r.watermark, None, "partition 1 was never final anywhere");
+        r.merged_to(60_000, &[0, 1]);
+        assert_eq!(r.watermark, Some(60_000));
+        let mut windows = r.windows(crate::window::WindowSpec::new(60_000), 5_000, &[0, 1]);
+        assert!(
+            matches!(
+                windows.add(1, 59_999, None, "E1"),
+                crate::window::Assignment::Late { .. }
+            ),
+            "its window's row is written: late, once"
+        );
+        assert_eq!(
+            windows.add(1, 60_000, None, "E1"),
+            crate::window::Assignment::OnTime
+        );
+        assert!(
+            matches!(
+                windows.add(0, 90_000, None, "E1"),
+                crate::window::Assignment::Late { .. }
+            ),
+            "partition 0 keeps its own floor"
+        );
     }
 
     #[test]

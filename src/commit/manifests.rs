@@ -105,6 +105,9 @@ impl CommitPoint for Manifests {
         let manifests: Vec<Manifest> = named.iter().map(|(_, m)| m.clone()).collect();
         let mut recovery = checkpoint::recover(&manifests, assigned);
         (recovery.superseded, recovery.replaced) = checkpoint::sort_out(named, assigned);
+        if let Some((merger, markers)) = self.merging.as_deref() {
+            recovery.merged_to(markers.committed_to(merger)?, assigned);
+        }
         Ok(recovery)
     }
 

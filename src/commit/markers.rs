@@ -112,6 +112,23 @@ impl Markers {
     }
 }
 
+impl Markers {
+    /// How far the group's merges are committed, as markers say, without writing anything
+    /// (a merge whose files are not all written yet counts): for recovery, which only reads.
+    pub fn committed_to(&self, merger: &Merger) -> Result<EventMs, CommitError> {
+        let storage = merger.storage();
+        let known = *self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let mut at = match known {
+            Some(at) => at,
+            None => read::<EventMs>(storage, &self.hint_key())?.unwrap_or(0),
+        };
+        while let Some(marker) = read::<Marker>(storage, &self.key(at))? {
+            at = marker.to;
+        }
+        Ok(at)
+    }
+}
+
 impl MergeLog for Markers {
     /// Follows the markers from the last merge this processor knows of to the newest,
     /// writing the files of any whose writer died before it published them.

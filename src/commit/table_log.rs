@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use deltalake::kernel::Transaction;
 
 use super::delta::{TableError, TableMerges, Tables, lost_to_another};
+use super::merger::MergeLog;
 use super::{CommitError, CommitPoint, Manifests, Merger, Pass};
 use crate::checkpoint::{self, Manifest, Recovery, StagedFile};
 use crate::sink::{Dataset, WrittenFile};
@@ -252,6 +253,10 @@ impl CommitPoint for TableLog {
         // Files are published before the commit that adds them: none waits for recovery.
         recovery.unpublished.clear();
         (recovery.superseded, recovery.replaced) = checkpoint::sort_out(saved, assigned);
+        if let Some(merger) = &self.merger {
+            let merges = TableMerges::new(&mut tables, &self.group, &self.topic);
+            recovery.merged_to(merges.merged_to(merger)?, assigned);
+        }
         Ok(recovery)
     }
 

@@ -22,7 +22,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type, TimestampMillisecondType};
 use pageview::generate::now_ms;
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 
@@ -1596,4 +1596,149 @@ fn a_group_reused_for_another_topic_stops_naming_both() {
         "{log}"
     );
     assert_eq!(log.matches("error").count(), 1, "one line: {log}");
+}
+
+/// Grows `topic` to `partitions` partitions.
+fn grow(bootstrap: &str, topic: &str, partitions: usize) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let grown = NewPartitions::new(topic, partitions);
+    let results = runtime
+        .block_on(admin.create_partitions([&grown], &AdminOptions::new()))
+        .unwrap();
+    assert!(results[0].is_ok(), "{results:?}");
+}
+
+/// A topic grown from 3 to 6 partitions while two processors read it (docs/EXACTLY_ONCE.md,
+/// "One row per window"): a new partition holds the group's merging back until its first
+/// checkpoint, its records in windows the group merged before it was read are late, once,
+/// and every other record is counted in the one row of its window.
+#[test]
+fn a_topic_grown_from_3_to_6_partitions_keeps_every_row_exact() {
+    let broker = Broker::start();
+    create_topic(&broker.bootstrap);
+    let storage = Store::local();
+    // Minutes start at t: the first part's first window closes within it.
+    let t = (now_ms() - 120 * MINUTE).div_euclid(MINUTE) * MINUTE;
+    let flags = [
+        "--idle-timeout",
+        "3s",
+        "--kafka-option",
+        "topic.metadata.refresh.interval.ms=1000",
+    ];
+    let (a, b) = (
+        member(&broker.bootstrap, &storage, "a", &flags),
+        member(&broker.bootstrap, &storage, "b", &flags),
+    );
+    joined(&a);
+    joined(&b);
+    // Event i of partition p, a second apart, its record 200 ms after it.
+    let at = |p: i32, i: i64| t + i * 1_000 + i64::from(p) * 100;
+    let user = |p: i32, i: i64| i64::from(p) * 1_000_000 + i + 1;
+    let window = |p: i32, i: i64| at(p, i).div_euclid(MINUTE) * MINUTE;
+    let part = |partitions: std::ops::Range<i32>, range: std::ops::Range<i64>| {
+        range
+            .flat_map(|i| partitions.clone().map(move |p| (p, i)))
+            .collect::<Vec<_>>()
+    };
+    let records = |events: &[(i32, i64)]| {
+        events
+            .iter()
+            .map(|&(p, i)| {
+                let postcode = POSTCODES[(i % 5) as usize];
+                (p, event(user(p, i), postcode, at(p, i), 0), at(p, i) + 200)
+            })
+            .collect::<Vec<_>>()
+    };
+    let pace = Duration::from_millis(10);
+    let first = part(0..3, 0..100);
+    produce_stamped(&broker.bootstrap, TOPIC, &records(&first), pace);
+    let merged = |i| window_counts(storage.path()).contains_key(&window(0, i));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !merged(0) {
+        assert!(Instant::now() < deadline, "never merged: {}", a.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    grow(&broker.bootstrap, TOPIC, 6);
+    // The new partitions' first records are of windows the group has merged: late, once.
+    let old = part(3..6, 0..20);
+    let second = part(0..6, 100..190);
+    produce_stamped(&broker.bootstrap, TOPIC, &records(&old), pace);
+    produce_stamped(&broker.bootstrap, TOPIC, &records(&second), pace);
+    // The stream moves on ten minutes in every partition: every window before closes.
+    let jump = part(0..6, 600..603);
+    produce_stamped(&broker.bootstrap, TOPIC, &records(&jump), pace);
+    let all: Vec<(i32, i64)> = [&first[..], &old, &second, &jump].concat();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !merged(189) || rows(storage.path(), RAW) < all.len() {
+        assert!(
+            Instant::now() < deadline,
+            "the last window never merged: {}{}",
+            a.log(),
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop(a);
+    stop(b);
+
+    let root = storage.path();
+    let (mut raw, dead) = outputs(root);
+    raw.sort_unstable();
+    let mut want_raw: Vec<i64> = all.iter().map(|&(p, i)| user(p, i)).collect();
+    want_raw.sort_unstable();
+    assert_eq!(raw, want_raw, "every valid record once in raw");
+    // Each partition's records in the order produced: offset = position.
+    let offset = |p: i32, i: i64| {
+        let of = |part: &[(i32, i64)]| part.iter().filter(|e| e.0 == p).count() as i64;
+        match i {
+            ..100 => i,
+            _ => of(&first) + of(&old) + i - 100,
+        }
+    };
+    let late: HashSet<(i32, i64)> = dead
+        .iter()
+        .map(|(p, offset, kind)| {
+            assert_eq!(kind, "late_event");
+            (*p, *offset)
+        })
+        .collect();
+    assert_eq!(late.len(), dead.len(), "each late record once");
+    let old_late: HashSet<(i32, i64)> = old.iter().map(|&(p, i)| (p, offset(p, i))).collect();
+    assert!(
+        old_late.is_subset(&late),
+        "records of merged windows are late: {late:?}"
+    );
+    assert!(
+        late.iter().all(|(p, _)| *p >= 3),
+        "only records of the new partitions can find their window merged: {late:?}"
+    );
+    let mut want: BTreeMap<(i64, String), i64> = BTreeMap::new();
+    for &(p, i) in [&first[..], &old, &second].concat().iter() {
+        if !late.contains(&(p, offset(p, i))) {
+            let key = (window(p, i), POSTCODES[(i % 5) as usize].to_string());
+            *want.entry(key).or_default() += 1;
+        }
+    }
+    let mut got: BTreeMap<(i64, String), i64> = BTreeMap::new();
+    for (start, counts) in window_counts(root) {
+        for (postcode, count) in counts {
+            assert!(
+                got.insert((start, postcode.clone()), count).is_none(),
+                "one row per (window, postcode): {start} {postcode} twice"
+            );
+        }
+    }
+    assert_eq!(got, want, "every window's row exact");
+    eprintln!(
+        "{} records of the new partitions late, {} of them in windows merged before",
+        late.len(),
+        old_late.len()
+    );
 }

@@ -33,7 +33,7 @@ impl Manifests {
     }
 
     /// The group's processors write closed windows as partial counts, which `merger` merges
-    /// after each checkpoint.
+    /// after its checkpoints.
     pub fn merged_by(mut self, merger: Merger) -> Self {
         let markers = Markers::of(&merger);
         self.merging = Some(Arc::new((merger, markers)));
@@ -136,10 +136,13 @@ impl CommitPoint for Manifests {
         self.merging.as_deref().map(|(merger, _)| merger.partials())
     }
 
-    fn merge(&self) -> Result<Option<Pass>, CommitError> {
+    fn merge(&self, committed: Option<&Manifest>) -> Result<Option<Pass>, CommitError> {
         let Some((merger, markers)) = self.merging.as_deref() else {
             return Ok(None);
         };
+        if !merger.worth_a_look(committed) {
+            return Ok(None);
+        }
         let manifests: Vec<_> = self.load()?.into_iter().map(|(_, m)| m).collect();
         Ok(Some(merger.pass(&manifests, markers)?))
     }

@@ -8,7 +8,8 @@
 //! partial files it sums, so whoever writes them again writes the same bytes. Partial files
 //! are deleted only once every window in them is merged and written.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampMillisecondType};
@@ -18,7 +19,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use super::CommitError;
 use super::merge::{self, Horizon, PartialFile, Plan};
 use crate::checkpoint::{CheckpointError, Manifest, StagedFile};
-use crate::record::EventMs;
+use crate::record::{EventMs, Partition};
 use crate::sink::{Finished, SinkConfig, Sinks, Tags, naming};
 use crate::storage::{Storage, StorageError};
 use crate::window::WindowSpec;
@@ -58,6 +59,8 @@ pub struct Merger {
     spec: WindowSpec,
     /// How merged rows are written: into the aggregated dataset, named after the topic.
     output: SinkConfig,
+    /// The window each partition of this processor's last checkpoint was final up to.
+    looked: Mutex<Option<BTreeMap<Partition, Option<EventMs>>>>,
 }
 
 impl Merger {
@@ -79,7 +82,36 @@ impl Merger {
             folder,
             spec,
             output,
+            looked: Mutex::new(None),
         }
+    }
+
+    /// Whether a pass after `committed`, this processor's checkpoint, could merge anything
+    /// (always when it was just given partitions: `None`). The group's horizon moves only
+    /// when some partition's final time enters a new window or partial counts are published,
+    /// and the processor whose checkpoint does that looks right after it; the others'
+    /// checkpoints within a window (one every 10 s) need not list and read the group's
+    /// checkpoints again.
+    pub fn worth_a_look(&self, committed: Option<&Manifest>) -> bool {
+        let Some(manifest) = committed else {
+            return true;
+        };
+        let finals: BTreeMap<Partition, Option<EventMs>> = manifest
+            .partitions
+            .iter()
+            .map(|(&p, state)| {
+                let to = state.final_to.max(manifest.watermark);
+                (p, to.map(|t| self.spec.start_of(t)))
+            })
+            .collect();
+        let mut looked = self.looked.lock().unwrap_or_else(|e| e.into_inner());
+        let moved = looked.as_ref() != Some(&finals);
+        *looked = Some(finals);
+        moved
+            || manifest
+                .files
+                .iter()
+                .any(|f| f.key.starts_with(&self.partials))
     }
 
     /// Where the group's processors publish their partial counts.
@@ -224,7 +256,7 @@ pub(in crate::commit) mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::checkpoint::{Manifest, PartitionState};
+    use crate::checkpoint::{Manifest, PartitionState, StagedFile};
     use crate::commit::markers::Markers;
     use crate::storage::{Buckets, LocalStorage};
     use crate::window::ClosedWindow;
@@ -269,6 +301,42 @@ pub(in crate::commit) mod tests {
         m.partitions.insert(0, PartitionState::default());
         m.files.clear();
         m
+    }
+
+    #[test]
+    fn a_checkpoint_is_worth_a_look_when_a_partition_enters_a_window_or_counts_are_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(LocalStorage::open(dir.path()).unwrap());
+        let merger = Merger::new(storage, "cp", "g", "t", WindowSpec::new(60_000), output());
+        let at = |watermark: i64| {
+            let mut m = Manifest::sample(3, "a", &[(0, 10), (1, 10)]);
+            m.watermark = Some(watermark);
+            m.files.clear();
+            m
+        };
+        assert!(merger.worth_a_look(None), "given partitions");
+        assert!(
+            merger.worth_a_look(Some(&at(T0 + 1_000))),
+            "the first checkpoint"
+        );
+        assert!(
+            !merger.worth_a_look(Some(&at(T0 + 30_000))),
+            "within the window"
+        );
+        assert!(merger.worth_a_look(Some(&at(T0 + 60_000))), "into the next");
+        let mut floored = at(T0 + 60_000);
+        floored.partitions.get_mut(&1).unwrap().final_to = Some(T0 + 180_000);
+        assert!(
+            merger.worth_a_look(Some(&floored)),
+            "a partition taken over"
+        );
+        let mut published = floored.clone();
+        published.files = vec![StagedFile {
+            key: format!("{}/dt=2023-11-14/part-t.p0-1-2.parquet", merger.partials()),
+            ..StagedFile::default()
+        }];
+        assert!(merger.worth_a_look(Some(&published)));
+        assert!(!merger.worth_a_look(Some(&floored)));
     }
 
     #[test]

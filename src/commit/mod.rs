@@ -53,9 +53,11 @@ pub trait CommitPoint: Send + Sync {
     fn partials(&self) -> Option<&str> {
         None
     }
-    /// Merges what the group's checkpoints made final into one row per (window, postcode);
-    /// run after each checkpoint. `None` where windows are not merged.
-    fn merge(&self) -> Result<Option<Pass>, CommitError> {
+    /// Merges what the group's checkpoints made final into one row per (window, postcode):
+    /// after `committed`, a checkpoint of this processor's, or when it is given partitions
+    /// (`None`). `None` where windows are not merged, or `committed` changed nothing a merge
+    /// could use.
+    fn merge(&self, _committed: Option<&Manifest>) -> Result<Option<Pass>, CommitError> {
         Ok(None)
     }
 }
@@ -123,7 +125,7 @@ impl Commit {
         if let Protocol::Checkpointed(c) = &mut self.protocol {
             c.point.complete(recovery)?;
             c.current = Some(Assigned::new(recovery));
-            c.merge()?;
+            c.merge(None)?;
         }
         Ok(())
     }
@@ -281,18 +283,20 @@ impl Checkpointed {
         let name = self.point.commit(&manifest, &current.replaced)?;
         current.replaced = vec![name];
         current.epoch += 1;
-        current.previous = Some(manifest);
         router.published(&written);
         if let Some(timed) = &self.timed {
             timed(now.elapsed());
         }
-        self.merge()?;
+        self.merge(Some(&manifest))?;
+        if let Some(current) = &mut self.current {
+            current.previous = Some(manifest);
+        }
         Ok(offsets)
     }
 
-    /// Merges what the group's checkpoints, this one's included, made final.
-    fn merge(&mut self) -> Result<(), CommitError> {
-        if let Some(pass) = self.point.merge()?
+    /// Merges what the group's checkpoints, `committed` included, made final.
+    fn merge(&mut self, committed: Option<&Manifest>) -> Result<(), CommitError> {
+        if let Some(pass) = self.point.merge(committed)?
             && let Some(told) = &self.merges_told
         {
             told(&pass);

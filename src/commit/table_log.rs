@@ -66,7 +66,7 @@ impl TableLog {
     }
 
     /// The group's processors write closed windows as partial counts, which `merger` merges
-    /// into the aggregated table after each checkpoint.
+    /// into the aggregated table after its checkpoints.
     pub fn merged_by(mut self, merger: Merger) -> Self {
         self.merger = Some(merger);
         self
@@ -328,10 +328,13 @@ impl CommitPoint for TableLog {
         self.merger.as_ref().map(Merger::partials)
     }
 
-    fn merge(&self) -> Result<Option<Pass>, CommitError> {
+    fn merge(&self, committed: Option<&Manifest>) -> Result<Option<Pass>, CommitError> {
         let Some(merger) = &self.merger else {
             return Ok(None);
         };
+        if !merger.worth_a_look(committed) {
+            return Ok(None);
+        }
         let manifests: Vec<_> = self.saved.load()?.into_iter().map(|(_, m)| m).collect();
         let mut tables = self.tables();
         let merges = TableMerges::new(&mut tables, &self.group, &self.topic);

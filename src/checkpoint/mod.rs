@@ -123,6 +123,16 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// How far `partition`'s windows are final in this checkpoint: the watermark, or the
+    /// floor the partition came with when that is higher; `None` for a partition it does not
+    /// hold, or one never final.
+    pub fn final_to(&self, partition: Partition) -> Option<EventMs> {
+        self.partitions
+            .get(&partition)?
+            .final_to
+            .max(self.watermark)
+    }
+
     /// A manifest read from `key`, wherever it was kept (a file of its own, a raw table
     /// commit's info): one that does not parse, or is of another format version, stops the
     /// processor rather than have it guess where to resume.

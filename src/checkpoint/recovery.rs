@@ -103,7 +103,7 @@ pub fn recover(manifests: &[Manifest], assigned: &[Partition]) -> Recovery {
             continue;
         };
         let mut state = newest.partitions[&partition].clone();
-        state.final_to = state.final_to.max(newest.watermark);
+        state.final_to = newest.final_to(partition);
         recovery.partitions.insert(partition, state);
         recovery.committed.insert(partition, newest.epoch);
         if !recovery.from.iter().any(|m| m == newest) {

@@ -116,16 +116,30 @@ impl Markers {
     /// How far the group's merges are committed, as markers say, without writing anything
     /// (a merge whose files are not all written yet counts): for recovery, which only reads.
     pub fn committed_to(&self, merger: &Merger) -> Result<EventMs, CommitError> {
+        Ok(self.follow(merger, |_| Ok(()))?.0)
+    }
+
+    /// Follows the markers from the last merge this processor knows of (or, new, the one
+    /// the hint names) to the newest, handing each to `each`: where they end, and whether
+    /// that is news to this processor.
+    fn follow(
+        &self,
+        merger: &Merger,
+        mut each: impl FnMut(&Marker) -> Result<(), CommitError>,
+    ) -> Result<(EventMs, bool), CommitError> {
         let storage = merger.storage();
         let known = *self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let mut news = known.is_none();
         let mut at = match known {
             Some(at) => at,
             None => read::<EventMs>(storage, &self.hint_key())?.unwrap_or(0),
         };
         while let Some(marker) = read::<Marker>(storage, &self.key(at))? {
+            each(&marker)?;
             at = marker.to;
+            news = true;
         }
-        Ok(at)
+        Ok((at, news))
     }
 }
 
@@ -133,20 +147,9 @@ impl MergeLog for Markers {
     /// Follows the markers from the last merge this processor knows of to the newest,
     /// writing the files of any whose writer died before it published them.
     fn merged_to(&self, merger: &Merger) -> Result<EventMs, CommitError> {
-        let storage = merger.storage();
-        let known = *self.known.lock().unwrap_or_else(|e| e.into_inner());
-        let mut at = match known {
-            Some(at) => at,
-            None => read::<EventMs>(storage, &self.hint_key())?.unwrap_or(0),
-        };
-        let mut moved = false;
-        while let Some(marker) = read::<Marker>(storage, &self.key(at))? {
-            self.complete(merger, &marker)?;
-            at = marker.to;
-            moved = true;
-        }
-        if moved || known.is_none() {
-            self.known(storage, at)?;
+        let (at, news) = self.follow(merger, |marker| self.complete(merger, marker))?;
+        if news {
+            self.known(merger.storage(), at)?;
         }
         Ok(at)
     }

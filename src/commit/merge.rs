@@ -65,33 +65,6 @@ pub enum Hold {
     Unpublished { member: String, key: String },
 }
 
-impl std::fmt::Display for Hold {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Hold::NoTopic => {
-                f.write_str("no checkpoint yet says how many partitions the topic has")
-            }
-            Hold::Unclaimed { partition } => {
-                write!(f, "partition {partition} has no checkpoint yet")
-            }
-            Hold::Partition {
-                partition,
-                member,
-                final_to: Some(to),
-            } => write!(f, "partition {partition} ({member}) is final up to {to}"),
-            Hold::Partition {
-                partition, member, ..
-            } => write!(
-                f,
-                "partition {partition} ({member}) has closed no window yet"
-            ),
-            Hold::Unpublished { member, key } => {
-                write!(f, "{member} has not published {key} yet")
-            }
-        }
-    }
-}
-
 /// How far the group's windows are final, from every checkpoint of the group and the partial
 /// files published (`published`, keys under `partials`), once they are merged up to
 /// `merged_to`. A partition is final up to the watermark of its newest checkpoint, or the
@@ -121,11 +94,8 @@ pub fn horizon(
         };
         let open = newest.windows.iter().filter(|c| c.partition == partition);
         let final_to = match open.map(|c| c.window_start).min() {
-            Some(start) => newest
-                .watermark
-                .max(newest.partitions[&partition].final_to)
-                .map(|t| t.min(start)),
-            None => newest.partitions[&partition].final_to.max(newest.watermark),
+            Some(start) => newest.final_to(partition).map(|t| t.min(start)),
+            None => newest.final_to(partition),
         };
         if lowest.as_ref().is_none_or(|(to, _)| final_to < *to) {
             let hold = Hold::Partition {
@@ -291,8 +261,12 @@ mod tests {
         let h = horizon(&[a.clone(), b.clone()], &[], PARTIALS, 0);
         assert_eq!(h.to, Some(T0 + 2 * MIN + 7));
         assert_eq!(
-            h.held.unwrap().to_string(),
-            format!("partition 2 (b) is final up to {}", T0 + 2 * MIN + 7)
+            h.held,
+            Some(Hold::Partition {
+                partition: 2,
+                member: "b".into(),
+                final_to: Some(T0 + 2 * MIN + 7),
+            })
         );
         let plan = plan(
             T0,

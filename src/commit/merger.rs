@@ -98,11 +98,8 @@ impl Merger {
         };
         let finals: BTreeMap<Partition, Option<EventMs>> = manifest
             .partitions
-            .iter()
-            .map(|(&p, state)| {
-                let to = state.final_to.max(manifest.watermark);
-                (p, to.map(|t| self.spec.start_of(t)))
-            })
+            .keys()
+            .map(|&p| (p, manifest.final_to(p).map(|t| self.spec.start_of(t))))
             .collect();
         let mut looked = self.looked.lock().unwrap_or_else(|e| e.into_inner());
         let moved = looked.as_ref() != Some(&finals);
@@ -176,7 +173,7 @@ impl Merger {
     }
 
     /// The group's partial files, as published.
-    fn published(&self) -> Result<Vec<PartialFile>, CommitError> {
+    pub(super) fn published(&self) -> Result<Vec<PartialFile>, CommitError> {
         Ok(self
             .storage
             .list_files(&self.partials)?

@@ -283,19 +283,17 @@ impl Checkpointed {
         let name = self.point.commit(&manifest, &current.replaced)?;
         current.replaced = vec![name];
         current.epoch += 1;
+        current.previous = Some(manifest);
         router.published(&written);
         if let Some(timed) = &self.timed {
             timed(now.elapsed());
         }
-        self.merge(Some(&manifest))?;
-        if let Some(current) = &mut self.current {
-            current.previous = Some(manifest);
-        }
+        self.merge(self.current.as_ref().and_then(|c| c.previous.as_ref()))?;
         Ok(offsets)
     }
 
     /// Merges what the group's checkpoints, `committed` included, made final.
-    fn merge(&mut self, committed: Option<&Manifest>) -> Result<(), CommitError> {
+    fn merge(&self, committed: Option<&Manifest>) -> Result<(), CommitError> {
         if let Some(pass) = self.point.merge(committed)?
             && let Some(told) = &self.merges_told
         {

@@ -58,7 +58,7 @@ mod tests {
 
     use super::*;
     use crate::commit::delta::TableRoot;
-    use crate::commit::merge::{self, PartialFile};
+    use crate::commit::merge;
     use crate::commit::merger::tests::{closed, output};
     use crate::storage::{Buckets, LocalStorage, Storage};
     use crate::window::{ClosedWindow, WindowSpec};
@@ -81,12 +81,7 @@ mod tests {
         );
         assert_eq!(a.merged_to(&merger).unwrap(), 0);
         assert_eq!(b.merged_to(&merger).unwrap(), 0);
-        let partials: Vec<PartialFile> = storage
-            .list_files(merger.partials())
-            .unwrap()
-            .iter()
-            .filter_map(|f| PartialFile::at(&format!("{}/{}", merger.partials(), f.path)))
-            .collect();
+        let partials = merger.published().unwrap();
         let plan = merge::plan(0, Some(T0 + 60_000), spec, &partials).unwrap();
         let files = |plan| merger.write(plan).unwrap().unwrap();
         let (a_files, b_files) = (files(&plan), files(&plan));

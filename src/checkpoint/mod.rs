@@ -17,7 +17,9 @@ use crate::sink::Finished;
 use crate::storage::StorageError;
 use crate::window::{EventClock, OpenCount};
 
+mod claims;
 mod recovery;
+pub use claims::{Claim, Claims, Taken};
 pub use recovery::{Recovery, recover, replaced, sort_out, superseded};
 
 /// Bumped when the manifest format changes, so an old processor refuses a newer manifest.
@@ -26,7 +28,12 @@ pub use recovery::{Recovery, recover, replaced, sort_out, superseded};
 /// Version 3 publishes closed windows as the group's partial counts, merged into one row
 /// per (window, postcode), where earlier versions wrote each processor's own rows: a
 /// version 2 processor must not join a group that merges.
-pub const VERSION: u32 = 3;
+/// Version 4 commits a checkpoint into Parquet folders by naming it in the group's claims,
+/// which fence processors: a version 3 processor, which would write unfenced, must not join.
+pub const VERSION: u32 = 4;
+
+/// The first version whose checkpoints the group's claims name once committed.
+pub const CLAIMED: u32 = 4;
 
 /// What a checkpoint saves and publishes, taken from the router in one step.
 pub struct Sealed {
@@ -354,6 +361,27 @@ pub enum CheckpointError {
         found: String,
         wanted: String,
         key: String,
+    },
+    /// Another processor committed a partition this one believed it owned: the group gave
+    /// it away while this one could not tell (frozen, or cut off longer than its session).
+    #[error(
+        "partition {partition} of {topic} was committed by another processor of the group \
+         since this one took it ({key} names {found} where this one knew {known}): this \
+         processor no longer owns it and stops; the other carries on"
+    )]
+    Fenced {
+        topic: String,
+        partition: Partition,
+        found: String,
+        known: String,
+        key: String,
+    },
+    /// The claims name a checkpoint that is not in the group's folder.
+    #[error("{key} says partition {partition} was last committed by {manifest}, which is gone")]
+    Lost {
+        key: String,
+        partition: Partition,
+        manifest: String,
     },
 }
 

@@ -1,13 +1,26 @@
 //! Checkpoint manifests on storage, the commit point of a Kafka run into Parquet folders:
-//! `<bucket>/<group>/<epoch>-<member>.json`, each naming the staged files it publishes.
+//! `<bucket>/<group>/<epoch>-<member>.json`, each naming the staged files it publishes, and
+//! the group's claims (`<bucket>/<group>/claims.json`), which name the checkpoint that last
+//! committed each partition. A checkpoint is committed once the claims name it: the object is
+//! replaced only where unchanged since it was read, so a processor whose partition another
+//! committed since is fenced (docs/EXACTLY_ONCE.md, "Fencing").
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use super::markers::Markers;
 use super::{CommitError, CommitPoint, Merger, Pass};
-use crate::checkpoint::{self, CheckpointError, Manifest, Recovery};
+use crate::checkpoint::{self, CheckpointError, Claim, Claims, Manifest, Recovery, Taken};
+use crate::record::Partition;
 use crate::sink::naming;
-use crate::storage::Storage;
+use crate::storage::{Storage, Version};
+
+/// The group's claims, beside its manifests.
+const CLAIMS: &str = "claims.json";
+
+/// How often a recovery or merge reads the claims again when a checkpoint they name was
+/// replaced while it was being read.
+const CLAIMS_READS: usize = 5;
 
 /// The manifests of one consumer group, which reads one topic.
 #[derive(Clone)]
@@ -19,6 +32,26 @@ pub struct Manifests {
     /// Merges the group's partial counts, when its processors write them, committing each
     /// merge with a marker.
     merging: Option<Arc<(Merger, Markers)>>,
+    /// The claim of each partition this processor owns, as it last knew it: its own last
+    /// checkpoint's, or the one it resumed the partition from.
+    known: Arc<Mutex<BTreeMap<Partition, Claim>>>,
+}
+
+/// The group's committed checkpoints, as its claims name them.
+struct Committed {
+    /// Every manifest found, the committed ones and the others.
+    all: Vec<(String, Manifest)>,
+    claims: Claims,
+}
+
+impl Committed {
+    fn named(&self) -> Vec<Manifest> {
+        self.all
+            .iter()
+            .filter(|(_, m)| self.claims.names(m))
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
 }
 
 impl Manifests {
@@ -29,6 +62,7 @@ impl Manifests {
             group: group.into(),
             topic: topic.into(),
             merging: None,
+            known: Arc::default(),
         }
     }
 
@@ -47,7 +81,7 @@ impl Manifests {
     /// The names of the group's manifests, without reading them.
     pub(super) fn names(&self) -> Result<Vec<String>, CheckpointError> {
         let mut names = self.storage.list(&self.folder)?;
-        names.retain(|name| name.ends_with(".json"));
+        names.retain(|name| name.ends_with(".json") && name != CLAIMS);
         Ok(names)
     }
 
@@ -56,23 +90,85 @@ impl Manifests {
     pub fn load(&self) -> Result<Vec<(String, Manifest)>, CheckpointError> {
         let mut manifests = Vec::new();
         for name in self.names()? {
-            let key = self.key(&name);
-            let Some(bytes) = self.storage.get(&key)? else {
-                continue;
-            };
-            let manifest = Manifest::checked(serde_json::from_slice(&bytes), &key)?;
-            // Resumed on this topic, another topic's offsets would skip records, silently.
-            if manifest.topic != self.topic {
-                return Err(CheckpointError::OtherTopic {
-                    group: self.group.clone(),
-                    found: manifest.topic,
-                    wanted: self.topic.clone(),
-                    key,
-                });
+            if let Some(manifest) = self.read(&name)? {
+                manifests.push((name, manifest));
             }
-            manifests.push((name, manifest));
         }
         Ok(manifests)
+    }
+
+    /// The manifest `name`, unless it is gone.
+    fn read(&self, name: &str) -> Result<Option<Manifest>, CheckpointError> {
+        let key = self.key(name);
+        let Some(bytes) = self.storage.get(&key)? else {
+            return Ok(None);
+        };
+        let manifest = Manifest::checked(serde_json::from_slice(&bytes), &key)?;
+        // Resumed on this topic, another topic's offsets would skip records, silently.
+        if manifest.topic != self.topic {
+            return Err(CheckpointError::OtherTopic {
+                group: self.group.clone(),
+                found: manifest.topic,
+                wanted: self.topic.clone(),
+                key,
+            });
+        }
+        Ok(Some(manifest))
+    }
+
+    /// The group's claims and their version, when any processor has claimed anything.
+    fn claims(&self) -> Result<Option<(Claims, Version)>, CheckpointError> {
+        let key = self.key(CLAIMS);
+        let Some((bytes, version)) = self.storage.get_versioned(&key)? else {
+            return Ok(None);
+        };
+        let claims = serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Corrupt {
+            key,
+            problem: e.to_string(),
+        })?;
+        Ok(Some((claims, version)))
+    }
+
+    /// The group's manifests and claims, read so that every checkpoint a claim names is
+    /// among the manifests: one committed while they were listed is read by its name.
+    fn committed(&self) -> Result<Committed, CheckpointError> {
+        let mut all = self.load()?;
+        for _ in 0..CLAIMS_READS {
+            let claims = self
+                .claims()?
+                .map_or_else(|| before_claims(&all), |(c, _)| c);
+            let missing: Vec<String> = claims
+                .partitions
+                .values()
+                .map(|c| checkpoint::manifest_name(c.epoch, &c.member))
+                .filter(|name| !all.iter().any(|(n, _)| n == name))
+                .collect();
+            let mut gone = None;
+            for name in missing {
+                match self.read(&name)? {
+                    Some(manifest) => all.push((name, manifest)),
+                    // Replaced since the claims were read: they name a newer one now.
+                    None => gone = Some(name),
+                }
+            }
+            let Some(name) = gone else {
+                return Ok(Committed { all, claims });
+            };
+            all.retain(|(n, _)| *n != name);
+        }
+        let claims = self
+            .claims()?
+            .map_or_else(|| before_claims(&all), |(c, _)| c);
+        let (partition, claim) = claims
+            .partitions
+            .iter()
+            .find(|(_, c)| !all.iter().any(|(_, m)| Claim::of(m) == **c))
+            .expect("a claim names a manifest not found");
+        Err(CheckpointError::Lost {
+            key: self.key(CLAIMS),
+            partition: *partition,
+            manifest: checkpoint::manifest_name(claim.epoch, &claim.member),
+        })
     }
 
     /// Writes `manifest` under its name, which it returns.
@@ -81,6 +177,50 @@ impl Manifests {
         let name = checkpoint::manifest_name(manifest.epoch, &manifest.member);
         self.storage.put(&self.key(&name), &bytes)?;
         Ok(name)
+    }
+
+    /// The commit point: claims every partition of the saved `manifest` for it, where each
+    /// claim is still the one this processor knew. Another's claim fences it.
+    fn claim(&self, manifest: &Manifest) -> Result<(), CheckpointError> {
+        let key = self.key(CLAIMS);
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let (mut claims, version) = match self.claims()? {
+                Some((claims, version)) => (claims, Some(version)),
+                None => (before_claims(&self.load()?), None),
+            };
+            // A swap S3 took while its answer was lost is tried again and refused: it then
+            // finds itself.
+            if claims.hold(manifest) {
+                break;
+            }
+            if let Err(taken) = claims.commit(manifest, &known) {
+                return Err(self.fenced(taken));
+            }
+            let bytes = serde_json::to_vec(&claims).expect("claims always serialise");
+            if self.storage.swap(&key, &bytes, version.as_ref())? {
+                break;
+            }
+        }
+        for &partition in manifest.partitions.keys() {
+            known.insert(partition, Claim::of(manifest));
+        }
+        Ok(())
+    }
+
+    fn fenced(&self, taken: Taken) -> CheckpointError {
+        let describe = |claim: Option<Claim>| {
+            claim.map_or("no checkpoint".into(), |c| {
+                format!("checkpoint {} of {}", c.epoch, c.member)
+            })
+        };
+        CheckpointError::Fenced {
+            topic: self.topic.clone(),
+            partition: taken.partition,
+            found: describe(taken.found),
+            known: describe(taken.known),
+            key: self.key(CLAIMS),
+        }
     }
 
     /// Removes the manifest `name`; one another processor removed already is fine.
@@ -99,12 +239,34 @@ impl Manifests {
     }
 }
 
+/// The claims of a group before its first commit that claims anything: the manifests of
+/// processors from before claims (format version 3 and older) claim each partition as
+/// recovery then took it, by the newest holding it.
+fn before_claims(all: &[(String, Manifest)]) -> Claims {
+    let unclaimed: Vec<Manifest> = all
+        .iter()
+        .filter(|(_, m)| m.version < checkpoint::CLAIMED)
+        .map(|(_, m)| m.clone())
+        .collect();
+    Claims::before_claims(&unclaimed)
+}
+
 impl CommitPoint for Manifests {
     fn recover(&self, assigned: &[i32]) -> Result<Recovery, CommitError> {
-        let named = self.load()?;
-        let manifests: Vec<Manifest> = named.iter().map(|(_, m)| m.clone()).collect();
-        let mut recovery = checkpoint::recover(&manifests, assigned);
-        (recovery.superseded, recovery.replaced) = checkpoint::sort_out(named, assigned);
+        let committed = self.committed()?;
+        let mut recovery = checkpoint::recover(&committed.named(), assigned);
+        recovery.epoch = (committed.all.iter())
+            .map(|(_, m)| m.epoch + 1)
+            .fold(recovery.epoch, u64::max);
+        recovery.superseded = (committed.all.iter())
+            .filter(|(_, m)| committed.claims.dead(m))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let live: Vec<(String, Manifest)> = (committed.all.iter())
+            .filter(|(_, m)| !committed.claims.dead(m))
+            .cloned()
+            .collect();
+        recovery.replaced = checkpoint::replaced(&live, assigned);
         if let Some((merger, markers)) = self.merging.as_deref() {
             recovery.merged_to(markers.committed_to(merger)?, assigned);
         }
@@ -118,11 +280,27 @@ impl CommitPoint for Manifests {
                 None => self.storage.publish_staged(&file.staged, &file.key)?,
             }
         }
+        *self.known.lock().unwrap_or_else(|e| e.into_inner()) = (recovery.committed.iter())
+            .filter_map(|(&partition, &epoch)| {
+                let from = recovery
+                    .from
+                    .iter()
+                    .find(|m| m.epoch == epoch && m.partitions.contains_key(&partition))?;
+                Some((partition, Claim::of(from)))
+            })
+            .collect();
         Ok(self.tidy(&recovery.superseded)?)
     }
 
     fn commit(&self, manifest: &Manifest, replaced: &[String]) -> Result<String, CommitError> {
         let name = self.save(manifest)?;
+        if let Err(e) = self.claim(manifest) {
+            if matches!(e, CheckpointError::Fenced { .. }) {
+                // Never committed, and never will be: nobody needs it.
+                let _ = self.delete(&name);
+            }
+            return Err(e.into());
+        }
         for file in &manifest.files {
             self.storage.publish_staged(&file.staged, &file.key)?;
         }
@@ -143,7 +321,9 @@ impl CommitPoint for Manifests {
         if !merger.worth_a_look(committed) {
             return Ok(None);
         }
-        let manifests: Vec<_> = self.load()?.into_iter().map(|(_, m)| m).collect();
+        // Only committed checkpoints: one being committed, or a fenced processor's, may
+        // never be.
+        let manifests = self.committed()?.named();
         Ok(Some(merger.pass(&manifests, markers)?))
     }
 }
@@ -153,9 +333,133 @@ mod tests {
     use super::*;
     use crate::checkpoint::{StagedFile, manifest_name};
 
-    /// A manifest made durable by a processor that then died, before publishing its files.
+    /// A manifest committed by a processor that owned its partitions and then died, before
+    /// publishing its files.
     fn left_behind(manifests: &Manifests, m: &Manifest) {
         manifests.save(m).unwrap();
+        let claims = manifests.claims().unwrap().map(|(c, _)| c.partitions);
+        *manifests.known.lock().unwrap() = claims.unwrap_or_default();
+        manifests.claim(m).unwrap();
+    }
+
+    fn point(root: &std::path::Path) -> Manifests {
+        let storage: Arc<dyn Storage> = Arc::new(crate::storage::LocalStorage::open(root).unwrap());
+        Manifests::new(storage, "cp", "g", "t")
+    }
+
+    fn take(point: &Manifests, partitions: &[i32]) -> Recovery {
+        let recovery = point.recover(partitions).unwrap();
+        point.complete(&recovery).unwrap();
+        recovery
+    }
+
+    fn staged(point: &Manifests, key: &str) -> StagedFile {
+        let mut file = point.storage.create("raw").unwrap();
+        std::io::Write::write_all(&mut file, b"rows").unwrap();
+        StagedFile {
+            staged: file.stage().unwrap().id,
+            key: key.into(),
+            ..StagedFile::default()
+        }
+    }
+
+    #[test]
+    fn of_two_processors_that_took_the_same_partition_one_commits_and_the_other_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (point(dir.path()), point(dir.path()));
+        let first = take(&a, &[0]);
+        let second = take(&b, &[0]);
+        let by_a = Manifest::of_partition_0(first.epoch, "a", 10, vec![staged(&a, "raw/a")]);
+        a.commit(&by_a, &[]).unwrap();
+        let by_b = Manifest::of_partition_0(second.epoch, "b", 10, vec![staged(&b, "raw/b")]);
+        let message = b.commit(&by_b, &[]).unwrap_err().to_string();
+        assert!(
+            message.contains("partition 0 of t was committed by another processor of the group")
+                && message.contains("names checkpoint 0 of a where this one knew no checkpoint")
+                && message.contains("cp/g/claims.json")
+                && message.contains("stops"),
+            "{message}"
+        );
+        assert!(dir.path().join("raw/a").exists());
+        assert!(
+            !dir.path().join("raw/b").exists(),
+            "the fenced one publishes nothing"
+        );
+        let names: Vec<String> = a.load().unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, [manifest_name(0, "a")], "nor keeps its manifest");
+        a.commit(
+            &Manifest::of_partition_0(first.epoch + 1, "a", 20, Vec::new()),
+            &[],
+        )
+        .unwrap();
+    }
+
+    /// A zombie: a's partition was taken over by b, which committed it, while a could not
+    /// tell. a's next checkpoint is refused; whoever recovers next resumes from b's, and
+    /// never publishes what a wrote since.
+    #[test]
+    fn a_zombie_is_fenced_and_its_checkpoint_is_never_recovered_nor_merged_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (point(dir.path()), point(dir.path()));
+        let first = take(&a, &[0]);
+        a.commit(
+            &Manifest::of_partition_0(first.epoch, "a", 10, Vec::new()),
+            &[],
+        )
+        .unwrap();
+        let second = take(&b, &[0]);
+        assert_eq!(second.partitions[&0].next, 10);
+        b.commit(
+            &Manifest::of_partition_0(second.epoch, "b", 15, Vec::new()),
+            &second.replaced,
+        )
+        .unwrap();
+        // a's checkpoint is saved before the claims refuse it; one left there by a zombie
+        // killed in between is never picked.
+        let late = Manifest::of_partition_0(first.epoch + 5, "a", 30, vec![staged(&a, "raw/late")]);
+        a.save(&late).unwrap();
+        let err = a.commit(&late, &[]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CommitError::Checkpoint(CheckpointError::Fenced { partition: 0, .. })
+            ),
+            "{err}"
+        );
+        a.save(&late).unwrap();
+        let third = point(dir.path());
+        let resumed = take(&third, &[0]);
+        assert_eq!(
+            resumed.partitions[&0].next, 15,
+            "b's checkpoint, not a's later one"
+        );
+        assert!(
+            !dir.path().join("raw/late").exists(),
+            "the zombie's files stay unpublished"
+        );
+        assert!(resumed.epoch > late.epoch, "names never collide");
+        assert_eq!(third.committed().unwrap().named(), resumed.from);
+        // Once the group's claims pass it, the zombie's manifest is deleted.
+        third
+            .commit(
+                &Manifest::of_partition_0(resumed.epoch, "c", 40, Vec::new()),
+                &resumed.replaced,
+            )
+            .unwrap();
+        let names: Vec<String> = third.load().unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, [manifest_name(resumed.epoch, "c")]);
+    }
+
+    #[test]
+    fn a_commit_whose_answer_was_lost_finds_itself_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = point(dir.path());
+        let first = take(&a, &[0]);
+        let m = Manifest::of_partition_0(first.epoch, "a", 10, Vec::new());
+        a.commit(&m, &[]).unwrap();
+        // Tried again from what it knew before: the claims hold it already.
+        *a.known.lock().unwrap() = BTreeMap::new();
+        a.commit(&m, &[]).unwrap();
     }
 
     #[test]

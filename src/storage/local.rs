@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Listed, PendingFile, RequestObserver, Staged, Storage, StorageError};
+use super::{Listed, PendingFile, RequestObserver, Staged, Storage, StorageError, Version};
 
 /// Where staged files wait inside a local root; hidden so that `**/*.parquet` globs skip it.
 const STAGING_DIR: &str = ".staging";
@@ -197,6 +197,15 @@ fn rename_durably(from: &Path, to: &Path) -> Result<(), StorageError> {
     sync_dir(dir)
 }
 
+/// A local object's version: a digest of its bytes. Two writes of the same bytes share it,
+/// which a swap may take as unchanged: what it read is what is there.
+fn digest(bytes: &[u8]) -> Version {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    Version(format!("{:016x}-{}", hasher.finish(), bytes.len()))
+}
+
 /// A rename or a new file is durable only once its directory entry is.
 fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     File::open(dir)
@@ -266,6 +275,34 @@ impl Storage for LocalStorage {
                     source,
                 }),
             }
+        })
+    }
+
+    fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StorageError> {
+        Ok(self.get(key)?.map(|bytes| {
+            let version = digest(&bytes);
+            (bytes, version)
+        }))
+    }
+
+    fn swap(&self, key: &str, bytes: &[u8], read: Option<&Version>) -> Result<bool, StorageError> {
+        timed(&self.observer, "swap", || {
+            let target = self.root.join(key);
+            let dir = target.parent().expect("keys name a file under the root");
+            fs::create_dir_all(dir).map_err(write_error(dir))?;
+            // Writers of one disk take turns on the folder's lock (flock, released when the
+            // handle closes, also when the process dies) to compare and replace.
+            let folder = File::open(dir).map_err(write_error(dir))?;
+            folder.lock().map_err(write_error(dir))?;
+            let found = self.get_versioned(key)?.map(|(_, version)| version);
+            if found.as_ref() != read {
+                return Ok(false);
+            }
+            let path = self.write_temporary(bytes)?;
+            rename_durably(&path, &target).inspect_err(|_| {
+                let _ = fs::remove_file(&path);
+            })?;
+            Ok(true)
         })
     }
 

@@ -48,6 +48,12 @@ pub enum StorageError {
         key: String,
         cause: object_store::Error,
     },
+    /// An S3-compatible store answered a read without an ETag, without which an object
+    /// cannot be replaced only where unchanged.
+    #[error(
+        "S3 answered s3://{key} without an ETag: this store cannot fence the group's processors (conditional writes, If-Match)"
+    )]
+    Unversioned { key: String },
     #[error(
         "bucket {bucket} does not exist at {endpoint} (create it with `pageview buckets create`)"
     )]
@@ -105,6 +111,10 @@ pub struct Staged {
     pub bytes: u64,
 }
 
+/// Which write of an object was read: its ETag on S3, a digest of its bytes on local disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version(String);
+
 /// One object of a bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
@@ -131,6 +141,13 @@ pub trait Storage: Send + Sync {
     /// this call wrote it. Of two writers racing for one key exactly one gets true, which
     /// makes it a commit point that succeeds once.
     fn put_new(&self, key: &str, bytes: &[u8]) -> Result<bool, StorageError>;
+    /// The object at `key` and its version, for [`Storage::swap`] to replace that version only.
+    fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StorageError>;
+    /// Replaces the object at `key` with `bytes` only if it is still at version `read`
+    /// (`None`: only if there is none): true when this call replaced it. Of writers racing
+    /// from one version exactly one gets true, which makes an object a register that fences
+    /// whoever read it before another's write (`If-Match` on S3).
+    fn swap(&self, key: &str, bytes: &[u8], read: Option<&Version>) -> Result<bool, StorageError>;
     /// Whether an object is at `key`.
     fn exists(&self, key: &str) -> Result<bool, StorageError>;
     /// The object at `key`, or `None` when there is none.

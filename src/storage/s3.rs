@@ -27,14 +27,15 @@ use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{
     BackoffConfig, ClientOptions, MultipartId, ObjectStore, ObjectStoreExt, PutMode, PutPayload,
-    RetryConfig,
+    RetryConfig, UpdateVersion,
 };
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 
 use super::outage::{self, Outage, Patient};
 use super::{
-    Listed, PendingFile, RequestObserver, Staged, Storage, StorageError, refusal, split_key,
+    Listed, PendingFile, RequestObserver, Staged, Storage, StorageError, Version, refusal,
+    split_key,
 };
 
 /// The prefix staged objects wait under in each bucket.
@@ -282,6 +283,30 @@ impl S3Storage {
         let (bucket, path) = split_key(key);
         (self.store(bucket), Path::from(path))
     }
+
+    /// A conditional put: true when S3 took it, false when its condition refused it.
+    fn put_if(
+        &self,
+        action: &'static str,
+        key: &str,
+        bytes: &[u8],
+        mode: PutMode,
+    ) -> Result<bool, StorageError> {
+        let (store, path) = self.locate(key);
+        let payload = PutPayload::from(bytes.to_vec());
+        let put = self.shared.wait(action, key, || {
+            store.put_opts(&path, payload.clone(), mode.clone().into())
+        });
+        match put {
+            Ok(_) => Ok(true),
+            Err(StorageError::S3 {
+                cause:
+                    object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+                ..
+            }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 impl Storage for S3Storage {
@@ -343,22 +368,37 @@ impl Storage for S3Storage {
     }
 
     fn put_new(&self, key: &str, bytes: &[u8]) -> Result<bool, StorageError> {
-        let (store, path) = self.locate(key);
-        let payload = PutPayload::from(bytes.to_vec());
         // If-None-Match: * — S3 refuses the put when the key exists. A retried put whose
         // first answer was lost is refused too: the caller then finds its own object there.
-        let put = self.shared.wait("put new", key, || {
-            store.put_opts(&path, payload.clone(), PutMode::Create.into())
+        self.put_if("put new", key, bytes, PutMode::Create)
+    }
+
+    fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StorageError> {
+        let (store, path) = self.locate(key);
+        let got = self.shared.wait("get", key, || async {
+            let got = store.get(&path).await?;
+            let e_tag = got.meta.e_tag.clone();
+            Ok((got.bytes().await?, e_tag))
         });
-        match put {
-            Ok(_) => Ok(true),
-            Err(StorageError::S3 {
-                cause:
-                    object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
-                ..
-            }) => Ok(false),
+        match got {
+            Ok((bytes, Some(e_tag))) => Ok(Some((bytes.to_vec(), Version(e_tag)))),
+            Ok((_, None)) => Err(StorageError::Unversioned { key: key.into() }),
+            Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    fn swap(&self, key: &str, bytes: &[u8], read: Option<&Version>) -> Result<bool, StorageError> {
+        // If-Match: <ETag>, or If-None-Match: * for none. A retried put whose first answer
+        // was lost is refused: the caller then finds its own bytes there.
+        let mode = match read {
+            Some(Version(e_tag)) => PutMode::Update(UpdateVersion {
+                e_tag: Some(e_tag.clone()),
+                version: None,
+            }),
+            None => PutMode::Create,
+        };
+        self.put_if("swap", key, bytes, mode)
     }
 
     fn exists(&self, key: &str) -> Result<bool, StorageError> {

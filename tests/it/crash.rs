@@ -27,7 +27,7 @@ use pageview::record::Origin;
 use pageview::sink::Tags;
 use pageview::source::{Assignment, Poll, Record, Source, SourceError};
 use pageview::storage::{
-    Buckets, Listed, LocalStorage, PendingFile, Staged, Storage, StorageError,
+    Buckets, Listed, LocalStorage, PendingFile, Staged, Storage, StorageError, Version,
 };
 use pageview::window::WindowSpec;
 
@@ -115,6 +115,13 @@ impl Storage for Life {
     fn put_new(&self, key: &str, bytes: &[u8]) -> Result<bool, StorageError> {
         self.0.write()?;
         self.0.disk.put_new(key, bytes)
+    }
+    fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StorageError> {
+        self.0.disk.get_versioned(key)
+    }
+    fn swap(&self, key: &str, bytes: &[u8], read: Option<&Version>) -> Result<bool, StorageError> {
+        self.0.write()?;
+        self.0.disk.swap(key, bytes, read)
     }
     fn exists(&self, key: &str) -> Result<bool, StorageError> {
         self.0.disk.exists(key)

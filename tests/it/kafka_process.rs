@@ -359,6 +359,13 @@ impl Processor {
         unsafe { libc::kill(pid, libc::SIGSTOP) };
     }
 
+    /// SIGCONT: a frozen one goes on where it stopped, not knowing the group moved on.
+    fn thaw(&self) {
+        let pid = self.child.as_ref().unwrap().id() as i32;
+        // SAFETY: signals the child we spawned, by its PID.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -879,6 +886,9 @@ fn two_processors_split_the_partitions(format: &[&str]) {
 /// given the frozen one's when the group gives up on it. Their backlog is on time, as it was
 /// for their owner: resuming them under the watermark of partitions read to the end would
 /// make every waiting record late (it did, and the S3 two-processor test saw it now and then).
+/// Then the frozen one is thawed, a zombie that still believes it owns its partitions, with
+/// records in hand and a checkpoint due: either its checkpoint is refused (fenced) and it
+/// stops saying why, or it hears of the rebalance first and rejoins; nothing is written twice.
 #[test]
 fn a_frozen_members_partitions_are_taken_over_with_their_backlog_on_time() {
     frozen_member(&[]);
@@ -904,12 +914,57 @@ fn frozen_member(format: &[&str]) {
         assert!(Instant::now() < deadline, "no assignment: {}", frozen.log());
         std::thread::sleep(Duration::from_millis(100));
     }
-    frozen.freeze();
-    data.produce(&broker.bootstrap, FIRST..usize::MAX, Duration::ZERO);
+    // Frozen while it reads: with records in hand, raw files open and a checkpoint coming.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            data.produce(
+                &broker.bootstrap,
+                FIRST..usize::MAX,
+                Duration::from_millis(100),
+            )
+        });
+        std::thread::sleep(Duration::from_millis(1200));
+        frozen.freeze();
+    });
     wait_for_everything(&storage, &data, Duration::from_secs(120));
     let steady_log = steady.log();
+    let mut zombie = frozen;
+    let assigned_before = zombie.log().matches("assigned partitions").count();
+    zombie.thaw();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let fenced = loop {
+        if let Some(status) = zombie.child.as_mut().unwrap().try_wait().unwrap() {
+            let log = zombie.log();
+            assert!(
+                !status.success() && log.contains("no longer owns it and stops"),
+                "{status}: {log}"
+            );
+            break true;
+        }
+        if zombie.log().matches("assigned partitions").count() > assigned_before {
+            break false;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "thawed, it neither stopped nor rejoined: {}",
+            zombie.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!(
+        "the thawed processor was {}",
+        if fenced {
+            "fenced"
+        } else {
+            "given partitions again"
+        }
+    );
+    // Whatever the zombie could still have written is in by now.
+    std::thread::sleep(Duration::from_secs(3));
     stop(steady);
-    frozen.kill();
+    if !fenced {
+        stop(zombie);
+    }
     assert_exactly_once(storage.path(), &data);
     assert!(
         last_assignment(&steady_log).contains("[0, 1, 2]"),

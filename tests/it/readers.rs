@@ -158,29 +158,36 @@ fn a_running_processor_compacts_each_hour_the_watermark_has_passed() {
         })
     };
     let hours = ["dt=2023-11-14/event_hour=22", "dt=2023-11-14/event_hour=23"];
-    for (n, hour) in lines.chunks(3600).enumerate() {
-        // In pieces a file roll apart: several files per hour.
-        for piece in hour.chunks(400) {
-            stdin.write_all(&piece.concat()).unwrap();
-            stdin.flush().unwrap();
-            std::thread::sleep(Duration::from_millis(120));
-        }
-        if n == 0 {
-            assert!(files_of(hours[0]) > 1, "several files in {}", hours[0]);
-            continue;
-        }
-        // The hour before is closed by this one's events.
-        let closed = hours[n - 1];
+    // Waits for `what` of `hour`'s file count; a loaded machine may commit late.
+    let wait_for = |hour: &str, what: &str, holds: &dyn Fn(usize) -> bool| {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while files_of(closed) != 1 {
+        while !holds(files_of(hour)) {
             assert!(
                 std::time::Instant::now() < deadline,
-                "{closed} holds {} files: {}",
-                files_of(closed),
+                "{hour} holds {} files, not {what}: {}",
+                files_of(hour),
                 std::fs::read_to_string(&log).unwrap()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    };
+    for (n, hour) in lines.chunks(3600).enumerate() {
+        // In pieces a file roll apart: several files per hour.
+        for (p, piece) in hour.chunks(400).enumerate() {
+            stdin.write_all(&piece.concat()).unwrap();
+            stdin.flush().unwrap();
+            if n == 0 && p == 0 {
+                // Only a processor that is reading by now splits the hour into files.
+                wait_for(hours[0], "any", &|files| files > 0);
+            }
+            std::thread::sleep(Duration::from_millis(120));
+        }
+        if n == 0 {
+            wait_for(hours[0], "several", &|files| files > 1);
+            continue;
+        }
+        // The hour before is closed by this one's events.
+        wait_for(hours[n - 1], "one", &|files| files == 1);
     }
     drop(stdin);
     let status = processor.wait().unwrap();

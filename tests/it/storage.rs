@@ -43,6 +43,32 @@ fn conformance(storage: &dyn Storage) {
     storage.delete(&format!("{BUCKET}/c/2.json")).unwrap();
     assert_eq!(storage.get(&format!("{BUCKET}/c/2.json")).unwrap(), None);
 
+    // Conditional writes: put only where absent, replace only the version read.
+    let marker = format!("{BUCKET}/r/marker.json");
+    assert!(storage.put_new(&marker, b"first").unwrap());
+    assert!(!storage.put_new(&marker, b"second").unwrap());
+    assert_eq!(
+        storage.get(&marker).unwrap().as_deref(),
+        Some(&b"first"[..])
+    );
+    let register = format!("{BUCKET}/r/claims.json");
+    assert_eq!(storage.get_versioned(&register).unwrap(), None);
+    assert!(storage.swap(&register, b"{1}", None).unwrap());
+    assert!(!storage.swap(&register, b"{2}", None).unwrap(), "it exists");
+    let (bytes, read) = storage.get_versioned(&register).unwrap().unwrap();
+    assert_eq!(bytes, b"{1}");
+    assert!(storage.swap(&register, b"{1, 2}", Some(&read)).unwrap());
+    assert!(
+        !storage.swap(&register, b"{1, 3}", Some(&read)).unwrap(),
+        "a writer that read the version before is refused"
+    );
+    let (bytes, now) = storage.get_versioned(&register).unwrap().unwrap();
+    assert_eq!(bytes, b"{1, 2}");
+    assert_ne!(now, read);
+    for key in [&marker, &register] {
+        storage.delete(key).unwrap();
+    }
+
     // A file is invisible until published, then whole at its key.
     let mut file = storage.create(BUCKET).unwrap();
     file.write_all(b"0123456789").unwrap();

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 
 use super::{RequestObserver, refusal};
@@ -194,13 +194,24 @@ impl ObjectStore for Patient {
         .await
     }
 
+    /// The body is read whole inside the patience, as a listing is: a connection that breaks
+    /// while it streams (LocalStack under load did) is retried instead of failing the reader.
     async fn get_opts(
         &self,
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
-        patiently(&self.outage, "get", &self.key(location), || {
-            self.inner.get_opts(location, options.clone())
+        patiently(&self.outage, "get", &self.key(location), || async {
+            let got = self.inner.get_opts(location, options.clone()).await?;
+            let (meta, range, attributes) =
+                (got.meta.clone(), got.range.clone(), got.attributes.clone());
+            let bytes = got.bytes().await?;
+            Ok(GetResult {
+                payload: GetResultPayload::Stream(stream::once(async move { Ok(bytes) }).boxed()),
+                meta,
+                range,
+                attributes,
+            })
         })
         .await
     }

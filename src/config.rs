@@ -141,6 +141,16 @@ pub struct InspectArgs {
     /// Sample payloads shown per dead-letter reason.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub samples: u32,
+    /// The consumer group whose progress to show, as its processors were given it.
+    #[arg(
+        long,
+        env = "KAFKA_CONSUMER_GROUP",
+        default_value = "pageview-processor"
+    )]
+    pub group: String,
+    /// The topic that group reads.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "pageview-events")]
+    pub topic: String,
 }
 
 /// How long dead letters are kept, in either layout.

@@ -7,11 +7,11 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::Lake;
-use crate::commit::{added_before, expire, has_table, vacuum};
+use crate::commit::{added_before, expire, group_progress, has_table, vacuum};
 use crate::config::{BucketsCreateArgs, CompactArgs, InspectArgs, TableFormat, VacuumArgs};
 use crate::sink::Dataset;
-use crate::storage::{Buckets, S3Settings, buckets};
-use crate::tools::inspect::Request;
+use crate::storage::{Buckets, S3Settings, StorageError, buckets};
+use crate::tools::inspect::{GroupReport, Request};
 
 pub struct BucketsPlan {
     s3: S3Settings,
@@ -67,6 +67,8 @@ pub struct InspectPlan {
     lake: Lake,
     buckets: Buckets,
     request: Request,
+    group: String,
+    topic: String,
 }
 
 impl InspectPlan {
@@ -80,6 +82,8 @@ impl InspectPlan {
                 window_at: args.window,
                 samples: args.samples as usize,
             },
+            group: args.group,
+            topic: args.topic,
         })
     }
 
@@ -92,12 +96,34 @@ impl InspectPlan {
         if let Lake::Local(root) = &self.lake {
             written_folder(root)?;
         }
-        let storage = self.lake.open(&self.buckets.datasets(), None)?;
+        let checkpoints = &self.buckets.checkpoints;
+        // Bounded runs alone need no checkpoints bucket: then there is no group to show.
+        let (storage, grouped) = match self.lake.open(&self.buckets.with_checkpoints(), None) {
+            Ok(storage) => (storage, true),
+            Err(e) if matches!(e.downcast_ref(), Some(StorageError::NoBucket { bucket, .. }) if bucket == checkpoints) => {
+                (self.lake.open(&self.buckets.datasets(), None)?, false)
+            }
+            Err(e) => return Err(e),
+        };
         let tables = self.lake.table_root(&*storage);
         let inspection =
             crate::tools::inspect::inspect(&storage, &self.buckets, &self.request, &tables)?;
+        let progress = match grouped {
+            true => group_progress(
+                storage.clone(),
+                checkpoints,
+                &self.group,
+                &self.topic,
+                &tables,
+                self.buckets.of(Dataset::Aggregated),
+            )?,
+            false => None,
+        };
         println!("{}\n", self.lake);
         print!("{inspection}");
+        if let Some(progress) = progress {
+            print!("\n{}", GroupReport(&progress));
+        }
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use super::markers::Markers;
+use super::merger::group_folder;
 use super::{CommitError, CommitPoint, Merger, Pass};
 use crate::checkpoint::{self, CheckpointError, Claim, Claims, Manifest, Recovery, Taken};
 use crate::record::Partition;
-use crate::sink::naming;
 use crate::storage::{Storage, Version};
 
 /// The group's claims, beside its manifests.
@@ -58,7 +58,7 @@ impl Manifests {
     pub fn new(storage: Arc<dyn Storage>, bucket: &str, group: &str, topic: &str) -> Self {
         Manifests {
             storage,
-            folder: format!("{bucket}/{}", naming::source_tag(group)),
+            folder: group_folder(bucket, group),
             group: group.into(),
             topic: topic.into(),
             merging: None,
@@ -171,6 +171,11 @@ impl Manifests {
         })
     }
 
+    /// The group's committed checkpoints: those its claims name.
+    pub(super) fn committed_checkpoints(&self) -> Result<Vec<Manifest>, CheckpointError> {
+        Ok(self.committed()?.named())
+    }
+
     /// Writes `manifest` under its name, which it returns.
     pub(super) fn save(&self, manifest: &Manifest) -> Result<String, CheckpointError> {
         let bytes = serde_json::to_vec(manifest).expect("a manifest always serialises");
@@ -268,7 +273,7 @@ impl CommitPoint for Manifests {
             .collect();
         recovery.replaced = checkpoint::replaced(&live, assigned);
         if let Some((merger, markers)) = self.merging.as_deref() {
-            recovery.merged_to(markers.committed_to(merger)?, assigned);
+            recovery.merged_to(markers.committed_to(merger.storage())?, assigned);
         }
         Ok(recovery)
     }
@@ -323,7 +328,7 @@ impl CommitPoint for Manifests {
         }
         // Only committed checkpoints: one being committed, or a fenced processor's, may
         // never be.
-        let manifests = self.committed()?.named();
+        let manifests = self.committed_checkpoints()?;
         Ok(Some(merger.pass(&manifests, markers)?))
     }
 }

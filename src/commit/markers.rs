@@ -42,8 +42,13 @@ pub struct Markers {
 impl Markers {
     /// The markers of the group `merger` merges.
     pub fn of(merger: &Merger) -> Self {
+        Self::in_group(merger.folder())
+    }
+
+    /// The markers of the group whose checkpoints are in `group_folder`.
+    pub fn in_group(group_folder: &str) -> Self {
         Markers {
-            folder: format!("{}/merged", merger.folder()),
+            folder: format!("{group_folder}/merged"),
             known: Mutex::new(None),
         }
     }
@@ -115,8 +120,8 @@ impl Markers {
 impl Markers {
     /// How far the group's merges are committed, as markers say, without writing anything
     /// (a merge whose files are not all written yet counts): for recovery, which only reads.
-    pub fn committed_to(&self, merger: &Merger) -> Result<EventMs, CommitError> {
-        Ok(self.follow(merger, |_| Ok(()))?.0)
+    pub fn committed_to(&self, storage: &dyn Storage) -> Result<EventMs, CommitError> {
+        Ok(self.follow(storage, |_| Ok(()))?.0)
     }
 
     /// Follows the markers from the last merge this processor knows of (or, new, the one
@@ -124,10 +129,9 @@ impl Markers {
     /// that is news to this processor.
     fn follow(
         &self,
-        merger: &Merger,
+        storage: &dyn Storage,
         mut each: impl FnMut(&Marker) -> Result<(), CommitError>,
     ) -> Result<(EventMs, bool), CommitError> {
-        let storage = merger.storage();
         let known = *self.known.lock().unwrap_or_else(|e| e.into_inner());
         let mut news = known.is_none();
         let mut at = match known {
@@ -147,7 +151,7 @@ impl MergeLog for Markers {
     /// Follows the markers from the last merge this processor knows of to the newest,
     /// writing the files of any whose writer died before it published them.
     fn merged_to(&self, merger: &Merger) -> Result<EventMs, CommitError> {
-        let (at, news) = self.follow(merger, |marker| self.complete(merger, marker))?;
+        let (at, news) = self.follow(merger.storage(), |marker| self.complete(merger, marker))?;
         if news {
             self.known(merger.storage(), at)?;
         }

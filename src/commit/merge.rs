@@ -65,6 +65,20 @@ pub enum Hold {
     Unpublished { member: String, key: String },
 }
 
+/// As the status page says it: what `inspect` prints after "held back by".
+impl std::fmt::Display for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hold::NoTopic => f.write_str("the topic's partition count, not known yet"),
+            Hold::Unclaimed { partition } => write!(f, "partition {partition}, no checkpoint yet"),
+            Hold::Partition {
+                partition, member, ..
+            } => write!(f, "partition {partition} ({member})"),
+            Hold::Unpublished { member, key } => write!(f, "{member}'s unpublished counts ({key})"),
+        }
+    }
+}
+
 /// How far the group's windows are final, from every checkpoint of the group and the partial
 /// files published (`published`, keys under `partials`), once they are merged up to
 /// `merged_to`. A partition is final up to the watermark of its newest checkpoint, or the
@@ -85,17 +99,8 @@ pub fn horizon(
     };
     let mut lowest: Option<(Option<EventMs>, Hold)> = None;
     for partition in 0..count {
-        let Some(newest) = manifests
-            .iter()
-            .filter(|m| m.partitions.contains_key(&partition))
-            .max_by_key(|m| m.epoch)
-        else {
+        let Some((newest, final_to)) = partition_final(manifests, partition) else {
             return held(Hold::Unclaimed { partition });
-        };
-        let open = newest.windows.iter().filter(|c| c.partition == partition);
-        let final_to = match open.map(|c| c.window_start).min() {
-            Some(start) => newest.final_to(partition).map(|t| t.min(start)),
-            None => newest.final_to(partition),
         };
         if lowest.as_ref().is_none_or(|(to, _)| final_to < *to) {
             let hold = Hold::Partition {
@@ -133,6 +138,25 @@ pub fn horizon(
         to,
         held: Some(hold),
     }
+}
+
+/// The newest of `manifests` holding `partition`, and how far the partition's windows are
+/// final in it: its watermark (or floor), but never past a window of it still open there.
+/// `None` when no checkpoint holds the partition.
+pub fn partition_final(
+    manifests: &[Manifest],
+    partition: Partition,
+) -> Option<(&Manifest, Option<EventMs>)> {
+    let newest = manifests
+        .iter()
+        .filter(|m| m.partitions.contains_key(&partition))
+        .max_by_key(|m| m.epoch)?;
+    let open = newest.windows.iter().filter(|c| c.partition == partition);
+    let final_to = match open.map(|c| c.window_start).min() {
+        Some(start) => newest.final_to(partition).map(|t| t.min(start)),
+        None => newest.final_to(partition),
+    };
+    Some((newest, final_to))
 }
 
 /// One merge: the windows starting in `[from, to)`, summed from `inputs`.

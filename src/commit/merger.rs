@@ -39,6 +39,28 @@ pub trait MergeLog {
     ) -> Result<bool, CommitError>;
 }
 
+/// `<checkpoints>/<group>`: where a group's checkpoints, partial counts and merge markers are.
+pub(super) fn group_folder(checkpoints: &str, group: &str) -> String {
+    format!("{checkpoints}/{}", naming::source_tag(group))
+}
+
+/// Where a group's processors publish their partial counts.
+pub(super) fn partials_folder(group_folder: &str) -> String {
+    format!("{group_folder}/partials")
+}
+
+/// The partial files published under `partials`, a group's folder of them.
+pub(super) fn published_in(
+    storage: &dyn Storage,
+    partials: &str,
+) -> Result<Vec<PartialFile>, CommitError> {
+    Ok(storage
+        .list_files(partials)?
+        .iter()
+        .filter_map(|f| PartialFile::at(&format!("{partials}/{}", f.path)))
+        .collect())
+}
+
 /// What one pass found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pass {
@@ -73,12 +95,12 @@ impl Merger {
         spec: WindowSpec,
         mut output: SinkConfig,
     ) -> Self {
-        let folder = format!("{checkpoints}/{}", naming::source_tag(group));
+        let folder = group_folder(checkpoints, group);
         output.tags = Tags::Fixed(naming::source_tag(topic));
         output.partials = None;
         Merger {
             storage,
-            partials: format!("{folder}/partials"),
+            partials: partials_folder(&folder),
             folder,
             spec,
             output,
@@ -174,12 +196,7 @@ impl Merger {
 
     /// The group's partial files, as published.
     pub(super) fn published(&self) -> Result<Vec<PartialFile>, CommitError> {
-        Ok(self
-            .storage
-            .list_files(&self.partials)?
-            .iter()
-            .filter_map(|f| PartialFile::at(&format!("{}/{}", self.partials, f.path)))
-            .collect())
+        published_in(&*self.storage, &self.partials)
     }
 
     /// The files of `plan`'s rows, complete but not visible; `None` when one of its inputs

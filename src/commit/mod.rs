@@ -16,6 +16,7 @@ mod manifests;
 mod markers;
 mod merge;
 mod merger;
+mod progress;
 mod table_log;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub use delta::{
 pub use manifests::Manifests;
 pub use merge::{Hold, Horizon};
 pub use merger::{Merger, Pass};
+pub use progress::{GroupProgress, PartitionProgress, group_progress};
 pub use table_log::TableLog;
 
 use crate::checkpoint::{self, CheckpointError, Cursors, Manifest, Recovery, StagedFile};

@@ -17,7 +17,7 @@ use parquet::arrow::arrow_reader::{
 use parquet::errors::ParquetError;
 use parquet::file::reader::{ChunkReader, Length};
 
-use crate::commit::{TableError, TableRoot, current_files};
+use crate::commit::{GroupProgress, TableError, TableRoot, current_files};
 use crate::sink::{Dataset, naming};
 use crate::storage::{Buckets, Listed, Storage, StorageError};
 use crate::tools::report::{grouped, size};
@@ -637,9 +637,92 @@ impl std::fmt::Display for Inspection {
     }
 }
 
+/// A consumer group's progress, as `inspect` shows it after the datasets.
+pub struct GroupReport<'a>(pub &'a GroupProgress);
+
+impl std::fmt::Display for GroupReport<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = self.0;
+        let at = |to: Option<i64>| to.map_or("nothing yet".into(), utc);
+        writeln!(f, "consumer group {} reading {}", p.group, p.topic)?;
+        let merged = (p.merged_to > 0).then_some(p.merged_to);
+        writeln!(f, "  rows merged to {}", at(merged))?;
+        write!(f, "  windows final to {}", at(p.horizon.to))?;
+        match &p.horizon.held {
+            Some(hold) => writeln!(f, ", held back by {hold}")?,
+            None => writeln!(f)?,
+        }
+        let width = (p.partitions.iter())
+            .filter_map(|q| q.member.as_ref().map(String::len))
+            .fold("member".len(), usize::max);
+        writeln!(f, "  partition  {:<width$}  final to", "member")?;
+        for q in &p.partitions {
+            let final_to = match &q.member {
+                Some(_) => at(q.final_to),
+                None => "no checkpoint yet".into(),
+            };
+            let member = q.member.as_deref().unwrap_or("-");
+            writeln!(f, "  {:>9}  {member:<width$}  {final_to}", q.partition)?;
+        }
+        writeln!(
+            f,
+            "  partial count files not merged yet: {}",
+            p.partial_files
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_groups_report_says_what_holds_its_rows_back_and_where_each_partition_is() {
+        use crate::commit::{Hold, Horizon, PartitionProgress};
+        const T: i64 = 1_700_000_040_000;
+        let progress = GroupProgress {
+            group: "g".into(),
+            topic: "t".into(),
+            merged_to: T,
+            horizon: Horizon {
+                to: Some(T + 60_000),
+                held: Some(Hold::Partition {
+                    partition: 1,
+                    member: "second".into(),
+                    final_to: Some(T + 60_000),
+                }),
+            },
+            partitions: vec![
+                PartitionProgress {
+                    partition: 0,
+                    member: Some("first".into()),
+                    final_to: Some(T + 120_000),
+                },
+                PartitionProgress {
+                    partition: 1,
+                    member: Some("second".into()),
+                    final_to: Some(T + 60_000),
+                },
+                PartitionProgress {
+                    partition: 2,
+                    member: None,
+                    final_to: None,
+                },
+            ],
+            partial_files: 2,
+        };
+        assert_eq!(
+            GroupReport(&progress).to_string(),
+            "consumer group g reading t\n\
+             \x20 rows merged to 2023-11-14 22:14:00 UTC\n\
+             \x20 windows final to 2023-11-14 22:15:00 UTC, held back by partition 1 (second)\n\
+             \x20 partition  member  final to\n\
+             \x20         0  first   2023-11-14 22:16:00 UTC\n\
+             \x20         1  second  2023-11-14 22:15:00 UTC\n\
+             \x20         2  -       no checkpoint yet\n\
+             \x20 partial count files not merged yet: 2\n"
+        );
+    }
 
     #[test]
     fn counts_of_one_window_from_several_files_add_up_and_sort_by_count() {

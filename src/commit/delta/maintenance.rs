@@ -41,6 +41,24 @@ pub fn current_files(
     }))
 }
 
+/// The version of the transaction `app_id` in `bucket`'s Delta table under `root`, as of
+/// its current version; `None` without a table or without that transaction.
+pub fn txn_version(
+    root: &TableRoot<'_>,
+    bucket: &str,
+    app_id: &str,
+) -> Result<Option<i64>, TableError> {
+    let app_id = app_id.to_string();
+    let found = on_table(root, bucket, |table| async move {
+        let log_store = table.log_store();
+        table
+            .snapshot()?
+            .transaction_version(log_store.as_ref(), &app_id)
+            .await
+    })?;
+    Ok(found.flatten())
+}
+
 /// The data files of `table`'s version, in no particular order.
 pub(super) async fn table_files(table: &DeltaTable) -> Result<Vec<Listed>, DeltaTableError> {
     table

@@ -25,9 +25,15 @@ impl<'a> TableMerges<'a> {
     pub fn new(tables: &'a mut Tables, group: &str, topic: &str) -> Self {
         TableMerges {
             tables: RefCell::new(tables),
-            app: format!("pageview/{group}/{topic}/merged"),
+            app: merge_app(group, topic),
         }
     }
+}
+
+/// The aggregated table's transaction whose version says how far `group`'s rows of `topic`
+/// are merged.
+pub fn merge_app(group: &str, topic: &str) -> String {
+    format!("pageview/{group}/{topic}/merged")
 }
 
 impl MergeLog for TableMerges<'_> {

@@ -15,8 +15,8 @@ mod merges;
 mod root;
 mod schema;
 
-pub use maintenance::{added_before, current_files, expire, has_table, vacuum};
-pub(super) use merges::TableMerges;
+pub use maintenance::{added_before, current_files, expire, has_table, txn_version, vacuum};
+pub(super) use merges::{TableMerges, merge_app};
 pub use root::TableRoot;
 
 use std::collections::HashMap;

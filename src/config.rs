@@ -720,10 +720,11 @@ pub struct BenchArgs {
     /// Windows measured per rate.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub latency_windows: u64,
-    /// Processors of one consumer group in each latency run: with several, a window's row is
-    /// readable once the group has merged it.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=3))]
-    pub latency_processors: u64,
+    /// With `--kafka`: processors of one consumer group in each run, started together. In a
+    /// latency run a window's row is readable once the group has merged it; a throughput run
+    /// ends when the last of them has read its partitions to the end.
+    #[arg(long, alias = "latency-processors", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=3))]
+    pub processors: u64,
     /// Window length for the latency runs, in seconds (shorter than the default 60 so a run
     /// sees several windows in a minute).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=86_400))]

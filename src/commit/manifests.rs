@@ -35,6 +35,8 @@ pub struct Manifests {
     /// The claim of each partition this processor owns, as it last knew it: its own last
     /// checkpoint's, or the one it resumed the partition from.
     known: Arc<Mutex<BTreeMap<Partition, Claim>>>,
+    /// The claims as this processor last wrote them, and their version.
+    written: Arc<Mutex<Option<(Claims, Version)>>>,
 }
 
 /// The group's committed checkpoints, as its claims name them.
@@ -63,6 +65,7 @@ impl Manifests {
             topic: topic.into(),
             merging: None,
             known: Arc::default(),
+            written: Arc::default(),
         }
     }
 
@@ -189,10 +192,18 @@ impl Manifests {
     fn claim(&self, manifest: &Manifest) -> Result<(), CheckpointError> {
         let key = self.key(CLAIMS);
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        // First from what this processor wrote last, which is still there unless another
+        // member committed since: then the swap is refused and the claims are read.
+        let mut last = written.take();
         loop {
-            let (mut claims, version) = match self.claims()? {
+            let from_last = last.is_some();
+            let (mut claims, version) = match last.take() {
                 Some((claims, version)) => (claims, Some(version)),
-                None => (before_claims(&self.load()?), None),
+                None => match self.claims()? {
+                    Some((claims, version)) => (claims, Some(version)),
+                    None => (before_claims(&self.load()?), None),
+                },
             };
             // A swap S3 took while its answer was lost is tried again and refused: it then
             // finds itself.
@@ -200,10 +211,14 @@ impl Manifests {
                 break;
             }
             if let Err(taken) = claims.commit(manifest, &known) {
+                if from_last {
+                    continue;
+                }
                 return Err(self.fenced(taken));
             }
             let bytes = serde_json::to_vec(&claims).expect("claims always serialise");
-            if self.storage.swap(&key, &bytes, version.as_ref())? {
+            if let Some(now) = self.storage.swap(&key, &bytes, version.as_ref())? {
+                *written = Some((claims, now));
                 break;
             }
         }
@@ -285,6 +300,7 @@ impl CommitPoint for Manifests {
                 None => self.storage.publish_staged(&file.staged, &file.key)?,
             }
         }
+        *self.written.lock().unwrap_or_else(|e| e.into_inner()) = None;
         *self.known.lock().unwrap_or_else(|e| e.into_inner()) = (recovery.committed.iter())
             .filter_map(|(&partition, &epoch)| {
                 let from = recovery
@@ -462,8 +478,9 @@ mod tests {
         let first = take(&a, &[0]);
         let m = Manifest::of_partition_0(first.epoch, "a", 10, Vec::new());
         a.commit(&m, &[]).unwrap();
-        // Tried again from what it knew before: the claims hold it already.
+        // Tried again from what it knew before, the claims read again: they hold it already.
         *a.known.lock().unwrap() = BTreeMap::new();
+        *a.written.lock().unwrap() = None;
         a.commit(&m, &[]).unwrap();
     }
 

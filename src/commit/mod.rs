@@ -228,11 +228,16 @@ impl Checkpointed {
         let Some(current) = &mut self.current else {
             return Ok(Offsets::new());
         };
-        let since_last = now.duration_since(current.last);
+        // The first one is due at once: it claims the partitions, and a processor that
+        // owned them before and still believes it does (frozen past its session) is fenced
+        // from then on, rather than after this one's first interval.
+        let since_last = current
+            .last
+            .map_or(Duration::MAX, |last| now.duration_since(last));
         if !stopping && !checkpoint::due(since_last, self.interval, router.has_closed_windows()) {
             return Ok(Offsets::new());
         }
-        current.last = now;
+        current.last = Some(now);
         let sealed = router.seal(stopping)?;
         let mut files = Vec::with_capacity(sealed.finished.len());
         let mut written = Vec::with_capacity(sealed.finished.len());
@@ -310,7 +315,8 @@ struct Assigned {
     epoch: u64,
     topic_partitions: Option<i32>,
     cursors: Cursors,
-    last: Instant,
+    /// When the last checkpoint was sealed; `None` before the first.
+    last: Option<Instant>,
     /// The last checkpoint committed, so a quiet stream does not commit the same one again.
     previous: Option<Manifest>,
     /// Checkpoints the next one supersedes, deleted once it is committed: those recovery
@@ -325,7 +331,7 @@ impl Assigned {
             epoch: recovery.epoch,
             topic_partitions: recovery.topic_partitions,
             cursors: Cursors::restore(recovery.partitions.clone()),
-            last: Instant::now(),
+            last: None,
             previous: None,
             replaced: recovery.replaced.clone(),
         }

@@ -285,7 +285,12 @@ impl Storage for LocalStorage {
         }))
     }
 
-    fn swap(&self, key: &str, bytes: &[u8], read: Option<&Version>) -> Result<bool, StorageError> {
+    fn swap(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        read: Option<&Version>,
+    ) -> Result<Option<Version>, StorageError> {
         timed(&self.observer, "swap", || {
             let target = self.root.join(key);
             let dir = target.parent().expect("keys name a file under the root");
@@ -296,13 +301,13 @@ impl Storage for LocalStorage {
             folder.lock().map_err(write_error(dir))?;
             let found = self.get_versioned(key)?.map(|(_, version)| version);
             if found.as_ref() != read {
-                return Ok(false);
+                return Ok(None);
             }
             let path = self.write_temporary(bytes)?;
             rename_durably(&path, &target).inspect_err(|_| {
                 let _ = fs::remove_file(&path);
             })?;
-            Ok(true)
+            Ok(Some(digest(bytes)))
         })
     }
 

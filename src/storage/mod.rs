@@ -144,10 +144,16 @@ pub trait Storage: Send + Sync {
     /// The object at `key` and its version, for [`Storage::swap`] to replace that version only.
     fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StorageError>;
     /// Replaces the object at `key` with `bytes` only if it is still at version `read`
-    /// (`None`: only if there is none): true when this call replaced it. Of writers racing
-    /// from one version exactly one gets true, which makes an object a register that fences
-    /// whoever read it before another's write (`If-Match` on S3).
-    fn swap(&self, key: &str, bytes: &[u8], read: Option<&Version>) -> Result<bool, StorageError>;
+    /// (`None`: only if there is none): its new version when this call replaced it, `None`
+    /// when refused. Of writers racing from one version exactly one succeeds, which makes an
+    /// object a register that fences whoever read it before another's write (`If-Match` on
+    /// S3).
+    fn swap(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        read: Option<&Version>,
+    ) -> Result<Option<Version>, StorageError>;
     /// Whether an object is at `key`.
     fn exists(&self, key: &str) -> Result<bool, StorageError>;
     /// The object at `key`, or `None` when there is none.

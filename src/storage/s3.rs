@@ -284,26 +284,27 @@ impl S3Storage {
         (self.store(bucket), Path::from(path))
     }
 
-    /// A conditional put: true when S3 took it, false when its condition refused it.
+    /// A conditional put: the new object's ETag, if S3 gave one, when S3 took it; `None`
+    /// when its condition refused it.
     fn put_if(
         &self,
         action: &'static str,
         key: &str,
         bytes: &[u8],
         mode: PutMode,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<Option<Option<String>>, StorageError> {
         let (store, path) = self.locate(key);
         let payload = PutPayload::from(bytes.to_vec());
         let put = self.shared.wait(action, key, || {
             store.put_opts(&path, payload.clone(), mode.clone().into())
         });
         match put {
-            Ok(_) => Ok(true),
+            Ok(put) => Ok(Some(put.e_tag)),
             Err(StorageError::S3 {
                 cause:
                     object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
                 ..
-            }) => Ok(false),
+            }) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -370,7 +371,9 @@ impl Storage for S3Storage {
     fn put_new(&self, key: &str, bytes: &[u8]) -> Result<bool, StorageError> {
         // If-None-Match: * — S3 refuses the put when the key exists. A retried put whose
         // first answer was lost is refused too: the caller then finds its own object there.
-        self.put_if("put new", key, bytes, PutMode::Create)
+        Ok(self
+            .put_if("put new", key, bytes, PutMode::Create)?
+            .is_some())
     }
 
     fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StorageError> {
@@ -388,7 +391,12 @@ impl Storage for S3Storage {
         }
     }
 
-    fn swap(&self, key: &str, bytes: &[u8], read: Option<&Version>) -> Result<bool, StorageError> {
+    fn swap(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        read: Option<&Version>,
+    ) -> Result<Option<Version>, StorageError> {
         // If-Match: <ETag>, or If-None-Match: * for none. A retried put whose first answer
         // was lost is refused: the caller then finds its own bytes there.
         let mode = match read {
@@ -398,7 +406,11 @@ impl Storage for S3Storage {
             }),
             None => PutMode::Create,
         };
-        self.put_if("swap", key, bytes, mode)
+        match self.put_if("swap", key, bytes, mode)? {
+            Some(Some(e_tag)) => Ok(Some(Version(e_tag))),
+            Some(None) => Err(StorageError::Unversioned { key: key.into() }),
+            None => Ok(None),
+        }
     }
 
     fn exists(&self, key: &str) -> Result<bool, StorageError> {

@@ -119,7 +119,12 @@ impl Storage for Life {
     fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Version)>, StorageError> {
         self.0.disk.get_versioned(key)
     }
-    fn swap(&self, key: &str, bytes: &[u8], read: Option<&Version>) -> Result<bool, StorageError> {
+    fn swap(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        read: Option<&Version>,
+    ) -> Result<Option<Version>, StorageError> {
         self.0.write()?;
         self.0.disk.swap(key, bytes, read)
     }

@@ -945,6 +945,23 @@ fn frozen_member(format: &[&str]) {
     wait_for_everything(&storage, &data, Duration::from_secs(120));
     let steady_log = steady.log();
     let mut zombie = frozen;
+    let fenced = thawed(&mut zombie);
+    // Whatever the zombie could still have written is in by now.
+    std::thread::sleep(Duration::from_secs(3));
+    stop(steady);
+    if !fenced {
+        stop(zombie);
+    }
+    assert_exactly_once(storage.path(), &data);
+    assert!(
+        last_assignment(&steady_log).contains("[0, 1, 2]"),
+        "the steady one took every partition: {steady_log}"
+    );
+}
+
+/// Thaws `zombie`, frozen past its session: either its next checkpoint is refused and it
+/// stops saying why (true), or it hears of the rebalance first and is given partitions again.
+fn thawed(zombie: &mut Processor) -> bool {
     let assigned_before = zombie.log().matches("assigned partitions").count();
     zombie.thaw();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -967,25 +984,13 @@ fn frozen_member(format: &[&str]) {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    eprintln!(
-        "the thawed processor was {}",
-        if fenced {
-            "fenced"
-        } else {
-            "given partitions again"
-        }
-    );
-    // Whatever the zombie could still have written is in by now.
-    std::thread::sleep(Duration::from_secs(3));
-    stop(steady);
-    if !fenced {
-        stop(zombie);
-    }
-    assert_exactly_once(storage.path(), &data);
-    assert!(
-        last_assignment(&steady_log).contains("[0, 1, 2]"),
-        "the steady one took every partition: {steady_log}"
-    );
+    let what = if fenced {
+        "fenced"
+    } else {
+        "given partitions again"
+    };
+    eprintln!("the thawed processor was {what}");
+    fenced
 }
 
 /// The line of a processor's log that says which partitions it was given last.
@@ -1308,15 +1313,34 @@ fn to_s3_kill_9_during_multipart_uploads_loses_and_repeats_nothing() {
 }
 
 /// Delta tables on S3, written by two processors of one group at once (their raw commits
-/// race for the same log versions: S3's conditional put lets one have each), one of them
-/// killed again and again.
+/// race for the same log versions: S3's conditional put lets one have each), the second
+/// killed again and again, then frozen past its session and thawed.
 #[test]
-fn to_s3_delta_tables_two_processors_and_kill_9_lose_and_repeat_nothing() {
+fn to_s3_delta_tables_two_processors_killed_frozen_and_thawed_lose_and_repeat_nothing() {
+    group_chaos(DELTA, 2);
+}
+
+/// Parquet folders on S3 from three processors of one group: one killed again and again,
+/// another frozen past its session and thawed while the group carries on.
+#[test]
+fn to_s3_three_processors_killed_frozen_and_thawed_keep_one_exact_row_per_window() {
+    group_chaos(&[], 3);
+}
+
+/// A group of `members` processors on S3 while the events stream in: `second` is killed
+/// three times at moments a merge may be under way, and one member (`third`, or `second` in
+/// its last life) is frozen past its session, then thawed as a zombie. Every record once,
+/// each window's row once with its exact count, as DuckDB and polars read the datasets.
+fn group_chaos(format: &[&str], members: usize) {
     let broker = Broker::start();
     create_topic(&broker.bootstrap);
     let data = std::sync::Arc::new(Data::new(20_000));
     let storage = Store::s3();
-    let extra = [&["--file-max-age-ms", "1000"][..], DELTA].concat();
+    let extra = [
+        &["--file-max-age-ms", "1000", "--session-timeout-ms", "6000"][..],
+        format,
+    ]
+    .concat();
     let steady = member(&broker.bootstrap, &storage, "steady", &extra);
     produce_first(&data, &broker.bootstrap, &storage);
     let producer = {
@@ -1325,30 +1349,108 @@ fn to_s3_delta_tables_two_processors_and_kill_9_lose_and_repeat_nothing() {
             data.produce(&bootstrap, FIRST..usize::MAX, Duration::from_millis(300))
         })
     };
-    for pause in [4000, 2500, 3500] {
-        let killed = member(&broker.bootstrap, &storage, "killed", &extra);
+    let mut third = (members == 3).then(|| member(&broker.bootstrap, &storage, "third", &extra));
+    let mut frozen = None;
+    for (round, pause) in [2500, 3500, 3000].into_iter().enumerate() {
+        let second = member(&broker.bootstrap, &storage, "second", &extra);
         std::thread::sleep(Duration::from_millis(pause));
-        killed.kill();
+        if round == 1
+            && let Some(third) = third.take()
+        {
+            third.freeze();
+            frozen = Some((third, Instant::now()));
+        }
+        if round == 2 && frozen.is_none() {
+            second.freeze();
+            frozen = Some((second, Instant::now()));
+        } else {
+            second.kill();
+        }
         assert_nothing_twice(storage.path());
     }
+    let (mut zombie, since) = frozen.expect("one member froze");
+    // Past the session, the group has given the frozen one's partitions away.
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(since.elapsed()));
+    let fenced = thawed(&mut zombie);
     producer.join().unwrap();
     wait_for_everything(&storage, &data, Duration::from_secs(180));
-    stop(steady);
-    assert!(
-        storage.path().join(RAW).join("_delta_log").is_dir(),
-        "the raw dataset is a table"
-    );
+    stop_unless_fenced(steady);
+    if !fenced {
+        stop_unless_fenced(zombie);
+    }
     assert_exactly_once(storage.path(), &data);
-    // polars reads the table straight from S3, as docs/DEPLOY.md shows.
-    let endpoint = &storage.s3.as_ref().unwrap().endpoint;
-    let script = format!(
-        "import polars as pl\n\
-         s3 = {{'AWS_ENDPOINT_URL': '{endpoint}', 'AWS_REGION': 'us-east-1', \
-         'AWS_ACCESS_KEY_ID': 'test', 'AWS_SECRET_ACCESS_KEY': 'test', 'AWS_ALLOW_HTTP': 'true'}}\n\
-         print(pl.read_delta('s3://{RAW}', storage_options=s3).height)\n"
-    );
+    readers_see_one_row_per_window(&storage, format);
+    if !format.is_empty() {
+        // polars reads the table straight from S3, as docs/DEPLOY.md shows.
+        let endpoint = &storage.s3.as_ref().unwrap().endpoint;
+        let script = format!(
+            "import polars as pl\n\
+             s3 = {{'AWS_ENDPOINT_URL': '{endpoint}', 'AWS_REGION': 'us-east-1', \
+             'AWS_ACCESS_KEY_ID': 'test', 'AWS_SECRET_ACCESS_KEY': 'test', 'AWS_ALLOW_HTTP': 'true'}}\n\
+             print(pl.read_delta('s3://{RAW}', storage_options=s3).height)\n"
+        );
+        let out = Command::new(readers_python())
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(stdout(&out).trim(), data.valid().to_string());
+    }
+}
+
+/// Stops `processor`, unless it has stopped already because it was fenced: a zombie that
+/// commits a partition before its new owner's first checkpoint (thawed in the moment after
+/// the rebalance) wins it, and the new owner stops instead.
+fn stop_unless_fenced(mut processor: Processor) {
+    if let Some(status) = processor.child.as_mut().unwrap().try_wait().unwrap() {
+        let log = processor.log();
+        assert!(
+            !status.success() && log.contains("no longer owns it and stops"),
+            "{status}: {log}"
+        );
+        eprintln!("a processor was fenced by the thawed one");
+        processor.child = None;
+        return;
+    }
+    stop(processor);
+}
+
+/// DuckDB and polars read the aggregated dataset as a user would (a table through its log):
+/// one row per (window, postcode), and the same counts.
+fn readers_see_one_row_per_window(storage: &Store, format: &[&str]) {
+    let aggregated = storage.path().join(AGGREGATED);
+    let script = r#"
+import glob, sys
+import duckdb, polars as pl
+from deltalake import DeltaTable
+agg, delta = sys.argv[1], sys.argv[2] == "delta"
+if delta:
+    files = DeltaTable(agg).file_uris()
+    df = pl.read_delta(agg)
+else:
+    files = glob.glob(f"{agg}/**/*.parquet", recursive=True)
+    df = pl.read_parquet(files)
+duck = duckdb.sql(
+    f"SELECT count(*), count(DISTINCT (window_start, postcode)), sum(pageview_count) "
+    f"FROM read_parquet({files!r})"
+).fetchall()[0]
+keys = df.select(["window_start", "postcode"]).unique().height
+print("duckdb", *duck)
+print("polars", df.height, keys, df["pageview_count"].sum())
+"#;
+    let kind = if format.is_empty() {
+        "parquet"
+    } else {
+        "delta"
+    };
     let out = Command::new(readers_python())
-        .args(["-c", &script])
+        .args(["-c", script])
+        .arg(&aggregated)
+        .arg(kind)
         .output()
         .unwrap();
     assert!(
@@ -1356,7 +1458,24 @@ fn to_s3_delta_tables_two_processors_and_kill_9_lose_and_repeat_nothing() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(stdout(&out).trim(), data.valid().to_string());
+    let said = stdout(&out);
+    let figures: Vec<Vec<u64>> = said
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .map(|n| n.parse().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(figures.len(), 2, "{said}");
+    for reader in &figures {
+        assert!(
+            reader[0] > 0 && reader[0] == reader[1],
+            "one row per key: {said}"
+        );
+    }
+    assert_eq!(figures[0], figures[1], "DuckDB and polars agree: {said}");
 }
 
 /// S3 stops answering for longer than the request timeout in the middle of a stream: the

@@ -53,18 +53,24 @@ fn conformance(storage: &dyn Storage) {
     );
     let register = format!("{BUCKET}/r/claims.json");
     assert_eq!(storage.get_versioned(&register).unwrap(), None);
-    assert!(storage.swap(&register, b"{1}", None).unwrap());
-    assert!(!storage.swap(&register, b"{2}", None).unwrap(), "it exists");
+    let created = storage.swap(&register, b"{1}", None).unwrap().unwrap();
+    assert_eq!(
+        storage.swap(&register, b"{2}", None).unwrap(),
+        None,
+        "it exists"
+    );
     let (bytes, read) = storage.get_versioned(&register).unwrap().unwrap();
-    assert_eq!(bytes, b"{1}");
-    assert!(storage.swap(&register, b"{1, 2}", Some(&read)).unwrap());
-    assert!(
-        !storage.swap(&register, b"{1, 3}", Some(&read)).unwrap(),
+    assert_eq!((bytes.as_slice(), &read), (&b"{1}"[..], &created));
+    let swapped = storage.swap(&register, b"{1, 2}", Some(&read)).unwrap();
+    assert_eq!(
+        storage.swap(&register, b"{1, 3}", Some(&read)).unwrap(),
+        None,
         "a writer that read the version before is refused"
     );
     let (bytes, now) = storage.get_versioned(&register).unwrap().unwrap();
     assert_eq!(bytes, b"{1, 2}");
     assert_ne!(now, read);
+    assert_eq!(Some(now), swapped, "a swap says the version it made");
     for key in [&marker, &register] {
         storage.delete(key).unwrap();
     }

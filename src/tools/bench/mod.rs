@@ -199,6 +199,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 /// Per size: the input produced once to a new topic, then alternately a consume-only child
 /// and `process --stop-at-end`, each in a group of its own so each reads the whole topic.
 fn run_kafka(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
+    if args.processors > 1 {
+        println!(
+            "process: {} processors of one group, started together; CPU summed, RSS the highest\n",
+            args.processors
+        );
+    }
     table_header(&[
         "events",
         "consume-only s",
@@ -250,8 +256,9 @@ fn run_kafka(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
             process.extend_from_slice(&consumer);
             let process_group = group("process");
             process.push(&process_group);
+            let copies = args.processors as usize;
             let run = runs.run(&format!("process {size}"), events, || {
-                measure(exe, args.cpu, &process)
+                measure_copies(exe, args.cpu, &process, copies)
             })?;
             processed = Some(Usage::fastest(processed, run));
         }
@@ -296,14 +303,14 @@ fn run_latency(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
     for &rate in &args.latency_rates {
         eprintln!(
             "measuring {} windows of {} s at {rate} events/s, {} processor(s) …",
-            args.latency_windows, args.latency_window_seconds, args.latency_processors
+            args.latency_windows, args.latency_window_seconds, args.processors
         );
         let measured = latency::measure(
             exe,
             servers,
             rate,
             (args.latency_windows as usize, args.latency_window_seconds),
-            args.latency_processors as usize,
+            args.processors as usize,
             &args.dir,
         )?;
         let mut ms: Vec<u128> = measured.windows.iter().map(|d| d.as_millis()).collect();
@@ -327,7 +334,7 @@ fn run_latency(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
         println!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0}–{:.0} |",
             human(rate),
-            args.latency_processors,
+            args.processors,
             ms.len(),
             ms.get(ms.len() / 2).copied().unwrap_or_default(),
             ms.last().copied().unwrap_or_default(),
@@ -394,47 +401,61 @@ fn ensure_input(dir: &Path, events: u64) -> Result<PathBuf> {
 /// Runs `exe args…` to completion (pinned to one CPU if asked), its output discarded: its
 /// progress lines would only interleave with the table (`Runs` shows the benchmark's).
 fn measure(exe: &Path, cpu: Option<u32>, args: &[&str]) -> Result<Usage> {
-    let mut command = match cpu {
-        Some(cpu) => {
-            let mut c = Command::new("taskset");
-            c.arg("-c").arg(cpu.to_string()).arg(exe);
-            c
-        }
-        None => Command::new(exe),
-    };
-    command
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    measure_copies(exe, cpu, args, 1)
+}
+
+/// Runs `copies` of `exe args…` at once until every one has ended: the wall time until the
+/// last ends, their CPU time together, the highest peak of any one and the first one's RSS
+/// over time.
+fn measure_copies(exe: &Path, cpu: Option<u32>, args: &[&str], copies: usize) -> Result<Usage> {
     let started = Instant::now();
-    let child = command
-        .spawn()
-        .with_context(|| format!("cannot start {}", exe.display()))?;
-    let pid = child.id() as libc::pid_t;
-    let sampler = sample_rss(pid);
-    let mut status = 0;
-    // SAFETY: zeroed rusage is a valid value for wait4 to fill in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `pid` is our child, not yet waited for; both out-pointers are valid.
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let wall = started.elapsed();
-    let rss_samples = sampler.join().unwrap_or_default();
-    if rc != pid {
-        bail!(
-            "cannot wait for {}: {}",
-            exe.display(),
-            std::io::Error::last_os_error()
-        );
+    let mut pids = Vec::with_capacity(copies);
+    for _ in 0..copies {
+        let mut command = match cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(cpu.to_string()).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        command
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", exe.display()))?;
+        pids.push(child.id() as libc::pid_t);
     }
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        bail!("`pageview {}` failed (status {status})", args.join(" "));
-    }
+    let sampler = sample_rss(pids[0]);
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    let (mut cpu_time, mut peak_rss_bytes) = (Duration::ZERO, 0);
+    for pid in pids {
+        let mut status = 0;
+        // SAFETY: zeroed rusage is a valid value for wait4 to fill in.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `pid` is our child, not yet waited for; both out-pointers are valid.
+        let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if rc != pid {
+            bail!(
+                "cannot wait for {}: {}",
+                exe.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+            bail!("`pageview {}` failed (status {status})", args.join(" "));
+        }
+        cpu_time += tv(usage.ru_utime) + tv(usage.ru_stime);
+        peak_rss_bytes = peak_rss_bytes.max(usage.ru_maxrss as u64 * 1024);
+    }
+    let wall = started.elapsed();
     Ok(Usage {
         wall,
-        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
-        peak_rss_bytes: usage.ru_maxrss as u64 * 1024,
-        rss_samples,
+        cpu: cpu_time,
+        peak_rss_bytes,
+        rss_samples: sampler.join().unwrap_or_default(),
     })
 }
 

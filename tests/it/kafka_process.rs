@@ -1389,17 +1389,23 @@ fn group_chaos(format: &[&str], members: usize) {
              'AWS_ACCESS_KEY_ID': 'test', 'AWS_SECRET_ACCESS_KEY': 'test', 'AWS_ALLOW_HTTP': 'true'}}\n\
              print(pl.read_delta('s3://{RAW}', storage_options=s3).height)\n"
         );
-        let out = Command::new(readers_python())
-            .args(["-c", &script])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(stdout(&out).trim(), data.valid().to_string());
+        assert_eq!(python(&script, &[]).trim(), data.valid().to_string());
     }
+}
+
+/// What `script` prints, run by the readers' Python with `args`.
+fn python(script: &str, args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(readers_python())
+        .args(["-c", script])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout(&out)
 }
 
 /// Stops `processor`, unless it has stopped already because it was fenced: a zombie that
@@ -1447,18 +1453,7 @@ print("polars", df.height, keys, df["pageview_count"].sum())
     } else {
         "delta"
     };
-    let out = Command::new(readers_python())
-        .args(["-c", script])
-        .arg(&aggregated)
-        .arg(kind)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let said = stdout(&out);
+    let said = python(script, &[aggregated.as_os_str(), kind.as_ref()]);
     let figures: Vec<Vec<u64>> = said
         .lines()
         .map(|l| {

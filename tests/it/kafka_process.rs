@@ -1328,11 +1328,12 @@ fn to_s3_three_processors_killed_frozen_and_thawed_keep_one_exact_row_per_window
 }
 
 /// A group of `members` processors on S3 while the events stream in: `second` is killed
-/// three times at moments a merge may be under way, and one member (`third`, or `second` in
-/// its last life) is frozen past its session, then thawed as a zombie. Every record once,
-/// each window's row once with its exact count, as DuckDB and polars read the datasets.
+/// three times at moments a merge may be under way, one member (`third`, or `second` in its
+/// last life) is frozen past its session, then thawed as a zombie, and the broker is killed
+/// and restarted. Every record once, each window's row once with its exact count, as DuckDB
+/// and polars read the datasets.
 fn group_chaos(format: &[&str], members: usize) {
-    let broker = Broker::start();
+    let mut broker = Broker::start();
     create_topic(&broker.bootstrap);
     let data = std::sync::Arc::new(Data::new(20_000));
     let storage = Store::s3();
@@ -1373,6 +1374,7 @@ fn group_chaos(format: &[&str], members: usize) {
     std::thread::sleep(Duration::from_secs(10).saturating_sub(since.elapsed()));
     let fenced = thawed(&mut zombie);
     producer.join().unwrap();
+    broker_restart(&mut broker);
     wait_for_everything(&storage, &data, Duration::from_secs(180));
     stop_unless_fenced(steady);
     if !fenced {

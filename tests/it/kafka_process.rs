@@ -1941,3 +1941,70 @@ fn a_topic_grown_from_3_to_6_partitions_keeps_every_row_exact() {
         old_late.len()
     );
 }
+
+/// A partition that stays empty holds the group's rows back no longer than the idle
+/// timeout (docs/CONTRACT.md 4): its owner checkpoints it idle, final as far as the group's
+/// watermark, and every window the others closed gets its one exact row.
+#[test]
+fn a_partition_that_stays_empty_holds_the_group_back_no_longer_than_the_idle_timeout() {
+    let broker = Broker::start();
+    create_topic(&broker.bootstrap);
+    let storage = Store::local();
+    let t = (now_ms() - 120 * MINUTE).div_euclid(MINUTE) * MINUTE;
+    let flags = ["--idle-timeout", "3s"];
+    let (a, b) = (
+        member(&broker.bootstrap, &storage, "a", &flags),
+        member(&broker.bootstrap, &storage, "b", &flags),
+    );
+    joined(&a);
+    joined(&b);
+    // Events a second apart in partitions 0 and 1; partition 2 gets none.
+    let at = |p: i32, i: i64| t + i * 1_000 + i64::from(p) * 100;
+    let events: Vec<(i32, i64)> = (0..130).flat_map(|i| [(0, i), (1, i)]).collect();
+    let records: Vec<(i32, Vec<u8>, i64)> = events
+        .iter()
+        .map(|&(p, i)| {
+            let user = i64::from(p) * 1_000_000 + i + 1;
+            let postcode = POSTCODES[(i % 5) as usize];
+            (p, event(user, postcode, at(p, i), 0), at(p, i) + 200)
+        })
+        .collect();
+    produce_stamped(
+        &broker.bootstrap,
+        TOPIC,
+        &records,
+        Duration::from_millis(10),
+    );
+    // Minutes 0 and 1 close in partitions 0 and 1; partition 2 proves idle.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !window_counts(storage.path()).contains_key(&(t + MINUTE)) {
+        assert!(
+            Instant::now() < deadline,
+            "the empty partition holds the rows back: {}{}",
+            a.log(),
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop(a);
+    stop(b);
+    let mut want: BTreeMap<(i64, String), i64> = BTreeMap::new();
+    for &(p, i) in events.iter().filter(|&&(_, i)| i < 120) {
+        let key = (
+            at(p, i).div_euclid(MINUTE) * MINUTE,
+            POSTCODES[(i % 5) as usize].into(),
+        );
+        *want.entry(key).or_default() += 1;
+    }
+    let mut got: BTreeMap<(i64, String), i64> = BTreeMap::new();
+    for (start, counts) in window_counts(storage.path()) {
+        for (postcode, count) in counts {
+            assert!(
+                got.insert((start, postcode.clone()), count).is_none(),
+                "one row per (window, postcode): {start} {postcode} twice"
+            );
+        }
+    }
+    got.retain(|(start, _), _| *start < t + 2 * MINUTE);
+    assert_eq!(got, want, "minutes 0 and 1, every row exact");
+}

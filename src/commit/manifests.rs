@@ -35,8 +35,17 @@ pub struct Manifests {
     /// The claim of each partition this processor owns, as it last knew it: its own last
     /// checkpoint's, or the one it resumed the partition from.
     known: Arc<Mutex<BTreeMap<Partition, Claim>>>,
-    /// The claims as this processor last wrote them, and their version.
-    written: Arc<Mutex<Option<(Claims, Version)>>>,
+    /// The claims as this processor last wrote them, to swap from without reading first.
+    written: Arc<Mutex<Written>>,
+}
+
+/// What a processor last wrote to the claims and their version. Kept only while no other
+/// member's commit gets in between: in a group that commits in turns, a swap from it would be
+/// refused every time, a PUT more than reading first. A new assignment tries again.
+#[derive(Default)]
+struct Written {
+    last: Option<(Claims, Version)>,
+    contended: bool,
 }
 
 /// The group's committed checkpoints, as its claims name them.
@@ -195,7 +204,7 @@ impl Manifests {
         let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
         // First from what this processor wrote last, which is still there unless another
         // member committed since: then the swap is refused and the claims are read.
-        let mut last = written.take();
+        let mut last = written.last.take();
         loop {
             let from_last = last.is_some();
             let (mut claims, version) = match last.take() {
@@ -212,15 +221,19 @@ impl Manifests {
             }
             if let Err(taken) = claims.commit(manifest, &known) {
                 if from_last {
+                    written.contended = true;
                     continue;
                 }
                 return Err(self.fenced(taken));
             }
             let bytes = serde_json::to_vec(&claims).expect("claims always serialise");
             if let Some(now) = self.storage.swap(&key, &bytes, version.as_ref())? {
-                *written = Some((claims, now));
+                if !written.contended {
+                    written.last = Some((claims, now));
+                }
                 break;
             }
+            written.contended |= from_last;
         }
         for &partition in manifest.partitions.keys() {
             known.insert(partition, Claim::of(manifest));
@@ -300,7 +313,7 @@ impl CommitPoint for Manifests {
                 None => self.storage.publish_staged(&file.staged, &file.key)?,
             }
         }
-        *self.written.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.written.lock().unwrap_or_else(|e| e.into_inner()) = Written::default();
         *self.known.lock().unwrap_or_else(|e| e.into_inner()) = (recovery.committed.iter())
             .filter_map(|(&partition, &epoch)| {
                 let from = recovery
@@ -480,7 +493,7 @@ mod tests {
         a.commit(&m, &[]).unwrap();
         // Tried again from what it knew before, the claims read again: they hold it already.
         *a.known.lock().unwrap() = BTreeMap::new();
-        *a.written.lock().unwrap() = None;
+        a.written.lock().unwrap().last = None;
         a.commit(&m, &[]).unwrap();
     }
 

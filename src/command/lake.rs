@@ -108,16 +108,18 @@ impl InspectPlan {
         let tables = self.lake.table_root(&*storage);
         let inspection =
             crate::tools::inspect::inspect(&storage, &self.buckets, &self.request, &tables)?;
-        let progress = match grouped {
-            true => group_progress(
+        let progress = if grouped {
+            let aggregated = self.buckets.of(Dataset::Aggregated);
+            group_progress(
                 storage.clone(),
                 checkpoints,
                 &self.group,
                 &self.topic,
                 &tables,
-                self.buckets.of(Dataset::Aggregated),
-            )?,
-            false => None,
+                aggregated,
+            )?
+        } else {
+            None
         };
         println!("{}\n", self.lake);
         print!("{inspection}");

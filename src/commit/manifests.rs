@@ -145,41 +145,32 @@ impl Manifests {
     /// among the manifests: one committed while they were listed is read by its name.
     fn committed(&self) -> Result<Committed, CheckpointError> {
         let mut all = self.load()?;
+        let mut lost = None;
         for _ in 0..CLAIMS_READS {
             let claims = self
                 .claims()?
                 .map_or_else(|| before_claims(&all), |(c, _)| c);
-            let missing: Vec<String> = claims
-                .partitions
-                .values()
-                .map(|c| checkpoint::manifest_name(c.epoch, &c.member))
-                .filter(|name| !all.iter().any(|(n, _)| n == name))
+            let missing: Vec<(Partition, String)> = (claims.partitions.iter())
+                .map(|(&p, c)| (p, checkpoint::manifest_name(c.epoch, &c.member)))
+                .filter(|(_, name)| !all.iter().any(|(n, _)| n == name))
                 .collect();
-            let mut gone = None;
-            for name in missing {
+            lost = None;
+            for (partition, name) in missing {
                 match self.read(&name)? {
                     Some(manifest) => all.push((name, manifest)),
                     // Replaced since the claims were read: they name a newer one now.
-                    None => gone = Some(name),
+                    None => lost = Some((partition, name)),
                 }
             }
-            let Some(name) = gone else {
+            if lost.is_none() {
                 return Ok(Committed { all, claims });
-            };
-            all.retain(|(n, _)| *n != name);
+            }
         }
-        let claims = self
-            .claims()?
-            .map_or_else(|| before_claims(&all), |(c, _)| c);
-        let (partition, claim) = claims
-            .partitions
-            .iter()
-            .find(|(_, c)| !all.iter().any(|(_, m)| Claim::of(m) == **c))
-            .expect("a claim names a manifest not found");
+        let (partition, manifest) = lost.expect("the last read found a claimed checkpoint gone");
         Err(CheckpointError::Lost {
             key: self.key(CLAIMS),
-            partition: *partition,
-            manifest: checkpoint::manifest_name(claim.epoch, &claim.member),
+            partition,
+            manifest,
         })
     }
 
@@ -291,14 +282,9 @@ impl CommitPoint for Manifests {
         recovery.epoch = (committed.all.iter())
             .map(|(_, m)| m.epoch + 1)
             .fold(recovery.epoch, u64::max);
-        recovery.superseded = (committed.all.iter())
-            .filter(|(_, m)| committed.claims.dead(m))
-            .map(|(name, _)| name.clone())
-            .collect();
-        let live: Vec<(String, Manifest)> = (committed.all.iter())
-            .filter(|(_, m)| !committed.claims.dead(m))
-            .cloned()
-            .collect();
+        let (dead, live): (Vec<_>, Vec<_>) =
+            (committed.all.iter().cloned()).partition(|(_, m)| committed.claims.dead(m));
+        recovery.superseded = dead.into_iter().map(|(name, _)| name).collect();
         recovery.replaced = checkpoint::replaced(&live, assigned);
         if let Some((merger, markers)) = self.merging.as_deref() {
             recovery.merged_to(markers.committed_to(merger.storage())?, assigned);

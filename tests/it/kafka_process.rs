@@ -19,7 +19,7 @@ use crate::common::kafka::Broker;
 use crate::common::s3::LocalStack;
 use crate::common::*;
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Int32Type, Int64Type, TimestampMillisecondType};
+use arrow_array::types::{Int32Type, Int64Type};
 use pageview::generate::now_ms;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
@@ -599,19 +599,22 @@ fn assert_exactly_once(root: &Path, data: &Data) {
                 .or_default() += 1;
         }
     }
-    let mut counts: BTreeMap<(i64, String), i64> = BTreeMap::new();
-    for (_, batch) in read_dataset(root, AGGREGATED) {
-        let starts = batch.column(0).as_primitive::<TimestampMillisecondType>();
-        let postcodes = batch.column(2).as_string::<i32>();
-        let n = batch.column(3).as_primitive::<Int64Type>();
-        for i in 0..batch.num_rows() {
-            let key = (starts.value(i), postcodes.value(i).to_string());
-            let count = counts.entry(key.clone()).or_default();
-            assert!(*count == 0, "one row per (window, postcode): {key:?} twice");
-            *count += n.value(i);
+    assert_eq!(rows_by_key(root), want_counts, "window counts");
+}
+
+/// The aggregated dataset's rows by (window start, postcode), with their counts; a key in
+/// two rows fails the test.
+fn rows_by_key(root: &Path) -> BTreeMap<(i64, String), i64> {
+    let mut rows = BTreeMap::new();
+    for (start, counts) in window_counts(root) {
+        for (postcode, count) in counts {
+            assert!(
+                rows.insert((start, postcode.clone()), count).is_none(),
+                "one row per (window, postcode): {start} {postcode} twice"
+            );
         }
     }
-    assert_eq!(counts, want_counts, "window counts");
+    rows
 }
 
 #[test]
@@ -1925,15 +1928,7 @@ fn a_topic_grown_from_3_to_6_partitions_keeps_every_row_exact() {
             *want.entry(key).or_default() += 1;
         }
     }
-    let mut got: BTreeMap<(i64, String), i64> = BTreeMap::new();
-    for (start, counts) in window_counts(root) {
-        for (postcode, count) in counts {
-            assert!(
-                got.insert((start, postcode.clone()), count).is_none(),
-                "one row per (window, postcode): {start} {postcode} twice"
-            );
-        }
-    }
+    let got = rows_by_key(root);
     assert_eq!(got, want, "every window's row exact");
     eprintln!(
         "{} records of the new partitions late, {} of them in windows merged before",
@@ -1996,15 +1991,7 @@ fn a_partition_that_stays_empty_holds_the_group_back_no_longer_than_the_idle_tim
         );
         *want.entry(key).or_default() += 1;
     }
-    let mut got: BTreeMap<(i64, String), i64> = BTreeMap::new();
-    for (start, counts) in window_counts(storage.path()) {
-        for (postcode, count) in counts {
-            assert!(
-                got.insert((start, postcode.clone()), count).is_none(),
-                "one row per (window, postcode): {start} {postcode} twice"
-            );
-        }
-    }
+    let mut got = rows_by_key(storage.path());
     got.retain(|(start, _), _| *start < t + 2 * MINUTE);
     assert_eq!(got, want, "minutes 0 and 1, every row exact");
 }

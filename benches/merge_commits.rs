@@ -16,6 +16,7 @@ use pageview::commit::{CommitPoint, Merger, TableLog, TableRoot, Tables};
 use pageview::sink::{SinkConfig, Sinks, Tags};
 use pageview::storage::{Buckets, LocalStorage, Storage};
 use pageview::window::{ClosedWindow, WindowSpec};
+use pageview::workers::Workers;
 
 const TOPIC: &str = "pageview-events";
 const T0: i64 = 1_700_000_040_000;
@@ -33,6 +34,7 @@ fn main() {
         max_file_age: Duration::from_secs(3600),
         compression: Compression::SNAPPY,
         partials: None,
+        workers: Workers::none(),
     };
     let spec = WindowSpec::new(MINUTE);
     let merger = Merger::new(storage.clone(), "cp", "bench", TOPIC, spec, config.clone());

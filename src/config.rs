@@ -3,6 +3,7 @@
 //! clap parses and range-checks each value; `settings()` methods then combine them into the
 //! types the pipeline uses, so nothing downstream re-checks configuration.
 
+use std::num::NonZero;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,7 @@ use crate::sink::{SinkConfig, Tags};
 use crate::source::kafka::ConsumerSettings;
 use crate::storage::{Buckets, Location, S3Settings};
 use crate::window::{WindowSpec, Windows};
+use crate::workers::{Workers, available_cores};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -910,6 +912,11 @@ pub struct PipelineArgs {
     /// of its own (0: none; `pageview compact` compacts on demand).
     #[arg(long, env = "COMPACT_INTERVAL_MS", default_value_t = 60_000)]
     pub compact_interval_ms: u64,
+    /// Worker threads that validate input and encode Parquet while the processing thread
+    /// routes; 1 does everything on the processing thread. The outputs are the same for
+    /// any count [default: the cores this process may use, its cgroup's CPU limit included].
+    #[arg(long, env = "THREADS", value_parser = parse_threads)]
+    pub threads: Option<NonZero<usize>>,
     #[command(flatten)]
     pub target: TargetArgs,
     #[command(flatten)]
@@ -1003,6 +1010,7 @@ impl PipelineArgs {
             file_max_age: Duration::from_millis(self.file_max_age_ms),
             compression: self.compression.compression(),
             table_format: self.table_format,
+            workers: Workers::new(self.threads.unwrap_or_else(available_cores)),
             compaction: (self.table_format == TableFormat::Delta && self.compact_interval_ms > 0)
                 .then(|| CompactionSettings {
                     interval: Duration::from_millis(self.compact_interval_ms),
@@ -1029,6 +1037,8 @@ pub struct PipelineSettings {
     pub file_max_age: Duration,
     pub compression: Compression,
     pub table_format: TableFormat,
+    /// Where input is validated and output encoded beside the processing thread.
+    pub workers: Workers,
     /// `None`: no compaction while processing.
     pub compaction: Option<CompactionSettings>,
 }
@@ -1058,6 +1068,7 @@ impl PipelineSettings {
             max_file_age: self.file_max_age,
             compression: self.compression,
             partials: None,
+            workers: self.workers.clone(),
         }
     }
 }
@@ -1174,6 +1185,14 @@ fn parse_skew(s: &str) -> Result<Skew, String> {
 }
 
 /// `1500`, `10k`, `10M`, `1G`.
+/// A thread count: at least 1, and no more than a machine has cores.
+fn parse_threads(s: &str) -> Result<NonZero<usize>, String> {
+    match s.parse::<usize>() {
+        Ok(n @ 1..=1024) => Ok(NonZero::new(n).expect("at least 1")),
+        _ => Err(format!("{s:?} is not a thread count from 1 to 1024")),
+    }
+}
+
 pub fn parse_count(s: &str) -> Result<u64, String> {
     let (digits, scale) = match s.as_bytes().last() {
         Some(b'k' | b'K') => (&s[..s.len() - 1], 1_000),

@@ -1,17 +1,18 @@
 //! pageview: a real-time pageview pipeline.
 //!
 //! ```text
-//! source ──▶ validate ──▶ route ─┬─ valid ─────────▶ sink: raw         (dt=/event_hour=)
-//! (file,       (bytes →           ├─ malformed/late ▶ sink: dlq         (payload + reason)
-//!  embedded    Pageview |         └─ window ────────▶ sink: aggregated  (1-min windows)
-//!  generator,  Rejection)                                  │ finished files
-//!  Kafka group)                                            ▼
+//! source ──▶ decode ────▶ route ─┬─ valid ─────────▶ sink: raw         (dt=/event_hour=)
+//! (file,       (validate:         ├─ malformed/late ▶ sink: dlq         (payload + reason)
+//!  embedded    bytes → Pageview   └─ window ────────▶ sink: aggregated  (1-min windows)
+//!  generator,  | Rejection, on         (in input order)    │ finished files, encoded
+//!  Kafka group) the workers)                               ▼ on the workers
 //!                        commit ──▶ storage (a local folder or S3; files appear atomically)
 //!                        (immediate for bounded input; Kafka: through checkpoints)
 //! ```
 //!
-//! `pipeline` is the one driver loop over these stages; `command` wires them for each
-//! subcommand; `tools` are what runs around them.
+//! `pipeline` is the one driver loop over these stages, on one thread; `workers` are the
+//! threads beside it that decode and encode; `command` wires them for each subcommand;
+//! `tools` are what runs around them.
 
 // Settings in.
 pub mod config;
@@ -22,6 +23,7 @@ pub mod generate;
 pub mod record;
 pub mod source;
 pub mod validate;
+pub mod decode;
 pub mod future;
 pub mod route;
 pub mod window;
@@ -36,6 +38,7 @@ pub mod pipeline;
 pub mod dataset;
 pub mod kafka;
 pub mod metrics;
+pub mod workers;
 
 // Around the pipeline.
 pub mod command;

@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::{PartitionState, Progress, Sealed};
+use crate::decode::Decoded;
 use crate::future::FutureBound;
 use crate::record::{ErrorKind, Offset, Partition, Record, RecordTime};
 use crate::sink::{DeadLetter, SinkError, Sinks, WrittenFile, naming};
 use crate::stats::RecentWindows;
 use crate::stats::Stats;
-use crate::validate::validate;
+use crate::validate::{Pageview, Rejection};
 use crate::window::{Assignment, ClosedWindow, Windows};
 
 pub struct Router {
@@ -113,14 +114,15 @@ impl Router {
         self.recent = before.recent;
     }
 
-    pub fn route(&mut self, record: Record<'_>) -> Result<(), SinkError> {
+    pub fn route(&mut self, decoded: Decoded<'_>) -> Result<(), SinkError> {
+        let (record, event) = decoded.event();
         let partition = record.origin.partition();
         if !self.replay.is_empty() && self.replays(partition, record.offset) {
-            return self.rewrite_raw(partition, record);
+            return self.rewrite_raw(partition, record, event);
         }
         self.stats.records += 1;
         self.seen(partition, record.offset);
-        let event = match validate(record.bytes) {
+        let event = match event {
             Ok(event) => event,
             Err(rejection) => {
                 return self.dead_letter(record, rejection.kind, &rejection.message);
@@ -188,10 +190,15 @@ impl Router {
     }
 
     /// A record the windows and the DLQ already have: only its raw row may be missing.
-    fn rewrite_raw(&mut self, partition: i32, record: Record<'_>) -> Result<(), SinkError> {
+    fn rewrite_raw(
+        &mut self,
+        partition: i32,
+        record: Record<'_>,
+        event: Result<Pageview<'_>, Rejection>,
+    ) -> Result<(), SinkError> {
         self.stats.replayed += 1;
         self.seen(partition, record.offset);
-        let Ok(event) = validate(record.bytes) else {
+        let Ok(event) = event else {
             return Ok(());
         };
         if self.future.check(event.timestamp, record.time).is_some() {
@@ -351,6 +358,7 @@ mod tests {
             max_file_age: Duration::from_secs(3600),
             compression: Compression::SNAPPY,
             partials: None,
+            workers: crate::workers::Workers::none(),
         }
     }
 
@@ -379,12 +387,12 @@ mod tests {
         };
         for (offset, bytes) in records.iter().enumerate() {
             router
-                .route(Record {
+                .route(Decoded::new(Record {
                     bytes,
                     offset: offset as i64,
                     origin: &origin,
                     time: None,
-                })
+                }))
                 .unwrap();
         }
     }
@@ -504,7 +512,7 @@ mod tests {
                 origin: &origin,
                 time: *time,
             };
-            router.route(record).unwrap();
+            router.route(Decoded::new(record)).unwrap();
         }
         let stats = router.stats();
         assert_eq!((stats.records, stats.valid), (4, 2));

@@ -90,7 +90,7 @@ impl ProcessPlan {
             Some(stem) if input != Path::new("-") => stem.to_string_lossy().into_owned(),
             _ => "stdin".into(),
         };
-        let mut source = open_input(input)?;
+        let mut source = open_input(input, self.pipeline.workers.clone())?;
         let exposed = expose(&self.metrics, None, true, false)?;
         let storage = self.destination.open(
             &self.pipeline.buckets.datasets(),

@@ -71,7 +71,8 @@ impl RunPlan {
         let stop = stop_flag()?;
         exposed.health.set_connected(true);
         self.introduce("");
-        let (chunks, mut source) = StreamSource::embedded("pageview-events");
+        let (chunks, mut source) =
+            StreamSource::embedded("pageview-events", self.pipeline.workers.clone());
         let generator_stop = stop.clone();
         let config = self.generator.clone();
         let generator = std::thread::spawn(move || {

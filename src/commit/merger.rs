@@ -285,6 +285,7 @@ pub(in crate::commit) mod tests {
             max_file_age: Duration::from_secs(3600),
             compression: parquet::basic::Compression::SNAPPY,
             partials: None,
+            workers: crate::workers::Workers::none(),
         }
     }
 

@@ -55,6 +55,10 @@ impl RowBuffer for AggregatedRows {
         self.window_start.len()
     }
 
+    fn size(&self) -> usize {
+        self.len() * 28 + self.postcode.values_slice().len()
+    }
+
     fn take_batch(&mut self) -> RecordBatch {
         let timestamps = |v: &mut Vec<i64>| {
             Arc::new(TimestampMillisecondArray::from(std::mem::take(v)).with_timezone("UTC"))

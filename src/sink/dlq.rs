@@ -63,6 +63,21 @@ impl RowBuffer for DlqRows {
         self.payload.len()
     }
 
+    fn size(&self) -> usize {
+        let strings = [
+            &self.error_kind,
+            &self.error_message,
+            &self.file,
+            &self.topic,
+        ];
+        self.len() * 48
+            + self.payload.values_slice().len()
+            + strings
+                .iter()
+                .map(|s| s.values_slice().len())
+                .sum::<usize>()
+    }
+
     fn take_batch(&mut self) -> RecordBatch {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.payload.finish()),

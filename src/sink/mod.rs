@@ -2,6 +2,7 @@
 
 mod aggregated;
 mod dlq;
+mod encoder;
 pub mod naming;
 mod outputs;
 mod raw;

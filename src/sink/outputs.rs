@@ -18,6 +18,7 @@ use crate::record::{Offset, Partition};
 use crate::storage::{Buckets, PendingFile, Storage, StorageError};
 use crate::validate::Pageview;
 use crate::window::ClosedWindow;
+use crate::workers::Workers;
 
 /// What each dataset's files hold.
 impl Dataset {
@@ -119,6 +120,8 @@ pub struct SinkConfig {
     /// merged with the other members' (`commit::Merger`); `None`: into the aggregated
     /// dataset, final.
     pub partials: Option<String>,
+    /// Where files are encoded.
+    pub workers: Workers,
 }
 
 pub struct Sinks {
@@ -138,6 +141,7 @@ impl Sinks {
             max_bytes: config.max_file_bytes,
             max_age: config.max_file_age,
             compression: config.compression,
+            workers: config.workers.clone(),
         };
         Sinks {
             raw: RawSink::new(settings(Dataset::Raw, config.buckets.of(Dataset::Raw))),

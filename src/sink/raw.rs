@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
-use arrow_array::builder::StringBuilder;
-use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow_buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use super::naming;
@@ -29,11 +29,45 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+/// Plain vectors rather than Arrow builders: a batch is copied out of them, so they keep
+/// their memory from batch to batch where a builder's goes with the array it finishes.
 pub struct RawRows {
     user_id: Vec<i64>,
-    postcode: StringBuilder,
-    webpage: StringBuilder,
+    postcode: Strings,
+    webpage: Strings,
     timestamp: Vec<i64>,
+}
+
+/// A string column: each value's end in `values`.
+struct Strings {
+    ends: Vec<i32>,
+    values: String,
+}
+
+impl Strings {
+    fn with_capacity(rows: usize, bytes: usize) -> Self {
+        let mut ends = Vec::with_capacity(rows + 1);
+        ends.push(0);
+        Strings {
+            ends,
+            values: String::with_capacity(bytes),
+        }
+    }
+
+    fn push(&mut self, value: &str) {
+        self.values.push_str(value);
+        let end = i32::try_from(self.values.len()).expect("a batch's strings fit in 2 GiB");
+        self.ends.push(end);
+    }
+
+    /// The values as an array, leaving this empty.
+    fn take(&mut self) -> StringArray {
+        let offsets = OffsetBuffer::new(ScalarBuffer::from(self.ends.clone()));
+        let array = StringArray::new(offsets, Buffer::from(self.values.as_bytes()), None);
+        self.ends.truncate(1);
+        self.values.clear();
+        array
+    }
 }
 
 /// Typical string lengths, so a batch's buffers are allocated once rather than regrown.
@@ -44,8 +78,8 @@ impl Default for RawRows {
     fn default() -> Self {
         RawRows {
             user_id: Vec::with_capacity(BATCH_ROWS),
-            postcode: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * POSTCODE_BYTES),
-            webpage: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * WEBPAGE_BYTES),
+            postcode: Strings::with_capacity(BATCH_ROWS, BATCH_ROWS * POSTCODE_BYTES),
+            webpage: Strings::with_capacity(BATCH_ROWS, BATCH_ROWS * WEBPAGE_BYTES),
             timestamp: Vec::with_capacity(BATCH_ROWS),
         }
     }
@@ -72,13 +106,16 @@ impl RowBuffer for RawRows {
         self.user_id.len()
     }
 
+    fn size(&self) -> usize {
+        self.len() * 24 + self.postcode.values.len() + self.webpage.values.len()
+    }
+
     fn take_batch(&mut self) -> RecordBatch {
-        let full = std::mem::take(self);
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(Int64Array::from(full.user_id)),
-            Arc::new({ full.postcode }.finish()),
-            Arc::new({ full.webpage }.finish()),
-            Arc::new(Int64Array::from(full.timestamp)),
+            Arc::new(Int64Array::from_iter_values(self.user_id.drain(..))),
+            Arc::new(self.postcode.take()),
+            Arc::new(self.webpage.take()),
+            Arc::new(Int64Array::from_iter_values(self.timestamp.drain(..))),
         ];
         RecordBatch::try_new(SCHEMA.clone(), columns).expect("columns match the schema")
     }
@@ -129,8 +166,8 @@ impl RawSink {
             })
         });
         file.rows.user_id.push(event.user_id);
-        file.rows.postcode.append_value(&event.postcode);
-        file.rows.webpage.append_value(&event.webpage);
+        file.rows.postcode.push(&event.postcode);
+        file.rows.webpage.push(&event.webpage);
         file.rows.timestamp.push(event.timestamp);
         finished.extend(file.pushed(position, &self.settings)?);
         Ok(())

@@ -1,8 +1,8 @@
 //! Buffered rows → one Parquet file at a time, rolled by size and age, then published.
 //!
-//! Rows collect in column buffers and go to the Parquet encoder a batch at a time; the
-//! encoder streams pages into a staged file, so memory per open file is one batch plus one
-//! row group, whatever the file's final size.
+//! Rows collect in column buffers and go to the file's [`Encoder`] a batch at a time, which
+//! encodes them on the workers and streams pages into a staged file, so memory per open file
+//! is a few batches plus one row group, whatever the file's final size.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,9 +14,11 @@ use parquet::basic::{Compression, Encoding};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
+use super::encoder::Encoder;
 use super::naming;
 use super::{Dataset, Finished, SinkError, Tags};
-use crate::storage::{PendingFile, Storage};
+use crate::storage::Storage;
+use crate::workers::Workers;
 
 /// Rows per record batch handed to the encoder: large enough to amortise per-batch work,
 /// small enough that buffered rows stay a few MiB.
@@ -27,8 +29,9 @@ const ROW_GROUP_ROWS: usize = 256 * 1024;
 /// make one row group, and so memory, grow with the input.
 const ROW_GROUP_BYTES: usize = 8 << 20;
 
-/// Column buffers for one dataset's rows.
-pub trait RowBuffer: Default {
+/// Column buffers for one dataset's rows: filled on the processing thread, made a batch and
+/// encoded on a worker, then handed back empty to be filled again.
+pub trait RowBuffer: Default + Send + 'static {
     fn schema() -> SchemaRef;
     /// Columns worth dictionary encoding: low-cardinality strings.
     fn dictionary_columns() -> &'static [&'static str];
@@ -41,6 +44,8 @@ pub trait RowBuffer: Default {
     /// shrink by almost half) and cheaper to write than plain values through Snappy.
     fn delta_columns() -> &'static [&'static str];
     fn len(&self) -> usize;
+    /// At least the Arrow size of the buffered rows, in bytes.
+    fn size(&self) -> usize;
     /// Moves the buffered rows into a batch, leaving the buffer empty.
     fn take_batch(&mut self) -> RecordBatch;
 }
@@ -54,6 +59,8 @@ pub struct FileSettings {
     pub max_bytes: u64,
     pub max_age: Duration,
     pub compression: Compression,
+    /// Where batches are encoded.
+    pub workers: Workers,
 }
 
 /// How a dataset's files are encoded (the choices [`RowBuffer`] documents): the sinks' and
@@ -118,7 +125,7 @@ pub struct Slot {
 pub struct RollingFile<B: RowBuffer> {
     slot: Slot,
     pub rows: B,
-    writer: Option<ArrowWriter<Box<dyn PendingFile>>>,
+    encoder: Option<Encoder<B>>,
     opened_at: Instant,
     first: i64,
     last: i64,
@@ -130,7 +137,7 @@ impl<B: RowBuffer> RollingFile<B> {
         RollingFile {
             slot,
             rows: B::default(),
-            writer: None,
+            encoder: None,
             opened_at: Instant::now(),
             first: 0,
             last: 0,
@@ -168,7 +175,16 @@ impl<B: RowBuffer> RollingFile<B> {
             return Ok(None);
         }
         self.encode(settings)?;
-        if self.encoded_bytes() >= settings.max_bytes {
+        let reached = self
+            .encoder
+            .as_mut()
+            .expect("encode opened an encoder")
+            .reached(settings.max_bytes)
+            .map_err(|source| SinkError::Encode {
+                dataset: settings.dataset,
+                source,
+            })?;
+        if reached {
             return self.finish(settings);
         }
         Ok(None)
@@ -179,12 +195,6 @@ impl<B: RowBuffer> RollingFile<B> {
         self.count > 0 && now.duration_since(self.opened_at) >= settings.max_age
     }
 
-    fn encoded_bytes(&self) -> u64 {
-        self.writer
-            .as_ref()
-            .map_or(0, |w| (w.bytes_written() + w.in_progress_size()) as u64)
-    }
-
     fn encode(&mut self, settings: &FileSettings) -> Result<(), SinkError> {
         if self.rows.len() == 0 {
             return Ok(());
@@ -193,17 +203,19 @@ impl<B: RowBuffer> RollingFile<B> {
             dataset: settings.dataset,
             source,
         };
-        let writer = match &mut self.writer {
-            Some(w) => w,
+        let encoder = match &mut self.encoder {
+            Some(encoder) => encoder,
             None => {
                 let file = settings.storage.create(&settings.bucket)?;
                 let writer =
                     ArrowWriter::try_new(file, B::schema(), Some(settings.properties::<B>()))
                         .map_err(error)?;
-                self.writer.insert(writer)
+                self.encoder
+                    .insert(Encoder::new(writer, settings.workers.clone()))
             }
         };
-        writer.write(&self.rows.take_batch()).map_err(error)
+        let rows = std::mem::replace(&mut self.rows, encoder.spare());
+        encoder.write(rows).map_err(error)
     }
 
     /// Completes everything buffered as one file, ready to publish; `None` when there was
@@ -213,8 +225,8 @@ impl<B: RowBuffer> RollingFile<B> {
             return Ok(None);
         }
         self.encode(settings)?;
-        let writer = self.writer.take().expect("encode opened a writer");
-        let file = writer.into_inner().map_err(|source| SinkError::Encode {
+        let encoder = self.encoder.take().expect("encode opened an encoder");
+        let file = encoder.finish().map_err(|source| SinkError::Encode {
             dataset: settings.dataset,
             source,
         })?;
@@ -251,5 +263,6 @@ pub(super) fn test_settings(
         max_bytes: 1 << 20,
         max_age: Duration::from_secs(10),
         compression: Compression::SNAPPY,
+        workers: Workers::none(),
     }
 }

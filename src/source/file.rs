@@ -1,35 +1,37 @@
-//! A JSONL file → one record per `\n`-terminated line, in file order.
+//! A JSONL file → one record per `\n`-terminated line, in file order, read a chunk at a
+//! time ahead of the router so that the workers validate while it routes.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Assignment, Origin, Poll, Record, Source, SourceError};
+use super::{Assignment, Origin, Poll, Source, SourceError};
+use crate::decode::{Decoder, LineCutter};
+use crate::workers::Workers;
 
-const READ_BUFFER: usize = 1 << 20;
+/// Bytes read at a time: a chunk of about ten thousand records, validated as one job.
+const READ_CHUNK: usize = 128 << 10;
 
 pub struct FileSource {
     path: PathBuf,
-    reader: BufReader<File>,
+    file: File,
     origin: Origin,
-    /// Holds a line that straddles the end of the read buffer; other lines are not copied.
-    line: Vec<u8>,
-    /// Bytes of the read buffer handed out by the last poll, consumed at the next one.
-    lent: usize,
-    line_number: i64,
-    bytes_read: u64,
+    cutter: LineCutter,
+    decoder: Decoder,
+    chunk: usize,
+    ended: bool,
     /// Whether the one assignment, of the whole input, was handed out.
     assigned: bool,
 }
 
 impl FileSource {
     /// Opens `path`. A directory is refused here rather than at first read.
-    pub fn open(path: &Path) -> Result<Self, SourceError> {
-        Self::with_buffer(path, READ_BUFFER)
+    pub fn open(path: &Path, workers: Workers) -> Result<Self, SourceError> {
+        Self::with_chunk(path, workers, READ_CHUNK)
     }
 
-    fn with_buffer(path: &Path, capacity: usize) -> Result<Self, SourceError> {
+    fn with_chunk(path: &Path, workers: Workers, chunk: usize) -> Result<Self, SourceError> {
         let open_error = |source| SourceError::Open {
             path: path.to_path_buf(),
             source,
@@ -43,61 +45,53 @@ impl FileSource {
         }
         Ok(FileSource {
             path: path.to_path_buf(),
-            reader: BufReader::with_capacity(capacity, file),
+            file,
             origin: Origin::File {
                 path: path.to_string_lossy().into(),
             },
-            line: Vec::with_capacity(1024),
-            lent: 0,
-            line_number: 0,
-            bytes_read: 0,
+            cutter: LineCutter::default(),
+            decoder: Decoder::new(workers, 1),
+            chunk,
+            ended: false,
             assigned: false,
         })
+    }
+
+    /// Reads chunks until the decoder has enough ahead or the file ends.
+    fn read_ahead(&mut self) -> Result<(), SourceError> {
+        while !self.ended && self.decoder.wants_more() {
+            let (lines, ended) =
+                self.cutter
+                    .read(&mut self.file, self.chunk)
+                    .map_err(|source| SourceError::Read {
+                        path: self.path.clone(),
+                        source,
+                    })?;
+            self.ended = ended;
+            if let Some(lines) = lines {
+                self.decoder.push(lines);
+            }
+        }
+        Ok(())
     }
 }
 
 impl Source for FileSource {
-    /// Blocks until a whole line is read: a file never idles, and stdin is read as it comes.
+    /// Blocks until the next line is read and validated: a file never idles.
     fn poll(&mut self, _wait: Duration) -> Result<Poll<'_>, SourceError> {
         if !self.assigned {
             self.assigned = true;
             return Ok(Poll::Assigned(Assignment::whole()));
         }
-        let read_error = |source| SourceError::Read {
-            path: self.path.clone(),
-            source,
-        };
-        self.reader.consume(std::mem::take(&mut self.lent));
-        let buffered = self.reader.fill_buf().map_err(read_error)?;
-        let (line, taken): (&[u8], usize) = match memchr::memchr(b'\n', buffered) {
-            Some(end) => {
-                self.lent = end + 1;
-                (&self.reader.buffer()[..end], end + 1)
-            }
-            None => {
-                self.line.clear();
-                let n = self
-                    .reader
-                    .read_until(b'\n', &mut self.line)
-                    .map_err(read_error)?;
-                (self.line.strip_suffix(b"\n").unwrap_or(&self.line), n)
-            }
-        };
-        if taken == 0 {
-            return Ok(Poll::End);
-        }
-        self.bytes_read += taken as u64;
-        self.line_number += 1;
-        Ok(Poll::Record(Record {
-            bytes: line,
-            offset: self.line_number,
-            origin: &self.origin,
-            time: None,
-        }))
+        self.read_ahead()?;
+        Ok(match self.decoder.next(&self.origin) {
+            Some(decoded) => Poll::Record(decoded),
+            None => Poll::End,
+        })
     }
 
     fn bytes_read(&self) -> u64 {
-        self.bytes_read
+        self.decoder.lent_bytes()
     }
 }
 
@@ -110,16 +104,17 @@ mod tests {
         let path = dir.path().join("in.jsonl");
         std::fs::write(&path, content).unwrap();
         let mut all = Vec::new();
-        // Tiny buffers make lines straddle buffer ends; the answer must not change.
-        for capacity in [READ_BUFFER, 1, 2, 3, 5] {
-            let mut source = FileSource::with_buffer(&path, capacity).unwrap();
+        // Tiny chunks make lines straddle chunk ends; the answer must not change.
+        for (chunk, threads) in [(READ_CHUNK, 1), (1, 1), (2, 2), (3, 1), (5, 3)] {
+            let workers = Workers::new(std::num::NonZero::new(threads).unwrap());
+            let mut source = FileSource::with_chunk(&path, workers, chunk).unwrap();
             let mut out = Vec::new();
             assert!(matches!(
                 source.poll(Duration::ZERO).unwrap(),
                 Poll::Assigned(a) if a.partitions == [0]
             ));
-            while let Poll::Record(r) = source.poll(Duration::ZERO).unwrap() {
-                out.push((r.bytes.to_vec(), r.offset));
+            while let Poll::Record(d) = source.poll(Duration::ZERO).unwrap() {
+                out.push((d.record.bytes.to_vec(), d.record.offset));
             }
             assert_eq!(source.bytes_read(), content.len() as u64);
             all.push(out);
@@ -146,12 +141,12 @@ mod tests {
 
     #[test]
     fn missing_files_and_directories_are_named() {
-        let err = FileSource::open(Path::new("/no/such/file.jsonl"))
+        let err = FileSource::open(Path::new("/no/such/file.jsonl"), Workers::none())
             .err()
             .unwrap();
         assert!(err.to_string().contains("/no/such/file.jsonl"), "{err}");
         let dir = tempfile::tempdir().unwrap();
-        let err = FileSource::open(dir.path()).err().unwrap();
+        let err = FileSource::open(dir.path(), Workers::none()).err().unwrap();
         assert!(err.to_string().contains("directory"), "{err}");
     }
 }

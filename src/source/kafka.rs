@@ -23,8 +23,8 @@ use rdkafka::topic_partition_list::{Offset as Position, TopicPartitionList};
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
 use super::{
-    Assignment, HasRead, Offset, Origin, Partition, Poll, Record, RecordTime, Source, SourceError,
-    Ticked,
+    Assignment, Decoded, HasRead, Offset, Origin, Partition, Poll, Record, RecordTime, Source,
+    SourceError, Ticked,
 };
 use crate::checkpoint::CheckpointError;
 use crate::commit::{CommitError, CommitPoint};
@@ -657,12 +657,12 @@ impl Source for GroupConsumer {
         let bytes = message.payload().unwrap_or_default();
         self.bytes_read += bytes.len() as u64;
         let origin = origin(&mut self.origins, &self.settings.topic, message.partition());
-        Ok(Poll::Record(Record {
+        Ok(Poll::Record(Decoded::new(Record {
             bytes,
             offset: message.offset(),
             origin,
             time: record_time(message.timestamp()),
-        }))
+        })))
     }
 
     fn bytes_read(&self) -> u64 {
@@ -739,12 +739,12 @@ impl GroupConsumer {
         let mut kind = rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
         // SAFETY: as above; librdkafka only reads the message and writes `kind`.
         let ms = unsafe { rdsys::rd_kafka_message_timestamp(message, &mut kind) };
-        Poll::Record(Record {
+        Poll::Record(Decoded::new(Record {
             bytes,
             offset: m.offset,
             origin,
             time: record_time(raw_timestamp(kind, ms)),
-        })
+        }))
     }
 }
 

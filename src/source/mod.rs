@@ -13,15 +13,18 @@ use std::time::{Duration, Instant};
 
 use crate::checkpoint::Recovery;
 use crate::commit::CommitError;
+pub use crate::decode::Decoded;
 use crate::kafka::KafkaError;
 pub use crate::record::{Offset, Origin, Partition, Record, RecordTime};
+use crate::workers::Workers;
 pub use file::FileSource;
 pub use stream::StreamSource;
 
 /// What a source has for the pipeline right now.
 #[derive(Debug)]
 pub enum Poll<'a> {
-    Record(Record<'a>),
+    /// The next record, validated.
+    Record(Decoded<'a>),
     /// Nothing arrived within the wait; time-based work (rolling files) may run.
     Idle,
     /// A bounded input has ended.
@@ -97,11 +100,12 @@ pub trait Source {
 }
 
 /// Opens a JSONL input: stdin for `-`, read by a thread of its own so that a quiet stream
-/// still lets time-based work (publishing files by age) run; otherwise the file.
-pub fn open_input(path: &Path) -> Result<Box<dyn Source>, SourceError> {
+/// still lets time-based work (publishing files by age) run; otherwise the file. Its lines
+/// are validated on `workers`.
+pub fn open_input(path: &Path, workers: Workers) -> Result<Box<dyn Source>, SourceError> {
     if path == Path::new("-") {
-        Ok(Box::new(StreamSource::stdin()))
+        Ok(Box::new(StreamSource::stdin(workers)))
     } else {
-        Ok(Box::new(FileSource::open(path)?))
+        Ok(Box::new(FileSource::open(path, workers)?))
     }
 }

@@ -6,10 +6,12 @@
 
 use std::io::{self, Read};
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
 use std::time::Duration;
 
-use super::{Assignment, Origin, Poll, Record, Source, SourceError};
+use super::{Assignment, Origin, Poll, Source, SourceError};
+use crate::decode::{Decoder, LineCutter};
+use crate::workers::Workers;
 
 /// Bytes per chunk read from stdin.
 const READ_CHUNK: usize = 256 * 1024;
@@ -19,14 +21,9 @@ const CHANNEL_CHUNKS: usize = 64;
 pub struct StreamSource {
     chunks: Receiver<io::Result<Vec<u8>>>,
     origin: Origin,
-    chunk: Vec<u8>,
-    cursor: usize,
-    /// The start of a line whose end is in a later chunk.
-    partial: Vec<u8>,
-    /// The line handed out last, when it had to be assembled from several chunks.
-    assembled: Vec<u8>,
+    cutter: LineCutter,
+    decoder: Decoder,
     ended: bool,
-    next_offset: i64,
     bytes_read: u64,
     /// Whether the one assignment, of the whole input, was handed out.
     assigned: bool,
@@ -34,16 +31,18 @@ pub struct StreamSource {
 
 impl StreamSource {
     /// Records get offsets `first_offset`, `first_offset + 1`, … in stream order.
-    fn new(chunks: Receiver<io::Result<Vec<u8>>>, origin: Origin, first_offset: i64) -> Self {
+    fn new(
+        chunks: Receiver<io::Result<Vec<u8>>>,
+        origin: Origin,
+        first_offset: i64,
+        workers: Workers,
+    ) -> Self {
         StreamSource {
             chunks,
             origin,
-            chunk: Vec::new(),
-            cursor: 0,
-            partial: Vec::new(),
-            assembled: Vec::new(),
+            cutter: LineCutter::default(),
+            decoder: Decoder::new(workers, first_offset),
             ended: false,
-            next_offset: first_offset,
             bytes_read: 0,
             assigned: false,
         }
@@ -51,18 +50,21 @@ impl StreamSource {
 
     /// The embedded generator's stream, standing in for partition 0 of `topic`; offsets
     /// start at 0 like a new partition's.
-    pub fn embedded(topic: &str) -> (mpsc::SyncSender<io::Result<Vec<u8>>>, Self) {
+    pub fn embedded(
+        topic: &str,
+        workers: Workers,
+    ) -> (mpsc::SyncSender<io::Result<Vec<u8>>>, Self) {
         let (tx, rx) = mpsc::sync_channel(CHANNEL_CHUNKS);
         let origin = Origin::Topic {
             topic: Arc::from(topic),
             partition: 0,
         };
-        (tx, StreamSource::new(rx, origin, 0))
+        (tx, StreamSource::new(rx, origin, 0, workers))
     }
 
     /// Stdin, read by a thread of its own; offsets are 1-based line numbers and the origin
     /// is the file `-`.
-    pub fn stdin() -> Self {
+    pub fn stdin(workers: Workers) -> Self {
         let (tx, rx) = mpsc::sync_channel(CHANNEL_CHUNKS);
         std::thread::spawn(move || {
             let mut stdin = io::stdin().lock();
@@ -83,7 +85,33 @@ impl StreamSource {
             }
         });
         let origin = Origin::File { path: "-".into() };
-        StreamSource::new(rx, origin, 1)
+        StreamSource::new(rx, origin, 1, workers)
+    }
+}
+
+impl StreamSource {
+    /// Takes in a chunk the producer sent, or the news that it ended.
+    fn received(&mut self, chunk: Option<io::Result<Vec<u8>>>) -> Result<(), SourceError> {
+        let lines = match chunk {
+            Some(Ok(chunk)) => {
+                self.bytes_read += chunk.len() as u64;
+                self.cutter.append(chunk)
+            }
+            Some(Err(source)) => {
+                return Err(SourceError::Read {
+                    path: "-".into(),
+                    source,
+                });
+            }
+            None => {
+                self.ended = true;
+                self.cutter.end()
+            }
+        };
+        if let Some(lines) = lines {
+            self.decoder.push(lines);
+        }
+        Ok(())
     }
 }
 
@@ -93,61 +121,28 @@ impl Source for StreamSource {
             self.assigned = true;
             return Ok(Poll::Assigned(Assignment::whole()));
         }
-        loop {
-            let rest = &self.chunk[self.cursor..];
-            if let Some(len) = memchr::memchr(b'\n', rest) {
-                self.cursor += len + 1;
-                let line = if self.partial.is_empty() {
-                    &self.chunk[self.cursor - len - 1..self.cursor - 1]
-                } else {
-                    self.assembled.clear();
-                    self.assembled.append(&mut self.partial);
-                    self.assembled
-                        .extend_from_slice(&self.chunk[self.cursor - len - 1..self.cursor - 1]);
-                    &self.assembled
-                };
-                let offset = self.next_offset;
-                self.next_offset += 1;
-                return Ok(Poll::Record(Record {
-                    bytes: line,
-                    offset,
-                    origin: &self.origin,
-                    time: None,
-                }));
-            }
-            self.partial.extend_from_slice(rest);
-            self.cursor = self.chunk.len();
-            if self.ended {
-                if self.partial.is_empty() {
-                    return Ok(Poll::End);
-                }
-                // The last line had no newline; it is a record all the same.
-                self.assembled = std::mem::take(&mut self.partial);
-                let offset = self.next_offset;
-                self.next_offset += 1;
-                return Ok(Poll::Record(Record {
-                    bytes: &self.assembled,
-                    offset,
-                    origin: &self.origin,
-                    time: None,
-                }));
-            }
-            match self.chunks.recv_timeout(wait) {
-                Ok(Ok(chunk)) => {
-                    self.bytes_read += chunk.len() as u64;
-                    self.chunk = chunk;
-                    self.cursor = 0;
-                }
-                Ok(Err(source)) => {
-                    return Err(SourceError::Read {
-                        path: "-".into(),
-                        source,
-                    });
-                }
-                Err(RecvTimeoutError::Timeout) => return Ok(Poll::Idle),
-                Err(RecvTimeoutError::Disconnected) => self.ended = true,
+        // What has arrived goes to the workers at once; the stream is waited for only when
+        // there is nothing left to lend.
+        while !self.ended && self.decoder.wants_more() {
+            match self.chunks.try_recv() {
+                Ok(chunk) => self.received(Some(chunk))?,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => self.received(None)?,
             }
         }
+        if self.decoder.is_empty() && !self.ended {
+            match self.chunks.recv_timeout(wait) {
+                Ok(chunk) => self.received(Some(chunk))?,
+                Err(RecvTimeoutError::Timeout) => return Ok(Poll::Idle),
+                Err(RecvTimeoutError::Disconnected) => self.received(None)?,
+            }
+        }
+        Ok(match self.decoder.next(&self.origin) {
+            Some(decoded) => Poll::Record(decoded),
+            None if self.ended => Poll::End,
+            // Part of a line came: the rest is still on its way.
+            None => Poll::Idle,
+        })
     }
 
     fn bytes_read(&self) -> u64 {
@@ -164,7 +159,7 @@ mod tests {
         let mut got = Vec::new();
         loop {
             match source.poll(Duration::from_millis(10)).unwrap() {
-                Poll::Record(r) => got.push((r.bytes.to_vec(), r.offset)),
+                Poll::Record(d) => got.push((d.record.bytes.to_vec(), d.record.offset)),
                 Poll::Idle => continue,
                 Poll::End => return got,
                 Poll::Assigned(a) => assert!(got.is_empty() && a.partitions == [0]),
@@ -175,7 +170,7 @@ mod tests {
 
     #[test]
     fn yields_each_line_of_each_chunk_then_ends() {
-        let (tx, mut source) = StreamSource::embedded("t");
+        let (tx, mut source) = StreamSource::embedded("t", Workers::none());
         tx.send(Ok(b"a\nbb\n".to_vec())).unwrap();
         tx.send(Ok(b"c\n".to_vec())).unwrap();
         drop(tx);
@@ -188,7 +183,7 @@ mod tests {
 
     #[test]
     fn idles_while_the_producer_is_quiet() {
-        let (_tx, mut source) = StreamSource::embedded("t");
+        let (_tx, mut source) = StreamSource::embedded("t", Workers::none());
         assert!(matches!(
             source.poll(Duration::from_millis(1)).unwrap(),
             Poll::Assigned(_)
@@ -205,7 +200,8 @@ mod tests {
             text in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'x'), Just(b'\r'), any::<u8>()], 0..200),
             cuts in proptest::collection::vec(0usize..200, 0..10),
         ) {
-            let (tx, mut source) = StreamSource::embedded("t");
+            let workers = Workers::new(std::num::NonZero::new(2).unwrap());
+            let (tx, mut source) = StreamSource::embedded("t", workers);
             let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(text.len())).collect();
             cuts.push(0);
             cuts.push(text.len());

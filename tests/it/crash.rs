@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::num::NonZero;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -25,11 +26,12 @@ use pageview::config::{PipelineSettings, TableFormat};
 use pageview::pipeline::{drive, resumed_router};
 use pageview::record::Origin;
 use pageview::sink::Tags;
-use pageview::source::{Assignment, Poll, Record, Source, SourceError};
+use pageview::source::{Assignment, Decoded, Poll, Record, Source, SourceError};
 use pageview::storage::{
     Buckets, Listed, LocalStorage, PendingFile, Staged, Storage, StorageError, Version,
 };
 use pageview::window::WindowSpec;
+use pageview::workers::Workers;
 
 use crate::common::{AGGREGATED, DLQ, RAW};
 
@@ -216,12 +218,12 @@ impl Source for Partitions<'_> {
         };
         let offset = self.next[partition];
         self.next[partition] += 1;
-        Ok(Poll::Record(Record {
+        Ok(Poll::Record(Decoded::new(Record {
             bytes: &self.records[partition][offset as usize],
             offset,
             origin: &self.origins[partition],
             time: None,
-        }))
+        })))
     }
 
     fn bytes_read(&self) -> u64 {
@@ -229,7 +231,7 @@ impl Source for Partitions<'_> {
     }
 }
 
-fn settings(roll_every: Duration) -> PipelineSettings {
+fn settings(roll_every: Duration, threads: usize) -> PipelineSettings {
     PipelineSettings {
         window: WindowSpec::new(60_000),
         watermark_delay_ms: 5_000,
@@ -244,6 +246,7 @@ fn settings(roll_every: Duration) -> PipelineSettings {
         file_max_age: roll_every,
         compression: Compression::SNAPPY,
         table_format: TableFormat::Parquet,
+        workers: Workers::new(NonZero::new(threads).unwrap()),
         compaction: None,
     }
 }
@@ -364,9 +367,11 @@ proptest! {
             0..6,
         ),
         roll_ms in prop_oneof![Just(0u64), Just(3), Just(3_600_000)],
+        // Files encoded on the processing thread, or on workers.
+        threads in 1usize..=3,
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let pipeline = settings(Duration::from_millis(roll_ms));
+        let pipeline = settings(Duration::from_millis(roll_ms), threads);
         let mut user = 0;
         let records: Vec<Vec<Vec<u8>>> = moves
             .iter()

@@ -1,0 +1,174 @@
+//! One file's Parquet encoder, fed a buffer of rows at a time: made a batch and encoded on
+//! the workers, so the router fills the next buffer meanwhile, or on the processing thread
+//! when there are none.
+//!
+//! A file's batches are written one at a time, in the order given, whichever worker takes
+//! them, so the file's bytes are the same for any number of threads. The size a file reached
+//! is read only once every batch given is written, so a file rolls by size at the same batch
+//! for any number of threads too.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+use parquet::arrow::ArrowWriter;
+use parquet::errors::ParquetError;
+
+use super::rolling::RowBuffer;
+use crate::storage::PendingFile;
+use crate::workers::Workers;
+
+type Writer = ArrowWriter<Box<dyn PendingFile>>;
+
+pub struct Encoder<B: RowBuffer> {
+    shared: Arc<Shared<B>>,
+    workers: Workers,
+    /// Batches given so far.
+    given: u64,
+    /// An upper bound of how much each batch given and not known written can grow the file.
+    growth: VecDeque<u64>,
+    /// The file's encoded size after `known.1` batches, as last seen.
+    known: (u64, u64),
+}
+
+struct Shared<B> {
+    /// Rows given, not yet taken by a worker.
+    queue: Mutex<VecDeque<B>>,
+    /// Buffers written out, empty, for the processing thread to fill again. A buffer the
+    /// processing thread allocated and a worker freed came back to the allocator as fresh
+    /// pages, zeroed by the kernel each time: a quarter of the processing thread.
+    spent: Mutex<Vec<B>>,
+    state: Mutex<State>,
+    written: Condvar,
+}
+
+struct State {
+    /// Taken when the file is finished.
+    writer: Option<Writer>,
+    /// Batches written (or skipped after a failure).
+    written: u64,
+    /// Encoded bytes after them: written out, and buffered in the row group in progress.
+    bytes: u64,
+    failed: Option<ParquetError>,
+}
+
+/// A panic on a worker aborts the process (the pool's default), so no lock is ever found
+/// poisoned; one on the processing thread leaves nothing to encode for.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<B: RowBuffer> Shared<B> {
+    /// Writes the oldest rows not yet written. Holding the state's lock while taking them
+    /// keeps the file's batches in the order given.
+    fn write_next(&self) {
+        let mut state = lock(&self.state);
+        let mut rows = lock(&self.queue)
+            .pop_front()
+            .expect("one buffer queued per job");
+        let batch = rows.take_batch();
+        let State { writer, failed, .. } = &mut *state;
+        let writer = writer
+            .as_mut()
+            .expect("a file is finished after its last batch");
+        if failed.is_none() {
+            match writer.write(&batch) {
+                Ok(()) => {
+                    state.bytes = (writer.bytes_written() + writer.in_progress_size()) as u64;
+                }
+                Err(e) => *failed = Some(e),
+            }
+        }
+        state.written += 1;
+        self.written.notify_all();
+        drop(state);
+        drop(batch);
+        lock(&self.spent).push(rows);
+    }
+}
+
+impl<B: RowBuffer> Encoder<B> {
+    pub fn new(writer: Writer, workers: Workers) -> Self {
+        Encoder {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(VecDeque::new()),
+                spent: Mutex::new(Vec::new()),
+                state: Mutex::new(State {
+                    writer: Some(writer),
+                    written: 0,
+                    bytes: 0,
+                    failed: None,
+                }),
+                written: Condvar::new(),
+            }),
+            workers,
+            given: 0,
+            growth: VecDeque::new(),
+            known: (0, 0),
+        }
+    }
+
+    /// An empty buffer to fill: one written out, or a new one.
+    pub fn spare(&mut self) -> B {
+        lock(&self.shared.spent).pop().unwrap_or_default()
+    }
+
+    /// Hands `rows` to be written after the rows before them.
+    pub fn write(&mut self, rows: B) -> Result<(), ParquetError> {
+        // Encoded, a value never takes more than twice its Arrow size (plain encoding's
+        // length prefixes, dictionary indices, a codec's worst case); pages and a row
+        // group's flush add headers and statistics.
+        self.growth.push_back(2 * rows.size() as u64 + (64 << 10));
+        self.given += 1;
+        lock(&self.shared.queue).push_back(rows);
+        let shared = self.shared.clone();
+        self.workers.spawn(move || shared.write_next());
+        // A write that failed stops the next: its error is the file's.
+        match self.shared.state.try_lock() {
+            Ok(mut state) => state.failed.take().map_or(Ok(()), Err),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Whether the file's encoded size, once every batch given is written, is `limit` or
+    /// more. Waits for the workers only when the size could have reached the limit.
+    pub fn reached(&mut self, limit: u64) -> Result<bool, ParquetError> {
+        if let Ok(state) = self.shared.state.try_lock() {
+            self.known = (state.bytes, state.written);
+        }
+        let unknown = self.given - self.known.1;
+        self.growth.drain(..self.growth.len() - unknown as usize);
+        if self.known.0 + self.growth.iter().sum::<u64>() < limit {
+            return Ok(false);
+        }
+        let mut state = self.settled();
+        let bytes = state.bytes;
+        if let Some(failed) = state.failed.take() {
+            return Err(failed);
+        }
+        Ok(bytes >= limit)
+    }
+
+    /// The state once every batch given is written.
+    fn settled(&self) -> MutexGuard<'_, State> {
+        let mut state = lock(&self.shared.state);
+        while state.written < self.given {
+            state = self
+                .shared
+                .written
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        state
+    }
+
+    /// Every batch given written, the file's footer too: the complete file.
+    pub fn finish(self) -> Result<Box<dyn PendingFile>, ParquetError> {
+        let mut state = self.settled();
+        if let Some(failed) = state.failed.take() {
+            return Err(failed);
+        }
+        let writer = state.writer.take().expect("finished once");
+        drop(state);
+        writer.into_inner()
+    }
+}

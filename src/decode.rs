@@ -2,9 +2,10 @@
 //!
 //! A file or a stream hands its lines over a chunk at a time ([`Lines`]). Each chunk is
 //! validated on the workers while the router routes the chunks before it, and its records
-//! are then lent one at a time, in order. With no workers a chunk is validated on the
-//! processing thread when its turn comes. Either way the router sees the same records with
-//! the same outcomes in the same order; only which thread validated them differs.
+//! are then lent one at a time, in order. With no workers its lines are lent unvalidated and
+//! [`Decoded::event`] validates each on the processing thread as the router routes it. Either
+//! way the router sees the same records with the same outcomes in the same order; only which
+//! thread validated them differs.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -17,7 +18,7 @@ use crate::validate::{Pageview, Rejection, validate};
 use crate::workers::Workers;
 
 /// A record and what validation made of it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Decoded<'a> {
     pub record: Record<'a>,
     /// `None`: not validated yet; [`Decoded::event`] validates it on the asking thread.
@@ -45,25 +46,29 @@ impl<'a> Decoded<'a> {
 pub struct Lines(Vec<u8>);
 
 impl Lines {
-    /// Each line's span, without its newline.
-    pub fn spans(&self) -> impl Iterator<Item = Range<usize>> + '_ {
-        let bytes = &self.0;
-        let mut start = 0;
-        std::iter::from_fn(move || {
-            if start >= bytes.len() {
-                return None;
-            }
-            let end = memchr::memchr(b'\n', &bytes[start..]).map_or(bytes.len(), |n| start + n);
-            let span = start..end;
-            start = end + 1;
-            Some(span)
-        })
-    }
-
     /// Each line, without its newline.
     pub fn each(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.spans().map(|span| &self.0[span])
+        spans(&self.0).map(|span| &self.0[span])
     }
+}
+
+/// The end of the line starting at `start` of `bytes`: its newline, or the end of `bytes`.
+fn line_end(bytes: &[u8], start: usize) -> usize {
+    memchr::memchr(b'\n', &bytes[start..]).map_or(bytes.len(), |n| start + n)
+}
+
+/// Each line's span in `bytes`, without its newline.
+fn spans(bytes: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= bytes.len() {
+            return None;
+        }
+        let end = line_end(bytes, start);
+        let span = start..end;
+        start = end + 1;
+        Some(span)
+    })
 }
 
 /// Cuts a stream's bytes, as they come, into chunks of whole lines.
@@ -169,10 +174,9 @@ impl Chunk {
 
     /// Validates every line, on a worker.
     fn validate(mut self) -> Self {
-        let lines = Lines(std::mem::take(&mut self.bytes));
-        for span in lines.spans() {
+        for span in spans(&self.bytes) {
             let end = span.end;
-            let outcome = match validate(&lines.0[span]) {
+            let outcome = match validate(&self.bytes[span]) {
                 Ok(event) => Outcome::Valid {
                     user_id: event.user_id,
                     timestamp: event.timestamp,
@@ -183,7 +187,6 @@ impl Chunk {
             };
             self.outcomes.push_back((end, outcome));
         }
-        self.bytes = lines.0;
         self.validated = true;
         self
     }
@@ -198,11 +201,7 @@ impl Chunk {
             let (end, outcome) = self.outcomes.pop_front().expect("one outcome a line");
             (end, Some(outcome))
         } else {
-            let rest = &self.bytes[start..];
-            (
-                memchr::memchr(b'\n', rest).map_or(self.bytes.len(), |n| start + n),
-                None,
-            )
+            (line_end(&self.bytes, start), None)
         };
         self.start = end + 1;
         let taken = (end + 1).min(self.bytes.len()) - start;

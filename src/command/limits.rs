@@ -14,12 +14,9 @@ use crate::commit::Manifests;
 use crate::config::{ConsumeOnlyArgs, ParseOnlyArgs};
 use crate::decode::{LineCutter, Lines};
 use crate::source::kafka::{ConsumerSettings, GroupConsumer};
-use crate::source::{Decoded, Poll, Source};
+use crate::source::{Decoded, Poll, READ_CHUNK, Source};
 use crate::storage::{LocalStorage, Storage};
 use crate::tools::report;
-
-/// Bytes read at a time, as `process` reads a file.
-const READ_CHUNK: usize = 1 << 20;
 
 /// Read lines and parse each with the validator's JSON parser, on one thread: the limit of
 /// one core.

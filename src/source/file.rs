@@ -10,8 +10,9 @@ use super::{Assignment, Origin, Poll, Source, SourceError};
 use crate::decode::{Decoder, LineCutter};
 use crate::workers::Workers;
 
-/// Bytes read at a time: a chunk of about ten thousand records, validated as one job.
-const READ_CHUNK: usize = 128 << 10;
+/// Bytes read at a time from a file or stdin: a chunk of about a thousand records, validated
+/// as one job.
+pub const READ_CHUNK: usize = 128 << 10;
 
 pub struct FileSource {
     path: PathBuf,

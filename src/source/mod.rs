@@ -17,7 +17,7 @@ pub use crate::decode::Decoded;
 use crate::kafka::KafkaError;
 pub use crate::record::{Offset, Origin, Partition, Record, RecordTime};
 use crate::workers::Workers;
-pub use file::FileSource;
+pub use file::{FileSource, READ_CHUNK};
 pub use stream::StreamSource;
 
 /// What a source has for the pipeline right now.

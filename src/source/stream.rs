@@ -9,12 +9,10 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
 use std::time::Duration;
 
-use super::{Assignment, Origin, Poll, Source, SourceError};
+use super::{Assignment, Origin, Poll, READ_CHUNK, Source, SourceError};
 use crate::decode::{Decoder, LineCutter};
 use crate::workers::Workers;
 
-/// Bytes per chunk read from stdin.
-const READ_CHUNK: usize = 256 * 1024;
 /// Chunks in flight between the producer and the pipeline.
 const CHANNEL_CHUNKS: usize = 64;
 

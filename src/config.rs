@@ -711,6 +711,10 @@ pub struct BenchArgs {
     /// whatever else the machine is doing.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub repeat: u32,
+    /// Worker threads of the timed `process` runs from files, comma separated: a row each,
+    /// to show how it scales [default: 1, and the cores this process may use].
+    #[arg(long, value_delimiter = ',', value_parser = parse_threads)]
+    pub threads: Vec<NonZero<usize>>,
     /// Time `process` consuming from this Kafka broker against a consume-only loop with the
     /// same client and settings, instead of from files.
     #[arg(long, value_name = "HOST:PORT")]

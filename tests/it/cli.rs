@@ -387,6 +387,8 @@ fn bench_says_how_far_it_is_while_its_children_run() {
         "2k,6k",
         "--repeat",
         "1",
+        "--threads",
+        "1,2",
         "--dir",
         bench.to_str().unwrap(),
     ]);
@@ -404,17 +406,31 @@ fn bench_says_how_far_it_is_while_its_children_run() {
     assert_eq!(
         progress,
         [
-            "0% of 16.0k events' work | parse-only 2000",
-            "12% of 16.0k events' work | process 2000",
-            "25% of 16.0k events' work | parse-only 6000",
-            "62% of 16.0k events' work | process 6000",
+            "0% of 24.0k events' work | parse-only 2000",
+            "8% of 24.0k events' work | process 2000 --threads 1",
+            "17% of 24.0k events' work | process 2000 --threads 2",
+            "25% of 24.0k events' work | parse-only 6000",
+            "50% of 24.0k events' work | process 6000 --threads 1",
+            "75% of 24.0k events' work | process 6000 --threads 2",
         ]
     );
-    let rows = stdout(&out)
+    // A row per size and thread count.
+    let table = stdout(&out);
+    let rows: Vec<Vec<&str>> = table
         .lines()
         .filter(|l| l.starts_with("| 2000 |") || l.starts_with("| 6000 |"))
-        .count();
-    assert_eq!(rows, 2, "{}", stdout(&out));
+        .map(|l| l.split(" | ").take(2).collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ["| 2000", "1"],
+            ["| 2000", "2"],
+            ["| 6000", "1"],
+            ["| 6000", "2"]
+        ],
+        "{table}"
+    );
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 use std::fs::{self, File};
 use std::io::{BufWriter, IsTerminal};
+use std::num::NonZero;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::config::BenchArgs;
 use crate::generate::{Generator, GeneratorConfig};
 use crate::kafka::{self, Cluster, KeyChoice, ProducerSettings};
 use crate::tools::report::{self, human};
+use crate::workers::available_cores;
 
 mod latency;
 mod s3;
@@ -78,11 +80,11 @@ const BAR_WIDTH: usize = 20;
 const REDRAW_EVERY: Duration = Duration::from_millis(500);
 
 impl Runs {
-    /// Every size is read by two children per round: the one measured and the one it is
-    /// compared with.
-    pub(super) fn paired(args: &BenchArgs) -> Self {
+    /// Every size is read by `children` children per round: those measured and the one they
+    /// are compared with.
+    pub(super) fn rounds(args: &BenchArgs, children: usize) -> Self {
         Runs {
-            total: args.sizes.iter().sum::<u64>() * 2 * u64::from(args.repeat),
+            total: args.sizes.iter().sum::<u64>() * children as u64 * u64::from(args.repeat),
             done: 0,
             started: Instant::now(),
             terminal: std::io::stderr().is_terminal(),
@@ -140,8 +142,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         None if args.s3 => return s3::run(args, &exe),
         None => {}
     }
+    let threads = thread_counts(&args.threads);
+    println!(
+        "process with {} worker threads; parse-only on one; cores available: {}\n",
+        threads
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        available_cores()
+    );
     table_header(&[
         "events",
+        "threads",
         "input MB",
         "process s",
         "events/s",
@@ -151,49 +164,75 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "peak RSS MiB",
         "parse-only s",
         "parse-only events/s",
-        "processed/limit",
+        "processed/limit per CPU s",
     ]);
-    let mut runs = Runs::paired(args);
+    let mut runs = Runs::rounds(args, 1 + threads.len());
     for &events in &args.sizes {
         let input = ensure_input(&args.dir, events)?;
         let input_bytes = fs::metadata(&input)?.len();
         let out = args.dir.join(format!("out-{events}"));
         let input = path_str(&input)?;
-        let (mut limit, mut processed) = (None, None);
-        // Alternating the two spreads any disturbance from the machine over both.
+        let mut limit = None;
+        let mut processed: Vec<Option<Usage>> = threads.iter().map(|_| None).collect();
+        // Taking turns spreads any disturbance from the machine over every measurement.
         let size = human(events as f64);
         for _ in 0..args.repeat {
             let run = runs.run(&format!("parse-only {size}"), events, || {
                 measure(&exe, args.cpu, &["parse-only", "--input", input])
             })?;
             limit = Some(Usage::fastest(limit, run));
-            clear(&out)?;
-            let storage = path_str(&out)?;
-            let run = runs.run(&format!("process {size}"), events, || {
-                let process = ["process", "--input", input, "--storage", storage];
-                measure(&exe, args.cpu, &process)
-            })?;
-            processed = Some(Usage::fastest(processed, run));
+            for (&n, best) in threads.iter().zip(&mut processed) {
+                clear(&out)?;
+                let storage = path_str(&out)?;
+                let n = n.to_string();
+                let run = runs.run(&format!("process {size} --threads {n}"), events, || {
+                    let process = [
+                        "process",
+                        "--input",
+                        input,
+                        "--storage",
+                        storage,
+                        "--threads",
+                        &n,
+                    ];
+                    measure(&exe, args.cpu, &process)
+                })?;
+                *best = Some(Usage::fastest(best.take(), run));
+            }
         }
-        let (limit, processed) = (limit.expect("repeat >= 1"), processed.expect("repeat >= 1"));
-        let secs = processed.wall.as_secs_f64();
+        let limit = limit.expect("repeat >= 1");
         let limit_secs = limit.wall.as_secs_f64();
-        println!(
-            "| {} | {:.0} | {:.2} | {} | {:.0} | {:.2} | {} | {:.0} | {:.2} | {} | {:.2} |",
-            human(events as f64),
-            input_bytes as f64 / 1e6,
-            secs,
-            human(events as f64 / secs),
-            input_bytes as f64 / 1e6 / secs,
-            processed.cpu.as_secs_f64(),
-            human(events as f64 / processed.cpu.as_secs_f64()),
-            processed.peak_rss_bytes as f64 / (1 << 20) as f64,
-            limit_secs,
-            human(events as f64 / limit_secs),
-            limit_secs / secs,
-        );
+        for (n, processed) in threads.iter().zip(processed) {
+            let processed = processed.expect("repeat >= 1");
+            let secs = processed.wall.as_secs_f64();
+            println!(
+                "| {} | {n} | {:.0} | {:.2} | {} | {:.0} | {:.2} | {} | {:.0} | {:.2} | {} | {:.2} |",
+                human(events as f64),
+                input_bytes as f64 / 1e6,
+                secs,
+                human(events as f64 / secs),
+                input_bytes as f64 / 1e6 / secs,
+                processed.cpu.as_secs_f64(),
+                human(events as f64 / processed.cpu.as_secs_f64()),
+                processed.peak_rss_bytes as f64 / (1 << 20) as f64,
+                limit_secs,
+                human(events as f64 / limit_secs),
+                limit.cpu.as_secs_f64() / processed.cpu.as_secs_f64(),
+            );
+        }
     }
     Ok(())
+}
+
+/// The thread counts to time: those asked for, else one and the cores available.
+fn thread_counts(asked: &[NonZero<usize>]) -> Vec<usize> {
+    let mut counts: Vec<usize> = if asked.is_empty() {
+        vec![1, available_cores().get()]
+    } else {
+        asked.iter().map(|n| n.get()).collect()
+    };
+    counts.dedup();
+    counts
 }
 
 /// Per size: the input produced once to a new topic, then alternately a consume-only child
@@ -216,7 +255,7 @@ fn run_kafka(args: &BenchArgs, exe: &Path, servers: &str) -> Result<()> {
         "RSS at ¼, ½, ¾ of the run MiB",
         "processed/limit",
     ]);
-    let mut runs = Runs::paired(args);
+    let mut runs = Runs::rounds(args, 2);
     for &events in &args.sizes {
         let topic = format!("pageview-bench-{events}-{}", crate::generate::now_ms());
         kafka::ensure_topic(

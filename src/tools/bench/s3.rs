@@ -52,7 +52,7 @@ pub fn run(args: &BenchArgs, exe: &Path) -> Result<()> {
         "upload-only MB/s",
         "S3 ÷ max(disk, upload-only)",
     ]);
-    let mut runs = Runs::paired(args);
+    let mut runs = Runs::rounds(args, 2);
     for &events in &args.sizes {
         let input = ensure_input(&args.dir, events)?;
         let input = path_str(&input)?;

@@ -8,6 +8,7 @@ use arrow_array::builder::StringBuilder;
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, TimestampMillisecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
+use super::encoder::Spares;
 use super::naming;
 use super::rolling::{FileSettings, RollingFile, RowBuffer, Slot};
 use super::{Finished, SinkError};
@@ -79,6 +80,7 @@ impl RowBuffer for AggregatedRows {
 pub struct AggregatedSink {
     settings: FileSettings,
     file: Option<(i64, RollingFile<AggregatedRows>)>,
+    spares: Spares<AggregatedRows>,
 }
 
 impl AggregatedSink {
@@ -86,6 +88,7 @@ impl AggregatedSink {
         AggregatedSink {
             settings,
             file: None,
+            spares: Spares::default(),
         }
     }
 
@@ -98,7 +101,7 @@ impl AggregatedSink {
         if self.file.as_ref().is_some_and(|(d, _)| *d != day) {
             self.finish_all(finished)?;
         }
-        let settings = &self.settings;
+        let (settings, spares) = (&self.settings, &self.spares);
         let (_, file) = self.file.get_or_insert_with(|| {
             let slot = Slot {
                 folder: naming::date_partition(window.start),
@@ -106,7 +109,7 @@ impl AggregatedSink {
                 partition: 0,
                 hour: 0,
             };
-            (day, RollingFile::new(slot))
+            (day, RollingFile::new(slot, spares))
         });
         for (postcode, count) in &window.counts {
             file.rows.window_start.push(window.start);
@@ -136,6 +139,7 @@ impl AggregatedSink {
     pub fn finish_all(&mut self, finished: &mut Vec<Finished>) -> Result<(), SinkError> {
         if let Some((_, mut file)) = self.file.take() {
             finished.extend(file.finish(&self.settings)?);
+            file.retire();
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ use arrow_array::builder::{
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
+use super::encoder::Spares;
 use super::naming;
 use super::rolling::{FileSettings, RollingFile, RowBuffer, Slot};
 use super::{Finished, SinkError};
@@ -105,6 +106,7 @@ pub struct DeadLetter<'a> {
 pub struct DlqSink {
     settings: FileSettings,
     open: BTreeMap<i32, RollingFile<DlqRows>>,
+    spares: Spares<DlqRows>,
 }
 
 impl DlqSink {
@@ -112,6 +114,7 @@ impl DlqSink {
         DlqSink {
             settings,
             open: BTreeMap::new(),
+            spares: Spares::default(),
         }
     }
 
@@ -121,14 +124,17 @@ impl DlqSink {
         finished: &mut Vec<Finished>,
     ) -> Result<(), SinkError> {
         let partition = letter.origin.partition();
-        let settings = &self.settings;
+        let (settings, spares) = (&self.settings, &self.spares);
         let file = self.open.entry(partition).or_insert_with(|| {
-            RollingFile::new(Slot {
-                folder: String::new(),
-                tag: settings.tags.partition(partition),
-                partition,
-                hour: 0,
-            })
+            RollingFile::new(
+                Slot {
+                    folder: String::new(),
+                    tag: settings.tags.partition(partition),
+                    partition,
+                    hour: 0,
+                },
+                spares,
+            )
         });
         let rows = &mut file.rows;
         rows.payload.append_value(letter.payload);

@@ -30,13 +30,49 @@ pub struct Encoder<B: RowBuffer> {
     known: (u64, u64),
 }
 
+/// Empty row buffers of one dataset, for any of its files to fill again: written out by a
+/// worker, or left by a file that is done. A buffer the processing thread allocated and a
+/// worker freed came back to the allocator as fresh pages, zeroed by the kernel each time (a
+/// quarter of the processing thread), and a new buffer per file cost as much again where
+/// files are small (one per event hour of sparse input).
+pub struct Spares<B>(Arc<Mutex<Vec<B>>>);
+
+/// More than any one moment's buffers in flight between the processing thread and the
+/// workers; beyond it, a buffer given back is freed.
+const MAX_SPARES: usize = 8;
+
+impl<B: RowBuffer> Spares<B> {
+    /// An empty buffer to fill: a spare one, or a new one.
+    pub fn take(&self) -> B {
+        lock(&self.0).pop().unwrap_or_default()
+    }
+
+    /// `rows`, emptied, for another batch to fill.
+    pub fn give(&self, rows: B) {
+        let mut spares = lock(&self.0);
+        if spares.len() < MAX_SPARES {
+            spares.push(rows);
+        }
+    }
+}
+
+impl<B> Default for Spares<B> {
+    fn default() -> Self {
+        Spares(Arc::new(Mutex::new(Vec::new())))
+    }
+}
+
+impl<B> Clone for Spares<B> {
+    fn clone(&self) -> Self {
+        Spares(self.0.clone())
+    }
+}
+
 struct Shared<B> {
     /// Rows given, not yet taken by a worker.
     queue: Mutex<VecDeque<B>>,
-    /// Buffers written out, empty, for the processing thread to fill again. A buffer the
-    /// processing thread allocated and a worker freed came back to the allocator as fresh
-    /// pages, zeroed by the kernel each time: a quarter of the processing thread.
-    spent: Mutex<Vec<B>>,
+    /// Where buffers go once written out.
+    spares: Spares<B>,
     state: Mutex<State>,
     written: Condvar,
 }
@@ -82,16 +118,17 @@ impl<B: RowBuffer> Shared<B> {
         self.written.notify_all();
         drop(state);
         drop(batch);
-        lock(&self.spent).push(rows);
+        self.spares.give(rows);
     }
 }
 
 impl<B: RowBuffer> Encoder<B> {
-    pub fn new(writer: Writer, workers: Workers) -> Self {
+    /// Buffers written out go to `spares`.
+    pub fn new(writer: Writer, workers: Workers, spares: Spares<B>) -> Self {
         Encoder {
             shared: Arc::new(Shared {
                 queue: Mutex::new(VecDeque::new()),
-                spent: Mutex::new(Vec::new()),
+                spares,
                 state: Mutex::new(State {
                     writer: Some(writer),
                     written: 0,
@@ -105,11 +142,6 @@ impl<B: RowBuffer> Encoder<B> {
             growth: VecDeque::new(),
             known: (0, 0),
         }
-    }
-
-    /// An empty buffer to fill: one written out, or a new one.
-    pub fn spare(&mut self) -> B {
-        lock(&self.shared.spent).pop().unwrap_or_default()
     }
 
     /// Hands `rows` to be written after the rows before them.

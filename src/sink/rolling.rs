@@ -14,7 +14,7 @@ use parquet::basic::{Compression, Encoding};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use super::encoder::Encoder;
+use super::encoder::{Encoder, Spares};
 use super::naming;
 use super::{Dataset, Finished, SinkError, Tags};
 use crate::storage::Storage;
@@ -125,6 +125,7 @@ pub struct Slot {
 pub struct RollingFile<B: RowBuffer> {
     slot: Slot,
     pub rows: B,
+    spares: Spares<B>,
     encoder: Option<Encoder<B>>,
     opened_at: Instant,
     first: i64,
@@ -133,10 +134,12 @@ pub struct RollingFile<B: RowBuffer> {
 }
 
 impl<B: RowBuffer> RollingFile<B> {
-    pub fn new(slot: Slot) -> Self {
+    /// A file for `slot`, its row buffers taken from and given back to `spares`.
+    pub fn new(slot: Slot, spares: &Spares<B>) -> Self {
         RollingFile {
             slot,
-            rows: B::default(),
+            rows: spares.take(),
+            spares: spares.clone(),
             encoder: None,
             opened_at: Instant::now(),
             first: 0,
@@ -210,12 +213,21 @@ impl<B: RowBuffer> RollingFile<B> {
                 let writer =
                     ArrowWriter::try_new(file, B::schema(), Some(settings.properties::<B>()))
                         .map_err(error)?;
-                self.encoder
-                    .insert(Encoder::new(writer, settings.workers.clone()))
+                self.encoder.insert(Encoder::new(
+                    writer,
+                    settings.workers.clone(),
+                    self.spares.clone(),
+                ))
             }
         };
-        let rows = std::mem::replace(&mut self.rows, encoder.spare());
+        let rows = std::mem::replace(&mut self.rows, self.spares.take());
         encoder.write(rows).map_err(error)
+    }
+
+    /// Gives the row buffer of a file with nothing buffered to the next file opened.
+    pub fn retire(self) {
+        debug_assert!(self.is_empty(), "a file retires finished");
+        self.spares.give(self.rows);
     }
 
     /// Completes everything buffered as one file, ready to publish; `None` when there was

@@ -10,7 +10,7 @@ use pageview::command::{EXIT_INTERRUPTED, Plan};
 use pageview::config::Cli;
 
 fn main() {
-    keep_freed_memory();
+    tune_allocator();
     let cli = Cli::parse();
     if let Err(e) = pageview::logging::init(cli.log_format, &cli.log_level) {
         eprintln!("pageview: error: {e}");
@@ -76,7 +76,18 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// memory back to the kernel after 10 ms, so each batch page-faulted fresh zeroed pages (a
 /// tenth of the run time in profiles); never purging keeps them for reuse. Peak memory is
 /// unchanged: it is what the batches need at once.
-fn keep_freed_memory() {
+///
+/// Transparent huge pages made every 2 MiB the allocator touched resident whole: peak RSS
+/// was twice what the process used (90 against 43 MiB for a 5M-event file on two threads,
+/// 116 against 40 for sparse input), and zeroing the untouched rest cost as much CPU as the
+/// fewer page faults saved. mimalloc asks for them on memory it reserved before `main`, so
+/// they are turned off for the process rather than by its option.
+fn tune_allocator() {
     // SAFETY: sets an allocator option before any other thread exists.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE only sets a flag of this process's memory.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0)
+    };
 }

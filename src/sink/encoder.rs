@@ -101,24 +101,29 @@ impl<B: RowBuffer> Shared<B> {
         let mut rows = lock(&self.queue)
             .pop_front()
             .expect("one buffer queued per job");
-        let batch = rows.take_batch();
-        let State { writer, failed, .. } = &mut *state;
-        let writer = writer
-            .as_mut()
-            .expect("a file is finished after its last batch");
-        if failed.is_none() {
-            match writer.write(&batch) {
-                Ok(()) => {
-                    state.bytes = (writer.bytes_written() + writer.in_progress_size()) as u64;
-                }
-                Err(e) => *failed = Some(e),
-            }
-        }
+        state.write(&mut rows);
+        // Given back before the batch counts as written, so a file finished right after
+        // finds it spare rather than allocating another.
+        self.spares.give(rows);
         state.written += 1;
         self.written.notify_all();
-        drop(state);
-        drop(batch);
-        self.spares.give(rows);
+    }
+}
+
+impl State {
+    /// Writes `rows` as a batch, leaving them empty; after a failure only empties them.
+    fn write<B: RowBuffer>(&mut self, rows: &mut B) {
+        let batch = rows.take_batch();
+        let writer = self
+            .writer
+            .as_mut()
+            .expect("a file is finished after its last batch");
+        if self.failed.is_none() {
+            match writer.write(&batch) {
+                Ok(()) => self.bytes = (writer.bytes_written() + writer.in_progress_size()) as u64,
+                Err(e) => self.failed = Some(e),
+            }
+        }
     }
 }
 
@@ -193,9 +198,13 @@ impl<B: RowBuffer> Encoder<B> {
         state
     }
 
-    /// Every batch given written, the file's footer too: the complete file.
-    pub fn finish(self) -> Result<Box<dyn PendingFile>, ParquetError> {
+    /// Every batch given written, then `last` (on this thread: it would wait for a worker
+    /// anyway) and the file's footer: the complete file. `last` is left empty.
+    pub fn finish(self, last: &mut B) -> Result<Box<dyn PendingFile>, ParquetError> {
         let mut state = self.settled();
+        if last.len() > 0 {
+            state.write(last);
+        }
         if let Some(failed) = state.failed.take() {
             return Err(failed);
         }

@@ -198,30 +198,41 @@ impl<B: RowBuffer> RollingFile<B> {
         self.count > 0 && now.duration_since(self.opened_at) >= settings.max_age
     }
 
+    /// Hands the buffered rows to the file's encoder and starts a new buffer.
     fn encode(&mut self, settings: &FileSettings) -> Result<(), SinkError> {
         if self.rows.len() == 0 {
             return Ok(());
         }
-        let error = |source| SinkError::Encode {
-            dataset: settings.dataset,
-            source,
-        };
-        let encoder = match &mut self.encoder {
-            Some(encoder) => encoder,
-            None => {
-                let file = settings.storage.create(&settings.bucket)?;
-                let writer =
-                    ArrowWriter::try_new(file, B::schema(), Some(settings.properties::<B>()))
-                        .map_err(error)?;
-                self.encoder.insert(Encoder::new(
-                    writer,
-                    settings.workers.clone(),
-                    self.spares.clone(),
-                ))
-            }
-        };
         let rows = std::mem::replace(&mut self.rows, self.spares.take());
-        encoder.write(rows).map_err(error)
+        self.encoder(settings)?
+            .write(rows)
+            .map_err(|source| SinkError::Encode {
+                dataset: settings.dataset,
+                source,
+            })
+    }
+
+    /// The file's encoder, the file opened on first use.
+    fn encoder(&mut self, settings: &FileSettings) -> Result<&mut Encoder<B>, SinkError> {
+        if self.encoder.is_none() {
+            self.encoder = Some(self.open(settings)?);
+        }
+        Ok(self.encoder.as_mut().expect("just opened"))
+    }
+
+    /// Creates the staged file and its encoder.
+    fn open(&self, settings: &FileSettings) -> Result<Encoder<B>, SinkError> {
+        let file = settings.storage.create(&settings.bucket)?;
+        let writer = ArrowWriter::try_new(file, B::schema(), Some(settings.properties::<B>()))
+            .map_err(|source| SinkError::Encode {
+                dataset: settings.dataset,
+                source,
+            })?;
+        Ok(Encoder::new(
+            writer,
+            settings.workers.clone(),
+            self.spares.clone(),
+        ))
     }
 
     /// Gives the row buffer of a file with nothing buffered to the next file opened.
@@ -236,12 +247,16 @@ impl<B: RowBuffer> RollingFile<B> {
         if self.count == 0 {
             return Ok(None);
         }
-        self.encode(settings)?;
-        let encoder = self.encoder.take().expect("encode opened an encoder");
-        let file = encoder.finish().map_err(|source| SinkError::Encode {
-            dataset: settings.dataset,
-            source,
-        })?;
+        let encoder = match self.encoder.take() {
+            Some(encoder) => encoder,
+            None => self.open(settings)?,
+        };
+        let file = encoder
+            .finish(&mut self.rows)
+            .map_err(|source| SinkError::Encode {
+                dataset: settings.dataset,
+                source,
+            })?;
         let key = naming::key(
             &settings.bucket,
             &self.slot.folder,

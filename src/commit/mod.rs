@@ -90,9 +90,8 @@ pub struct Commit {
 }
 
 enum Protocol {
-    /// Bounded input: files appear as they are finished; with tables, as the commit of each
-    /// tick adds them.
-    Immediate(Option<Box<Tables>>),
+    /// Bounded input: files appear as they are finished; with tables, as a commit adds them.
+    Immediate(Option<Box<TableAdds>>),
     /// Kafka: files appear with the checkpoint that names them.
     Checkpointed(Box<Checkpointed>),
 }
@@ -101,7 +100,13 @@ impl Commit {
     /// Bounded input, into Parquet folders or `tables`.
     pub fn immediate(tables: Option<Box<Tables>>) -> Self {
         Commit {
-            protocol: Protocol::Immediate(tables),
+            protocol: Protocol::Immediate(tables.map(|tables| {
+                Box::new(TableAdds {
+                    tables,
+                    pending: Vec::new(),
+                    last: Instant::now(),
+                })
+            })),
             compactor: None,
         }
     }
@@ -146,7 +151,7 @@ impl Commit {
             compactor.watermark(router.watermarks().current());
         }
         match &mut self.protocol {
-            Protocol::Immediate(tables) => added(tables, &router.publish_finished()?),
+            Protocol::Immediate(adds) => added(adds, router.publish_finished()?, Some(now)),
             Protocol::Checkpointed(c) => c.checkpoint(router, now, false),
         }
     }
@@ -156,20 +161,41 @@ impl Commit {
     /// next run to continue.
     pub fn finish(&mut self, router: &mut Router, now: Instant) -> Result<Offsets, CommitError> {
         match &mut self.protocol {
-            Protocol::Immediate(tables) => added(tables, &router.finish()?),
+            Protocol::Immediate(adds) => added(adds, router.finish()?, None),
             Protocol::Checkpointed(c) => c.checkpoint(router, now, true),
         }
     }
 }
 
+/// How often a bounded input's tables commit at most. Each commit costs delta-rs a replay of
+/// every file in the table, so one per tick made sparse input (a file per event hour, many
+/// hours a second) spend a fifth of its CPU there; a second is as fresh as a reader needs of
+/// files that roll every `FILE_MAX_AGE_MS`.
+const TABLE_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A bounded input's tables, and the files published since their last commit.
+struct TableAdds {
+    tables: Box<Tables>,
+    pending: Vec<WrittenFile>,
+    last: Instant,
+}
+
 /// Bounded input: `published` files are visible as they are; with tables, once the tables'
-/// commit adds them. No offsets to tell anyone.
+/// commit adds them: at `now` if the last was long enough ago, at the end (`None`) always.
+/// No offsets to tell anyone.
 fn added(
-    tables: &mut Option<Box<Tables>>,
-    published: &[WrittenFile],
+    adds: &mut Option<Box<TableAdds>>,
+    published: Vec<WrittenFile>,
+    now: Option<Instant>,
 ) -> Result<Offsets, CommitError> {
-    if let Some(tables) = tables {
-        tables.commit(published)?;
+    if let Some(adds) = adds {
+        adds.pending.extend(published);
+        let due = now.is_none_or(|now| now.duration_since(adds.last) >= TABLE_COMMIT_INTERVAL);
+        if due && !adds.pending.is_empty() {
+            adds.tables.commit(&adds.pending)?;
+            adds.pending.clear();
+            adds.last = now.unwrap_or_else(Instant::now);
+        }
     }
     Ok(Offsets::new())
 }

@@ -156,7 +156,7 @@ impl Router {
         // can make windows final.
         if self.windows.has_final() {
             let closed = self.windows.drain_final();
-            self.emit(&closed)?;
+            self.emit(closed)?;
         }
         Ok(())
     }
@@ -211,13 +211,13 @@ impl Router {
         Ok(())
     }
 
-    fn emit(&mut self, closed: &[ClosedWindow]) -> Result<(), SinkError> {
+    fn emit(&mut self, closed: Vec<ClosedWindow>) -> Result<(), SinkError> {
         self.closed_since_seal |= !closed.is_empty();
         for window in closed {
             self.stats.windows += 1;
             self.stats.window_rows += window.counts.len() as u64;
+            self.sinks.window(&window)?;
             self.recent.closed(window);
-            self.sinks.window(window)?;
         }
         Ok(())
     }
@@ -264,7 +264,7 @@ impl Router {
         }
         if moved {
             let closed = self.windows.drain_final();
-            self.emit(&closed)?;
+            self.emit(closed)?;
         }
         self.sinks.finish_due(now)
     }
@@ -286,7 +286,7 @@ impl Router {
     /// Returns the files published.
     pub fn finish(&mut self) -> Result<Vec<WrittenFile>, SinkError> {
         let closed = self.windows.drain_all();
-        self.emit(&closed)?;
+        self.emit(closed)?;
         self.sinks.finish_all()?;
         let published = self.publish_finished()?;
         self.sinks.ensure_dlq_file()?;
@@ -305,7 +305,7 @@ impl Router {
         // its watermark as how far its windows are published. Resuming can find some so.
         if self.windows.has_final() {
             let closed = self.windows.drain_final();
-            self.emit(&closed)?;
+            self.emit(closed)?;
         }
         if stopping {
             self.sinks.finish_all()?;

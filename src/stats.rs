@@ -122,20 +122,22 @@ impl WindowSummary {
     }
 }
 
-/// The last [`KEPT`] windows closed, newest first.
+/// The last [`KEPT`] windows closed, newest first. Kept whole and summarised when shown: a
+/// sparse input closes a window every few dozen events, and summarising each as it closed
+/// cost 2% of the run for a page that reads them once a second.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RecentWindows(VecDeque<WindowSummary>);
+pub struct RecentWindows(VecDeque<ClosedWindow>);
 
 impl RecentWindows {
-    pub fn closed(&mut self, window: &ClosedWindow) {
+    pub fn closed(&mut self, window: ClosedWindow) {
         if self.0.len() == KEPT {
             self.0.pop_back();
         }
-        self.0.push_front(WindowSummary::of(window));
+        self.0.push_front(window);
     }
 
-    pub fn latest(&self) -> impl Iterator<Item = &WindowSummary> {
-        self.0.iter()
+    pub fn latest(&self) -> impl Iterator<Item = WindowSummary> + '_ {
+        self.0.iter().map(WindowSummary::of)
     }
 }
 
@@ -161,7 +163,7 @@ mod tests {
     fn only_the_latest_windows_are_kept_newest_first() {
         let mut recent = RecentWindows::default();
         for i in 0..KEPT as i64 + 2 {
-            recent.closed(&ClosedWindow::minute(i * 60_000, &[("A1", i + 1)]));
+            recent.closed(ClosedWindow::minute(i * 60_000, &[("A1", i + 1)]));
         }
         let starts: Vec<i64> = recent.latest().map(|w| w.start_ms).collect();
         let expected: Vec<i64> = (2..KEPT as i64 + 2).rev().map(|i| i * 60_000).collect();

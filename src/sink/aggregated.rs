@@ -4,13 +4,12 @@
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
-use arrow_array::builder::StringBuilder;
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, TimestampMillisecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use super::encoder::Spares;
 use super::naming;
-use super::rolling::{FileSettings, RollingFile, RowBuffer, Slot};
+use super::rolling::{BATCH_ROWS, FileSettings, RollingFile, RowBuffer, Slot, Strings};
 use super::{Finished, SinkError};
 use crate::window::ClosedWindow;
 
@@ -27,12 +26,27 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
-#[derive(Default)]
+/// Plain vectors a batch is copied out of, as [`super::raw::RawRows`]: they keep their
+/// capacity, where moving them into the arrays regrew them from nothing for every batch.
 pub struct AggregatedRows {
     window_start: Vec<i64>,
     window_end: Vec<i64>,
-    postcode: StringBuilder,
+    postcode: Strings,
     pageview_count: Vec<i64>,
+}
+
+/// A window's row: a postcode of a few bytes.
+const POSTCODE_BYTES: usize = 8;
+
+impl Default for AggregatedRows {
+    fn default() -> Self {
+        AggregatedRows {
+            window_start: Vec::with_capacity(BATCH_ROWS),
+            window_end: Vec::with_capacity(BATCH_ROWS),
+            postcode: Strings::with_capacity(BATCH_ROWS, BATCH_ROWS * POSTCODE_BYTES),
+            pageview_count: Vec::with_capacity(BATCH_ROWS),
+        }
+    }
 }
 
 impl RowBuffer for AggregatedRows {
@@ -57,19 +71,19 @@ impl RowBuffer for AggregatedRows {
     }
 
     fn size(&self) -> usize {
-        self.len() * 28 + self.postcode.values_slice().len()
+        self.len() * 28 + self.postcode.bytes()
     }
 
     fn take_batch(&mut self) -> RecordBatch {
         let timestamps = |v: &mut Vec<i64>| {
-            Arc::new(TimestampMillisecondArray::from(std::mem::take(v)).with_timezone("UTC"))
+            Arc::new(TimestampMillisecondArray::from_iter_values(v.drain(..)).with_timezone("UTC"))
                 as ArrayRef
         };
         let columns: Vec<ArrayRef> = vec![
             timestamps(&mut self.window_start),
             timestamps(&mut self.window_end),
-            Arc::new(self.postcode.finish()),
-            Arc::new(Int64Array::from(std::mem::take(&mut self.pageview_count))),
+            Arc::new(self.postcode.take()),
+            Arc::new(Int64Array::from_iter_values(self.pageview_count.drain(..))),
         ];
         RecordBatch::try_new(SCHEMA.clone(), columns).expect("columns match the schema")
     }
@@ -114,7 +128,7 @@ impl AggregatedSink {
         for (postcode, count) in &window.counts {
             file.rows.window_start.push(window.start);
             file.rows.window_end.push(window.end);
-            file.rows.postcode.append_value(postcode);
+            file.rows.postcode.push(postcode);
             file.rows.pageview_count.push(*count);
             finished.extend(file.pushed(window.start, &self.settings)?);
         }

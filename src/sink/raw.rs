@@ -5,13 +5,12 @@
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
-use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-use arrow_buffer::{Buffer, OffsetBuffer, ScalarBuffer};
+use arrow_array::{ArrayRef, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use super::encoder::Spares;
 use super::naming;
-use super::rolling::{BATCH_ROWS, FileSettings, RollingFile, RowBuffer, Slot};
+use super::rolling::{BATCH_ROWS, FileSettings, RollingFile, RowBuffer, Slot, Strings};
 use super::{Finished, SinkError};
 use crate::record::{Offset, Partition};
 use crate::validate::Pageview;
@@ -36,38 +35,6 @@ pub struct RawRows {
     postcode: Strings,
     webpage: Strings,
     timestamp: Vec<i64>,
-}
-
-/// A string column: each value's end in `values`.
-struct Strings {
-    ends: Vec<i32>,
-    values: String,
-}
-
-impl Strings {
-    fn with_capacity(rows: usize, bytes: usize) -> Self {
-        let mut ends = Vec::with_capacity(rows + 1);
-        ends.push(0);
-        Strings {
-            ends,
-            values: String::with_capacity(bytes),
-        }
-    }
-
-    fn push(&mut self, value: &str) {
-        self.values.push_str(value);
-        let end = i32::try_from(self.values.len()).expect("a batch's strings fit in 2 GiB");
-        self.ends.push(end);
-    }
-
-    /// The values as an array, leaving this empty.
-    fn take(&mut self) -> StringArray {
-        let offsets = OffsetBuffer::new(ScalarBuffer::from(self.ends.clone()));
-        let array = StringArray::new(offsets, Buffer::from(self.values.as_bytes()), None);
-        self.ends.truncate(1);
-        self.values.clear();
-        array
-    }
 }
 
 /// Typical string lengths, so a batch's buffers are allocated once rather than regrown.
@@ -107,7 +74,7 @@ impl RowBuffer for RawRows {
     }
 
     fn size(&self) -> usize {
-        self.len() * 24 + self.postcode.values.len() + self.webpage.values.len()
+        self.len() * 24 + self.postcode.bytes() + self.webpage.bytes()
     }
 
     fn take_batch(&mut self) -> RecordBatch {

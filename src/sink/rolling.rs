@@ -7,7 +7,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow_array::RecordBatch;
+use arrow_array::{RecordBatch, StringArray};
+use arrow_buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding};
@@ -48,6 +49,45 @@ pub trait RowBuffer: Default + Send + 'static {
     fn size(&self) -> usize;
     /// Moves the buffered rows into a batch, leaving the buffer empty.
     fn take_batch(&mut self) -> RecordBatch;
+}
+
+/// A string column a [`RowBuffer`] fills: each value's end in `values`. A batch copies it
+/// out, so it keeps its memory from batch to batch where an Arrow builder's goes with the
+/// array it finishes.
+pub struct Strings {
+    ends: Vec<i32>,
+    values: String,
+}
+
+impl Strings {
+    pub fn with_capacity(rows: usize, bytes: usize) -> Self {
+        let mut ends = Vec::with_capacity(rows + 1);
+        ends.push(0);
+        Strings {
+            ends,
+            values: String::with_capacity(bytes),
+        }
+    }
+
+    /// Bytes of the values buffered.
+    pub fn bytes(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn push(&mut self, value: &str) {
+        self.values.push_str(value);
+        let end = i32::try_from(self.values.len()).expect("a batch's strings fit in 2 GiB");
+        self.ends.push(end);
+    }
+
+    /// The values as an array, leaving this empty.
+    pub fn take(&mut self) -> StringArray {
+        let offsets = OffsetBuffer::new(ScalarBuffer::from(self.ends.clone()));
+        let array = StringArray::new(offsets, Buffer::from(self.values.as_bytes()), None);
+        self.ends.truncate(1);
+        self.values.clear();
+        array
+    }
 }
 
 /// What every open file of a dataset shares.

@@ -33,9 +33,7 @@ impl Board {
     /// The router has closed `recent` and read `records` by `now`.
     pub fn show(&self, recent: &RecentWindows, records: u64, now: Instant) {
         let mut shown = self.shown.lock().expect("never poisoned");
-        if !shown.windows.iter().eq(recent.latest()) {
-            shown.windows = recent.latest().cloned().collect();
-        }
+        shown.windows = recent.latest().collect();
         match shown.since {
             Some((before, at)) if now.duration_since(at) >= RATE_OVER => {
                 let secs = now.duration_since(at).as_secs_f64();
@@ -69,7 +67,7 @@ mod tests {
         let board = Board::default();
         assert_eq!(board.json(), r#"{"records_per_second":null,"windows":[]}"#);
         let mut recent = RecentWindows::default();
-        recent.closed(&ClosedWindow::minute(60_000, &[("A1", 3)]));
+        recent.closed(ClosedWindow::minute(60_000, &[("A1", 3)]));
         let start = Instant::now();
         board.show(&recent, 100, start);
         board.show(&recent, 150, start + RATE_OVER / 2);

@@ -76,6 +76,10 @@ pub struct Windows {
     spec: WindowSpec,
     watermark: Watermarks,
     open: BTreeMap<i64, PartitionCounts>,
+    /// Postcodes the last closed window counted: a new window's counts start that large
+    /// rather than growing through their first events (sparse input opens a window every
+    /// few dozen events).
+    postcodes: usize,
 }
 
 /// One partition's count of one postcode in one open window: the unit a checkpoint saves.
@@ -93,6 +97,7 @@ impl Windows {
             spec,
             watermark: Watermarks::new(watermark_bound_ms),
             open: BTreeMap::new(),
+            postcodes: 0,
         }
     }
 
@@ -114,6 +119,7 @@ impl Windows {
             spec,
             watermark,
             open: BTreeMap::new(),
+            postcodes: 0,
         };
         for c in counts {
             *windows
@@ -150,11 +156,13 @@ impl Windows {
     }
 
     fn partition_counts(&mut self, window_start: i64, partition: i32) -> &mut Counts {
+        let postcodes = self.postcodes;
         let partitions = self.open.entry(window_start).or_default();
         let i = match partitions.iter().position(|(p, _)| *p == partition) {
             Some(i) => i,
             None => {
-                partitions.push((partition, Counts::default()));
+                let counts = Counts::with_capacity_and_hasher(postcodes, Default::default());
+                partitions.push((partition, counts));
                 partitions.len() - 1
             }
         };
@@ -228,7 +236,7 @@ impl Windows {
             .collect()
     }
 
-    fn close(&self, start: i64, partitions: PartitionCounts) -> ClosedWindow {
+    fn close(&mut self, start: i64, partitions: PartitionCounts) -> ClosedWindow {
         let mut partitions = partitions.into_iter().map(|(_, counts)| counts);
         let mut total = partitions.next().unwrap_or_default();
         for counts in partitions {
@@ -236,6 +244,7 @@ impl Windows {
                 *total.entry(postcode).or_default() += n;
             }
         }
+        self.postcodes = total.len();
         let mut counts: Vec<_> = total.into_iter().collect();
         counts.sort_unstable();
         ClosedWindow {

@@ -11,6 +11,7 @@ use crate::record::{ErrorKind, Offset, Partition, Record, RecordTime};
 use crate::sink::{DeadLetter, SinkError, Sinks, WrittenFile, naming};
 use crate::stats::RecentWindows;
 use crate::stats::Stats;
+use crate::storage::Unsynced;
 use crate::validate::{Pageview, Rejection};
 use crate::window::{Assignment, ClosedWindow, Windows};
 
@@ -270,14 +271,29 @@ impl Router {
     }
 
     /// Makes every finished file visible at once: for inputs that need no checkpoint.
-    /// Returns the files published.
+    /// Returns the files published. Their bytes are all on their way to the disk before the
+    /// first is synced, and each folder they went to is synced once after all of them.
     pub fn publish_finished(&mut self) -> Result<Vec<WrittenFile>, SinkError> {
-        let finished = self.sinks.take_finished();
+        let mut finished = self.sinks.take_finished();
+        for file in &mut finished {
+            file.file.write_behind()?;
+        }
         let mut published = Vec::with_capacity(finished.len());
+        let mut folders: Vec<Unsynced> = Vec::new();
         for file in finished {
-            let written = file.publish()?;
-            self.stats.file_written(&written);
+            let (written, unsynced) = file.publish_unsynced()?;
             published.push(written);
+            if let Some(folder) = unsynced
+                && !folders.iter().any(|f| f.same_folder(&folder))
+            {
+                folders.push(folder);
+            }
+        }
+        for folder in &folders {
+            folder.sync()?;
+        }
+        for written in &published {
+            self.stats.file_written(written);
         }
         Ok(published)
     }

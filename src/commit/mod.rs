@@ -264,7 +264,10 @@ impl Checkpointed {
             return Ok(Offsets::new());
         }
         current.last = Some(now);
-        let sealed = router.seal(stopping)?;
+        let mut sealed = router.seal(stopping)?;
+        for finished in &mut sealed.finished {
+            finished.file.write_behind()?;
+        }
         let mut files = Vec::with_capacity(sealed.finished.len());
         let mut written = Vec::with_capacity(sealed.finished.len());
         for finished in sealed.finished {

@@ -15,7 +15,7 @@ use super::raw::{RawRows, RawSink};
 use super::rolling::{FileSettings, RowBuffer};
 pub use crate::dataset::Dataset;
 use crate::record::{Offset, Partition};
-use crate::storage::{Buckets, PendingFile, Storage, StorageError};
+use crate::storage::{Buckets, PendingFile, Storage, StorageError, Unsynced};
 use crate::validate::Pageview;
 use crate::window::ClosedWindow;
 use crate::workers::Workers;
@@ -69,13 +69,23 @@ pub struct Finished {
 
 impl Finished {
     pub fn publish(self) -> Result<WrittenFile, StorageError> {
-        let bytes = self.file.publish(&self.key)?;
-        Ok(WrittenFile {
+        let (written, unsynced) = self.publish_unsynced()?;
+        if let Some(folder) = unsynced {
+            folder.sync()?;
+        }
+        Ok(written)
+    }
+
+    /// See [`PendingFile::publish_unsynced`].
+    pub fn publish_unsynced(self) -> Result<(WrittenFile, Option<Unsynced>), StorageError> {
+        let (bytes, unsynced) = self.file.publish_unsynced(&self.key)?;
+        let written = WrittenFile {
             dataset: self.dataset,
             key: self.key,
             rows: self.rows,
             bytes,
-        })
+        };
+        Ok((written, unsynced))
     }
 }
 

@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Listed, PendingFile, RequestObserver, Staged, Storage, StorageError, Version};
+use super::{
+    Listed, PendingFile, RequestObserver, Staged, Storage, StorageError, Unsynced, Version,
+};
 
 /// Where staged files wait inside a local root; hidden so that `**/*.parquet` globs skip it.
 const STAGING_DIR: &str = ".staging";
@@ -191,10 +193,21 @@ fn write_error(path: &Path) -> impl FnOnce(io::Error) -> StorageError + use<> {
 
 /// Renames `from` to `to` (creating `to`'s folder) and makes the new entry durable.
 fn rename_durably(from: &Path, to: &Path) -> Result<(), StorageError> {
+    sync_dir(rename_into(from, to)?)
+}
+
+/// Renames `from` to `to`, creating `to`'s folder; returns that folder, whose new entry is
+/// not durable yet.
+fn rename_into<'a>(from: &Path, to: &'a Path) -> Result<&'a Path, StorageError> {
     let dir = to.parent().expect("keys name a file under the root");
     fs::create_dir_all(dir).map_err(write_error(dir))?;
     fs::rename(from, to).map_err(write_error(to))?;
-    sync_dir(dir)
+    Ok(dir)
+}
+
+/// Syncs a folder a publish left [`Unsynced`], timed as a rename.
+pub(super) fn sync_folder(unsynced: &Unsynced) -> Result<(), StorageError> {
+    timed(&unsynced.observer, "rename", || sync_dir(&unsynced.folder))
 }
 
 /// A local object's version: a digest of its bytes. Two writes of the same bytes share it,
@@ -425,15 +438,45 @@ impl LocalPending {
 }
 
 impl PendingFile for LocalPending {
-    fn publish(mut self: Box<Self>, key: &str) -> Result<u64, StorageError> {
+    fn write_behind(&mut self) -> Result<(), StorageError> {
+        let failed = write_error(&self.staged);
+        let file = self.file.as_mut().expect("written before publish");
+        file.flush().map_err(failed)?;
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: the descriptor is the open staged file; the call only starts writeback.
+            let rc = unsafe {
+                libc::sync_file_range(
+                    file.get_ref().as_raw_fd(),
+                    0,
+                    0,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                )
+            };
+            if rc != 0 {
+                return Err(write_error(&self.staged)(io::Error::last_os_error()));
+            }
+        }
+        Ok(())
+    }
+
+    fn publish_unsynced(
+        mut self: Box<Self>,
+        key: &str,
+    ) -> Result<(u64, Option<Unsynced>), StorageError> {
         let observer = self.observer.clone();
+        let target = self.root.join(key);
         timed(&observer, "write", || {
             let size = self.complete()?;
-            rename_durably(&self.staged, &self.root.join(key))
-                .inspect_err(|_| {
-                    let _ = fs::remove_file(&self.staged);
-                })
-                .map(|()| size)
+            let folder = rename_into(&self.staged, &target).inspect_err(|_| {
+                let _ = fs::remove_file(&self.staged);
+            })?;
+            let unsynced = Unsynced {
+                folder: folder.to_path_buf(),
+                observer: observer.clone(),
+            };
+            Ok((size, Some(unsynced)))
         })
     }
 

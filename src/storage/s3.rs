@@ -34,8 +34,8 @@ use tokio::task::JoinSet;
 
 use super::outage::{self, Outage, Patient};
 use super::{
-    Listed, PendingFile, RequestObserver, Staged, Storage, StorageError, Version, refusal,
-    split_key,
+    Listed, PendingFile, RequestObserver, Staged, Storage, StorageError, Unsynced, Version,
+    refusal, split_key,
 };
 
 /// The prefix staged objects wait under in each bucket.
@@ -636,15 +636,19 @@ impl Write for S3Pending {
 }
 
 impl PendingFile for S3Pending {
-    fn publish(mut self: Box<Self>, key: &str) -> Result<u64, StorageError> {
+    /// An object is durable once written: nothing is left to sync.
+    fn publish_unsynced(
+        mut self: Box<Self>,
+        key: &str,
+    ) -> Result<(u64, Option<Unsynced>), StorageError> {
         let (bucket, path) = split_key(key);
         debug_assert_eq!(bucket, self.bucket);
         if self.upload.is_none() {
-            return self.put_whole(&Path::from(path), key);
+            return Ok((self.put_whole(&Path::from(path), key)?, None));
         }
         let bytes = self.complete()?;
         self.shared.publish(&self.store, bucket, &self.id, path)?;
-        Ok(bytes)
+        Ok((bytes, None))
     }
 
     fn stage(mut self: Box<Self>) -> Result<Staged, StorageError> {

@@ -28,7 +28,7 @@ use pageview::record::Origin;
 use pageview::sink::Tags;
 use pageview::source::{Assignment, Decoded, Poll, Record, Source, SourceError};
 use pageview::storage::{
-    Buckets, Listed, LocalStorage, PendingFile, Staged, Storage, StorageError, Version,
+    Buckets, Listed, LocalStorage, PendingFile, Staged, Storage, StorageError, Unsynced, Version,
 };
 use pageview::window::WindowSpec;
 use pageview::workers::Workers;
@@ -82,9 +82,15 @@ impl Write for MortalFile {
 }
 
 impl PendingFile for MortalFile {
-    fn publish(self: Box<Self>, key: &str) -> Result<u64, StorageError> {
+    fn publish_unsynced(
+        self: Box<Self>,
+        key: &str,
+    ) -> Result<(u64, Option<Unsynced>), StorageError> {
         self.storage.write()?;
-        self.file.publish(key)
+        self.file.publish_unsynced(key)
+    }
+    fn write_behind(&mut self) -> Result<(), StorageError> {
+        self.file.write_behind()
     }
     fn stage(self: Box<Self>) -> Result<Staged, StorageError> {
         self.storage.write()?;

@@ -80,10 +80,15 @@ impl Strings {
         self.ends.push(end);
     }
 
-    /// The values as an array, leaving this empty.
+    /// The values as an array, leaving this empty. Not checked again: checking each batch's
+    /// offsets and UTF-8 was 1.7% of a run's instructions.
     pub fn take(&mut self) -> StringArray {
-        let offsets = OffsetBuffer::new(ScalarBuffer::from(self.ends.clone()));
-        let array = StringArray::new(offsets, Buffer::from(self.values.as_bytes()), None);
+        // SAFETY: `ends` starts at 0 and only grows, each end the length of `values` after a
+        // whole `&str` was appended: monotonic offsets on UTF-8 boundaries of valid UTF-8.
+        let array = unsafe {
+            let offsets = OffsetBuffer::new_unchecked(ScalarBuffer::from(self.ends.clone()));
+            StringArray::new_unchecked(offsets, Buffer::from(self.values.as_bytes()), None)
+        };
         self.ends.truncate(1);
         self.values.clear();
         array

@@ -15,7 +15,7 @@ use super::raw::{RawRows, RawSink};
 use super::rolling::{FileSettings, RowBuffer};
 pub use crate::dataset::Dataset;
 use crate::record::{Offset, Partition};
-use crate::storage::{Buckets, PendingFile, Storage, StorageError, Unsynced};
+use crate::storage::{Buckets, PendingFile, Storage, StorageError, Unsynced, synced};
 use crate::validate::Pageview;
 use crate::window::ClosedWindow;
 use crate::workers::Workers;
@@ -69,11 +69,7 @@ pub struct Finished {
 
 impl Finished {
     pub fn publish(self) -> Result<WrittenFile, StorageError> {
-        let (written, unsynced) = self.publish_unsynced()?;
-        if let Some(folder) = unsynced {
-            folder.sync()?;
-        }
-        Ok(written)
+        synced(self.publish_unsynced()?)
     }
 
     /// See [`PendingFile::publish_unsynced`].

@@ -210,6 +210,23 @@ pub(super) fn sync_folder(unsynced: &Unsynced) -> Result<(), StorageError> {
     timed(&unsynced.observer, "rename", || sync_dir(&unsynced.folder))
 }
 
+/// Starts writing `file`'s dirty pages out, without waiting for them.
+fn start_writeback(file: &File) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the descriptor is an open file; the call only starts its writeback.
+        let rc =
+            unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
+    Ok(())
+}
+
 /// A local object's version: a digest of its bytes. Two writes of the same bytes share it,
 /// which a swap may take as unchanged: what it read is what is there.
 fn digest(bytes: &[u8]) -> Version {
@@ -439,26 +456,10 @@ impl LocalPending {
 
 impl PendingFile for LocalPending {
     fn write_behind(&mut self) -> Result<(), StorageError> {
-        let failed = write_error(&self.staged);
         let file = self.file.as_mut().expect("written before publish");
-        file.flush().map_err(failed)?;
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            // SAFETY: the descriptor is the open staged file; the call only starts writeback.
-            let rc = unsafe {
-                libc::sync_file_range(
-                    file.get_ref().as_raw_fd(),
-                    0,
-                    0,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                )
-            };
-            if rc != 0 {
-                return Err(write_error(&self.staged)(io::Error::last_os_error()));
-            }
-        }
-        Ok(())
+        file.flush()
+            .and_then(|()| start_writeback(file.get_ref()))
+            .map_err(write_error(&self.staged))
     }
 
     fn publish_unsynced(

@@ -180,11 +180,7 @@ pub trait PendingFile: Write + Send {
     /// Makes the file visible at `key` (`<bucket>/<path>`, in the bucket it was created for),
     /// durably and atomically, replacing any file already there. Returns its size in bytes.
     fn publish(self: Box<Self>, key: &str) -> Result<u64, StorageError> {
-        let (bytes, unsynced) = self.publish_unsynced(key)?;
-        if let Some(folder) = unsynced {
-            folder.sync()?;
-        }
-        Ok(bytes)
+        synced(self.publish_unsynced(key)?)
     }
     /// [`PendingFile::publish`], except that the file's new entry is durable only once the
     /// folder returned is synced: publishing a tick's files, then syncing each of their
@@ -221,6 +217,14 @@ impl Unsynced {
     pub fn same_folder(&self, other: &Unsynced) -> bool {
         self.folder == other.folder
     }
+}
+
+/// What a publish returned, once the folder it left unsynced, if any, is synced.
+pub fn synced<T>((published, unsynced): (T, Option<Unsynced>)) -> Result<T, StorageError> {
+    if let Some(folder) = unsynced {
+        folder.sync()?;
+    }
+    Ok(published)
 }
 
 /// Where the datasets go: `--storage DIR` or `--storage s3`.
